@@ -1,0 +1,3 @@
+"""Tidegate: progressive delivery for Kubernetes."""
+
+__version__ = "0.1.0"
