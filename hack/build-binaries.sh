@@ -66,9 +66,18 @@ build_etcd() {
 }
 
 build_kwok() {
-    [[ -x "$bin/kwok" ]] && return
+    [[ -x "$bin/kwok" && -s "$bin/kwok-stages.yaml" ]] && return
     log "building kwok $KWOK_VERSION"
     GOBIN="$bin" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+    # kwok's own "fast" stage set: nodes become Ready and keep a lease, pods become Ready.
+    local stages
+    stages="$(go env GOMODCACHE)/sigs.k8s.io/kwok@$KWOK_VERSION/kustomize/stage"
+    for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
+        pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
+        echo "---"
+        cat "$stages/$f"
+    done > "$bin/kwok-stages.yaml.tmp"
+    mv "$bin/kwok-stages.yaml.tmp" "$bin/kwok-stages.yaml"
 }
 
 case "${1:-all}" in

@@ -1,0 +1,1 @@
+"""The local development environment: control plane, Prometheus and data plane."""

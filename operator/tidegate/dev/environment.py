@@ -1,0 +1,146 @@
+"""The whole local environment: control plane, Gateway API CRDs, Prometheus and gateway."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tidegate.dev import prometheus
+from tidegate.dev.binaries import Binaries, find_binaries, gateway_api_crd_directory
+from tidegate.dev.cluster import (
+    KubectlRunner,
+    StartupError,
+    free_port,
+    start_control_plane,
+    wait_until,
+    _http_ok,
+)
+from tidegate.dev.processes import ProcessTable
+
+SCRAPE_INTERVAL = "1s"
+
+
+def default_state_dir() -> Path:
+    return Path(os.environ.get("TIDEGATE_STATE_DIR", Path.cwd() / ".state" / "dev"))
+
+
+@dataclass(frozen=True)
+class EnvironmentInfo:
+    state_dir: str
+    kubeconfig: str
+    server: str
+    kubectl: str
+    prometheus_url: str
+    gateway_url: str
+    gateway_metrics_url: str
+    started_in_seconds: float
+
+    def exports(self) -> str:
+        return "\n".join(
+            [
+                f"export KUBECONFIG={self.kubeconfig}",
+                f"export TIDEGATE_PROMETHEUS_URL={self.prometheus_url}",
+                f"export TIDEGATE_GATEWAY_URL={self.gateway_url}",
+                f"export PATH={Path(self.kubectl).parent}:$PATH",
+            ]
+        )
+
+
+def info_path(state_dir: Path) -> Path:
+    return state_dir / "environment.json"
+
+
+def load_info(state_dir: Path) -> EnvironmentInfo | None:
+    path = info_path(state_dir)
+    return EnvironmentInfo(**json.loads(path.read_text())) if path.exists() else None
+
+
+def start_environment(state_dir: Path, binaries: Binaries | None = None) -> EnvironmentInfo:
+    """Start everything in a fresh state directory; on any failure, stop what was started."""
+    began = time.monotonic()
+    processes = ProcessTable(state_dir)
+    if processes.alive():
+        raise StartupError(f"an environment is already running in {state_dir}; stop it first")
+    _reset(state_dir)
+    binaries = binaries or find_binaries()
+    try:
+        control_plane = start_control_plane(binaries, state_dir, processes)
+        kubectl = KubectlRunner(binaries.kubectl, control_plane.kubeconfig)
+        kubectl.check("apply", "--server-side", "-f", str(gateway_api_crd_directory()))
+
+        gateway_port, gateway_metrics_port, prometheus_port = free_port(), free_port(), free_port()
+        targets_dir = state_dir / "prometheus-targets"
+        targets_dir.mkdir(parents=True, exist_ok=True)
+        config = state_dir / "prometheus.yml"
+        config.write_text(
+            prometheus.render_config(
+                SCRAPE_INTERVAL, [f"127.0.0.1:{gateway_metrics_port}"], targets_dir
+            )
+        )
+        prometheus_url = f"http://127.0.0.1:{prometheus_port}"
+        processes.start(
+            "prometheus",
+            prometheus.prometheus_command(
+                prometheus.prometheus_binary(),
+                config,
+                state_dir / "prometheus-data",
+                f"127.0.0.1:{prometheus_port}",
+            ),
+        )
+        processes.start(
+            "gateway",
+            [
+                sys.executable,
+                "-m",
+                "tidegate.dev.gateway",
+                f"--kubeconfig={control_plane.kubeconfig}",
+                f"--listen=127.0.0.1:{gateway_port}",
+                f"--metrics-listen=127.0.0.1:{gateway_metrics_port}",
+                f"--state-dir={state_dir}",
+            ],
+        )
+        kubectl.check("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+        wait_until(
+            lambda: _http_ok(f"{prometheus_url}/-/ready"),
+            "prometheus",
+            60,
+            processes.log_dir / "prometheus.log",
+        )
+        wait_until(
+            lambda: _http_ok(f"http://127.0.0.1:{gateway_metrics_port}/metrics"),
+            "gateway",
+            30,
+            processes.log_dir / "gateway.log",
+        )
+    except BaseException:
+        processes.stop_all()
+        raise
+    info = EnvironmentInfo(
+        state_dir=str(state_dir),
+        kubeconfig=str(control_plane.kubeconfig),
+        server=control_plane.server,
+        kubectl=str(binaries.kubectl),
+        prometheus_url=prometheus_url,
+        gateway_url=f"http://127.0.0.1:{gateway_port}",
+        gateway_metrics_url=f"http://127.0.0.1:{gateway_metrics_port}",
+        started_in_seconds=round(time.monotonic() - began, 1),
+    )
+    info_path(state_dir).write_text(json.dumps(asdict(info), indent=1))
+    return info
+
+
+def stop_environment(state_dir: Path) -> None:
+    ProcessTable(state_dir).stop_all()
+    info_path(state_dir).unlink(missing_ok=True)
+
+
+def _reset(state_dir: Path) -> None:
+    import shutil
+
+    if state_dir.exists():
+        shutil.rmtree(state_dir)
+    state_dir.mkdir(parents=True)
