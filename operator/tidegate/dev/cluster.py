@@ -1,0 +1,259 @@
+"""A real local control plane: etcd, kube-apiserver, controller-manager, scheduler and kwok."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from tidegate.dev import pki
+from tidegate.dev.binaries import Binaries
+from tidegate.dev.processes import ProcessTable
+
+SERVICE_CIDR = "10.96.0.0/16"
+POD_CIDR = "10.244.0.0/16"
+KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+
+
+class StartupError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_until(
+    check: Callable[[], bool], what: str, timeout: float, log: Path | None = None
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except (OSError, urllib.error.URLError, subprocess.SubprocessError):
+            pass
+        time.sleep(0.1)
+    tail = ""
+    if log and log.exists():
+        tail = "\n" + "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+    raise StartupError(f"{what} was not ready within {timeout:.0f}s{tail}")
+
+
+def http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
+    with urllib.request.urlopen(url, timeout=2, context=context) as response:
+        return bool(response.status == 200)
+
+
+def write_kubeconfig(path: Path, server: str, ca: Path, client: pki.KeyPair, user: str) -> Path:
+    cluster = {"server": server, "certificate-authority": str(ca)}
+    credentials = {"client-certificate": str(client.cert), "client-key": str(client.key)}
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "tidegate-dev", "cluster": cluster}],
+        "users": [{"name": user, "user": credentials}],
+        "contexts": [{"name": "tidegate-dev", "context": {"cluster": "tidegate-dev", "user": user}}],
+        "current-context": "tidegate-dev",
+    }
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+class KubectlRunner:
+    def __init__(self, kubectl: Path, kubeconfig: Path) -> None:
+        self.kubectl = kubectl
+        self.kubeconfig = kubeconfig
+
+    def run(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(self.kubectl), f"--kubeconfig={self.kubeconfig}", *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    def check(self, *args: str, stdin: str | None = None) -> str:
+        result = self.run(*args, stdin=stdin)
+        if result.returncode != 0:
+            raise StartupError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
+        return result.stdout
+
+    def apply_text(self, manifest: str) -> str:
+        return self.check("apply", "--server-side", "-f", "-", stdin=manifest)
+
+
+@dataclass(frozen=True)
+class ControlPlane:
+    server: str
+    kubeconfig: Path
+
+
+def _identities(ca: pki.CertificateAuthority, state_dir: Path, server: str) -> dict[str, Path]:
+    """A kubeconfig for each identity: the admin, and the components as a real cluster has them."""
+    kubeconfigs = {}
+    for short, user, group in [
+        ("admin", "admin", "system:masters"),
+        ("controller-manager", "system:kube-controller-manager", None),
+        ("scheduler", "system:kube-scheduler", None),
+    ]:
+        client = ca.issue(short, user, organization=group)
+        kubeconfigs[short] = write_kubeconfig(
+            state_dir / f"{short}.kubeconfig", server, ca.cert_path, client, user
+        )
+    return kubeconfigs
+
+
+def start_control_plane(
+    binaries: Binaries, state_dir: Path, processes: ProcessTable, *, nodes: int = 3
+) -> ControlPlane:
+    pki_dir = state_dir / "pki"
+    ca = pki.CertificateAuthority(pki_dir)
+    apiserver_port = free_port()
+    server = f"https://127.0.0.1:{apiserver_port}"
+    serving = ca.issue(
+        "apiserver",
+        "kube-apiserver",
+        server_names=("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"),
+        server_ips=("127.0.0.1", "10.96.0.1"),
+    )
+    service_accounts = pki.service_account_keys(pki_dir)
+    kubeconfigs = _identities(ca, state_dir, server)
+
+    etcd_client, etcd_peer = free_port(), free_port()
+    etcd_url = f"http://127.0.0.1:{etcd_client}"
+    processes.start(
+        "etcd",
+        [
+            str(binaries.etcd),
+            "--name=dev",
+            f"--data-dir={state_dir / 'etcd'}",
+            f"--listen-client-urls={etcd_url}",
+            f"--advertise-client-urls={etcd_url}",
+            f"--listen-peer-urls=http://127.0.0.1:{etcd_peer}",
+            f"--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}",
+            f"--initial-cluster=dev=http://127.0.0.1:{etcd_peer}",
+            "--unsafe-no-fsync",  # a throwaway store; durability would cost seconds here
+            "--log-level=warn",
+        ],
+    )
+    wait_until(lambda: http_ok(f"{etcd_url}/health"), "etcd", 30, processes.log_dir / "etcd.log")
+
+    processes.start(
+        "kube-apiserver",
+        [
+            str(binaries.kube_apiserver),
+            f"--etcd-servers={etcd_url}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={apiserver_port}",
+            f"--tls-cert-file={serving.cert}",
+            f"--tls-private-key-file={serving.key}",
+            f"--client-ca-file={ca.cert_path}",
+            "--authorization-mode=RBAC",
+            f"--service-account-issuer={server}",
+            f"--service-account-key-file={service_accounts.cert}",
+            f"--service-account-signing-key-file={service_accounts.key}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--allow-privileged=true",
+            "--profiling=false",
+            "--v=1",
+        ],
+    )
+    context = ssl.create_default_context(cafile=str(ca.cert_path))
+    context.load_cert_chain(str(pki_dir / "admin.crt"), str(pki_dir / "admin.key"))
+    wait_until(
+        lambda: http_ok(f"{server}/readyz", context),
+        "kube-apiserver",
+        60,
+        processes.log_dir / "kube-apiserver.log",
+    )
+
+    for component, binary, extra in [
+        (
+            "controller-manager",
+            binaries.kube_controller_manager,
+            [
+                "--use-service-account-credentials=true",
+                f"--service-account-private-key-file={service_accounts.key}",
+                f"--root-ca-file={ca.cert_path}",
+                f"--cluster-cidr={POD_CIDR}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--controllers=*,-nodeipam,-cloud-node-lifecycle",
+            ],
+        ),
+        ("scheduler", binaries.kube_scheduler, []),
+    ]:
+        kubeconfig = kubeconfigs[component]
+        processes.start(
+            f"kube-{component}",
+            [
+                str(binary),
+                f"--kubeconfig={kubeconfig}",
+                f"--authentication-kubeconfig={kubeconfig}",
+                f"--authorization-kubeconfig={kubeconfig}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={free_port()}",
+                "--leader-elect=false",
+                "--v=1",
+                *extra,
+            ],
+        )
+    admin = kubeconfigs["admin"]
+    processes.start(
+        "kwok",
+        [
+            str(binaries.kwok),
+            f"--kubeconfig={admin}",
+            f"--config={binaries.kwok_stages}",
+            "--manage-all-nodes=false",
+            f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
+            f"--cidr={POD_CIDR}",
+            "--node-ip=10.0.0.1",
+            f"--server-address=127.0.0.1:{free_port()}",
+            "--node-lease-duration-seconds=40",
+        ],
+    )
+    kubectl = KubectlRunner(binaries.kubectl, admin)
+    kubectl.apply_text(yaml.safe_dump_all(_fake_node(f"kwok-node-{i}") for i in range(nodes)))
+    wait_until(
+        lambda: kubectl.run("wait", "--for=condition=Ready", "node", "--all", "--timeout=1s")
+        .returncode
+        == 0,
+        "kwok nodes",
+        60,
+        processes.log_dir / "kwok.log",
+    )
+    return ControlPlane(server, admin)
+
+
+def _fake_node(name: str) -> dict[str, object]:
+    # No taints, so a plain Deployment as a user writes it is scheduled here.
+    capacity = {"cpu": "32", "memory": "256Gi", "pods": "110"}
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "annotations": {KWOK_NODE_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"},
+            "labels": {
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                "type": "kwok",
+            },
+        },
+        "status": {"allocatable": capacity, "capacity": capacity},
+    }
