@@ -1,0 +1,427 @@
+"""Pydantic models of the ProgressiveRollout custom resource (tidegate.io/v1alpha1).
+
+Python attributes are snake_case; the wire form is camelCase:
+`model.model_dump(mode="json", by_alias=True, exclude_none=True)`.
+
+Cross-field checks live twice: as pydantic validators (the operator rejects bad specs with a
+readable message) and as CEL rules in `json_schema_extra` (the API server rejects them on
+admission). `tidegate.crd` copies the rules into the CRD, so keep each pair in step.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+from pydantic.config import JsonDict
+
+from tidegate.durations import DURATION_MAX_LENGTH, DURATION_PATTERN, parse_duration
+
+GROUP = "tidegate.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "ProgressiveRollout"
+LIST_KIND = "ProgressiveRolloutList"
+PLURAL = "progressiverollouts"
+SINGULAR = "progressiverollout"
+SHORT_NAMES = ("pro", "prollout")
+
+MAX_STEPS = 64
+MAX_METRICS = 32
+
+# Kubernetes object names: DNS subdomains (253) for most kinds, DNS labels (63) for Services.
+ObjectName = Annotated[str, StringConstraints(min_length=1, max_length=253)]
+ServiceName = Annotated[str, StringConstraints(min_length=1, max_length=63)]
+MetricName = Annotated[str, StringConstraints(min_length=1, max_length=63)]
+Weight = Annotated[int, Field(ge=0, le=100)]
+Revision = Annotated[str, StringConstraints(max_length=253)]
+ShortText = Annotated[str, StringConstraints(max_length=1024)]
+LongText = Annotated[str, StringConstraints(max_length=32768)]
+
+
+def _check_duration(text: str) -> str:
+    parse_duration(text)
+    return text
+
+
+Duration = Annotated[
+    str,
+    StringConstraints(pattern=DURATION_PATTERN, max_length=DURATION_MAX_LENGTH),
+    AfterValidator(_check_duration),
+]
+
+
+def _cel(rule: str, message: str) -> JsonDict:
+    return {"rule": rule, "message": message}
+
+
+class _WireModel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+
+class _SpecModel(_WireModel):
+    # The API server prunes unknown fields, so anything extra here is a typo in a test or
+    # a hand-written manifest: better to say so.
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- spec -----------------------------------------------------------------------------------
+
+
+class TargetRef(_SpecModel):
+    """The Deployment whose pod template is rolled out."""
+
+    api_version: Literal["apps/v1"] = "apps/v1"
+    kind: Literal["Deployment"] = "Deployment"
+    name: ObjectName
+
+
+class ServiceRef(_SpecModel):
+    """The Service in front of the workload; tidegate derives the stable and canary Services."""
+
+    name: ServiceName
+    port: int = Field(ge=1, le=65535)
+
+
+class PauseStep(_SpecModel):
+    """Wait for `duration`, or without one until promoted by hand."""
+
+    duration: Duration | None = None
+
+
+class AnalysisStep(_SpecModel):
+    """Require this many passing measurements at the current weight."""
+
+    iterations: int = Field(default=1, ge=1, le=1000)
+
+
+_STEP_KINDS = ("setWeight", "pause", "analysis")
+_ONE_STEP_KIND_RULE = " + ".join(f"(has(self.{kind}) ? 1 : 0)" for kind in _STEP_KINDS) + " == 1"
+
+
+class Step(_SpecModel):
+    """One canary step: exactly one of setWeight, pause, analysis."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    _ONE_STEP_KIND_RULE,
+                    "a step must set exactly one of setWeight, pause or analysis",
+                )
+            ]
+        }
+    )
+
+    set_weight: Weight | None = None
+    pause: PauseStep | None = None
+    analysis: AnalysisStep | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one_kind(self) -> Step:
+        kinds = [
+            name
+            for name, value in (
+                ("setWeight", self.set_weight),
+                ("pause", self.pause),
+                ("analysis", self.analysis),
+            )
+            if value is not None
+        ]
+        if len(kinds) != 1:
+            found = ", ".join(kinds) if kinds else "none"
+            raise ValueError(
+                f"a step must set exactly one of setWeight, pause or analysis (found: {found})"
+            )
+        return self
+
+
+class CanaryStrategy(_SpecModel):
+    """Either explicit `steps`, or the shorthand `stepWeight` + `maxWeight`."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "!(has(self.steps) && (has(self.stepWeight) || has(self.maxWeight)))",
+                    "set either steps or stepWeight/maxWeight, not both",
+                ),
+                _cel(
+                    "has(self.steps) || (has(self.stepWeight) && has(self.maxWeight))",
+                    "set either steps, or both stepWeight and maxWeight",
+                ),
+                _cel(
+                    "!has(self.stepWeight) || !has(self.maxWeight)"
+                    " || self.stepWeight <= self.maxWeight",
+                    "stepWeight must not be greater than maxWeight",
+                ),
+                _cel(
+                    "!has(self.steps)"
+                    " || self.steps.filter(s, has(s.setWeight)).map(s, s.setWeight).isSorted()",
+                    "setWeight values must not decrease from one step to the next",
+                ),
+            ]
+        }
+    )
+
+    steps: list[Step] | None = Field(default=None, min_length=1, max_length=MAX_STEPS)
+    step_weight: int | None = Field(default=None, ge=1, le=100)
+    max_weight: int | None = Field(default=None, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _one_form(self) -> CanaryStrategy:
+        shorthand = self.step_weight is not None or self.max_weight is not None
+        if self.steps is not None and shorthand:
+            raise ValueError("set either steps or stepWeight/maxWeight, not both")
+        if self.steps is None:
+            if self.step_weight is None or self.max_weight is None:
+                raise ValueError("set either steps, or both stepWeight and maxWeight")
+            if self.step_weight > self.max_weight:
+                raise ValueError(
+                    f"stepWeight ({self.step_weight}) must not be greater than "
+                    f"maxWeight ({self.max_weight})"
+                )
+            return self
+        previous: int | None = None
+        for index, step in enumerate(self.steps):
+            if step.set_weight is None:
+                continue
+            if previous is not None and step.set_weight < previous:
+                raise ValueError(
+                    "setWeight values must not decrease from one step to the next: "
+                    f"step {index} sets {step.set_weight} after {previous}"
+                )
+            previous = step.set_weight
+        return self
+
+
+class Strategy(_SpecModel):
+    canary: CanaryStrategy
+
+
+class GatewayAPIRouting(_SpecModel):
+    """The HTTPRoute rule (same namespace) whose backendRefs tidegate owns."""
+
+    http_route: ObjectName
+    rule_index: int = Field(default=0, ge=0, le=1000)
+
+
+class TrafficRouting(_SpecModel):
+    gateway_api: GatewayAPIRouting = Field(alias="gatewayAPI")
+
+
+class ThresholdRange(_SpecModel):
+    """Inclusive bounds a measurement must fall within; at least one of min and max."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel("has(self.min) || has(self.max)", "thresholdRange needs min, max or both"),
+                _cel(
+                    "!has(self.min) || !has(self.max) || self.min <= self.max",
+                    "thresholdRange.min must not be greater than thresholdRange.max",
+                ),
+            ]
+        }
+    )
+
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ThresholdRange:
+        if self.min is None and self.max is None:
+            raise ValueError("thresholdRange needs min, max or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(
+                f"thresholdRange.min ({self.min:g}) must not be greater than "
+                f"thresholdRange.max ({self.max:g})"
+            )
+        return self
+
+    def contains(self, value: float) -> bool:
+        if math.isnan(value):
+            return False
+        if self.min is not None and value < self.min:
+            return False
+        return not (self.max is not None and value > self.max)
+
+    def describe(self) -> str:
+        low = "-inf" if self.min is None else f"{self.min:g}"
+        high = "+inf" if self.max is None else f"{self.max:g}"
+        return f"[{low}, {high}]"
+
+
+class Metric(_SpecModel):
+    """A PromQL query whose result must stay within thresholdRange.
+
+    The query may use {{ target }}, {{ namespace }}, {{ stableService }}, {{ canaryService }}
+    and {{ interval }}.
+    """
+
+    name: MetricName
+    query: Annotated[str, StringConstraints(min_length=1, max_length=8192)]
+    threshold_range: ThresholdRange
+
+
+class PrometheusProvider(_SpecModel):
+    """Where to send queries; without an address the operator-wide default is used."""
+
+    address: Annotated[str, StringConstraints(max_length=2048)] | None = None
+
+
+def _list_map(key: str) -> JsonDict:
+    return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": [key]}
+
+
+class Analysis(_SpecModel):
+    interval: Duration = "1m"
+    failure_limit: int = Field(default=2, ge=1, le=1000)
+    prometheus: PrometheusProvider | None = None
+    metrics: list[Metric] = Field(
+        default_factory=list, max_length=MAX_METRICS, json_schema_extra=_list_map("name")
+    )
+
+    @field_validator("interval")
+    @classmethod
+    def _positive_interval(cls, value: str) -> str:
+        if parse_duration(value).total_seconds() <= 0:
+            raise ValueError("analysis.interval must be greater than zero")
+        return value
+
+    @field_validator("metrics")
+    @classmethod
+    def _unique_metric_names(cls, metrics: list[Metric]) -> list[Metric]:
+        seen: set[str] = set()
+        for metric in metrics:
+            if metric.name in seen:
+                raise ValueError(f"metric name {metric.name!r} is used more than once")
+            seen.add(metric.name)
+        return metrics
+
+
+class RolloutSpec(_SpecModel):
+    target_ref: TargetRef
+    service: ServiceRef
+    strategy: Strategy
+    traffic_routing: TrafficRouting
+    analysis: Analysis = Field(default_factory=Analysis)
+    progress_deadline_seconds: int = Field(default=600, ge=1)
+    skip_analysis: bool = False
+    paused: bool = False
+
+
+# --- status ---------------------------------------------------------------------------------
+
+
+class RolloutPhase(StrEnum):
+    INITIALIZING = "Initializing"
+    INITIALIZED = "Initialized"
+    PROGRESSING = "Progressing"
+    PAUSED = "Paused"
+    PROMOTING = "Promoting"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+
+
+class MetricPhase(StrEnum):
+    PASSED = "Passed"
+    FAILED = "Failed"
+    NO_DATA = "NoData"
+    ERROR = "Error"
+
+
+class ConditionType(StrEnum):
+    READY = "Ready"
+    PROGRESSING = "Progressing"
+    DEGRADED = "Degraded"
+
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+def _as_utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+Timestamp = Annotated[datetime, AfterValidator(_as_utc)]
+
+
+class _StatusModel(_WireModel):
+    # Ignore fields written by a newer operator instead of failing to read the status.
+    model_config = ConfigDict(extra="ignore")
+
+
+class MetricResult(_StatusModel):
+    """The latest measurement of one metric."""
+
+    name: MetricName
+    phase: MetricPhase
+    value: float | None = None
+    message: LongText = ""
+    measured_at: Timestamp
+
+    @field_validator("value")
+    @classmethod
+    def _finite(cls, value: float | None) -> float | None:
+        # NaN and infinities have no JSON form; the message still tells what was seen.
+        return value if value is None or math.isfinite(value) else None
+
+
+class Condition(_StatusModel):
+    type: Annotated[str, StringConstraints(min_length=1, max_length=316)]
+    status: ConditionStatus
+    reason: ShortText = ""
+    message: LongText = ""
+    last_transition_time: Timestamp
+    observed_generation: int | None = Field(default=None, ge=0)
+
+
+class RolloutStatus(_StatusModel):
+    """Everything the engine remembers between reconciles. `{}` is a valid initial status."""
+
+    phase: RolloutPhase | None = None
+    message: LongText = ""
+    observed_generation: int | None = Field(default=None, ge=0)
+    current_step_index: int | None = Field(default=None, ge=0)
+    canary_weight: Weight = 0
+    stable_revision: Revision | None = None
+    canary_revision: Revision | None = None
+    replicas: int | None = Field(default=None, ge=0)
+    rollout_started_at: Timestamp | None = None
+    step_started_at: Timestamp | None = None
+    next_measurement_at: Timestamp | None = None
+    passed_checks: int = Field(default=0, ge=0)
+    failed_checks: int = Field(default=0, ge=0)
+    metrics: list[MetricResult] = Field(
+        default_factory=list, max_length=MAX_METRICS, json_schema_extra=_list_map("name")
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list, max_length=8, json_schema_extra=_list_map("type")
+    )
+
+    def condition(self, type_: str) -> Condition | None:
+        return next((c for c in self.conditions if c.type == type_), None)
+
+
+class ProgressiveRollout(_WireModel):
+    """A whole object as stored by the API server (metadata kept as a plain mapping)."""
+
+    api_version: Literal["tidegate.io/v1alpha1"] = "tidegate.io/v1alpha1"
+    kind: Literal["ProgressiveRollout"] = "ProgressiveRollout"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: RolloutSpec
+    status: RolloutStatus = Field(default_factory=RolloutStatus)
