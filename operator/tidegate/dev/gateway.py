@@ -1,0 +1,404 @@
+"""A Gateway API implementation for the local cluster, where pods never really run.
+
+Requests are routed by HTTPRoute (host, path, weighted backendRefs) to Services, and from
+a Service, like kube-proxy would, to its ready pods; each pod template is played by one
+local demo-app process. Per-backend metrics are exported on a separate address, and the
+demo apps are published to Prometheus through a file_sd targets file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import random
+import signal
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from tidegate.dev.demoprocs import DemoPool
+from tidegate.dev.routing import (
+    Route,
+    ServiceInfo,
+    TemplateGroup,
+    pick_backend,
+    pick_template,
+    pod_from_dict,
+    ready_endpoints,
+    route_from_dict,
+    select_route,
+    service_from_dict,
+    split_by_template,
+)
+
+log = logging.getLogger("tidegate.gateway")
+
+TARGETS_FILE = Path("prometheus-targets") / "demo-apps.json"
+SYSTEM_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease"})
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+    }
+)
+UPSTREAM_TIMEOUT = 30.0
+
+ServiceKey = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything request handling needs, recomputed on every cluster change."""
+
+    routes: tuple[Route, ...] = ()
+    services: Mapping[ServiceKey, ServiceInfo] = field(default_factory=dict)
+    endpoints: Mapping[ServiceKey, Mapping[str, TemplateGroup]] = field(default_factory=dict)
+    # template key -> the first Service (by namespace/name) selecting it
+    template_service: Mapping[str, ServiceKey] = field(default_factory=dict)
+
+    @property
+    def templates(self) -> dict[str, TemplateGroup]:
+        merged: dict[str, TemplateGroup] = {}
+        for groups in self.endpoints.values():
+            merged.update(groups)
+        return merged
+
+
+def build_snapshot(
+    routes: Iterable[Mapping[str, Any]],
+    services: Iterable[Mapping[str, Any]],
+    pods: Iterable[Mapping[str, Any]],
+) -> Snapshot:
+    parsed_routes = tuple(sorted(map(route_from_dict, routes), key=lambda r: (r.namespace, r.name)))
+    parsed_services = sorted(map(service_from_dict, services), key=lambda s: (s.namespace, s.name))
+    parsed_pods = [pod_from_dict(p) for p in pods]
+    endpoints: dict[ServiceKey, dict[str, TemplateGroup]] = {}
+    template_service: dict[str, ServiceKey] = {}
+    for svc in parsed_services:
+        if svc.namespace in SYSTEM_NAMESPACES:
+            continue
+        key = (svc.namespace, svc.name)
+        groups = split_by_template(ready_endpoints(svc, parsed_pods))
+        endpoints[key] = groups
+        for template in groups:
+            template_service.setdefault(template, key)
+    return Snapshot(
+        routes=parsed_routes,
+        services={(s.namespace, s.name): s for s in parsed_services},
+        endpoints=endpoints,
+        template_service=template_service,
+    )
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "gateway_requests",
+            "Requests handled by the gateway, by route backend and status code.",
+            ["namespace", "route", "backend", "code"],
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "gateway_request_duration_seconds",
+            "Time from receiving a request to having the backend's response.",
+            ["namespace", "route", "backend"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+
+    def observe(self, namespace: str, route: str, backend: str, code: int, seconds: float) -> None:
+        self.requests.labels(namespace, route, backend, str(code)).inc()
+        self.duration.labels(namespace, route, backend).observe(seconds)
+
+
+def render_targets(snapshot: Snapshot, pool: DemoPool) -> list[dict[str, Any]]:
+    """file_sd entries for every running demo app."""
+    entries: list[dict[str, Any]] = []
+    for key, proc in sorted(pool.processes.items()):
+        namespace, service = snapshot.template_service.get(key, (key.split("/", 1)[0], ""))
+        labels = {
+            "namespace": namespace,
+            "service": service,
+            "version": proc.spec.version,
+            "template": key,
+        }
+        entries.append({"targets": [proc.address], "labels": labels})
+    return entries
+
+
+def write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class Gateway:
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        grace: float = 10.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.targets_path = state_dir / TARGETS_FILE
+        self.snapshot = Snapshot()
+        self.metrics = GatewayMetrics()
+        self.rng = rng or random.Random()
+        self.synced = False
+        self.wake = asyncio.Event()
+        self.pool = DemoPool(grace=grace, on_change=self.wake.set)
+        self._background: set[asyncio.Task[Any]] = set()
+        self._written_targets: str | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    # --- state -------------------------------------------------------------------------
+
+    def update(
+        self,
+        routes: Iterable[Mapping[str, Any]],
+        services: Iterable[Mapping[str, Any]],
+        pods: Iterable[Mapping[str, Any]],
+    ) -> None:
+        self.snapshot = build_snapshot(routes, services, pods)
+        self.wake.set()
+
+    async def reconcile(self) -> None:
+        """Run demo apps for every template with ready pods, stop the stale ones and
+        publish the targets file."""
+        templates = self.snapshot.templates
+        for key, group in templates.items():
+            if key not in self.pool.processes:
+                self._spawn(self.pool.ensure(key, group.spec))
+        self.pool.mark_used(set(templates))
+        await self.pool.reap()
+        self.write_targets()
+
+    def write_targets(self) -> None:
+        text = json.dumps(render_targets(self.snapshot, self.pool), indent=2) + "\n"
+        if text != self._written_targets:
+            write_atomically(self.targets_path, text)
+            self._written_targets = text
+
+    def _spawn(self, coro: Any) -> None:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        task.add_done_callback(_log_failure)
+
+    async def reconcile_forever(self, period: float = 1.0) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), period)
+            self.wake.clear()
+            try:
+                await self.reconcile()
+            except Exception:
+                log.exception("reconcile failed")
+
+    # --- HTTP --------------------------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        start = time.perf_counter()
+        snapshot = self.snapshot
+        match = select_route(snapshot.routes, request.host, request.path)
+        if match is None:
+            self.metrics.observe("", "", "", 404, time.perf_counter() - start)
+            return _error(404, f"no HTTPRoute matches host {request.host!r} path {request.path!r}")
+        route = match.route
+        backend = pick_backend(match.rule, self.rng)
+        if backend is None:
+            self.metrics.observe(route.namespace, route.name, "", 500, time.perf_counter() - start)
+            return _error(500, f"HTTPRoute {route.namespace}/{route.name}: no backend with weight")
+        response = await self._forward(request, snapshot, (backend.namespace, backend.name))
+        elapsed = time.perf_counter() - start
+        self.metrics.observe(route.namespace, route.name, backend.name, response.status, elapsed)
+        response.headers["X-Tidegate-Backend"] = f"{backend.namespace}/{backend.name}"
+        return response
+
+    async def _forward(
+        self, request: web.Request, snapshot: Snapshot, service: ServiceKey
+    ) -> web.Response:
+        if service not in snapshot.services:
+            return _error(500, f"backend Service {service[0]}/{service[1]} not found")
+        group = pick_template(snapshot.endpoints.get(service, {}), self.rng)
+        if group is None:
+            return _error(503, f"Service {service[0]}/{service[1]} has no ready endpoints")
+        try:
+            proc = await self.pool.ensure(group.key, group.spec)
+        except RuntimeError as exc:
+            return _error(503, str(exc))
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+        body = await request.read()
+        try:
+            async with self._client().request(
+                request.method,
+                f"http://{proc.address}{request.path_qs}",
+                headers=headers,
+                data=body,
+            ) as upstream:
+                payload = await upstream.read()
+                out = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
+                return web.Response(status=upstream.status, body=payload, headers=out)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return _error(502, f"upstream {proc.address} failed: {exc}")
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=UPSTREAM_TIMEOUT), auto_decompress=False
+            )
+        return self._session
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        return app
+
+    def metrics_app(self) -> web.Application:
+        async def metrics(_: web.Request) -> web.Response:
+            resp = web.Response(body=generate_latest(self.metrics.registry))
+            resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
+            return resp
+
+        async def healthz(_: web.Request) -> web.Response:
+            return web.json_response({"status": "ok"})
+
+        async def readyz(_: web.Request) -> web.Response:
+            return web.json_response({"synced": self.synced}, status=200 if self.synced else 503)
+
+        app = web.Application()
+        app.router.add_get("/metrics", metrics)
+        app.router.add_get("/healthz", healthz)
+        app.router.add_get("/readyz", readyz)
+        return app
+
+    async def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        await self.pool.close()
+        if self._session is not None:
+            await self._session.close()
+        # Nothing is left to scrape.
+        self._written_targets = None
+        self.snapshot = Snapshot()
+        self.write_targets()
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("background task failed: %s", task.exception())
+
+
+def parse_address(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+async def _serve(app: web.Application, address: tuple[str, int]) -> web.AppRunner:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, address[0], address[1]).start()
+    return runner
+
+
+async def _mirror_cluster(gateway: Gateway, kubeconfig: str | None) -> None:
+    # Imported here so the pure parts above don't need lightkube at import time.
+    from lightkube import AsyncClient, KubeConfig
+
+    from tidegate.dev.kubewatch import ClusterMirror
+
+    config = KubeConfig.from_file(kubeconfig) if kubeconfig else None
+    client = AsyncClient(config=config)
+    mirror: ClusterMirror | None = None
+
+    def changed() -> None:
+        assert mirror is not None
+        gateway.synced = mirror.synced
+        gateway.update(
+            mirror.routes.items.values(), mirror.services.items.values(), mirror.pods.items.values()
+        )
+
+    mirror = ClusterMirror(client, changed)
+    try:
+        await mirror.run()
+    finally:
+        await client.close()
+
+
+async def run(args: argparse.Namespace) -> None:
+    gateway = Gateway(Path(args.state_dir), grace=args.grace, rng=random.Random(args.seed))
+    gateway.write_targets()
+    runners = [await _serve(gateway.app(), args.listen)]
+    if args.metrics_listen is not None:
+        runners.append(await _serve(gateway.metrics_app(), args.metrics_listen))
+    log.info("gateway listening on %s:%d", *args.listen)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    tasks = [
+        asyncio.create_task(_mirror_cluster(gateway, args.kubeconfig), name="mirror"),
+        asyncio.create_task(gateway.reconcile_forever(), name="reconcile"),
+    ]
+    stopper = asyncio.create_task(stop.wait())
+    try:
+        done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not stopper and not task.cancelled() and task.exception() is not None:
+                log.error("%s stopped: %r", task.get_name(), task.exception())
+    finally:
+        for task in [stopper, *tasks]:
+            task.cancel()
+        await asyncio.gather(stopper, *tasks, return_exceptions=True)
+        for runner in runners:
+            await runner.cleanup()
+        await gateway.close()
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m tidegate.dev.gateway", description=__doc__)
+    parser.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"))
+    parser.add_argument("--listen", type=parse_address, default=("127.0.0.1", 8080))
+    parser.add_argument("--metrics-listen", type=parse_address, default=None)
+    parser.add_argument("--state-dir", default=".")
+    parser.add_argument("--grace", type=float, default=10.0, help="seconds before stopping")
+    parser.add_argument("--seed", type=int, default=None, help="seed for backend choice")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    asyncio.run(run(parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()
