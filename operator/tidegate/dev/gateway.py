@@ -169,7 +169,6 @@ class Gateway:
         self.synced = False
         self.wake = asyncio.Event()
         self.pool = DemoPool(grace=grace, on_change=self.wake.set)
-        self._background: set[asyncio.Task[Any]] = set()
         self._written_targets: str | None = None
         self._session: aiohttp.ClientSession | None = None
 
@@ -188,9 +187,13 @@ class Gateway:
         """Run demo apps for every template with ready pods, stop the stale ones and
         publish the targets file."""
         templates = self.snapshot.templates
-        for key, group in templates.items():
-            if key not in self.pool.processes:
-                self._spawn(self.pool.ensure(key, group.spec))
+        missing = [g for k, g in templates.items() if k not in self.pool.processes]
+        results = await asyncio.gather(
+            *(self.pool.ensure(g.key, g.spec) for g in missing), return_exceptions=True
+        )
+        for group, result in zip(missing, results, strict=True):
+            if isinstance(result, BaseException):
+                log.error("could not start demo app for %s: %s", group.key, result)
         self.pool.mark_used(set(templates))
         await self.pool.reap()
         self.write_targets()
@@ -200,12 +203,6 @@ class Gateway:
         if text != self._written_targets:
             write_atomically(self.targets_path, text)
             self._written_targets = text
-
-    def _spawn(self, coro: Any) -> None:
-        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-        task.add_done_callback(_log_failure)
 
     async def reconcile_forever(self, period: float = 1.0) -> None:
         while True:
@@ -295,9 +292,6 @@ class Gateway:
         return app
 
     async def close(self) -> None:
-        for task in list(self._background):
-            task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
         await self.pool.close()
         if self._session is not None:
             await self._session.close()
@@ -309,11 +303,6 @@ class Gateway:
 
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
-
-
-def _log_failure(task: asyncio.Task[Any]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("background task failed: %s", task.exception())
 
 
 def parse_address(value: str) -> tuple[str, int]:
