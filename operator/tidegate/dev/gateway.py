@@ -132,11 +132,11 @@ class GatewayMetrics:
         self.duration.labels(namespace, route, backend).observe(seconds)
 
 
-def render_targets(snapshot: Snapshot, pool: DemoPool) -> list[dict[str, Any]]:
+def render_targets(service_of: Mapping[str, ServiceKey], pool: DemoPool) -> list[dict[str, Any]]:
     """file_sd entries for every running demo app."""
     entries: list[dict[str, Any]] = []
     for key, proc in sorted(pool.processes.items()):
-        namespace, service = snapshot.template_service.get(key, (key.split("/", 1)[0], ""))
+        namespace, service = service_of.get(key, (key.split("/", 1)[0], ""))
         labels = {
             "namespace": namespace,
             "service": service,
@@ -170,6 +170,8 @@ class Gateway:
         self.wake = asyncio.Event()
         self.pool = DemoPool(grace=grace, on_change=self.wake.set)
         self._written_targets: str | None = None
+        # Sticky, so a demo app keeps its service label during its grace period.
+        self._service_of: dict[str, ServiceKey] = {}
         self._session: aiohttp.ClientSession | None = None
 
     # --- state -------------------------------------------------------------------------
@@ -199,7 +201,10 @@ class Gateway:
         self.write_targets()
 
     def write_targets(self) -> None:
-        text = json.dumps(render_targets(self.snapshot, self.pool), indent=2) + "\n"
+        self._service_of.update(self.snapshot.template_service)
+        for key in set(self._service_of) - set(self.pool.processes):
+            del self._service_of[key]
+        text = json.dumps(render_targets(self._service_of, self.pool), indent=2) + "\n"
         if text != self._written_targets:
             write_atomically(self.targets_path, text)
             self._written_targets = text
@@ -386,6 +391,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    for noisy in ("httpx", "httpx2"):  # lightkube's HTTP client logs every request at INFO
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     asyncio.run(run(parse_args(argv)))
 
 
