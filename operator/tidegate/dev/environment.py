@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -12,12 +13,13 @@ from pathlib import Path
 from tidegate.dev import prometheus
 from tidegate.dev.binaries import Binaries, find_binaries, gateway_api_crd_directory
 from tidegate.dev.cluster import (
+    ControlPlane,
     KubectlRunner,
     StartupError,
     free_port,
     start_control_plane,
     wait_until,
-    _http_ok,
+    http_ok,
 )
 from tidegate.dev.processes import ProcessTable
 
@@ -59,8 +61,14 @@ def load_info(state_dir: Path) -> EnvironmentInfo | None:
     return EnvironmentInfo(**json.loads(path.read_text())) if path.exists() else None
 
 
-def start_environment(state_dir: Path, binaries: Binaries | None = None) -> EnvironmentInfo:
-    """Start everything in a fresh state directory; on any failure, stop what was started."""
+def start_environment(
+    state_dir: Path, *, kubeconfig: Path | None = None, binaries: Binaries | None = None
+) -> EnvironmentInfo:
+    """Start everything in a fresh state directory; on any failure, stop what was started.
+
+    With `kubeconfig`, that cluster (kind, k3d, a real one) is used instead of a local
+    control plane; Prometheus and the gateway still run here, watching it.
+    """
     began = time.monotonic()
     processes = ProcessTable(state_dir)
     if processes.alive():
@@ -68,7 +76,10 @@ def start_environment(state_dir: Path, binaries: Binaries | None = None) -> Envi
     _reset(state_dir)
     binaries = binaries or find_binaries()
     try:
-        control_plane = start_control_plane(binaries, state_dir, processes)
+        if kubeconfig is None:
+            control_plane = start_control_plane(binaries, state_dir, processes)
+        else:
+            control_plane = ControlPlane(server="", kubeconfig=kubeconfig)
         kubectl = KubectlRunner(binaries.kubectl, control_plane.kubeconfig)
         kubectl.check("apply", "--server-side", "-f", str(gateway_api_crd_directory()))
 
@@ -105,13 +116,13 @@ def start_environment(state_dir: Path, binaries: Binaries | None = None) -> Envi
         )
         kubectl.check("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
         wait_until(
-            lambda: _http_ok(f"{prometheus_url}/-/ready"),
+            lambda: http_ok(f"{prometheus_url}/-/ready"),
             "prometheus",
             60,
             processes.log_dir / "prometheus.log",
         )
         wait_until(
-            lambda: _http_ok(f"http://127.0.0.1:{gateway_metrics_port}/metrics"),
+            lambda: http_ok(f"http://127.0.0.1:{gateway_metrics_port}/metrics"),
             "gateway",
             30,
             processes.log_dir / "gateway.log",
@@ -139,8 +150,6 @@ def stop_environment(state_dir: Path) -> None:
 
 
 def _reset(state_dir: Path) -> None:
-    import shutil
-
     if state_dir.exists():
         shutil.rmtree(state_dir)
     state_dir.mkdir(parents=True)

@@ -1,0 +1,51 @@
+"""The e2e session: one real environment for all tests, torn down even when they fail.
+
+TIDEGATE_TEST_KUBECONFIG names an existing cluster (kind, k3d, a real one) to use instead
+of starting a local control plane; Prometheus and the gateway still run on this machine.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tidegate.dev.cluster import KubectlRunner
+from tidegate.dev.environment import EnvironmentInfo, start_environment, stop_environment
+
+E2E_DIR = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if Path(str(item.fspath)).is_relative_to(E2E_DIR):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EnvironmentInfo]:
+    state_dir = tmp_path_factory.mktemp("environment")
+    external = os.environ.get("TIDEGATE_TEST_KUBECONFIG")
+    info = start_environment(state_dir, kubeconfig=Path(external) if external else None)
+    try:
+        yield info
+    finally:
+        stop_environment(state_dir)
+
+
+@pytest.fixture(scope="session")
+def kubectl(environment: EnvironmentInfo) -> KubectlRunner:
+    return KubectlRunner(Path(environment.kubectl), Path(environment.kubeconfig))
+
+
+@pytest.fixture
+def namespace(kubectl: KubectlRunner) -> Iterator[str]:
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    kubectl.check("create", "namespace", name)
+    try:
+        yield name
+    finally:
+        kubectl.run("delete", "namespace", name, "--wait=false")
