@@ -1,0 +1,594 @@
+"""The rollout engine: a pure function from (spec, status, observation) to a decision.
+
+No I/O, no sleeping, no clock reads: the caller observes the cluster, asks
+`needs_measurement()` whether to query Prometheus, calls `reconcile()`, applies the actions in
+order, stores the returned status and calls again after `requeue_after` seconds (or on change).
+
+Choices worth knowing:
+- After a promotion `canaryRevision` is cleared (no canary runs); after a rollback it is kept,
+  so the failed revision is not retried until the Deployment template changes again.
+- The progress deadline counts from the later of the rollout start and the current step start,
+  so a canary that stops being ready mid-rollout gets the same grace period as at the start.
+- An analysis step is complete at once when analysis is skipped or there are no metrics.
+- Initialisation (adopting the first stable revision) also runs while spec.paused is set; a
+  promotion already under way stays in Promoting (without acting) while paused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal
+
+from tidegate.api import (
+    CanaryStrategy,
+    Condition,
+    ConditionStatus,
+    ConditionType,
+    Metric,
+    MetricPhase,
+    MetricResult,
+    RolloutPhase,
+    RolloutSpec,
+    RolloutStatus,
+    Step,
+)
+from tidegate.durations import format_duration, parse_duration
+
+Role = Literal["stable", "canary"]
+
+READINESS_POLL_SECONDS = 1.0
+
+STEADY_PHASES = frozenset(
+    {
+        RolloutPhase.INITIALIZED,
+        RolloutPhase.SUCCEEDED,
+        RolloutPhase.FAILED,
+        RolloutPhase.CANCELLED,
+    }
+)
+_READY_PHASES = frozenset(
+    {RolloutPhase.INITIALIZED, RolloutPhase.SUCCEEDED, RolloutPhase.CANCELLED}
+)
+_PROGRESSING_PHASES = frozenset(
+    {
+        RolloutPhase.INITIALIZING,
+        RolloutPhase.PROGRESSING,
+        RolloutPhase.PAUSED,
+        RolloutPhase.PROMOTING,
+    }
+)
+
+
+# --- observations ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WorkloadState:
+    revision: str | None  # pod-template revision the workload runs (None if unknown)
+    replicas: int  # spec.replicas
+    ready: bool  # rolled out: updated+available == replicas, generation observed
+
+
+@dataclass(frozen=True)
+class Measurement:
+    metric: str
+    value: float | None  # None: the query returned no data
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Observation:
+    now: datetime  # timezone-aware UTC
+    generation: int  # metadata.generation of the ProgressiveRollout
+    target_revision: str  # revision of the user's Deployment pod template
+    target_replicas: int  # replicas the user wants
+    stable: WorkloadState | None  # None: the stable workload does not exist yet
+    canary: WorkloadState | None  # None: no canary workload exists
+    promote_requested: bool = False  # a user asked to promote (ends an indefinite pause)
+    measurements: tuple[Measurement, ...] | None = None  # only when needs_measurement() said so
+
+
+# --- actions --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EnsureWorkload:
+    """Create or update that workload to run `revision` of the target template."""
+
+    role: Role
+    revision: str
+    replicas: int
+
+
+@dataclass(frozen=True)
+class ScaleWorkload:
+    role: Role
+    replicas: int
+
+
+@dataclass(frozen=True)
+class SetCanaryWeight:
+    """HTTPRoute backends: the canary gets `weight`, the stable 100 - weight."""
+
+    weight: int
+
+
+@dataclass(frozen=True)
+class EmitEvent:
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class ClearPromoteRequest:
+    pass
+
+
+Action = EnsureWorkload | ScaleWorkload | SetCanaryWeight | EmitEvent | ClearPromoteRequest
+
+
+@dataclass(frozen=True)
+class Decision:
+    status: RolloutStatus
+    actions: tuple[Action, ...]
+    requeue_after: float | None  # seconds until the engine next needs a call; None: on change
+
+
+# --- public functions -----------------------------------------------------------------------
+
+
+def expand_steps(canary: CanaryStrategy) -> list[Step]:
+    """The explicit steps, or setWeight steps stepWeight, 2*stepWeight, ... up to maxWeight."""
+    if canary.steps is not None:
+        return list(canary.steps)
+    if canary.step_weight is None or canary.max_weight is None:
+        return []
+    weights = [*range(canary.step_weight, canary.max_weight, canary.step_weight)]
+    weights.append(canary.max_weight)
+    return [Step(set_weight=weight) for weight in weights]
+
+
+def needs_measurement(spec: RolloutSpec, status: RolloutStatus, now: datetime) -> bool:
+    """Whether the next reconcile should be given fresh measurements."""
+    if spec.paused or status.phase != RolloutPhase.PROGRESSING:
+        return False
+    if status.step_started_at is None or status.next_measurement_at is None:
+        return False
+    step = _current_step(spec, status)
+    if step is None or _required_passes(spec, step) == 0:
+        return False
+    return now >= status.next_measurement_at
+
+
+def reconcile(spec: RolloutSpec, status: RolloutStatus, obs: Observation) -> Decision:
+    return _Reconciler(spec, status, obs).run()
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def _analysis_enabled(spec: RolloutSpec) -> bool:
+    return not spec.skip_analysis and bool(spec.analysis.metrics)
+
+
+def _required_passes(spec: RolloutSpec, step: Step) -> int:
+    """How many passing measurements the step needs (0: the step is not analysed)."""
+    if not _analysis_enabled(spec):
+        return 0
+    if step.set_weight is not None:
+        return 1
+    if step.analysis is not None:
+        return step.analysis.iterations
+    return 0
+
+
+def _current_step(spec: RolloutSpec, status: RolloutStatus) -> Step | None:
+    steps = expand_steps(spec.strategy.canary)
+    index = status.current_step_index
+    if index is None or not 0 <= index < len(steps):
+        return None
+    return steps[index]
+
+
+def _ready_at(workload: WorkloadState | None, revision: str, replicas: int) -> bool:
+    return (
+        workload is not None
+        and workload.ready
+        and workload.revision == revision
+        and workload.replicas == replicas
+    )
+
+
+def _drifted(workload: WorkloadState | None, revision: str, replicas: int) -> bool:
+    return workload is None or workload.revision != revision or workload.replicas != replicas
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    metric: Metric
+    result: MetricResult
+    passed: bool
+
+
+def _judge(metric: Metric, measurement: Measurement | None, now: datetime) -> _Verdict:
+    name, bounds = metric.name, metric.threshold_range
+    value = None if measurement is None else measurement.value
+    subject = f'metric "{name}"'
+    if measurement is not None and measurement.error is not None:
+        phase, text = MetricPhase.ERROR, f"{subject} query failed: {measurement.error}"
+    elif value is None:
+        phase, text = MetricPhase.NO_DATA, f"{subject} returned no data"
+    elif bounds.contains(value):
+        phase, text = MetricPhase.PASSED, f"{subject} value {value:g} within {bounds.describe()}"
+    else:
+        phase, text = MetricPhase.FAILED, f"{subject} value {value:g} outside {bounds.describe()}"
+    result = MetricResult(name=name, phase=phase, value=value, message=text, measured_at=now)
+    return _Verdict(metric=metric, result=result, passed=phase is MetricPhase.PASSED)
+
+
+# --- the reconciler -------------------------------------------------------------------------
+
+
+@dataclass
+class _Reconciler:
+    spec: RolloutSpec
+    original: RolloutStatus
+    obs: Observation
+    status: RolloutStatus = field(init=False)
+    steps: list[Step] = field(init=False)
+    interval: timedelta = field(init=False)
+    actions: list[Action] = field(default_factory=list)
+    wakeups: list[float] = field(default_factory=list)
+    # Names what is happening, for the conditions; None leaves them as they are.
+    reason: str | None = None
+
+    def __post_init__(self) -> None:
+        self.status = self.original.model_copy(deep=True)
+        self.steps = expand_steps(self.spec.strategy.canary)
+        self.interval = parse_duration(self.spec.analysis.interval)
+
+    @property
+    def now(self) -> datetime:
+        return self.obs.now
+
+    def run(self) -> Decision:
+        phase = self.status.phase
+        if phase is None or self.status.stable_revision is None:
+            self._initialize()
+        elif phase is RolloutPhase.INITIALIZING:
+            self._initializing()
+        elif phase in (RolloutPhase.PROGRESSING, RolloutPhase.PAUSED):
+            self._progress()
+        elif phase is RolloutPhase.PROMOTING:
+            self._promoting()
+        else:
+            self._steady()
+        self.status.observed_generation = self.obs.generation
+        self._update_conditions()
+        requeue = min(self.wakeups) if self.wakeups else None
+        return Decision(status=self.status, actions=tuple(self.actions), requeue_after=requeue)
+
+    # -- small utilities --
+
+    def _emit(self, action: Action) -> None:
+        self.actions.append(action)
+
+    def _event(self, type_: Literal["Normal", "Warning"], reason: str, message: str) -> None:
+        self._emit(EmitEvent(type=type_, reason=reason, message=message))
+
+    def _set_weight(self, weight: int) -> None:
+        self._emit(SetCanaryWeight(weight=weight))
+        self.status.canary_weight = weight
+
+    def _wake_at(self, when: datetime) -> None:
+        seconds = (when - self.now).total_seconds()
+        self.wakeups.append(seconds if seconds > 0 else READINESS_POLL_SECONDS)
+
+    def _poll(self) -> None:
+        self.wakeups.append(READINESS_POLL_SECONDS)
+
+    def _say(self, reason: str, message: str) -> None:
+        self.reason = reason
+        self.status.message = message
+
+    def _heal(self, role: Role, workload: WorkloadState | None, revision: str) -> None:
+        replicas = self.obs.target_replicas
+        if _drifted(workload, revision, replicas):
+            self._emit(EnsureWorkload(role=role, revision=revision, replicas=replicas))
+            self.status.replicas = replicas
+
+    # -- initialisation --
+
+    def _initialize(self) -> None:
+        st = self.status
+        st.phase = RolloutPhase.INITIALIZING
+        st.stable_revision = self.obs.target_revision
+        self._set_weight(0)
+        self._initializing()
+
+    def _initializing(self) -> None:
+        st = self.status
+        # Nothing serves canary traffic yet, so simply adopt whatever the template is now.
+        st.stable_revision = self.obs.target_revision
+        self._heal("stable", self.obs.stable, st.stable_revision)
+        if _ready_at(self.obs.stable, st.stable_revision, self.obs.target_replicas):
+            st.phase = RolloutPhase.INITIALIZED
+            self._say("Initialized", f"Stable revision {st.stable_revision} is ready")
+            self._event("Normal", "Initialized", st.message)
+        else:
+            self._say("Initializing", f"Waiting for stable revision {st.stable_revision}")
+            self._poll()
+
+    # -- steady phases --
+
+    def _steady(self) -> None:
+        st, target = self.status, self.obs.target_revision
+        assert st.stable_revision is not None
+        if self.spec.paused:
+            return
+        failed_before = st.phase is RolloutPhase.FAILED and target == st.canary_revision
+        if target != st.stable_revision and not failed_before:
+            self._start_rollout("RolloutStarted")
+            return
+        self._heal("stable", self.obs.stable, st.stable_revision)
+
+    # -- rollout --
+
+    def _start_rollout(self, event_reason: str) -> None:
+        st, rev = self.status, self.obs.target_revision
+        st.phase = RolloutPhase.PROGRESSING
+        st.canary_revision = rev
+        st.current_step_index = 0
+        st.failed_checks = 0
+        st.passed_checks = 0
+        st.rollout_started_at = self.now
+        st.step_started_at = None
+        st.next_measurement_at = None
+        st.metrics = []
+        self._set_weight(0)
+        self._event(
+            "Normal", event_reason, f"Rolling out revision {rev} (stable is {st.stable_revision})"
+        )
+        self._advance()
+
+    def _progress(self) -> None:
+        st, target = self.status, self.obs.target_revision
+        if self.spec.paused:
+            st.phase = RolloutPhase.PAUSED
+            self._say("PausedBySpec", "Rollout paused: spec.paused is true")
+            return
+        if target != st.canary_revision:
+            if target == st.stable_revision:
+                self._cancel()
+            else:
+                self._start_rollout("RolloutRestarted")
+            return
+        st.phase = RolloutPhase.PROGRESSING
+        self._advance()
+
+    def _advance(self) -> None:
+        st = self.status
+        rev, stable_rev = st.canary_revision, st.stable_revision
+        assert rev is not None and stable_rev is not None
+        self._heal("canary", self.obs.canary, rev)
+        self._heal("stable", self.obs.stable, stable_rev)
+        if not _ready_at(self.obs.canary, rev, self.obs.target_replicas):
+            self._wait_for_canary(rev)
+            return
+        while st.phase is RolloutPhase.PROGRESSING:
+            index = st.current_step_index or 0
+            if index >= len(self.steps):
+                self._begin_promotion()
+                return
+            if not self._run_step(index, self.steps[index]):
+                return
+            st.current_step_index = index + 1
+            st.step_started_at = None
+            st.next_measurement_at = None
+            st.passed_checks = 0
+
+    def _wait_for_canary(self, rev: str) -> None:
+        st = self.status
+        starts = [t for t in (st.rollout_started_at, st.step_started_at) if t is not None]
+        started = max(starts, default=self.now)
+        deadline = started + timedelta(seconds=self.spec.progress_deadline_seconds)
+        if self.now >= deadline:
+            self._roll_back(
+                "ProgressDeadlineExceeded",
+                f"canary revision {rev} did not become ready within "
+                f"{self.spec.progress_deadline_seconds}s",
+            )
+            return
+        self._say("WaitingForCanary", f"Waiting for canary revision {rev} to become ready")
+        self._poll()
+
+    def _run_step(self, index: int, step: Step) -> bool:
+        """Execute the current step; True when it is complete."""
+        st = self.status
+        label = f"Step {index + 1}/{len(self.steps)}"
+        required = _required_passes(self.spec, step)
+        starting = st.step_started_at is None
+        if st.step_started_at is None:
+            st.step_started_at = self.now
+            st.passed_checks = 0
+            st.next_measurement_at = self.now + self.interval if required else None
+            if step.set_weight is not None:
+                self._set_weight(step.set_weight)
+        if required:
+            return self._analyse(label, required)
+        if step.set_weight is not None:
+            return self._hold(
+                label,
+                st.step_started_at + self.interval,
+                "HoldingWeight",
+                f"weight {step.set_weight}",
+            )
+        if step.pause is not None and step.pause.duration is not None:
+            duration = parse_duration(step.pause.duration)
+            return self._hold(
+                label,
+                st.step_started_at + duration,
+                "Pausing",
+                f"pause {format_duration(duration)}",
+            )
+        if step.pause is not None:
+            return self._indefinite_pause(label, starting)
+        return True  # an analysis step with nothing to analyse
+
+    def _hold(self, label: str, until: datetime, reason: str, what: str) -> bool:
+        if self.now >= until:
+            return True
+        self._say(reason, f"{label}: {what} until {until.isoformat()}")
+        self._wake_at(until)
+        return False
+
+    def _indefinite_pause(self, label: str, starting: bool) -> bool:
+        if self.obs.promote_requested:
+            self._emit(ClearPromoteRequest())
+            self._event("Normal", "Resumed", f"{label}: promoted by request")
+            return True
+        st = self.status
+        if starting:
+            self._event("Normal", "AwaitingPromotion", f"{label}: paused until promoted")
+        st.phase = RolloutPhase.PAUSED
+        self._say("AwaitingPromotion", f"{label}: paused until promoted")
+        return False
+
+    def _analyse(self, label: str, required: int) -> bool:
+        st = self.status
+        due = st.next_measurement_at
+        assert due is not None
+        if self.now < due or self.obs.measurements is None:
+            self._say(
+                "Analysing",
+                f"{label}: analysing at weight {st.canary_weight} "
+                f"({st.passed_checks}/{required} checks passed)",
+            )
+            self._wake_at(due)
+            return False
+        by_metric = {m.metric: m for m in self.obs.measurements}
+        verdicts = [_judge(m, by_metric.get(m.name), self.now) for m in self.spec.analysis.metrics]
+        st.metrics = [v.result for v in verdicts]
+        failures = [v for v in verdicts if not v.passed]
+        if not failures:
+            st.passed_checks += 1
+            if st.passed_checks >= required:
+                return True
+        else:
+            st.failed_checks += 1
+            limit = self.spec.analysis.failure_limit
+            text = f"{failures[0].result.message} (failure {st.failed_checks} of limit {limit})"
+            if st.failed_checks >= limit:
+                self._roll_back("AnalysisFailed", text)
+                return False
+            self._event("Warning", "CheckFailed", f"{label}: {text}")
+        st.next_measurement_at = self.now + self.interval
+        self._say(
+            "Analysing",
+            f"{label}: analysing at weight {st.canary_weight} "
+            f"({st.passed_checks}/{required} checks passed, {st.failed_checks} failed)",
+        )
+        self._wake_at(st.next_measurement_at)
+        return False
+
+    def _roll_back(self, reason: str, text: str) -> None:
+        st = self.status
+        self._set_weight(0)
+        self._emit(ScaleWorkload(role="canary", replicas=0))
+        self._event("Warning", "RolledBack", f"Rolled back revision {st.canary_revision}: {text}")
+        st.phase = RolloutPhase.FAILED
+        st.step_started_at = None
+        st.next_measurement_at = None
+        self._say(reason, text)
+
+    def _cancel(self) -> None:
+        st = self.status
+        cancelled = st.canary_revision
+        self._set_weight(0)
+        self._emit(ScaleWorkload(role="canary", replicas=0))
+        message = (
+            f"Cancelled the rollout of revision {cancelled}: the target went back to the "
+            f"stable revision {st.stable_revision}"
+        )
+        self._event("Normal", "Cancelled", message)
+        st.phase = RolloutPhase.CANCELLED
+        st.canary_revision = None
+        st.step_started_at = None
+        st.next_measurement_at = None
+        self._say("Cancelled", message)
+
+    # -- promotion --
+
+    def _begin_promotion(self) -> None:
+        st = self.status
+        st.phase = RolloutPhase.PROMOTING
+        st.step_started_at = None
+        st.next_measurement_at = None
+        self._event("Normal", "Promoting", f"Promoting revision {st.canary_revision} to stable")
+        self._promoting()
+
+    def _promoting(self) -> None:
+        st, rev = self.status, self.status.canary_revision
+        assert rev is not None
+        if self.spec.paused:
+            self._say("PausedBySpec", f"Promotion of revision {rev} paused: spec.paused is true")
+            return
+        self._heal("stable", self.obs.stable, rev)
+        if not _ready_at(self.obs.stable, rev, self.obs.target_replicas):
+            self._say("Promoting", f"Waiting for the stable workload to run revision {rev}")
+            self._poll()
+            return
+        self._set_weight(0)
+        self._emit(ScaleWorkload(role="canary", replicas=0))
+        self._event("Normal", "Promoted", f"Revision {rev} promoted to stable")
+        st.phase = RolloutPhase.SUCCEEDED
+        st.stable_revision = rev
+        st.canary_revision = None
+        self._say("Promoted", f"Revision {rev} promoted to stable")
+        if self.obs.target_revision != rev:
+            self._poll()  # a newer revision is waiting: the next call starts its rollout
+
+    # -- conditions --
+
+    def _update_conditions(self) -> None:
+        st = self.status
+        phase = st.phase
+        assert phase is not None
+        wanted: list[tuple[str, bool, str]] = [
+            (ConditionType.READY, phase in _READY_PHASES, self.reason or phase.value),
+            (
+                ConditionType.PROGRESSING,
+                phase in _PROGRESSING_PHASES,
+                self.reason if phase in _PROGRESSING_PHASES and self.reason else phase.value,
+            ),
+            (
+                ConditionType.DEGRADED,
+                phase is RolloutPhase.FAILED,
+                self.reason if phase is RolloutPhase.FAILED and self.reason else "AsExpected",
+            ),
+        ]
+        ours = {type_ for type_, _, _ in wanted}
+        conditions = [self._condition(type_, ok, reason) for type_, ok, reason in wanted]
+        conditions += [c for c in st.conditions if c.type not in ours]
+        st.conditions = conditions
+
+    def _condition(self, type_: str, ok: bool, reason: str) -> Condition:
+        status: ConditionStatus = "True" if ok else "False"
+        existing = self.status.condition(type_)
+        if existing is not None and existing.status == status:
+            if self.reason is None:
+                # Nothing happened: keep the condition exactly as it was.
+                return existing.model_copy(update={"observed_generation": self.obs.generation})
+            transition = existing.last_transition_time
+        else:
+            transition = self.now
+        return Condition(
+            type=type_,
+            status=status,
+            reason=reason,
+            message=self.status.message,
+            last_transition_time=transition,
+            observed_generation=self.obs.generation,
+        )
