@@ -1,0 +1,146 @@
+"""The local data plane measured by a real Prometheus: two demo-app processes scraped
+through file_sd at a 1s interval, load from loadgen, counts checked with PromQL.
+
+Needs no control plane, only the prometheus binary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+import pytest
+from prometheus_api_client import PrometheusConnect
+
+from tidegate.dev import prometheus
+from tidegate.dev.demoprocs import child_env
+from tidegate.dev.loadgen import LoadResult, generate
+
+pytestmark = pytest.mark.e2e
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Processes:
+    """Children of this test, all stopped at the end whatever happens."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(
+        self, cmd: list[str], stdout: int | IO[bytes] = subprocess.DEVNULL
+    ) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(cmd, stdout=stdout, stderr=subprocess.STDOUT, env=child_env())
+        self.procs.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
+
+
+@pytest.fixture
+def processes() -> Iterator[Processes]:
+    table = Processes()
+    try:
+        yield table
+    finally:
+        table.stop_all()
+
+
+def start_demoapp(processes: Processes, version: str, error_rate: float) -> str:
+    cmd = [sys.executable, "-m", "tidegate.dev.demoapp", "--port", "0", "--version", version]
+    cmd += ["--error-rate", str(error_rate), "--latency-ms", "1"]
+    proc = processes.start(cmd, stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()  # the app prints where it listens once it does
+    return str(json.loads(line)["listening"])
+
+
+def promql_counts(
+    prom: PrometheusConnect, query: str, labels: tuple[str, ...]
+) -> dict[tuple[str, ...], int]:
+    return {
+        tuple(item["metric"].get(label, "") for label in labels): int(float(item["value"][1]))
+        for item in prom.custom_query(query)
+    }
+
+
+def expected_counts(result: LoadResult) -> dict[tuple[str, ...], int]:
+    return {(str(version), str(code)): n for (version, code), n in result.by_version_code.items()}
+
+
+def test_prometheus_counts_match_loadgen(tmp_path: Path, processes: Processes) -> None:
+    try:
+        binary = prometheus.prometheus_binary()
+    except prometheus.PrometheusNotFound as exc:
+        pytest.skip(str(exc))
+    v1 = start_demoapp(processes, "v1", 0.0)
+    v2 = start_demoapp(processes, "v2", 0.25)
+
+    targets_dir = tmp_path / "prometheus-targets"
+    targets_dir.mkdir()
+    targets = [
+        {"targets": [v1], "labels": {"namespace": "demo", "service": "demo", "version": "v1"}},
+        {"targets": [v2], "labels": {"namespace": "demo", "service": "demo", "version": "v2"}},
+    ]
+    (targets_dir / "demo-apps.json").write_text(json.dumps(targets))
+    config = tmp_path / "prometheus.yml"
+    config.write_text(prometheus.render_config("1s", [], targets_dir))
+    url = f"http://127.0.0.1:{free_port()}"
+    cmd = prometheus.prometheus_command(
+        binary, config, tmp_path / "data", url.removeprefix("http://")
+    )
+    with (tmp_path / "prometheus.log").open("wb") as log:
+        processes.start(cmd, stdout=log)
+    prometheus.wait_ready(url, timeout=60)
+
+    async def load() -> tuple[LoadResult, LoadResult]:
+        return await asyncio.gather(
+            generate(f"http://{v1}/", host="demo.example", count=120, rps=200),
+            generate(f"http://{v2}/", host="demo.example", count=80, rps=200),
+        )
+
+    first, second = asyncio.run(load())
+    assert first.total == 120 and second.total == 80
+    assert first.by_version == {"v1": 120}
+    assert second.by_version == {"v2": 80}
+    expected = expected_counts(first) | expected_counts(second)
+
+    prom = PrometheusConnect(url=url, disable_ssl=True)
+    query = 'sum by (version, code) (demo_http_requests_total{job="demo-apps"})'
+    deadline = time.monotonic() + 30
+    seen: dict[tuple[str, ...], int] = {}
+    while time.monotonic() < deadline:
+        seen = promql_counts(prom, query, ("version", "code"))
+        if seen == expected:
+            break
+        time.sleep(0.5)
+    assert seen == expected, (tmp_path / "prometheus.log").read_text()[-2000:]
+
+    by_version = promql_counts(
+        prom, 'sum by (version) (demo_http_requests_total{job="demo-apps"})', ("version",)
+    )
+    assert by_version == {("v1",): 120, ("v2",): 80}
+    up = promql_counts(prom, 'up{job="demo-apps"}', ("version",))
+    assert up == {("v1",): 1, ("v2",): 1}
