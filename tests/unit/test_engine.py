@@ -1,0 +1,556 @@
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from tidegate.api import CanaryStrategy, RolloutPhase, RolloutSpec, RolloutStatus
+from tidegate.engine import (
+    ClearPromoteRequest,
+    Decision,
+    EmitEvent,
+    EnsureWorkload,
+    Measurement,
+    Observation,
+    ScaleWorkload,
+    SetCanaryWeight,
+    WorkloadState,
+    expand_steps,
+    needs_measurement,
+    reconcile,
+)
+
+T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
+MINUTE = timedelta(minutes=1)
+REPLICAS = 3
+
+
+def make_spec(
+    steps: list[dict[str, Any]] | None = None,
+    metrics: bool = True,
+    **overrides: Any,
+) -> RolloutSpec:
+    data: dict[str, Any] = {
+        "targetRef": {"name": "app"},
+        "service": {"name": "app", "port": 80},
+        "strategy": {"canary": {"steps": steps or [{"setWeight": 20}, {"setWeight": 60}]}},
+        "trafficRouting": {"gatewayAPI": {"httpRoute": "app"}},
+        "analysis": {
+            "interval": "1m",
+            "failureLimit": 2,
+            "metrics": [
+                {"name": "error-rate", "query": "q", "thresholdRange": {"min": 0, "max": 0.05}}
+            ]
+            if metrics
+            else [],
+        },
+    }
+    data.update(overrides)
+    return RolloutSpec.model_validate(data)
+
+
+def ready(revision: str, replicas: int = REPLICAS) -> WorkloadState:
+    return WorkloadState(revision=revision, replicas=replicas, ready=True)
+
+
+def starting(revision: str, replicas: int = REPLICAS) -> WorkloadState:
+    return WorkloadState(revision=revision, replicas=replicas, ready=False)
+
+
+def observe(
+    target: str = "v1",
+    *,
+    now: datetime = T0,
+    stable: WorkloadState | None = None,
+    canary: WorkloadState | None = None,
+    **extra: Any,
+) -> Observation:
+    return Observation(
+        now=now,
+        generation=1,
+        target_revision=target,
+        target_replicas=REPLICAS,
+        stable=stable,
+        canary=canary,
+        **extra,
+    )
+
+
+def passing(value: float = 0.01) -> tuple[Measurement, ...]:
+    return (Measurement(metric="error-rate", value=value),)
+
+
+def stored(status: RolloutStatus) -> RolloutStatus:
+    """What the operator reads back after writing the status."""
+    wire = status.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return RolloutStatus.model_validate(wire)
+
+
+def step(spec: RolloutSpec, status: RolloutStatus, obs: Observation) -> Decision:
+    decision = reconcile(spec, stored(status), obs)
+    assert stored(decision.status) == decision.status
+    return decision
+
+
+def weights(decision: Decision) -> list[int]:
+    return [a.weight for a in decision.actions if isinstance(a, SetCanaryWeight)]
+
+
+def events(decision: Decision) -> list[str]:
+    return [a.reason for a in decision.actions if isinstance(a, EmitEvent)]
+
+
+def condition(status: RolloutStatus, type_: str) -> str:
+    found = status.condition(type_)
+    assert found is not None
+    return found.status
+
+
+def initialized(spec: RolloutSpec) -> RolloutStatus:
+    first = step(spec, RolloutStatus(), observe("v1"))
+    return step(spec, first.status, observe("v1", stable=ready("v1"))).status
+
+
+def rolling(spec: RolloutSpec, now: datetime = T0) -> RolloutStatus:
+    """A rollout of v2 whose canary is ready and whose first step has just started."""
+    started = step(spec, initialized(spec), observe("v2", now=now, stable=ready("v1")))
+    return step(
+        spec, started.status, observe("v2", now=now, stable=ready("v1"), canary=ready("v2"))
+    ).status
+
+
+def at(now: datetime, target: str = "v2", **extra: Any) -> Observation:
+    return observe(target, now=now, stable=ready("v1"), canary=ready(target), **extra)
+
+
+# --- expand_steps ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("step_weight", "max_weight", "expected"),
+    [
+        (20, 50, [20, 40, 50]),
+        (10, 30, [10, 20, 30]),
+        (50, 50, [50]),
+        (30, 100, [30, 60, 90, 100]),
+        (1, 3, [1, 2, 3]),
+    ],
+)
+def test_expand_shorthand(step_weight: int, max_weight: int, expected: list[int]) -> None:
+    canary = CanaryStrategy(step_weight=step_weight, max_weight=max_weight)
+    assert [s.set_weight for s in expand_steps(canary)] == expected
+
+
+def test_expand_explicit_steps_unchanged() -> None:
+    spec = make_spec(steps=[{"setWeight": 5}, {"pause": {}}])
+    assert expand_steps(spec.strategy.canary) == spec.strategy.canary.steps
+
+
+# --- initialisation and steady state --------------------------------------------------------
+
+
+def test_brand_new_adopts_the_target_as_stable() -> None:
+    spec = make_spec()
+    first = step(spec, RolloutStatus(), observe("v1"))
+    assert first.actions == (
+        SetCanaryWeight(weight=0),
+        EnsureWorkload(role="stable", revision="v1", replicas=REPLICAS),
+    )
+    assert first.status.phase is RolloutPhase.INITIALIZING
+    assert first.status.stable_revision == "v1"
+    assert first.requeue_after == pytest.approx(1.0)
+    assert condition(first.status, "Progressing") == "True"
+
+    waiting = step(spec, first.status, observe("v1", stable=starting("v1")))
+    assert waiting.actions == ()
+    assert waiting.status.phase is RolloutPhase.INITIALIZING
+
+    done = step(spec, waiting.status, observe("v1", stable=ready("v1")))
+    assert done.status.phase is RolloutPhase.INITIALIZED
+    assert condition(done.status, "Ready") == "True"
+    assert condition(done.status, "Progressing") == "False"
+    assert done.requeue_after is None
+
+
+def test_initializing_follows_a_changed_template() -> None:
+    spec = make_spec()
+    first = step(spec, RolloutStatus(), observe("v1"))
+    again = step(spec, first.status, observe("v2", stable=starting("v1")))
+    assert EnsureWorkload(role="stable", revision="v2", replicas=REPLICAS) in again.actions
+    assert again.status.stable_revision == "v2"
+
+
+@pytest.mark.parametrize("phase", ["Initialized", "Succeeded", "Failed", "Cancelled"])
+def test_idle_steady_phase_changes_nothing(phase: str) -> None:
+    spec = make_spec()
+    status = initialized(spec).model_copy(update={"phase": RolloutPhase(phase)})
+    status = step(spec, status, observe("v1", stable=ready("v1"))).status
+    decision = step(spec, status, observe("v1", stable=ready("v1"), now=T0 + 5 * MINUTE))
+    assert decision.actions == ()
+    assert decision.status == status
+    assert decision.requeue_after is None
+
+
+@pytest.mark.parametrize(
+    "stable",
+    [None, ready("v0"), ready("v1", replicas=1), WorkloadState(None, REPLICAS, True)],
+    ids=["missing", "wrong-revision", "wrong-replicas", "unknown-revision"],
+)
+def test_steady_self_heals_drift(stable: WorkloadState | None) -> None:
+    spec = make_spec()
+    status = initialized(spec)
+    decision = step(spec, status, observe("v1", stable=stable))
+    assert decision.actions == (EnsureWorkload(role="stable", revision="v1", replicas=REPLICAS),)
+    assert decision.status.phase is RolloutPhase.INITIALIZED
+
+
+# --- starting a rollout ---------------------------------------------------------------------
+
+
+def test_new_revision_starts_a_rollout() -> None:
+    spec = make_spec()
+    decision = step(spec, initialized(spec), observe("v2", stable=ready("v1")))
+    st = decision.status
+    assert st.phase is RolloutPhase.PROGRESSING
+    assert (st.canary_revision, st.current_step_index, st.canary_weight) == ("v2", 0, 0)
+    assert st.rollout_started_at == T0
+    assert st.failed_checks == 0
+    assert decision.actions[0] == SetCanaryWeight(weight=0)
+    assert EnsureWorkload(role="canary", revision="v2", replicas=REPLICAS) in decision.actions
+    assert "RolloutStarted" in events(decision)
+    assert decision.requeue_after == pytest.approx(1.0)
+    assert condition(st, "Ready") == "False"
+    assert condition(st, "Progressing") == "True"
+
+
+def test_waiting_for_the_canary_then_first_step() -> None:
+    spec = make_spec()
+    started = step(spec, initialized(spec), observe("v2", stable=ready("v1")))
+    waiting = step(
+        spec,
+        started.status,
+        observe(
+            "v2", now=T0 + 30 * timedelta(seconds=1), stable=ready("v1"), canary=starting("v2")
+        ),
+    )
+    assert waiting.actions == ()
+    assert waiting.requeue_after == pytest.approx(1.0)
+    go = step(spec, waiting.status, at(T0 + MINUTE))
+    assert go.actions == (SetCanaryWeight(weight=20),)
+    assert go.status.canary_weight == 20
+    assert go.status.step_started_at == T0 + MINUTE
+    assert go.status.next_measurement_at == T0 + 2 * MINUTE
+    assert go.requeue_after == pytest.approx(60.0)
+
+
+def test_progress_deadline_rolls_back() -> None:
+    spec = make_spec(progressDeadlineSeconds=60)
+    started = step(spec, initialized(spec), observe("v2", stable=ready("v1")))
+    late = observe(
+        "v2", now=T0 + 61 * timedelta(seconds=1), stable=ready("v1"), canary=starting("v2")
+    )
+    decision = step(spec, started.status, late)
+    assert decision.status.phase is RolloutPhase.FAILED
+    assert decision.actions[:2] == (
+        SetCanaryWeight(weight=0),
+        ScaleWorkload(role="canary", replicas=0),
+    )
+    assert (
+        "ProgressDeadlineExceeded"
+        in (decision.status.condition("Degraded") or pytest.fail()).reason
+    )
+
+
+# --- analysis -------------------------------------------------------------------------------
+
+
+def test_measurement_is_needed_only_when_due() -> None:
+    spec = make_spec()
+    status = rolling(spec)
+    assert not needs_measurement(spec, status, T0)
+    assert not needs_measurement(spec, status, T0 + MINUTE - timedelta(seconds=1))
+    assert needs_measurement(spec, status, T0 + MINUTE)
+    assert not needs_measurement(make_spec(paused=True), status, T0 + MINUTE)
+    assert not needs_measurement(make_spec(skipAnalysis=True), status, T0 + MINUTE)
+    assert not needs_measurement(make_spec(metrics=False), status, T0 + MINUTE)
+
+
+def test_not_due_yet_is_idle() -> None:
+    spec = make_spec()
+    status = rolling(spec)
+    decision = step(spec, status, at(T0 + timedelta(seconds=20)))
+    assert decision.actions == ()
+    assert decision.status == status
+    assert decision.requeue_after == pytest.approx(40.0)
+
+
+def test_due_without_measurements_does_not_advance() -> None:
+    spec = make_spec()
+    status = rolling(spec)
+    decision = step(spec, status, at(T0 + MINUTE))
+    assert decision.actions == ()
+    assert decision.status.current_step_index == 0
+
+
+def test_passing_measurement_advances_to_the_next_step() -> None:
+    spec = make_spec()
+    decision = step(spec, rolling(spec), at(T0 + MINUTE, measurements=passing()))
+    st = decision.status
+    assert decision.actions == (SetCanaryWeight(weight=60),)
+    assert (st.current_step_index, st.canary_weight, st.passed_checks) == (1, 60, 0)
+    assert st.metrics[0].phase == "Passed" and st.metrics[0].value == 0.01
+    assert st.metrics[0].measured_at == T0 + MINUTE
+
+
+@pytest.mark.parametrize(
+    ("measurement", "phase", "text"),
+    [
+        (
+            Measurement("error-rate", 0.48),
+            "Failed",
+            'metric "error-rate" value 0.48 outside [0, 0.05]',
+        ),
+        (Measurement("error-rate", -1.0), "Failed", "value -1 outside [0, 0.05]"),
+        (Measurement("error-rate", float("nan")), "Failed", "value nan outside"),
+        (Measurement("error-rate", None), "NoData", 'metric "error-rate" returned no data'),
+        (Measurement("error-rate", 0.01, "timeout"), "Error", "query failed: timeout"),
+        (Measurement("other", 0.01), "NoData", "returned no data"),
+    ],
+    ids=["too-high", "too-low", "nan", "no-data", "error", "missing"],
+)
+def test_failed_measurement_counts_then_rolls_back(
+    measurement: Measurement, phase: str, text: str
+) -> None:
+    spec = make_spec()
+    first = step(spec, rolling(spec), at(T0 + MINUTE, measurements=(measurement,)))
+    st = first.status
+    assert st.phase is RolloutPhase.PROGRESSING
+    assert (st.failed_checks, st.current_step_index, st.canary_weight) == (1, 0, 20)
+    assert st.next_measurement_at == T0 + 2 * MINUTE
+    assert st.metrics[0].phase == phase
+    assert text in st.metrics[0].message
+    assert weights(first) == []
+    assert "CheckFailed" in events(first)
+
+    second = step(spec, st, at(T0 + 2 * MINUTE, measurements=(measurement,)))
+    st = second.status
+    assert st.phase is RolloutPhase.FAILED
+    assert second.actions[0] == SetCanaryWeight(weight=0)
+    assert second.actions[1] == ScaleWorkload(role="canary", replicas=0)
+    assert events(second) == ["RolledBack"]
+    assert st.canary_weight == 0
+    assert text in st.message and "(failure 2 of limit 2)" in st.message
+    assert condition(st, "Degraded") == "True"
+    assert condition(st, "Ready") == "False"
+    assert st.canary_revision == "v2"
+
+
+def test_rollback_message_format() -> None:
+    spec = make_spec()
+    status = rolling(spec)
+    for minute in (1, 2):
+        status = step(spec, status, at(T0 + minute * MINUTE, measurements=passing(0.48))).status
+    assert (
+        status.message == 'metric "error-rate" value 0.48 outside [0, 0.05] (failure 2 of limit 2)'
+    )
+
+
+def test_failed_revision_is_not_retried_but_a_newer_one_is() -> None:
+    metrics = [{"name": "error-rate", "query": "q", "thresholdRange": {"max": 0.05}}]
+    spec = make_spec(analysis={"failureLimit": 1, "metrics": metrics})
+    failed = step(spec, rolling(spec), at(T0 + MINUTE, measurements=passing(1.0))).status
+    assert failed.phase is RolloutPhase.FAILED
+    same = step(spec, failed, observe("v2", now=T0 + 2 * MINUTE, stable=ready("v1")))
+    assert same.actions == () and same.status == failed
+    newer = step(spec, failed, observe("v3", now=T0 + 3 * MINUTE, stable=ready("v1")))
+    assert newer.status.phase is RolloutPhase.PROGRESSING
+    assert newer.status.canary_revision == "v3"
+    assert newer.status.failed_checks == 0
+
+
+def test_analysis_step_needs_all_iterations() -> None:
+    spec = make_spec(steps=[{"setWeight": 10}, {"analysis": {"iterations": 3}}])
+    status = step(spec, rolling(spec), at(T0 + MINUTE, measurements=passing())).status
+    assert status.current_step_index == 1
+    assert status.next_measurement_at == T0 + 2 * MINUTE
+    for minute, expected in ((2, 1), (3, 2)):
+        status = step(spec, status, at(T0 + minute * MINUTE, measurements=passing())).status
+        assert (status.current_step_index, status.passed_checks) == (1, expected)
+    done = step(spec, status, at(T0 + 4 * MINUTE, measurements=passing()))
+    assert done.status.phase is RolloutPhase.PROMOTING
+
+
+def test_skip_analysis_holds_each_weight_for_one_interval() -> None:
+    spec = make_spec(skipAnalysis=True)
+    status = rolling(spec)
+    assert status.canary_weight == 20
+    hold = step(spec, status, at(T0 + timedelta(seconds=30)))
+    assert hold.actions == () and hold.requeue_after == pytest.approx(30.0)
+    nxt = step(spec, status, at(T0 + MINUTE))
+    assert nxt.actions == (SetCanaryWeight(weight=60),)
+
+
+def test_no_metrics_skips_analysis_steps() -> None:
+    spec = make_spec(steps=[{"analysis": {}}, {"setWeight": 40}], metrics=False)
+    status = rolling(spec)
+    assert status.current_step_index == 1
+    assert status.canary_weight == 40
+
+
+# --- pauses ---------------------------------------------------------------------------------
+
+
+def test_timed_pause() -> None:
+    spec = make_spec(steps=[{"pause": {"duration": "90s"}}, {"setWeight": 50}])
+    status = rolling(spec)
+    assert status.current_step_index == 0 and status.step_started_at == T0
+    waiting = step(spec, status, at(T0 + MINUTE))
+    assert waiting.actions == () and waiting.requeue_after == pytest.approx(30.0)
+    done = step(spec, status, at(T0 + timedelta(seconds=90)))
+    assert done.actions == (SetCanaryWeight(weight=50),)
+
+
+def test_indefinite_pause_waits_for_promotion() -> None:
+    spec = make_spec(steps=[{"setWeight": 10}, {"pause": {}}, {"setWeight": 50}], metrics=False)
+    status = step(spec, rolling(spec), at(T0 + MINUTE)).status
+    assert status.phase is RolloutPhase.PAUSED
+    assert condition(status, "Progressing") == "True"
+    idle = step(spec, status, at(T0 + 10 * MINUTE))
+    assert idle.actions == () and idle.status == status and idle.requeue_after is None
+    promoted = step(spec, status, at(T0 + 11 * MINUTE, promote_requested=True))
+    assert promoted.actions[0] == ClearPromoteRequest()
+    assert SetCanaryWeight(weight=50) in promoted.actions
+    assert promoted.status.phase is RolloutPhase.PROGRESSING
+
+
+# --- promotion ------------------------------------------------------------------------------
+
+
+def test_promotion() -> None:
+    spec = make_spec(steps=[{"setWeight": 50}])
+    promoting = step(spec, rolling(spec), at(T0 + MINUTE, measurements=passing()))
+    assert promoting.status.phase is RolloutPhase.PROMOTING
+    assert EnsureWorkload(role="stable", revision="v2", replicas=REPLICAS) in promoting.actions
+    assert promoting.requeue_after == pytest.approx(1.0)
+
+    still = step(
+        spec,
+        promoting.status,
+        observe("v2", now=T0 + 2 * MINUTE, stable=starting("v2"), canary=ready("v2")),
+    )
+    assert still.actions == ()
+
+    done = step(
+        spec,
+        still.status,
+        observe("v2", now=T0 + 3 * MINUTE, stable=ready("v2"), canary=ready("v2")),
+    )
+    assert done.actions[:2] == (SetCanaryWeight(weight=0), ScaleWorkload(role="canary", replicas=0))
+    assert "Promoted" in events(done)
+    st = done.status
+    assert st.phase is RolloutPhase.SUCCEEDED
+    assert (st.stable_revision, st.canary_revision, st.canary_weight) == ("v2", None, 0)
+    assert condition(st, "Ready") == "True"
+    assert done.requeue_after is None
+
+    idle = step(spec, st, observe("v2", now=T0 + 4 * MINUTE, stable=ready("v2")))
+    assert idle.actions == () and idle.status == st
+
+
+def test_newer_revision_during_promotion_waits_for_it_to_finish() -> None:
+    spec = make_spec(steps=[{"setWeight": 50}])
+    promoting = step(spec, rolling(spec), at(T0 + MINUTE, measurements=passing())).status
+    done = step(
+        spec, promoting, observe("v3", now=T0 + 2 * MINUTE, stable=ready("v2"), canary=ready("v2"))
+    )
+    assert done.status.phase is RolloutPhase.SUCCEEDED
+    assert done.status.stable_revision == "v2"
+    assert done.requeue_after == pytest.approx(1.0)
+    nxt = step(spec, done.status, observe("v3", now=T0 + 2 * MINUTE, stable=ready("v2")))
+    assert nxt.status.phase is RolloutPhase.PROGRESSING and nxt.status.canary_revision == "v3"
+
+
+# --- interruptions --------------------------------------------------------------------------
+
+
+def test_newer_revision_restarts_from_step_zero() -> None:
+    spec = make_spec()
+    status = step(spec, rolling(spec), at(T0 + MINUTE, measurements=passing())).status
+    assert status.canary_weight == 60
+    decision = step(
+        spec, status, observe("v3", now=T0 + 2 * MINUTE, stable=ready("v1"), canary=ready("v2"))
+    )
+    assert decision.actions[0] == SetCanaryWeight(weight=0)
+    assert EnsureWorkload(role="canary", revision="v3", replicas=REPLICAS) in decision.actions
+    st = decision.status
+    assert (st.phase, st.canary_revision, st.current_step_index, st.canary_weight) == (
+        RolloutPhase.PROGRESSING,
+        "v3",
+        0,
+        0,
+    )
+    assert st.rollout_started_at == T0 + 2 * MINUTE
+
+
+def test_reverting_to_stable_cancels() -> None:
+    spec = make_spec()
+    status = rolling(spec)
+    decision = step(
+        spec, status, observe("v1", now=T0 + MINUTE, stable=ready("v1"), canary=ready("v2"))
+    )
+    assert decision.actions[:2] == (
+        SetCanaryWeight(weight=0),
+        ScaleWorkload(role="canary", replicas=0),
+    )
+    assert "Cancelled" in events(decision)
+    assert decision.status.phase is RolloutPhase.CANCELLED
+    assert decision.status.canary_weight == 0
+    assert condition(decision.status, "Ready") == "True"
+
+
+def test_spec_paused_freezes_a_rollout() -> None:
+    spec = make_spec()
+    paused_spec = make_spec(paused=True)
+    status = rolling(spec)
+    paused = step(paused_spec, status, at(T0 + 5 * MINUTE, measurements=passing()))
+    assert paused.actions == ()
+    assert paused.status.phase is RolloutPhase.PAUSED
+    assert paused.requeue_after is None
+    assert step(paused_spec, paused.status, at(T0 + 6 * MINUTE)).status == paused.status
+    resumed = step(spec, paused.status, at(T0 + 7 * MINUTE, measurements=passing()))
+    assert resumed.status.phase is RolloutPhase.PROGRESSING
+    assert resumed.actions == (SetCanaryWeight(weight=60),)
+
+
+def test_spec_paused_blocks_a_new_rollout() -> None:
+    spec = make_spec(paused=True)
+    status = initialized(make_spec())
+    decision = step(spec, status, observe("v2", stable=ready("v1")))
+    assert decision.actions == ()
+    assert decision.status.phase is RolloutPhase.INITIALIZED
+
+
+# --- conditions -----------------------------------------------------------------------------
+
+
+def test_transition_time_changes_only_with_the_status() -> None:
+    spec = make_spec()
+    status = rolling(spec)
+    ready_since = status.condition("Ready")
+    assert ready_since is not None
+    later = step(spec, status, at(T0 + MINUTE, measurements=passing())).status
+    ready_later = later.condition("Ready")
+    progressing = later.condition("Progressing")
+    assert ready_later is not None and progressing is not None
+    assert ready_later.last_transition_time == ready_since.last_transition_time
+    assert progressing.last_transition_time == T0
+    assert [c.observed_generation for c in later.conditions] == [1, 1, 1]
+
+
+def test_observed_generation_follows_the_spec() -> None:
+    spec = make_spec()
+    status = initialized(spec)
+    decision = step(spec, status, replace(observe("v1", stable=ready("v1")), generation=7))
+    assert decision.status.observed_generation == 7
+    assert all(c.observed_generation == 7 for c in decision.status.conditions)
+    assert decision.actions == ()
