@@ -189,24 +189,28 @@ def test_empty_status_is_a_valid_initial_status() -> None:
 
 def test_status_round_trips_through_the_wire_form() -> None:
     now = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
-    status = RolloutStatus(
-        phase=RolloutPhase.PROGRESSING,
-        observed_generation=3,
-        current_step_index=2,
-        canary_weight=20,
-        stable_revision="abc",
-        canary_revision="def",
-        replicas=3,
-        rollout_started_at=now,
-        step_started_at=now,
-        next_measurement_at=now,
-        passed_checks=1,
-        failed_checks=1,
-        metrics=[
-            {"name": "error-rate", "phase": "Passed", "value": 0.01, "measuredAt": now},
-            {"name": "latency", "phase": "NoData", "measuredAt": now},
-        ],
-        conditions=[{"type": "Ready", "status": "False", "reason": "X", "lastTransitionTime": now}],
+    status = RolloutStatus.model_validate(
+        {
+            "phase": RolloutPhase.PROGRESSING,
+            "observed_generation": 3,
+            "current_step_index": 2,
+            "canary_weight": 20,
+            "stable_revision": "abc",
+            "canary_revision": "def",
+            "replicas": 3,
+            "rollout_started_at": now,
+            "step_started_at": now,
+            "next_measurement_at": now,
+            "passed_checks": 1,
+            "failed_checks": 1,
+            "metrics": [
+                {"name": "error-rate", "phase": "Passed", "value": 0.01, "measuredAt": now},
+                {"name": "latency", "phase": "NoData", "measuredAt": now},
+            ],
+            "conditions": [
+                {"type": "Ready", "status": "False", "reason": "X", "lastTransitionTime": now}
+            ],
+        }
     )
     wire = status.model_dump(mode="json", by_alias=True, exclude_none=True)
     assert wire["phase"] == "Progressing"
