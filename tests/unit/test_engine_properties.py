@@ -243,3 +243,44 @@ def test_invariants_hold_on_every_decision(
         assert_idle_is_quiet(spec, status, world)
         if status.phase is not before:
             event(f"reached {status.phase}")
+
+
+bad_outcomes = st.sampled_from(["fail", "none", "error"])
+bad_events = st.one_of(
+    *[st.tuples(st.just("tick"), st.integers(0, 400))] * 3,
+    *[st.tuples(st.just("measure"), st.lists(bad_outcomes, min_size=2, max_size=2))] * 3,
+    st.tuples(st.just("settle"), st.just(None)),
+    st.tuples(st.just("promote"), st.just(None)),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(spec=specs(), script=st.lists(bad_events, min_size=5, max_size=60))
+def test_never_advances_past_an_analysed_step_without_passing_data(
+    spec: RolloutSpec, script: list[tuple[str, Any]]
+) -> None:
+    analysed = sorted(required_passes(spec))
+    world = World()
+    status = RolloutStatus()
+    for kind, arg in [("settle", None), ("settle", None), ("revision", "v2"), *script]:
+        measurements: tuple[Measurement, ...] | None = None
+        if kind == "tick":
+            world.now += timedelta(seconds=arg)
+        elif kind == "settle":
+            for role, current in world.workloads.items():
+                if current is not None:
+                    world.workloads[role] = replace(current, ready=True)
+        elif kind == "revision":
+            world.target = arg
+        elif kind == "promote":
+            world.promote_requested = True
+        elif kind == "measure" and needs_measurement(spec, status, world.now):
+            measurements = tuple(
+                measurement(m.name, o) for m, o in zip(spec.analysis.metrics, arg, strict=False)
+            )
+        decision = reconcile(spec, stored(status), world.observe(measurements))
+        world.apply(decision)
+        status = decision.status
+        if analysed and status.canary_revision == "v2":
+            assert (status.current_step_index or 0) <= analysed[0]
+            assert status.phase not in (RolloutPhase.PROMOTING, RolloutPhase.SUCCEEDED)
