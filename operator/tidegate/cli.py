@@ -36,7 +36,7 @@ def _crds(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from tidegate.operator import run_operator
+    from tidegate.runner import run_operator
 
     return run_operator(
         namespaces=args.namespace,

@@ -1,0 +1,1 @@
+"""Adapters between the pure engine and the outside world: workloads, routers, metrics."""

@@ -1,0 +1,67 @@
+"""Measurements from Prometheus: a metric's query, its variables filled in, run once."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+from collections.abc import Mapping
+from functools import cache
+
+from prometheus_api_client import PrometheusConnect
+
+from tidegate import api
+from tidegate.engine import Measurement
+
+QUERY_TIMEOUT_SECONDS = 10.0
+_VARIABLE = re.compile(r"\{\{\s*(\w+)\s*\}\}")
+
+
+class UnknownVariable(KeyError):
+    pass
+
+
+def render_query(query: str, variables: Mapping[str, str]) -> str:
+    def substitute(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in variables:
+            raise UnknownVariable(f"unknown variable {{{{ {name} }}}}; known: {sorted(variables)}")
+        return variables[name]
+
+    return _VARIABLE.sub(substitute, query)
+
+
+@cache
+def _connection(url: str) -> PrometheusConnect:
+    return PrometheusConnect(url=url, disable_ssl=True)
+
+
+def _value_of(result: list[dict[str, object]]) -> float | None:
+    """One series gives its value; none, or a NaN (a rate over no requests), is no data."""
+    if not result:
+        return None
+    if len(result) > 1:
+        raise ValueError(f"the query returned {len(result)} series; aggregate it to one")
+    sample = result[0].get("value")
+    if not isinstance(sample, list) or len(sample) != 2:
+        raise ValueError(f"unexpected result {result[0]!r}")
+    value = float(sample[1])
+    return None if math.isnan(value) else value
+
+
+async def measure(url: str, metric: api.Metric, variables: Mapping[str, str]) -> Measurement:
+    try:
+        query = render_query(metric.query, variables)
+        result = await asyncio.wait_for(
+            asyncio.to_thread(_connection(url).custom_query, query=query),
+            QUERY_TIMEOUT_SECONDS,
+        )
+        return Measurement(metric=metric.name, value=_value_of(result))
+    except Exception as error:  # every failure is a failed measurement, never a pass
+        return Measurement(metric=metric.name, value=None, error=f"{type(error).__name__}: {error}")
+
+
+async def measure_all(
+    url: str, metrics: list[api.Metric], variables: Mapping[str, str]
+) -> tuple[Measurement, ...]:
+    return tuple(await asyncio.gather(*(measure(url, m, variables) for m in metrics)))

@@ -1,0 +1,171 @@
+"""The stable and canary workloads: Deployments copied from the user's target Deployment.
+
+The user's Deployment is the source of pod templates and replica counts. Tidegate runs two
+copies of it, `<target>-stable` and `<target>-canary`, whose pods carry a role label that
+the Services `<service>-stable` and `<service>-canary` select. Once the stable copy serves,
+the user's own Deployment is scaled to zero; its template stays the desired version.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from typing import Literal
+
+from lightkube import AsyncClient
+from lightkube.types import PatchType
+
+from tidegate.adapters.kube import Deployment, Obj, Service, get_or_none
+from tidegate.engine import WorkloadState
+
+Role = Literal["stable", "canary"]
+ROLE_LABEL = "tidegate.io/role"
+ROLLOUT_LABEL = "tidegate.io/rollout"
+REVISION_ANNOTATION = "tidegate.io/revision"
+# Copied from the target's spec as they are; replicas and selector are tidegate's.
+_COPIED_SPEC_FIELDS = ("strategy", "minReadySeconds", "revisionHistoryLimit", "progressDeadlineSeconds")
+_DROPPED_METADATA = ("kubectl.kubernetes.io/last-applied-configuration", "deployment.kubernetes.io/revision")
+
+
+class WorkloadError(RuntimeError):
+    """The workloads cannot be brought to what the engine asked; the message says why."""
+
+
+def template_revision(template: Obj) -> str:
+    """A short, stable digest of a pod template: the revision tidegate rolls out."""
+    canonical = json.dumps(template, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:10]
+
+
+def workload_state(deployment: Obj | None) -> WorkloadState | None:
+    if deployment is None:
+        return None
+    spec, status = deployment.get("spec", {}), deployment.get("status", {})
+    replicas = int(spec.get("replicas", 1))
+    generation_seen = status.get("observedGeneration", 0) >= deployment["metadata"].get("generation", 0)
+    rolled_out = all(
+        status.get(field, 0) == replicas
+        for field in ("replicas", "updatedReplicas", "readyReplicas", "availableReplicas")
+    )
+    revision = deployment["metadata"].get("annotations", {}).get(REVISION_ANNOTATION)
+    return WorkloadState(revision=revision, replicas=replicas, ready=generation_seen and rolled_out)
+
+
+def _role_labels(target: Obj, role: Role) -> dict[str, str]:
+    match_labels: dict[str, str] = target["spec"]["selector"].get("matchLabels", {})
+    return {**match_labels, ROLE_LABEL: role}
+
+
+def workload_copy(target: Obj, rollout: str, role: Role, revision: str, replicas: int) -> Obj:
+    """The Deployment that runs `target`'s current pod template in `role`."""
+    meta, spec = target["metadata"], target["spec"]
+    template = copy.deepcopy(spec["template"])
+    template.setdefault("metadata", {}).setdefault("labels", {})[ROLE_LABEL] = role
+    selector = copy.deepcopy(spec["selector"])
+    selector.setdefault("matchLabels", {})[ROLE_LABEL] = role
+    annotations = {
+        k: v for k, v in meta.get("annotations", {}).items() if k not in _DROPPED_METADATA
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": f"{meta['name']}-{role}",
+            "namespace": meta["namespace"],
+            "labels": {**meta.get("labels", {}), ROLE_LABEL: role, ROLLOUT_LABEL: rollout},
+            "annotations": {**annotations, REVISION_ANNOTATION: revision},
+        },
+        "spec": {
+            **{k: spec[k] for k in _COPIED_SPEC_FIELDS if k in spec},
+            "replicas": replicas,
+            "selector": selector,
+            "template": template,
+        },
+    }
+
+
+class Workloads:
+    def __init__(
+        self, client: AsyncClient, namespace: str, rollout: str, target: str, service: str, port: int
+    ) -> None:
+        self.client = client
+        self.namespace = namespace
+        self.rollout = rollout
+        self.target_name = target
+        self.service_name = service
+        self.port = port
+
+    def name(self, role: Role) -> str:
+        return f"{self.target_name}-{role}"
+
+    def service(self, role: Role) -> str:
+        return f"{self.service_name}-{role}"
+
+    async def target(self) -> Obj | None:
+        return await get_or_none(self.client, Deployment, self.target_name, self.namespace)
+
+    async def observe(self, role: Role) -> tuple[Obj | None, WorkloadState | None]:
+        found = await get_or_none(self.client, Deployment, self.name(role), self.namespace)
+        return found, workload_state(found)
+
+    async def ensure(self, role: Role, revision: str, replicas: int, target: Obj) -> None:
+        existing, state = await self.observe(role)
+        if state is not None and state.revision == revision:
+            if state.replicas != replicas:
+                await self.scale(role, replicas)
+            return
+        if template_revision(target["spec"]["template"]) != revision:
+            # Only the target's current template can be copied; the engine asks again later.
+            raise WorkloadError(
+                f"cannot run revision {revision} as {role}: the target Deployment now holds "
+                f"revision {template_revision(target['spec']['template'])}"
+            )
+        desired = workload_copy(target, self.rollout, role, revision, replicas)
+        await self.client.apply(Deployment.from_dict(desired), force=True)
+
+    async def scale(self, role: Role, replicas: int) -> None:
+        _, state = await self.observe(role)
+        if state is None or state.replicas == replicas:
+            return
+        await self.client.patch(
+            Deployment,
+            self.name(role),
+            {"spec": {"replicas": replicas}},
+            namespace=self.namespace,
+            patch_type=PatchType.MERGE,
+        )
+
+    async def release_target(self, target: Obj) -> None:
+        """Scale the user's Deployment to zero: the stable copy serves in its place."""
+        if target["spec"].get("replicas", 1) == 0:
+            return
+        await self.client.patch(
+            Deployment,
+            self.target_name,
+            {"spec": {"replicas": 0}},
+            namespace=self.namespace,
+            patch_type=PatchType.MERGE,
+        )
+
+    async def ensure_services(self, target: Obj) -> None:
+        """Create `<service>-stable` and `<service>-canary` if missing; ports as the user's."""
+        user_service = await get_or_none(self.client, Service, self.service_name, self.namespace)
+        ports = (user_service or {}).get("spec", {}).get("ports") or [
+            {"name": "http", "port": self.port, "targetPort": self.port}
+        ]
+        ports = [{k: v for k, v in p.items() if k != "nodePort"} for p in ports]
+        for role in ("stable", "canary"):
+            if await get_or_none(self.client, Service, self.service(role), self.namespace):
+                continue
+            service = {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {
+                    "name": self.service(role),
+                    "namespace": self.namespace,
+                    "labels": {ROLE_LABEL: role, ROLLOUT_LABEL: self.rollout},
+                },
+                "spec": {"selector": _role_labels(target, role), "ports": ports},
+            }
+            await self.client.apply(Service.from_dict(service), force=True)

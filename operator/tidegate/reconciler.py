@@ -1,0 +1,240 @@
+"""One reconcile of one ProgressiveRollout: observe, ask the engine, apply, record.
+
+All memory lives in the object's `.status`, read fresh from the API server each time, so
+any operator process can pick a rollout up exactly where another one left it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from lightkube import AsyncClient
+from lightkube.resources.core_v1 import Event
+from lightkube.types import PatchType
+from pydantic import ValidationError
+
+from tidegate import api, engine
+from tidegate.adapters import prometheus
+from tidegate.adapters.gatewayapi import GatewayAPIRouter
+from tidegate.adapters.kube import Obj, ProgressiveRollout, get_or_none
+from tidegate.adapters.workloads import Workloads, template_revision
+from tidegate.durations import parse_duration
+
+PROMOTE_ANNOTATION = "tidegate.io/promote"
+COMPONENT = "tidegate"
+# A spec the engine cannot act on is retried this often, in case what it names appears.
+RETRY_SECONDS = 10.0
+
+log = logging.getLogger("tidegate.reconciler")
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def status_patch(old: Obj, new: Obj) -> Obj:
+    """A JSON merge patch from one status to another (removed keys become null)."""
+    return {**{k: None for k in old if k not in new}, **new}
+
+
+def _wire(status: api.RolloutStatus) -> Obj:
+    dumped: Obj = status.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return dumped
+
+
+class Reconciler:
+    def __init__(
+        self, client: AsyncClient, default_prometheus_url: str | None, clock: Clock = utc_now
+    ) -> None:
+        self.client = client
+        self.default_prometheus_url = default_prometheus_url
+        self.clock = clock
+
+    async def reconcile(self, namespace: str, name: str) -> float | None:
+        """Run one reconcile; return seconds until the next one is due (None: on change)."""
+        rollout = await get_or_none(self.client, ProgressiveRollout, name, namespace)
+        if rollout is None or rollout["metadata"].get("deletionTimestamp"):
+            return None
+        raw_status: Obj = rollout.get("status") or {}
+        try:
+            spec = api.RolloutSpec.model_validate(rollout.get("spec") or {})
+            status = api.RolloutStatus.model_validate(raw_status)
+        except ValidationError as error:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}" for e in error.errors()
+            )
+            await self._refuse(rollout, raw_status, "InvalidSpec", f"invalid spec: {problems}")
+            return None
+
+        workloads = Workloads(
+            self.client,
+            namespace,
+            name,
+            spec.target_ref.name,
+            spec.service.name,
+            spec.service.port,
+        )
+        target = await workloads.target()
+        if target is None:
+            message = f"target Deployment {namespace}/{spec.target_ref.name} does not exist"
+            await self._refuse(rollout, raw_status, "TargetNotFound", message)
+            return RETRY_SECONDS
+
+        await workloads.ensure_services(target)
+        target_revision = template_revision(target["spec"]["template"])
+        asked_replicas = int(target["spec"].get("replicas", 1))
+        now = self.clock()
+        _, stable = await workloads.observe("stable")
+        _, canary = await workloads.observe("canary")
+        measurements = None
+        if engine.needs_measurement(spec, status, now):
+            measurements = await self._measure(spec, status, workloads, namespace, now)
+        observation = engine.Observation(
+            now=now,
+            generation=int(rollout["metadata"].get("generation", 0)),
+            target_revision=target_revision,
+            target_replicas=asked_replicas or status.replicas or 1,
+            stable=stable,
+            canary=canary,
+            promote_requested=PROMOTE_ANNOTATION in rollout["metadata"].get("annotations", {}),
+            measurements=measurements,
+        )
+        decision = engine.reconcile(spec, status, observation)
+        router = GatewayAPIRouter(
+            self.client,
+            namespace,
+            spec.traffic_routing.gateway_api.http_route,
+            spec.traffic_routing.gateway_api.rule_index,
+            workloads.service("stable"),
+            workloads.service("canary"),
+            spec.service.port,
+        )
+        for action in decision.actions:
+            await self._apply(action, rollout, target, workloads, router)
+
+        new_status = _wire(decision.status)
+        if new_status != raw_status:
+            await self._patch_status(namespace, name, status_patch(raw_status, new_status))
+        if asked_replicas > 0 and decision.status.phase not in (
+            None,
+            api.RolloutPhase.INITIALIZING,
+        ):
+            await workloads.release_target(target)
+        return decision.requeue_after
+
+    async def _measure(
+        self,
+        spec: api.RolloutSpec,
+        status: api.RolloutStatus,
+        workloads: Workloads,
+        namespace: str,
+        now: datetime,
+    ) -> tuple[engine.Measurement, ...]:
+        analysis = spec.analysis
+        url = (analysis.prometheus.address if analysis.prometheus else None) or (
+            self.default_prometheus_url
+        )
+        if not url:
+            return tuple(
+                engine.Measurement(m.name, None, "no Prometheus address: set "
+                                   "spec.analysis.prometheus.address or the operator default")
+                for m in analysis.metrics
+            )
+        interval = parse_duration(analysis.interval)
+        since_step = now - (status.step_started_at or now)
+        window_seconds = max(int(since_step.total_seconds()), int(interval.total_seconds()), 1)
+        variables = {
+            "target": spec.target_ref.name,
+            "namespace": namespace,
+            "stableService": workloads.service("stable"),
+            "canaryService": workloads.service("canary"),
+            "interval": analysis.interval,
+            "window": f"{window_seconds}s",
+        }
+        return await prometheus.measure_all(url, analysis.metrics, variables)
+
+    async def _apply(
+        self,
+        action: engine.Action,
+        rollout: Obj,
+        target: Obj,
+        workloads: Workloads,
+        router: GatewayAPIRouter,
+    ) -> None:
+        match action:
+            case engine.SetCanaryWeight(weight=weight):
+                await router.set_canary_weight(weight)
+            case engine.EnsureWorkload(role=role, revision=revision, replicas=replicas):
+                await workloads.ensure(role, revision, replicas, target)
+            case engine.ScaleWorkload(role=role, replicas=replicas):
+                await workloads.scale(role, replicas)
+            case engine.EmitEvent(type=type_, reason=reason, message=message):
+                await self._event(rollout, type_, reason, message)
+            case engine.ClearPromoteRequest():
+                await self.client.patch(
+                    ProgressiveRollout,
+                    rollout["metadata"]["name"],
+                    {"metadata": {"annotations": {PROMOTE_ANNOTATION: None}}},
+                    namespace=rollout["metadata"]["namespace"],
+                    patch_type=PatchType.MERGE,
+                )
+
+    async def _patch_status(self, namespace: str, name: str, patch: Obj) -> None:
+        await self.client.patch(
+            ProgressiveRollout.Status,
+            name,
+            {"status": patch},
+            namespace=namespace,
+            patch_type=PatchType.MERGE,
+        )
+
+    async def _refuse(self, rollout: Obj, raw_status: Obj, reason: str, message: str) -> None:
+        """Record why nothing can be done: a Degraded condition and an Event, once."""
+        meta = rollout["metadata"]
+        conditions = {c.get("type"): c for c in raw_status.get("conditions", [])}
+        degraded = conditions.get("Degraded", {})
+        if degraded.get("reason") == reason and degraded.get("message") == message:
+            return
+        now = self.clock().strftime("%Y-%m-%dT%H:%M:%SZ")
+        conditions["Degraded"] = {
+            "type": "Degraded",
+            "status": "True",
+            "reason": reason,
+            "message": message,
+            "lastTransitionTime": now,
+            "observedGeneration": meta.get("generation", 0),
+        }
+        conditions["Ready"] = {**conditions["Degraded"], "type": "Ready", "status": "False"}
+        patch = {"message": message, "conditions": list(conditions.values())}
+        await self._patch_status(meta["namespace"], meta["name"], patch)
+        await self._event(rollout, "Warning", reason, message)
+
+    async def _event(self, rollout: Obj, type_: str, reason: str, message: str) -> None:
+        meta = rollout["metadata"]
+        now = self.clock().strftime("%Y-%m-%dT%H:%M:%SZ")
+        event: dict[str, Any] = {
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": api.API_VERSION,
+                "kind": api.KIND,
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": COMPONENT},
+            "reportingComponent": COMPONENT,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            await self.client.create(Event.from_dict(event))
+        except Exception:  # an Event lost is not worth stopping a rollback for
+            log.exception("could not post event %s %s", reason, message)

@@ -1,0 +1,61 @@
+"""`tidegate run`: the operator process, with liveness and readiness endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import Any
+
+import kopf
+from aiohttp import web
+
+
+async def _health_server(listen: str, memo: Any) -> web.AppRunner:
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def readyz(_: web.Request) -> web.Response:
+        ready = getattr(memo, "ready", False)
+        return web.Response(text="ready" if ready else "starting", status=200 if ready else 503)
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    host, _, port = listen.rpartition(":")
+    await web.TCPSite(runner, host or "0.0.0.0", int(port)).start()
+    return runner
+
+
+async def _main(
+    namespaces: list[str], clusterwide: bool, prometheus_url: str | None, health_listen: str
+) -> None:
+    import tidegate.handlers  # noqa: F401  (registers the handlers)
+
+    memo = kopf.Memo(prometheus_url=prometheus_url, kubeconfig=os.environ.get("KUBECONFIG"))
+    health = await _health_server(health_listen, memo)
+    try:
+        await kopf.operator(
+            clusterwide=clusterwide, namespaces=namespaces, standalone=True, memo=memo
+        )
+    finally:
+        await health.cleanup()
+
+
+def run_operator(
+    *,
+    namespaces: list[str],
+    all_namespaces: bool,
+    prometheus_url: str | None,
+    health_listen: str,
+) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # Every request, and every watch event handled, is too much for INFO.
+    for noisy in ("httpx", "httpx2", "kopf.objects"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    prometheus_url = prometheus_url or os.environ.get("TIDEGATE_PROMETHEUS_URL")
+    clusterwide = all_namespaces or not namespaces
+    asyncio.run(_main(namespaces, clusterwide, prometheus_url, health_listen))
+    return 0
