@@ -20,11 +20,11 @@ def _dev(args: argparse.Namespace) -> int:
         environment.stop_environment(state_dir)
         print(f"# local environment in {state_dir} stopped")
         return 0
-    info = environment.load_info(state_dir)
-    if info is None:
+    running = environment.load_info(state_dir)
+    if running is None:
         print(f"no environment is running in {state_dir}; run `tidegate dev up`", file=sys.stderr)
         return 1
-    print(info.exports())
+    print(running.exports())
     return 0
 
 
@@ -59,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     crds.set_defaults(handler=_crds)
 
     run = commands.add_parser("run", help="run the operator")
-    run.add_argument("-n", "--namespace", action="append", default=[], help="watch this namespace (repeatable)")
+    run.add_argument(
+        "-n", "--namespace", action="append", default=[], help="watch this namespace (repeatable)"
+    )
     run.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")
     run.add_argument("--prometheus-url", help="default Prometheus for rollouts that name none")
     run.add_argument("--health-listen", default="0.0.0.0:8080", help="liveness/readiness endpoint")

@@ -17,9 +17,10 @@ IDLE_RESYNC_SECONDS = 60.0
 ERROR_RETRY_SECONDS = 2.0
 
 
-def _wakeup(memo: Any, namespace: str, name: str) -> asyncio.Event:
+def _wakeup(memo: Any, namespace: str | None, name: str) -> asyncio.Event:
+    # Rollouts and Deployments are namespaced: kopf's "None" never comes here.
     events: dict[tuple[str, str], asyncio.Event] = memo.wakeups
-    return events.setdefault((namespace, name), asyncio.Event())
+    return events.setdefault((namespace or "", name), asyncio.Event())
 
 
 @kopf.on.startup()
@@ -42,37 +43,41 @@ async def close(memo: Any, **_: Any) -> None:
 
 @kopf.index(api.GROUP, api.VERSION, api.PLURAL)
 def rollouts_by_deployment(
-    namespace: str, name: str, spec: kopf.Spec, **_: Any
+    namespace: str | None, name: str, spec: kopf.Spec, **_: Any
 ) -> dict[tuple[str, str], str]:
     target = spec.get("targetRef", {}).get("name")
     if not target:
         return {}
-    return {(namespace, d): name for d in (target, f"{target}-stable", f"{target}-canary")}
+    return {(namespace or "", d): name for d in (target, f"{target}-stable", f"{target}-canary")}
 
 
 @kopf.on.event("apps", "v1", "deployments")
-def deployment_changed(
-    namespace: str, name: str, rollouts_by_deployment: kopf.Index[Any, str], memo: Any, **_: Any
-) -> None:
-    for rollout in rollouts_by_deployment.get((namespace, name), []):
+def deployment_changed(namespace: str | None, name: str, memo: Any, **kwargs: Any) -> None:
+    index: kopf.Index[tuple[str, str], str] = kwargs["rollouts_by_deployment"]
+    for rollout in index.get((namespace or "", name), []):
         _wakeup(memo, namespace, rollout).set()
 
 
 @kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
-def rollout_changed(namespace: str, name: str, memo: Any, **_: Any) -> None:
+def rollout_changed(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
     _wakeup(memo, namespace, name).set()
 
 
 @kopf.daemon(api.GROUP, api.VERSION, api.PLURAL, cancellation_timeout=1.0)
 async def run_rollout(
-    namespace: str, name: str, memo: Any, logger: kopf.Logger, stopped: kopf.DaemonStopped, **_: Any
+    namespace: str | None,
+    name: str,
+    memo: Any,
+    logger: kopf.Logger,
+    stopped: kopf.DaemonStopped,
+    **_: Any,
 ) -> None:
     wakeup = _wakeup(memo, namespace, name)
     reconciler: Reconciler = memo.reconciler
     while not stopped:
         wakeup.clear()
         try:
-            delay = await reconciler.reconcile(namespace, name)
+            delay = await reconciler.reconcile(namespace or "", name)
         except Exception as error:
             logger.exception(f"reconcile failed: {error}")
             delay = ERROR_RETRY_SECONDS

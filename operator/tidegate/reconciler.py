@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from lightkube import AsyncClient
 from lightkube.resources.core_v1 import Event
@@ -65,7 +65,8 @@ class Reconciler:
             status = api.RolloutStatus.model_validate(raw_status)
         except ValidationError as error:
             problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}" for e in error.errors()
+                f"{'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}"
+                for e in error.errors()
             )
             await self._refuse(rollout, raw_status, "InvalidSpec", f"invalid spec: {problems}")
             return None
@@ -140,8 +141,12 @@ class Reconciler:
         )
         if not url:
             return tuple(
-                engine.Measurement(m.name, None, "no Prometheus address: set "
-                                   "spec.analysis.prometheus.address or the operator default")
+                engine.Measurement(
+                    m.name,
+                    None,
+                    "no Prometheus address: set "
+                    "spec.analysis.prometheus.address or the operator default",
+                )
                 for m in analysis.metrics
             )
         interval = parse_duration(analysis.interval)
@@ -235,6 +240,6 @@ class Reconciler:
             "count": 1,
         }
         try:
-            await self.client.create(Event.from_dict(event))
+            await self.client.create(cast(Event, Event.from_dict(event)))
         except Exception:  # an Event lost is not worth stopping a rollback for
             log.exception("could not post event %s %s", reason, message)

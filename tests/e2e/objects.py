@@ -24,9 +24,7 @@ def deployment(
             "template": {
                 "metadata": {"labels": labels},
                 "spec": {
-                    "containers": [
-                        {"name": "app", "image": f"tidegate/demo:{version}", "env": env}
-                    ]
+                    "containers": [{"name": "app", "image": f"tidegate/demo:{version}", "env": env}]
                 },
             },
         },

@@ -9,14 +9,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from objects import deployment, http_route, service
 from prometheus_api_client import PrometheusConnect
 
 from tidegate.dev.cluster import KubectlRunner
 from tidegate.dev.environment import EnvironmentInfo, start_environment, stop_environment
 from tidegate.dev.loadgen import generate
 from tidegate.dev.processes import ProcessTable
-
-from objects import deployment, http_route, service
 
 
 def apply(kubectl: KubectlRunner, namespace: str, *objects: object) -> None:

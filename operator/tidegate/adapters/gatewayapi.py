@@ -18,7 +18,13 @@ class RoutingError(RuntimeError):
 
 def backend_refs(stable: str, canary: str, port: int, canary_weight: int) -> list[Obj]:
     return [
-        {"group": "", "kind": "Service", "name": stable, "port": port, "weight": 100 - canary_weight},
+        {
+            "group": "",
+            "kind": "Service",
+            "name": stable,
+            "port": port,
+            "weight": 100 - canary_weight,
+        },
         {"group": "", "kind": "Service", "name": canary, "port": port, "weight": canary_weight},
     ]
 
@@ -85,7 +91,11 @@ class GatewayAPIRouter:
             }
             try:
                 await self.client.patch(
-                    HTTPRoute, self.route, patch, namespace=self.namespace, patch_type=PatchType.MERGE
+                    HTTPRoute,
+                    self.route,
+                    patch,
+                    namespace=self.namespace,
+                    patch_type=PatchType.MERGE,
                 )
                 return True
             except ApiError as error:

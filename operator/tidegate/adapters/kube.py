@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lightkube import AsyncClient, ApiError, KubeConfig
+from lightkube import ApiError, AsyncClient, KubeConfig
 from lightkube.generic_resource import create_namespaced_resource
 
 from tidegate import api

@@ -24,8 +24,16 @@ ROLE_LABEL = "tidegate.io/role"
 ROLLOUT_LABEL = "tidegate.io/rollout"
 REVISION_ANNOTATION = "tidegate.io/revision"
 # Copied from the target's spec as they are; replicas and selector are tidegate's.
-_COPIED_SPEC_FIELDS = ("strategy", "minReadySeconds", "revisionHistoryLimit", "progressDeadlineSeconds")
-_DROPPED_METADATA = ("kubectl.kubernetes.io/last-applied-configuration", "deployment.kubernetes.io/revision")
+_COPIED_SPEC_FIELDS = (
+    "strategy",
+    "minReadySeconds",
+    "revisionHistoryLimit",
+    "progressDeadlineSeconds",
+)
+_DROPPED_METADATA = (
+    "kubectl.kubernetes.io/last-applied-configuration",
+    "deployment.kubernetes.io/revision",
+)
 
 
 class WorkloadError(RuntimeError):
@@ -43,7 +51,9 @@ def workload_state(deployment: Obj | None) -> WorkloadState | None:
         return None
     spec, status = deployment.get("spec", {}), deployment.get("status", {})
     replicas = int(spec.get("replicas", 1))
-    generation_seen = status.get("observedGeneration", 0) >= deployment["metadata"].get("generation", 0)
+    generation_seen = status.get("observedGeneration", 0) >= deployment["metadata"].get(
+        "generation", 0
+    )
     rolled_out = all(
         status.get(field, 0) == replicas
         for field in ("replicas", "updatedReplicas", "readyReplicas", "availableReplicas")
@@ -87,7 +97,13 @@ def workload_copy(target: Obj, rollout: str, role: Role, revision: str, replicas
 
 class Workloads:
     def __init__(
-        self, client: AsyncClient, namespace: str, rollout: str, target: str, service: str, port: int
+        self,
+        client: AsyncClient,
+        namespace: str,
+        rollout: str,
+        target: str,
+        service: str,
+        port: int,
     ) -> None:
         self.client = client
         self.namespace = namespace
@@ -110,7 +126,7 @@ class Workloads:
         return found, workload_state(found)
 
     async def ensure(self, role: Role, revision: str, replicas: int, target: Obj) -> None:
-        existing, state = await self.observe(role)
+        _existing, state = await self.observe(role)
         if state is not None and state.revision == revision:
             if state.replicas != replicas:
                 await self.scale(role, replicas)

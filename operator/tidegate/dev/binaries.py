@@ -33,12 +33,17 @@ class Binaries:
         stages = directory / KWOK_STAGES
         if not all(p.is_file() and os.access(p, os.X_OK) for p in paths) or not stages.is_file():
             return None
-        return cls(*paths, stages)
+        etcd, apiserver, controller_manager, scheduler, kubectl, kwok = paths
+        return cls(etcd, apiserver, controller_manager, scheduler, kubectl, kwok, stages)
 
 
 def _explicit_directories() -> list[Path]:
     # TIDEGATE_BIN_DIR, then envtest's convention; either one skips the build.
-    return [Path(v) for v in (os.environ.get(k) for k in ("TIDEGATE_BIN_DIR", "KUBEBUILDER_ASSETS")) if v]
+    return [
+        Path(v)
+        for v in (os.environ.get(k) for k in ("TIDEGATE_BIN_DIR", "KUBEBUILDER_ASSETS"))
+        if v
+    ]
 
 
 def find_binaries() -> Binaries:

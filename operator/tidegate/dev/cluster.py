@@ -64,7 +64,9 @@ def write_kubeconfig(path: Path, server: str, ca: Path, client: pki.KeyPair, use
         "kind": "Config",
         "clusters": [{"name": "tidegate-dev", "cluster": cluster}],
         "users": [{"name": user, "user": credentials}],
-        "contexts": [{"name": "tidegate-dev", "context": {"cluster": "tidegate-dev", "user": user}}],
+        "contexts": [
+            {"name": "tidegate-dev", "context": {"cluster": "tidegate-dev", "user": user}}
+        ],
         "current-context": "tidegate-dev",
     }
     path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -229,9 +231,10 @@ def start_control_plane(
     kubectl = KubectlRunner(binaries.kubectl, admin)
     kubectl.apply_text(yaml.safe_dump_all(_fake_node(f"kwok-node-{i}") for i in range(nodes)))
     wait_until(
-        lambda: kubectl.run("wait", "--for=condition=Ready", "node", "--all", "--timeout=1s")
-        .returncode
-        == 0,
+        lambda: (
+            kubectl.run("wait", "--for=condition=Ready", "node", "--all", "--timeout=1s").returncode
+            == 0
+        ),
         "kwok nodes",
         60,
         processes.log_dir / "kwok.log",

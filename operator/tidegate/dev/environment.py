@@ -17,9 +17,9 @@ from tidegate.dev.cluster import (
     KubectlRunner,
     StartupError,
     free_port,
+    http_ok,
     start_control_plane,
     wait_until,
-    http_ok,
 )
 from tidegate.dev.processes import ProcessTable
 

@@ -6,6 +6,7 @@ whatever it spawned (the gateway's demo apps), and a terminal closing does not s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -77,17 +78,13 @@ class ProcessTable:
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _reap(pid: int) -> None:
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def group_alive(pgid: int) -> bool:
