@@ -28,6 +28,12 @@ def _dev(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from tidegate.dev.demo import run_demo
+
+    return run_demo()
+
+
 def _crds(args: argparse.Namespace) -> int:
     from tidegate.crd import render_crd
 
@@ -54,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("action", choices=["up", "down", "env"])
     dev.add_argument("--state-dir", help="default: $TIDEGATE_STATE_DIR or ./.state/dev")
     dev.set_defaults(handler=_dev)
+
+    demo = commands.add_parser("demo", help="a canary promoted and a bad one rolled back, live")
+    demo.set_defaults(handler=_demo)
 
     crds = commands.add_parser("crds", help="print the CustomResourceDefinition YAML")
     crds.set_defaults(handler=_crds)
