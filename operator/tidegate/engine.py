@@ -305,7 +305,6 @@ class _Reconciler:
         st = self.status
         st.phase = RolloutPhase.INITIALIZING
         st.stable_revision = self.obs.target_revision
-        self._set_weight(0)
         self._initializing()
 
     def _initializing(self) -> None:
@@ -314,6 +313,9 @@ class _Reconciler:
         st.stable_revision = self.obs.target_revision
         self._heal("stable", self.obs.stable, st.stable_revision)
         if _ready_at(self.obs.stable, st.stable_revision, self.obs.target_replicas):
+            # The route moves to the stable copy only once it can serve: adopting a live
+            # application must not drop its traffic.
+            self._set_weight(0)
             st.phase = RolloutPhase.INITIALIZED
             self._say("Initialized", f"Stable revision {st.stable_revision} is ready")
             self._event("Normal", "Initialized", st.message)

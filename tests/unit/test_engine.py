@@ -152,10 +152,7 @@ def test_expand_explicit_steps_unchanged() -> None:
 def test_brand_new_adopts_the_target_as_stable() -> None:
     spec = make_spec()
     first = step(spec, RolloutStatus(), observe("v1"))
-    assert first.actions == (
-        SetCanaryWeight(weight=0),
-        EnsureWorkload(role="stable", revision="v1", replicas=REPLICAS),
-    )
+    assert first.actions == (EnsureWorkload(role="stable", revision="v1", replicas=REPLICAS),)
     assert first.status.phase is RolloutPhase.INITIALIZING
     assert first.status.stable_revision == "v1"
     assert first.requeue_after == pytest.approx(1.0)
@@ -166,6 +163,7 @@ def test_brand_new_adopts_the_target_as_stable() -> None:
     assert waiting.status.phase is RolloutPhase.INITIALIZING
 
     done = step(spec, waiting.status, observe("v1", stable=ready("v1")))
+    assert done.actions[0] == SetCanaryWeight(weight=0)
     assert done.status.phase is RolloutPhase.INITIALIZED
     assert condition(done.status, "Ready") == "True"
     assert condition(done.status, "Progressing") == "False"
