@@ -1,0 +1,326 @@
+"""`tidegate demo`: a healthy canary promoted and a bad one rolled back, under real load.
+
+Everything runs on this machine in ./.state/demo (or $TIDEGATE_DEMO_STATE_DIR) and is torn
+down at the end, also on errors, Ctrl-C and SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any, TextIO
+
+from lightkube.resources.core_v1 import Event
+
+from tidegate.adapters.kube import ProgressiveRollout, get_or_none, make_client
+from tidegate.dev.cluster import KubectlRunner, StartupError
+from tidegate.dev.environment import EnvironmentInfo, start_environment, stop_environment
+from tidegate.dev.operator_process import kubectl_for, start_operator, stop_operator
+from tidegate.dev.traffic import LiveLoad, Split, split
+
+REPO = Path(__file__).resolve().parents[3]
+EXAMPLE = REPO / "examples" / "canary"
+CRD = REPO / "crds" / "progressiverollout.yaml"
+NAMESPACE = "demo"
+NAME = "shop"
+HOST = "shop.example.com"
+RPS = 50.0
+REFRESH_SECONDS = 0.5
+SPLIT_SECONDS = 2.0
+ROLLOUT_TIMEOUT = 180.0
+# Load kept on after the bad rollout ends, to show where requests go afterwards.
+AFTERMATH_SECONDS = 3.0
+ENDED = frozenset({"Succeeded", "Failed", "Cancelled"})
+UNDER_WAY = frozenset({"Progressing", "Paused", "Promoting"})
+
+
+@dataclass
+class Outcome:
+    version: str
+    phase: str  # the terminal phase reached ("" when it never ended)
+    seconds: float  # from the template change to that phase
+    first_failure: datetime | None = None  # measuredAt of the first failing measurement
+    ended_at: datetime | None = None
+
+
+def step_text(status: Mapping[str, Any], steps: int) -> str:
+    index = status.get("currentStepIndex")
+    if index is None or not steps:
+        return "-"
+    return f"{min(int(index) + 1, steps)}/{steps}"
+
+
+def metrics_text(status: Mapping[str, Any]) -> str:
+    parts = []
+    for m in status.get("metrics") or []:
+        value = m.get("value")
+        shown = "-" if value is None else f"{value:.3g}"
+        verdict = {"Passed": "pass", "Failed": "FAIL", "NoData": "no data"}.get(
+            m.get("phase", ""), str(m.get("phase", "")).lower()
+        )
+        parts.append(f"{m.get('name')}={shown} {verdict}")
+    return ", ".join(parts) or "-"
+
+
+def revision_text(revision: str | None, versions: Mapping[str, str]) -> str:
+    if not revision:
+        return "-"
+    version = versions.get(revision)
+    return f"{version} ({revision})" if version else revision
+
+
+def render(
+    title: str,
+    elapsed: float,
+    status: Mapping[str, Any],
+    steps: int,
+    versions: Mapping[str, str],
+    traffic: Split,
+    event: str,
+) -> list[str]:
+    """The live view of one rollout, a few lines for a terminal."""
+    return [
+        f"{title}  ({elapsed:.0f}s)",
+        f"  phase   {status.get('phase', '-')}   step {step_text(status, steps)}"
+        f"   canary weight {status.get('canaryWeight', 0)}%",
+        f"  stable  {revision_text(status.get('stableRevision'), versions)}"
+        f"   canary {revision_text(status.get('canaryRevision'), versions)}",
+        f"  metrics {metrics_text(status)}",
+        f"  traffic {traffic.describe()}  (last {SPLIT_SECONDS:.0f}s)",
+        f"  event   {event or '-'}",
+    ]
+
+
+def render_line(
+    elapsed: float, status: Mapping[str, Any], steps: int, traffic: Split, event: str
+) -> str:
+    """The same view on one line, for logs."""
+    return (
+        f"{elapsed:5.1f}s {status.get('phase', '-')} step {step_text(status, steps)}"
+        f" weight {status.get('canaryWeight', 0)}% | {metrics_text(status)}"
+        f" | {traffic.describe()} | {event or '-'}"
+    )
+
+
+def summary(good: Outcome, bad: Outcome, stable_share: float | None) -> str:
+    parts = []
+    if good.phase == "Succeeded":
+        parts.append(f"{good.version} promoted in {good.seconds:.0f} s")
+    else:
+        parts.append(f"{good.version} was not promoted ({good.phase or 'no outcome'})")
+    if bad.phase == "Failed" and bad.first_failure and bad.ended_at:
+        after = (bad.ended_at - bad.first_failure).total_seconds()
+        parts.append(f"{bad.version} rolled back {after:.0f} s after its first failing check")
+    elif bad.phase == "Failed":
+        parts.append(f"{bad.version} rolled back after {bad.seconds:.0f} s")
+    else:
+        parts.append(f"{bad.version} was not rolled back ({bad.phase or 'no outcome'})")
+    if stable_share is not None:
+        parts.append(f"{100 * stable_share:.1f}% of requests on stable afterwards")
+    return "; ".join(parts)
+
+
+def _parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _resource_version(event: Any) -> int:
+    try:
+        return int(event.metadata.resourceVersion)
+    except (TypeError, ValueError):
+        return 0
+
+
+class Demo:
+    def __init__(self, info: EnvironmentInfo, kubectl: KubectlRunner, out: TextIO) -> None:
+        self.info = info
+        self.kubectl = kubectl
+        self.out = out
+        self.tty = out.isatty()
+        self.client = make_client(info.kubeconfig)
+        self.load = LiveLoad(info.gateway_url, HOST, rps=RPS)
+        self.versions: dict[str, str] = {}
+        self.done: list[str] = []
+
+    async def kubectl_check(self, *args: str) -> str:
+        return await asyncio.to_thread(self.kubectl.check, *args)
+
+    async def rollout(self) -> dict[str, Any]:
+        found = await get_or_none(self.client, ProgressiveRollout, NAME, NAMESPACE)
+        return found or {}
+
+    async def latest_event(self) -> str:
+        events = [
+            e
+            async for e in self.client.list(
+                Event,
+                namespace=NAMESPACE,
+                fields={"involvedObject.kind": "ProgressiveRollout", "involvedObject.name": NAME},
+            )
+        ]
+        if not events:
+            return ""
+        latest = max(events, key=_resource_version)
+        return f"{latest.reason}: {latest.message}"
+
+    async def wait_phase(self, phase: str, timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status: dict[str, Any] = (await self.rollout()).get("status") or {}
+            if status.get("phase") == phase:
+                return status
+            await asyncio.sleep(0.25)
+        raise TimeoutError(f"the rollout did not reach {phase} within {timeout:.0f}s")
+
+    def show(self, lines: list[str]) -> None:
+        self.out.write("\x1b[H\x1b[2J" + "\n".join([*self.done, *lines]) + "\n")
+        self.out.flush()
+
+    def say(self, text: str) -> None:
+        self.done.append(text)
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    async def run_rollout(self, version: str, env: Mapping[str, str]) -> Outcome:
+        """Change the Deployment's template and watch the rollout until it ends."""
+        self.say(f"--- rolling out {version} ({' '.join(f'{k}={v}' for k, v in env.items())})")
+        changed_at = datetime.now().astimezone()
+        began = time.monotonic()
+        await self.kubectl_check(
+            "set",
+            "env",
+            f"deployment/{NAME}",
+            "-n",
+            NAMESPACE,
+            *(f"{k}={v}" for k, v in env.items()),
+        )
+        outcome = Outcome(version, "", 0.0)
+        started = False
+        last_key: tuple[object, ...] = ()
+        while time.monotonic() - began < ROLLOUT_TIMEOUT:
+            obj = await self.rollout()
+            status: dict[str, Any] = obj.get("status") or {}
+            steps = len(obj.get("spec", {}).get("strategy", {}).get("canary", {}).get("steps", []))
+            phase = status.get("phase", "")
+            canary = status.get("canaryRevision")
+            if phase in UNDER_WAY and canary:
+                started = True
+                self.versions.setdefault(canary, version)
+            for m in status.get("metrics") or []:
+                at = _parse_time(m["measuredAt"])
+                if (
+                    m.get("phase") != "Passed"
+                    and at >= changed_at
+                    and outcome.first_failure is None
+                ):
+                    outcome.first_failure = at
+            elapsed = time.monotonic() - began
+            traffic = self.load.recent(SPLIT_SECONDS)
+            event = await self.latest_event()
+            if self.tty:
+                self.show(
+                    render(
+                        f"rollout of {version}",
+                        elapsed,
+                        status,
+                        steps,
+                        self.versions,
+                        traffic,
+                        event,
+                    )
+                )
+            else:
+                # One line per change of the rollout, not per refresh of the traffic figures.
+                key = (
+                    phase,
+                    step_text(status, steps),
+                    status.get("canaryWeight"),
+                    canary,
+                    metrics_text(status),
+                    event,
+                )
+                if key != last_key:
+                    print(
+                        render_line(elapsed, status, steps, traffic, event),
+                        file=self.out,
+                        flush=True,
+                    )
+                    last_key = key
+            if started and phase in ENDED:
+                outcome.phase = phase
+                outcome.seconds = elapsed
+                outcome.ended_at = datetime.now().astimezone()
+                break
+            await asyncio.sleep(REFRESH_SECONDS)
+        result = f"{version}: {outcome.phase or 'timed out'} after {outcome.seconds:.1f}s"
+        self.say(result)
+        return outcome
+
+    async def run(self) -> int:
+        await self.kubectl_check("create", "namespace", NAMESPACE)
+        for manifest in ("app.yaml", "rollout.yaml"):
+            await self.kubectl_check(
+                "apply", "--server-side", "-n", NAMESPACE, "-f", str(EXAMPLE / manifest)
+            )
+        self.say("applied examples/canary; waiting for the rollout to initialise")
+        status = await self.wait_phase("Initialized", 120)
+        if status.get("stableRevision"):
+            self.versions[status["stableRevision"]] = "1.0.0"
+        load_task = asyncio.create_task(self.load.run())
+        try:
+            await self.load.wait_for("1.0.0", 30)
+            self.say(f"load: {RPS:.0f} requests/s to {self.info.gateway_url} (Host {HOST})")
+            good = await self.run_rollout("1.1.0", {"VERSION": "1.1.0"})
+            bad = await self.run_rollout("1.2.0", {"VERSION": "1.2.0", "ERROR_RATE": "0.5"})
+            after = time.monotonic()
+            await asyncio.sleep(AFTERMATH_SECONDS)
+            aftermath = split(self.load.samples, after, time.monotonic())
+        finally:
+            load_task.cancel()
+            await asyncio.gather(load_task, return_exceptions=True)
+            await self.client.close()
+        stable_share = aftermath.share("1.1.0") if aftermath.total else None
+        self.say(summary(good, bad, stable_share))
+        return 0 if good.phase == "Succeeded" and bad.phase == "Failed" else 1
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def run_demo() -> int:
+    state_dir = Path(os.environ.get("TIDEGATE_DEMO_STATE_DIR", Path.cwd() / ".state" / "demo"))
+    signal.signal(signal.SIGTERM, _interrupt)
+    operator = None
+    try:
+        print(f"starting the local environment in {state_dir} ...", flush=True)
+        info = start_environment(state_dir)
+        kubectl = kubectl_for(info)
+        kubectl.check("apply", "--server-side", "-f", str(CRD))
+        kubectl.check("wait", "--for=condition=Established", "crd/progressiverollouts.tidegate.io")
+        operator = start_operator(info, state_dir)
+        print(f"environment up in {info.started_in_seconds}s; operator running", flush=True)
+        return asyncio.run(Demo(info, kubectl, sys.stdout).run())
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    except (StartupError, TimeoutError, OSError) as error:
+        print(f"demo failed: {error}", file=sys.stderr)
+        return 1
+    finally:
+        # A second Ctrl-C must not cut the teardown short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        print("tearing down ...", flush=True)
+        if operator is not None:
+            stop_operator(operator)
+        stop_environment(state_dir)
+        print(f"stopped; logs in {state_dir / 'logs'}", flush=True)
