@@ -54,7 +54,7 @@ def test_settled_at_is_where_the_canary_share_stays_below_the_threshold() -> Non
 
 
 def test_settled_at_tolerates_a_share_under_the_threshold() -> None:
-    samples = sorted(steady(0, 4, 50, "stable") + [(2.005, "canary", 200)])
+    samples = sorted([*steady(0, 4, 50, "stable"), (2.005, "canary", 200)])
     # One canary response among 51 in every window holding it: about 2%.
     assert settled_at(samples, "canary", after=0.0, threshold=0.01) == 2.02
     assert settled_at(samples, "canary", after=0.0, threshold=0.03) == 0.0
