@@ -1,0 +1,242 @@
+"""How fast a bad canary is rolled back, measured on the local environment under real load.
+
+Each run rolls a canary that fails half its requests out in a namespace of its own, with
+failureLimit 1 so the first failing measurement rolls it back, and prints:
+
+  (a) from the failing measurement (its status.metrics[].measuredAt) to the moment a watch on
+      this machine sees the HTTPRoute give the canary 0%  (goal: under 1 s);
+  (b) from the first 5xx the load generator got to the start of the first 1 s window from
+      which on under 1% of its responses come from the canary.
+
+Only prints; nothing is asserted. Everything started is torn down at the end.
+
+    .venv/bin/python bench/rollback_latency.py [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import yaml
+
+from tidegate.adapters.gatewayapi import canary_weight_of
+from tidegate.adapters.kube import HTTPRoute, ProgressiveRollout, make_client
+from tidegate.dev.cluster import KubectlRunner
+from tidegate.dev.environment import EnvironmentInfo, start_environment, stop_environment
+from tidegate.dev.operator_process import kubectl_for, start_operator, stop_operator
+from tidegate.dev.traffic import LiveLoad, first_error_at, settled_at
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "examples" / "canary"
+CRD = REPO / "crds" / "progressiverollout.yaml"
+NAME = "shop"
+STABLE_VERSION = "1.0.0"
+BAD_VERSION = "1.2.0"
+RPS = 50.0
+# Load kept on after the rollback, so (b) sees that the canary share stays down.
+TAIL_SECONDS = 3.0
+TIMEOUT = 120.0
+
+
+@dataclass
+class Watched:
+    """Objects as a watch delivered them, each with time.time() at arrival."""
+
+    events: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    measurement_to_route: float  # (a)
+    errors_to_stable: float | None  # (b)
+    errors_to_measurement: float  # first 5xx -> failing measurement: mostly waiting for it
+    route_to_last_canary: float | None  # route at 0% -> last response from the canary
+
+
+def wall_of(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+async def watch(client: Any, kind: Any, namespace: str, into: Watched) -> None:
+    async for _, obj in client.watch(kind, namespace=namespace, fields={"metadata.name": NAME}):
+        into.events.append((time.time(), obj.to_dict()))
+        into.changed.set()
+
+
+async def wait_for(watched: Watched, test: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    deadline = time.monotonic() + TIMEOUT
+    seen = 0
+    while True:
+        for _, obj in watched.events[seen:]:
+            if test(obj):
+                return obj
+        seen = len(watched.events)
+        watched.changed.clear()
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"not seen within {TIMEOUT:.0f}s")
+        await asyncio.wait_for(watched.changed.wait(), left)
+
+
+def manifests(host: str) -> str:
+    app = list(yaml.safe_load_all((EXAMPLE / "app.yaml").read_text()))
+    for obj in app:
+        if obj["kind"] == "HTTPRoute":
+            obj["spec"]["hostnames"] = [host]  # every run's route of its own
+    rollout = yaml.safe_load((EXAMPLE / "rollout.yaml").read_text())
+    rollout["spec"]["analysis"]["failureLimit"] = 1
+    return yaml.safe_dump_all([*app, rollout])
+
+
+def phase_of(obj: dict[str, Any]) -> str:
+    return str((obj.get("status") or {}).get("phase", ""))
+
+
+async def one_run(info: EnvironmentInfo, kubectl: KubectlRunner, index: int) -> RunResult:
+    namespace = f"bench-{index}"
+    host = f"shop.{namespace}.example.com"
+    await asyncio.to_thread(kubectl.check, "create", "namespace", namespace)
+    await asyncio.to_thread(
+        kubectl.check, "apply", "--server-side", "-n", namespace, "-f", "-", stdin=manifests(host)
+    )
+    client = make_client(info.kubeconfig)
+    routes, rollouts = Watched(), Watched()
+    load = LiveLoad(info.gateway_url, host, rps=RPS)
+    tasks = [
+        asyncio.create_task(watch(client, HTTPRoute, namespace, routes)),
+        asyncio.create_task(watch(client, ProgressiveRollout, namespace, rollouts)),
+    ]
+    try:
+        await wait_for(rollouts, lambda o: phase_of(o) == "Initialized")
+        tasks.append(asyncio.create_task(load.run()))
+        await load.wait_for(STABLE_VERSION, 30)
+        changed = time.monotonic()
+        await asyncio.to_thread(
+            kubectl.check,
+            "set",
+            "env",
+            f"deployment/{NAME}",
+            "-n",
+            namespace,
+            f"VERSION={BAD_VERSION}",
+            "ERROR_RATE=0.5",
+        )
+        failed = await wait_for(
+            rollouts,
+            lambda o: phase_of(o) == "Failed" and o["status"].get("canaryRevision") is not None,
+        )
+        await asyncio.sleep(TAIL_SECONDS)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await client.close()
+    await asyncio.to_thread(kubectl.run, "delete", "namespace", namespace, "--wait=false")
+
+    failing = [m for m in failed["status"]["metrics"] if m.get("phase") != "Passed"]
+    measured = min(wall_of(m["measuredAt"]) for m in failing)
+    canary = f"{NAME}-canary"
+    route_zero = next(
+        at
+        for at, route in routes.events
+        if at >= measured and canary_weight_of(route, 0, canary) == 0
+    )
+    # Load samples are on the monotonic clock, the rest on the wall clock.
+    offset = time.time() - time.monotonic()
+    first_error = first_error_at(load.samples, after=changed)
+    if first_error is None:
+        raise RuntimeError("the load generator saw no 5xx from the bad canary")
+    settled = settled_at(load.samples, BAD_VERSION, after=first_error)
+    last_canary = max((at for at, v, _ in load.samples if v == BAD_VERSION), default=None)
+    return RunResult(
+        measurement_to_route=route_zero - measured,
+        errors_to_stable=None if settled is None else settled - first_error,
+        errors_to_measurement=measured - (first_error + offset),
+        route_to_last_canary=None if last_canary is None else last_canary + offset - route_zero,
+    )
+
+
+def seconds(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f} s"
+
+
+def describe(index: int, r: RunResult) -> str:
+    return (
+        f"run {index}: (a) failing measurement -> HTTPRoute canary 0%: "
+        f"{seconds(r.measurement_to_route)}; (b) first 5xx -> 99% on stable: "
+        f"{seconds(r.errors_to_stable)}  [first 5xx -> failing measurement "
+        f"{seconds(r.errors_to_measurement)}; last canary response - route 0%: "
+        f"{seconds(r.route_to_last_canary)}]"
+    )
+
+
+def median(values: list[float | None]) -> str:
+    known = [v for v in values if v is not None]
+    return seconds(statistics.median(known)) if known else "n/a"
+
+
+async def bench(info: EnvironmentInfo, kubectl: KubectlRunner, runs: int) -> None:
+    results = []
+    for index in range(1, runs + 1):
+        result = await one_run(info, kubectl, index)
+        print(describe(index, result), flush=True)
+        results.append(result)
+    print(
+        f"median of {runs}: (a) {median([r.measurement_to_route for r in results])} "
+        f"(goal < 1 s); (b) {median([r.errors_to_stable for r in results])}",
+        flush=True,
+    )
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--state-dir", type=Path, default=Path.cwd() / ".state" / "bench")
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, _interrupt)
+    operator = None
+    try:
+        print(f"starting the local environment in {args.state_dir} ...", flush=True)
+        info = start_environment(args.state_dir)
+        kubectl = kubectl_for(info)
+        kubectl.check("apply", "--server-side", "-f", str(CRD))
+        kubectl.check("wait", "--for=condition=Established", "crd/progressiverollouts.tidegate.io")
+        operator = start_operator(info, args.state_dir)
+        interval = yaml.safe_load((EXAMPLE / "rollout.yaml").read_text())["spec"]["analysis"]
+        print(
+            f"load {RPS:.0f} requests/s; analysis every {interval['interval']}, failureLimit 1;"
+            f" {args.runs} runs",
+            flush=True,
+        )
+        asyncio.run(bench(info, kubectl, args.runs))
+        return 0
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if operator is not None:
+            stop_operator(operator)
+        stop_environment(args.state_dir)
+        print("environment stopped", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
