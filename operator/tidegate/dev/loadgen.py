@@ -7,6 +7,7 @@ import asyncio
 import ipaddress
 import json
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Mapping
@@ -80,16 +81,19 @@ async def generate(
     duration: float | None = None,
     rps: float | None = None,
     concurrency: int = 16,
+    result: LoadResult | None = None,
+    stop: threading.Event | None = None,
 ) -> LoadResult:
     """Send GET requests to ``url`` (with ``Host: host``) until ``count`` requests were sent
     or ``duration`` seconds passed, at ``rps`` requests per second (or as fast as
-    ``concurrency`` allows)."""
+    ``concurrency`` allows). Pass ``result`` to watch samples arrive while it runs, and
+    ``stop`` to end it early from another thread."""
     check_loopback(url)
     if count is None and duration is None:
         raise ValueError("give count or duration so the load stops by itself")
     if rps is not None and rps <= 0:
         raise ValueError("rps must be positive")
-    result = LoadResult()
+    result = result if result is not None else LoadResult()
     headers = {"Host": host} if host else {}
     next_index = 0
     start = time.monotonic()
@@ -99,7 +103,7 @@ async def generate(
         nonlocal next_index
         while True:
             index = next_index
-            if count is not None and index >= count:
+            if (count is not None and index >= count) or (stop is not None and stop.is_set()):
                 return
             next_index += 1
             due = start + index / rps if rps else time.monotonic()

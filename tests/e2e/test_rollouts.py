@@ -1,0 +1,342 @@
+"""Canary rollouts end to end: the operator, the real API server, Prometheus and gateway."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from rollout_support import (
+    EXAMPLE,
+    BackgroundLoad,
+    Operator,
+    canary_weight_in_route,
+    events,
+    get,
+    rollout_status,
+    set_version,
+    wait_for,
+)
+
+from tidegate.dev.cluster import KubectlRunner
+from tidegate.dev.environment import EnvironmentInfo
+
+CRD = Path(__file__).parents[2] / "crds" / "progressiverollout.yaml"
+
+
+@pytest.fixture(scope="session")
+def rollout_crd(kubectl: KubectlRunner) -> None:
+    kubectl.check("apply", "--server-side", "-f", str(CRD))
+    kubectl.check("wait", "--for=condition=Established", "crd/progressiverollouts.tidegate.io")
+
+
+@dataclass
+class Shop:
+    """The example application, its ProgressiveRollout, an operator and steady load."""
+
+    namespace: str
+    kubectl: KubectlRunner
+    operator: Operator
+    load: BackgroundLoad
+
+    def status(self) -> dict[str, object]:
+        return rollout_status(self.kubectl, self.namespace)
+
+    def phase(self) -> object:
+        return self.status().get("phase")
+
+    def weight(self) -> int:
+        return canary_weight_in_route(self.kubectl, self.namespace)
+
+    def wait_phase(self, phase: str, timeout: float = 90) -> dict[str, object]:
+        return wait_for(  # type: ignore[no-any-return]
+            lambda: (s := self.status()).get("phase") == phase and s,
+            f"phase {phase}",
+            timeout,
+        )
+
+
+def start_shop(
+    environment: EnvironmentInfo,
+    kubectl: KubectlRunner,
+    namespace: str,
+    tmp_path: Path,
+    rollout: str | None = None,
+) -> Shop:
+    kubectl.check("apply", "-n", namespace, "-f", str(EXAMPLE / "app.yaml"))
+    if rollout is None:
+        kubectl.check("apply", "-n", namespace, "-f", str(EXAMPLE / "rollout.yaml"))
+    else:
+        kubectl.check("apply", "-n", namespace, "-f", "-", stdin=rollout)
+    operator = Operator(environment, namespace, tmp_path / "operator.log")
+    operator.start()
+    shop = Shop(namespace, kubectl, operator, BackgroundLoad(environment.gateway_url))
+    try:
+        shop.wait_phase("Initialized", 60)
+        wait_for(lambda: shop.load.result.by_version.get("1.0.0"), "traffic on 1.0.0", 30)
+    except BaseException:
+        stop_shop(shop)
+        raise
+    return shop
+
+
+def stop_shop(shop: Shop) -> None:
+    shop.load.stop()
+    shop.operator.stop()
+
+
+@pytest.fixture
+def shop(
+    environment: EnvironmentInfo,
+    kubectl: KubectlRunner,
+    namespace: str,
+    rollout_crd: None,
+    tmp_path: Path,
+) -> Iterator[Shop]:
+    started = start_shop(environment, kubectl, namespace, tmp_path)
+    try:
+        yield started
+    finally:
+        stop_shop(started)
+
+
+def record_weights_until(
+    shop: Shop, phases: set[str], timeout: float = 120
+) -> list[tuple[float, int]]:
+    """Poll the HTTPRoute's canary weight until the rollout reaches one of `phases`."""
+    timeline: list[tuple[float, int]] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        weight = shop.weight()
+        if not timeline or timeline[-1][1] != weight:
+            timeline.append((time.monotonic(), weight))
+        if shop.phase() in phases:
+            timeline.append((time.monotonic(), shop.weight()))
+            return timeline
+        time.sleep(0.1)
+    raise AssertionError(f"rollout never reached {phases}: {shop.status()}")
+
+
+def test_healthy_version_is_promoted_and_traffic_follows_each_step(shop: Shop) -> None:
+    set_version(shop.kubectl, shop.namespace, "1.1.0")
+    timeline = record_weights_until(shop, {"Succeeded", "Failed"})
+    status = shop.status()
+    assert status["phase"] == "Succeeded", status
+
+    weights = [w for _, w in timeline]
+    assert [w for w in weights if w] == [10, 30, 60], timeline
+    assert weights[-1] == 0
+    # What the load generator really saw while each weight held.
+    for (start, weight), (end, _) in zip(timeline, timeline[1:], strict=False):
+        if weight == 0 or end - start < 2:
+            continue
+        samples = shop.load.samples_between(start + 0.3, end)
+        canary = sum(1 for _, version, _ in samples if version == "1.1.0")
+        assert len(samples) > 80
+        assert abs(canary / len(samples) - weight / 100) <= 0.1, (weight, canary, len(samples))
+
+    # Promoted: the stable copy runs the new template and serves everything.
+    time.sleep(2)
+    recent = shop.load.samples_between(time.monotonic() - 1.5, time.monotonic())
+    assert recent and all(version == "1.1.0" and code == 200 for _, version, code in recent)
+    deployments = {
+        d["metadata"]["name"]: d for d in get(shop.kubectl, shop.namespace, "deployments")["items"]
+    }
+    assert deployments["shop-canary"]["spec"]["replicas"] == 0
+    assert deployments["shop"]["spec"]["replicas"] == 0
+    stable_env = deployments["shop-stable"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "VERSION", "value": "1.1.0"} in stable_env
+    assert status["stableRevision"] and "canaryRevision" not in status
+    conditions = {c["type"]: c["status"] for c in status["conditions"]}  # type: ignore[attr-defined]
+    assert conditions == {"Ready": "True", "Progressing": "False", "Degraded": "False"}
+    shop.kubectl.check(
+        "wait",
+        "-n",
+        shop.namespace,
+        "--for=condition=Ready",
+        "progressiverollout/shop",
+        "--timeout=5s",
+    )
+    assert {e["reason"] for e in events(shop.kubectl, shop.namespace)} >= {
+        "RolloutStarted",
+        "Promoted",
+    }
+
+    # Not progressing: the operator keeps reading but writes nothing.
+    def versions() -> dict[str, str]:
+        kinds = "progressiverollout,httproute,deployment,service"
+        items = get(shop.kubectl, shop.namespace, kinds)["items"]
+        return {
+            f"{i['kind']}/{i['metadata']['name']}": i["metadata"]["resourceVersion"] for i in items
+        }
+
+    before = versions()
+    shop.kubectl.check("annotate", "-n", shop.namespace, "deployment/shop", "poke=1")  # wakes it
+    time.sleep(5)
+    after = versions()
+    after.pop("Deployment/shop")
+    before.pop("Deployment/shop")
+    assert after == before
+
+
+def test_failing_version_is_rolled_back(shop: Shop) -> None:
+    set_version(shop.kubectl, shop.namespace, "1.2.0", error_rate=0.5)
+    timeline = record_weights_until(shop, {"Failed", "Succeeded"})
+    status = shop.status()
+    assert status["phase"] == "Failed", status
+    assert max(w for _, w in timeline) == 10
+    assert timeline[-1][1] == 0
+    message = str(status["message"])
+    assert 'metric "error-rate"' in message and "outside [-inf, 0.05]" in message, message
+    assert status["canaryWeight"] == 0
+    conditions = {c["type"]: c for c in status["conditions"]}  # type: ignore[attr-defined]
+    assert conditions["Degraded"]["status"] == "True"
+    assert conditions["Ready"]["status"] == "False"
+    rolled_back = [e for e in events(shop.kubectl, shop.namespace) if e["reason"] == "RolledBack"]
+    assert rolled_back and rolled_back[0]["type"] == "Warning"
+    assert 'metric "error-rate"' in rolled_back[0]["message"]
+
+    canary = get(shop.kubectl, shop.namespace, "deployment", "shop-canary")
+    assert canary["spec"]["replicas"] == 0
+    time.sleep(1.5)
+    start = time.monotonic()
+    time.sleep(4)
+    after = shop.load.samples_between(start, time.monotonic())
+    on_stable = sum(1 for _, version, code in after if version == "1.0.0" and code == 200)
+    assert len(after) > 100
+    assert on_stable / len(after) >= 0.99
+
+
+def test_new_revision_mid_rollout_restarts_it(shop: Shop) -> None:
+    set_version(shop.kubectl, shop.namespace, "1.1.0")
+    first = wait_for(
+        lambda: (s := shop.status()).get("currentStepIndex", 0) >= 1 and s,
+        "step 2 of the first revision",
+    )
+    set_version(shop.kubectl, shop.namespace, "1.3.0")
+    restarted = wait_for(
+        lambda: (
+            (s := shop.status()).get("canaryRevision") not in (None, first["canaryRevision"]) and s
+        ),
+        "a rollout of the newer revision",
+    )
+    assert restarted["currentStepIndex"] == 0
+    assert restarted["canaryWeight"] <= 10
+    timeline = record_weights_until(shop, {"Succeeded", "Failed"})
+    assert shop.phase() == "Succeeded"
+    assert [w for _, w in timeline if w][:1] == [10]
+    assert shop.status()["stableRevision"] == restarted["canaryRevision"]
+    assert "RolloutRestarted" in {e["reason"] for e in events(shop.kubectl, shop.namespace)}
+    time.sleep(2)
+    recent = shop.load.samples_between(time.monotonic() - 1.5, time.monotonic())
+    assert recent and {version for _, version, _ in recent} == {"1.3.0"}
+
+
+def test_killed_operator_is_resumed_by_a_new_one(shop: Shop) -> None:
+    set_version(shop.kubectl, shop.namespace, "1.1.0")
+    at_step = wait_for(
+        lambda: (s := shop.status()).get("currentStepIndex") == 1 and s, "the second step"
+    )
+    assert shop.operator.process is not None
+    shop.operator.process.send_signal(signal.SIGKILL)
+    shop.operator.process.wait()
+
+    # Nobody is there: the traffic split and the status stay exactly where they were.
+    weights = set()
+    for _ in range(20):
+        weights.add(shop.weight())
+        time.sleep(0.1)
+    assert weights == {at_step["canaryWeight"]} == {30}
+    assert shop.status()["currentStepIndex"] == 1
+
+    shop.operator.start()
+    timeline = record_weights_until(shop, {"Succeeded", "Failed"})
+    assert shop.phase() == "Succeeded"
+    weights_after = [w for _, w in timeline]
+    assert weights_after[-1] == 0
+    # It went on from the second step: no step back, no restart from the first.
+    going_on = [w for w in weights_after if w]
+    assert going_on == sorted(going_on) and min(going_on) >= 30, weights_after
+
+
+NO_DATA_ROLLOUT = """
+apiVersion: tidegate.io/v1alpha1
+kind: ProgressiveRollout
+metadata:
+  name: shop
+spec:
+  targetRef: {name: shop}
+  service: {name: shop, port: 80}
+  trafficRouting: {gatewayAPI: {httpRoute: shop}}
+  strategy: {canary: {stepWeight: 20, maxWeight: 60}}
+  analysis:
+    interval: 2s
+    failureLimit: 4
+    metrics:
+      - name: requests-that-never-happen
+        query: sum(rate(no_such_metric_total{namespace="{{ namespace }}"}[{{ window }}]))
+        thresholdRange: {max: 1000}
+"""
+
+
+def test_query_returning_no_data_never_promotes(
+    environment: EnvironmentInfo,
+    kubectl: KubectlRunner,
+    namespace: str,
+    rollout_crd: None,
+    tmp_path: Path,
+) -> None:
+    shop = start_shop(environment, kubectl, namespace, tmp_path, rollout=NO_DATA_ROLLOUT)
+    try:
+        set_version(kubectl, namespace, "1.1.0")
+        timeline = record_weights_until(shop, {"Failed", "Succeeded", "Promoting"}, timeout=60)
+        status = shop.status()
+        assert status["phase"] == "Failed", status
+        assert {w for _, w in timeline} <= {0, 20}
+        assert status["metrics"] == [  # type: ignore[comparison-overlap]
+            {**status["metrics"][0], "phase": "NoData"}  # type: ignore[index]
+        ]
+        assert "no data" in str(status["message"])
+        assert status["failedChecks"] == 4
+        time.sleep(1.5)  # requests already in flight, and the gateway's watch, settle
+        recent = shop.load.samples_between(time.monotonic() - 1.5, time.monotonic())
+        assert recent and {version for _, version, _ in recent} == {"1.0.0"}
+    finally:
+        stop_shop(shop)
+
+
+BAD_SPECS = {
+    "weights going down": (
+        {"strategy": {"canary": {"steps": [{"setWeight": 50}, {"setWeight": 20}]}}},
+        "setWeight values must not decrease",
+    ),
+    "min above max": (
+        {
+            "analysis": {
+                "metrics": [{"name": "m", "query": "up", "thresholdRange": {"min": 5, "max": 1}}]
+            }
+        },
+        "thresholdRange.min must not be greater than thresholdRange.max",
+    ),
+    "weight over 100": (
+        {"strategy": {"canary": {"steps": [{"setWeight": 150}]}}},
+        "should be less than or equal to 100",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SPECS))
+def test_bad_spec_is_refused_by_kubectl_apply(
+    kubectl: KubectlRunner, namespace: str, rollout_crd: None, case: str
+) -> None:
+    change, expected = BAD_SPECS[case]
+    rollout = yaml.safe_load((EXAMPLE / "rollout.yaml").read_text())
+    rollout["spec"].update(change)
+    result = kubectl.run("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(rollout))
+    assert result.returncode != 0
+    assert 'The ProgressiveRollout "shop" is invalid' in result.stderr
+    assert expected in result.stderr, result.stderr
