@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import signal
 import time
 from collections.abc import Iterator
@@ -131,7 +132,7 @@ def test_healthy_version_is_promoted_and_traffic_follows_each_step(shop: Shop) -
     assert [w for w in weights if w] == [10, 30, 60], timeline
     assert weights[-1] == 0
     # What the load generator really saw while each weight held.
-    for (start, weight), (end, _) in zip(timeline, timeline[1:], strict=False):
+    for (start, weight), (end, _) in itertools.pairwise(timeline):
         if weight == 0 or end - start < 2:
             continue
         samples = shop.load.samples_between(start + 0.3, end)
