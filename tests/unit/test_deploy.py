@@ -1,0 +1,231 @@
+"""The install manifests under deploy/ agree with what the operator does.
+
+The RBAC the operator needs is written out below from reading the code; when the code starts
+to touch something new, add it here and the test points at the manifests to change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tidegate.cli import build_parser
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = REPO_ROOT / "deploy"
+KUSTOMIZE = DEPLOY / "kustomize"
+CHART = DEPLOY / "helm" / "tidegate"
+CRD = REPO_ROOT / "crds" / "progressiverollout.yaml"
+CRD_COPIES = (KUSTOMIZE / "crd.yaml", CHART / "crds" / "progressiverollout.yaml")
+
+# (apiGroup, resource) -> verbs, from the code:
+REQUIRED: dict[tuple[str, str], set[str]] = {
+    # kopf lists/watches the rollouts and patches their metadata (tidegate.io/finalizer,
+    # which its daemons require); reconciler.py gets them and patches the promote annotation.
+    ("tidegate.io", "progressiverollouts"): {"get", "list", "watch", "patch"},
+    # reconciler._patch_status: a merge patch of the status subresource.
+    ("tidegate.io", "progressiverollouts/status"): {"patch"},
+    # handlers.py watches Deployments (on.event); workloads.py gets the target and the copies,
+    # server-side applies the copies (create or patch) and scales them and the target (patch).
+    ("apps", "deployments"): {"get", "list", "watch", "create", "patch"},
+    # workloads.ensure_services: get, then server-side apply when missing.
+    ("", "services"): {"get", "create", "patch"},
+    # gatewayapi.GatewayAPIRouter.set_canary_weight: get, then a merge patch.
+    ("gateway.networking.k8s.io", "httproutes"): {"get", "patch"},
+    # reconciler._event creates core/v1 Events; kopf posts its own warnings the same way.
+    ("", "events"): {"create"},
+    # kopf's resource observer watches CRDs come and go.
+    ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
+    # kopf's namespace observer, when given -n/--namespace rather than -A.
+    ("", "namespaces"): {"list", "watch"},
+}
+
+
+def load_all(path: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
+
+
+def kustomize_objects() -> list[dict[str, Any]]:
+    kustomization = yaml.safe_load((KUSTOMIZE / "kustomization.yaml").read_text())
+    return [obj for name in kustomization["resources"] for obj in load_all(KUSTOMIZE / name)]
+
+
+def one(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    found = [o for o in objects if o["kind"] == kind]
+    assert len(found) == 1, f"expected one {kind}, found {len(found)}"
+    return found[0]
+
+
+def render_helm_roughly(text: str) -> str:
+    """Blank out template actions: enough to read templates that use no control flow."""
+    return re.sub(r"\{\{-?.*?-?\}\}", "placeholder", text)
+
+
+def helm_cluster_role() -> dict[str, Any]:
+    docs = yaml.safe_load_all(render_helm_roughly((CHART / "templates" / "rbac.yaml").read_text()))
+    return one([d for d in docs if d], "ClusterRole")
+
+
+def granted(rules: list[dict[str, Any]]) -> dict[tuple[str, str], set[str]]:
+    grants: dict[tuple[str, str], set[str]] = {}
+    for rule in rules:
+        for group in rule.get("apiGroups", []):
+            for resource in rule.get("resources", []):
+                grants.setdefault((group, resource), set()).update(rule.get("verbs", []))
+    return grants
+
+
+def container() -> dict[str, Any]:
+    deployment = one(kustomize_objects(), "Deployment")
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    return dict(containers[0])
+
+
+def project_version() -> str:
+    version: str = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["version"]
+    return version
+
+
+# --- parsing ---------------------------------------------------------------------------------
+
+
+def test_every_manifest_parses() -> None:
+    templates = CHART / "templates"
+    paths = [p for p in DEPLOY.rglob("*.yaml") if not p.is_relative_to(templates)]
+    assert len(paths) >= 8
+    for path in paths:
+        for doc in load_all(path):
+            assert isinstance(doc, dict), path
+            if path.name not in ("kustomization.yaml", "Chart.yaml", "values.yaml"):
+                assert {"apiVersion", "kind", "metadata"} <= doc.keys(), path
+
+
+def test_kustomization_lists_every_manifest_in_its_directory() -> None:
+    kustomization = yaml.safe_load((KUSTOMIZE / "kustomization.yaml").read_text())
+    on_disk = {p.name for p in KUSTOMIZE.glob("*.yaml")} - {"kustomization.yaml"}
+    assert sorted(kustomization["resources"]) == sorted(on_disk)
+
+
+def test_chart_and_values_parse_and_match_the_package_version() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert chart["apiVersion"] == "v2"
+    assert chart["name"] == "tidegate"
+    assert str(chart["appVersion"]) == project_version()
+    assert values["image"]["repository"]
+    assert container()["image"].endswith(f":{project_version()}")
+
+
+@pytest.mark.parametrize("copy", CRD_COPIES, ids=lambda p: str(p.relative_to(REPO_ROOT)))
+def test_crd_copies_are_identical_to_the_generated_crd(copy: Path) -> None:
+    assert copy.read_text() == CRD.read_text(), (
+        f"{copy.relative_to(REPO_ROOT)} is stale; refresh it with "
+        f"cp crds/progressiverollout.yaml {copy.relative_to(REPO_ROOT)}"
+    )
+
+
+# --- RBAC ------------------------------------------------------------------------------------
+
+
+def test_kustomize_rbac_covers_what_the_operator_does() -> None:
+    grants = granted(one(kustomize_objects(), "ClusterRole")["rules"])
+    missing = {
+        f"{group or 'core'}/{resource}: {sorted(verbs - grants.get((group, resource), set()))}"
+        for (group, resource), verbs in REQUIRED.items()
+        if not verbs <= grants.get((group, resource), set())
+    }
+    assert not missing
+
+
+def test_rbac_never_deletes_and_names_no_wildcards() -> None:
+    for rule in one(kustomize_objects(), "ClusterRole")["rules"]:
+        assert "delete" not in rule["verbs"] and "deletecollection" not in rule["verbs"]
+        for key in ("apiGroups", "resources", "verbs"):
+            assert "*" not in rule[key]
+
+
+def test_helm_rbac_has_the_same_rules_as_kustomize() -> None:
+    kustomize_rules = one(kustomize_objects(), "ClusterRole")["rules"]
+    assert helm_cluster_role()["rules"] == kustomize_rules
+
+
+def test_binding_grants_the_role_to_the_deployment_service_account() -> None:
+    objects = kustomize_objects()
+    role, binding = one(objects, "ClusterRole"), one(objects, "ClusterRoleBinding")
+    account, deployment = one(objects, "ServiceAccount"), one(objects, "Deployment")
+    namespace = one(objects, "Namespace")["metadata"]["name"]
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": role["metadata"]["name"],
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": namespace}
+    ]
+    assert account["metadata"]["namespace"] == deployment["metadata"]["namespace"] == namespace
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == account["metadata"]["name"]
+
+
+# --- the operator's Deployment and image -----------------------------------------------------
+
+
+def test_deployment_args_are_accepted_by_the_cli() -> None:
+    args = build_parser().parse_args(container()["args"])
+    assert args.command == "run"
+    assert args.all_namespaces
+    assert args.prometheus_url
+    port = int(args.health_listen.rpartition(":")[2])
+    assert container()["ports"] == [{"name": "health", "containerPort": port}]
+
+
+def test_probes_use_the_health_endpoints() -> None:
+    spec = container()
+    assert spec["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert spec["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+
+
+def test_one_replica_never_two_at_once() -> None:
+    # kopf runs standalone: no peering, no leader election.
+    spec = one(kustomize_objects(), "Deployment")["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "Recreate"}
+
+
+def test_runs_as_non_root_on_a_read_only_root() -> None:
+    pod = one(kustomize_objects(), "Deployment")["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container()["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container()["securityContext"]["allowPrivilegeEscalation"] is False
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
+    user = re.search(r"^USER (\d+)", dockerfile, re.MULTILINE)
+    assert user is not None, "the image must name a numeric user for runAsNonRoot"
+    assert int(user.group(1)) == pod["securityContext"]["runAsUser"]
+
+
+def test_the_image_default_command_is_accepted_by_the_cli() -> None:
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
+    entrypoint = re.search(r"^ENTRYPOINT (\[.*\])$", dockerfile, re.MULTILINE)
+    cmd = re.search(r"^CMD (\[.*\])$", dockerfile, re.MULTILINE)
+    assert entrypoint and cmd
+    assert json.loads(entrypoint.group(1)) == ["tidegate"]
+    args = build_parser().parse_args(json.loads(cmd.group(1)))
+    assert args.command == "run"
+
+
+def test_helm_deployment_only_passes_flags_the_cli_knows() -> None:
+    template = (CHART / "templates" / "deployment.yaml").read_text()
+    flags = set(re.findall(r"^\s*- (--[a-z-]+)", template, re.MULTILINE))
+    assert flags == {"--namespace", "--all-namespaces", "--prometheus-url", "--health-listen"}
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    run: argparse.ArgumentParser = commands.choices["run"]
+    known = {option for action in run._actions for option in action.option_strings}
+    assert flags <= known
