@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import subprocess
-import sys
-import threading
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tidegate.dev.cluster import KubectlRunner, free_port, http_ok, wait_until
+from tidegate.dev.cluster import KubectlRunner
 from tidegate.dev.environment import EnvironmentInfo
-from tidegate.dev.loadgen import LoadResult, generate
+from tidegate.dev.operator_process import start_operator, stop_operator
+from tidegate.dev.traffic import LiveLoad, Sample
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "canary"
 HOST = "shop.example.com"
@@ -32,69 +28,33 @@ class Operator:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        health = f"127.0.0.1:{free_port()}"
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable, "-m", "tidegate", "run", "-n", self.namespace,
-                    f"--prometheus-url={self.environment.prometheus_url}",
-                    f"--health-listen={health}",
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "KUBECONFIG": self.environment.kubeconfig},
-            )  # fmt: skip
-        wait_until(lambda: http_ok(f"http://{health}/readyz"), "operator", 30, self.log)
-
-    def kill(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-
-class BackgroundLoad:
-    """Steady requests through the gateway; samples can be read while it runs."""
-
-    def __init__(self, gateway_url: str, rps: float = 60, seconds: float = 300) -> None:
-        self.result = LoadResult()
-        self._stop = threading.Event()
-        self.started = time.monotonic()
-        load = generate(
-            gateway_url,
-            host=HOST,
-            duration=seconds,
-            rps=rps,
-            result=self.result,
-            stop=self._stop,
+        self.process = start_operator(
+            self.environment, self.log.parent, namespaces=[self.namespace], log=self.log
         )
-        self._thread = threading.Thread(target=asyncio.run, args=(load,), daemon=True)
-        self._thread.start()
-
-    def samples_between(self, start: float, end: float) -> list[tuple[float, str | None, int]]:
-        """Samples whose responses arrived between two time.monotonic() readings."""
-        return [s for s in list(self.result.samples) if start <= self.started + s[0] <= end]
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(30)
+        if self.process is not None:
+            stop_operator(self.process)
+
+
+class BackgroundLoad(LiveLoad):
+    """Steady requests through the gateway to the example's host, from a thread."""
+
+    def __init__(self, gateway_url: str, rps: float = 60) -> None:
+        super().__init__(gateway_url, HOST, rps=rps)
+        self.start_in_thread()
+
+    def samples_between(self, start: float, end: float) -> list[Sample]:
+        """Samples whose responses arrived between two time.monotonic() readings."""
+        return [s for s in self.samples if start <= s[0] <= end]
+
+    def seen(self, version: str) -> bool:
+        return any(v == version for _, v, _ in self.samples)
 
 
 def get(kubectl: KubectlRunner, namespace: str, *what: str) -> dict[str, Any]:
     found: dict[str, Any] = json.loads(kubectl.check("get", "-n", namespace, *what, "-o", "json"))
     return found
-
-
-def rollout_status(kubectl: KubectlRunner, namespace: str, name: str = "shop") -> dict[str, Any]:
-    status: dict[str, Any] = get(kubectl, namespace, "progressiverollout", name).get("status", {})
-    return status
 
 
 def canary_weight_in_route(kubectl: KubectlRunner, namespace: str, route: str = "shop") -> int:
@@ -125,9 +85,3 @@ def set_version(
 def events(kubectl: KubectlRunner, namespace: str) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = get(kubectl, namespace, "events")["items"]
     return [e for e in items if e["involvedObject"].get("kind") == "ProgressiveRollout"]
-
-
-def prometheus_has_series(prometheus_url: str, query: str) -> bool:
-    url = f"{prometheus_url}/api/v1/query?query={urllib.request.quote(query)}"
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return bool(json.load(response)["data"]["result"])

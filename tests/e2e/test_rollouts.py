@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,13 +17,13 @@ from rollout_support import (
     canary_weight_in_route,
     events,
     get,
-    rollout_status,
     set_version,
     wait_for,
 )
 
 from tidegate.dev.cluster import KubectlRunner
 from tidegate.dev.environment import EnvironmentInfo
+from tidegate.dev.operator_process import read_status
 
 CRD = Path(__file__).parents[2] / "crds" / "progressiverollout.yaml"
 
@@ -45,7 +44,7 @@ class Shop:
     load: BackgroundLoad
 
     def status(self) -> dict[str, object]:
-        return rollout_status(self.kubectl, self.namespace)
+        return read_status(self.kubectl, self.namespace, "shop")
 
     def phase(self) -> object:
         return self.status().get("phase")
@@ -78,7 +77,7 @@ def start_shop(
     shop = Shop(namespace, kubectl, operator, BackgroundLoad(environment.gateway_url))
     try:
         shop.wait_phase("Initialized", 60)
-        wait_for(lambda: shop.load.result.by_version.get("1.0.0"), "traffic on 1.0.0", 30)
+        wait_for(lambda: shop.load.seen("1.0.0"), "traffic on 1.0.0", 30)
     except BaseException:
         stop_shop(shop)
         raise
@@ -243,7 +242,7 @@ def test_killed_operator_is_resumed_by_a_new_one(shop: Shop) -> None:
         lambda: (s := shop.status()).get("currentStepIndex") == 1 and s, "the second step"
     )
     assert shop.operator.process is not None
-    shop.operator.process.send_signal(signal.SIGKILL)
+    shop.operator.process.kill()
     shop.operator.process.wait()
 
     # Nobody is there: the traffic split and the status stay exactly where they were.

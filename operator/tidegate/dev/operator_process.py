@@ -26,7 +26,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,14 +49,17 @@ def start_operator(
     state_dir: Path,
     prometheus_url: str | None = None,
     *,
+    namespaces: Sequence[str] = (),
+    log: Path | None = None,
     timeout: float = READY_TIMEOUT,
 ) -> subprocess.Popen[bytes]:
     """Start `python -m tidegate run` against the environment's cluster and wait for /readyz.
 
-    `prometheus_url` defaults to the environment's Prometheus. The process runs in a session
-    of its own; stop it with `stop_operator`.
+    `prometheus_url` defaults to the environment's Prometheus; without `namespaces` it
+    watches all of them. The process runs in a session of its own; stop it with
+    `stop_operator` (or kill it: a test may).
     """
-    log = operator_log(state_dir)
+    log = log or operator_log(state_dir)
     log.parent.mkdir(parents=True, exist_ok=True)
     health = f"127.0.0.1:{free_port()}"
     argv = [
@@ -68,6 +71,7 @@ def start_operator(
         prometheus_url or info.prometheus_url,
         "--health-listen",
         health,
+        *(f"--namespace={namespace}" for namespace in namespaces),
     ]
     with log.open("ab") as out:
         proc = subprocess.Popen(

@@ -4,12 +4,13 @@ it runs, and what share of them each version served over a window of time."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from tidegate.dev.loadgen import generate
+from tidegate.dev.loadgen import LoadResult, generate
 
 # (time.monotonic() when the response arrived, version that served it or None, status code)
 Sample = tuple[float, str | None, int]
@@ -88,23 +89,45 @@ def settled_at(
 
 
 class LiveLoad:
-    """Steady load through `loadgen.generate`, in short rounds so that `samples` grows while
-    it runs. Start it with `asyncio.create_task(load.run())`; cancel the task to stop it."""
+    """Steady load through `loadgen.generate` whose `samples` grow while it runs.
 
-    def __init__(self, url: str, host: str, rps: float = 50.0, round_seconds: float = 0.5) -> None:
+    In async code: `task = asyncio.create_task(load.run())`, cancel or `stop()` to end it.
+    In plain code: `load.start_in_thread()` ... `load.stop()`.
+    """
+
+    def __init__(self, url: str, host: str, rps: float = 50.0, max_seconds: float = 600.0) -> None:
         self.url = url
         self.host = host
         self.rps = rps
-        self.round_seconds = round_seconds
-        self.samples: list[Sample] = []
+        self.max_seconds = max_seconds  # the load always ends by itself
+        self._result = LoadResult()
+        self._stop = threading.Event()
+        self._began = time.monotonic()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def samples(self) -> list[Sample]:
+        return [(self._began + at, v, code) for at, v, code in list(self._result.samples)]
 
     async def run(self) -> None:
-        while True:
-            began = time.monotonic()
-            result = await generate(
-                self.url, host=self.host, duration=self.round_seconds, rps=self.rps
-            )
-            self.samples.extend((began + at, v, code) for at, v, code in result.samples)
+        self._began = time.monotonic()
+        await generate(
+            self.url,
+            host=self.host,
+            duration=self.max_seconds,
+            rps=self.rps,
+            result=self._result,
+            stop=self._stop,
+        )
+
+    def start_in_thread(self) -> None:
+        self._thread = threading.Thread(target=asyncio.run, args=(self.run(),), daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(30)
 
     def recent(self, seconds: float, now: float | None = None) -> Split:
         now = time.monotonic() if now is None else now
