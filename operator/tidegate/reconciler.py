@@ -41,6 +41,12 @@ def status_patch(old: Obj, new: Obj) -> Obj:
     return {**{k: None for k in old if k not in new}, **new}
 
 
+def _routes_traffic(decision: engine.Decision) -> bool:
+    """Whether the route should hold the status's weights and the engine did not just set them."""
+    adopted = decision.status.phase not in (None, api.RolloutPhase.INITIALIZING)
+    return adopted and not any(isinstance(a, engine.SetCanaryWeight) for a in decision.actions)
+
+
 def _wire(status: api.RolloutStatus) -> Obj:
     dumped: Obj = status.model_dump(mode="json", by_alias=True, exclude_none=True)
     return dumped
@@ -116,6 +122,13 @@ class Reconciler:
         )
         for action in decision.actions:
             await self._apply(action, rollout, target, workloads, router)
+        if _routes_traffic(decision) and await router.set_canary_weight(
+            decision.status.canary_weight
+        ):
+            # Someone else (a GitOps sync, a hand edit) changed the rule tidegate owns.
+            log.warning(
+                "%s/%s: restored the HTTPRoute weights it had drifted from", namespace, name
+            )
 
         new_status = _wire(decision.status)
         if new_status != raw_status:

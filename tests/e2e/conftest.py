@@ -48,4 +48,7 @@ def namespace(kubectl: KubectlRunner) -> Iterator[str]:
     try:
         yield name
     finally:
+        # Routes first and for good: the dev gateway must not match a dying namespace's
+        # route for the next test's hostname.
+        kubectl.run("delete", "httproutes", "--all", "-n", name, "--wait=true")
         kubectl.run("delete", "namespace", name, "--wait=false")

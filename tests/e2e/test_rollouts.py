@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -261,6 +262,19 @@ def test_killed_operator_is_resumed_by_a_new_one(shop: Shop) -> None:
     # It went on from the second step: no step back, no restart from the first.
     going_on = [w for w in weights_after if w]
     assert going_on == sorted(going_on) and min(going_on) >= 30, weights_after
+
+
+def test_route_edited_behind_its_back_is_restored(shop: Shop) -> None:
+    route = get(shop.kubectl, shop.namespace, "httproute", "shop")
+    refs = route["spec"]["rules"][0]["backendRefs"]
+    for ref in refs:
+        ref["weight"] = 50
+    patch = json.dumps({"spec": {"rules": [{**route["spec"]["rules"][0], "backendRefs": refs}]}})
+    shop.kubectl.check("patch", "-n", shop.namespace, "httproute/shop", "--type=merge", "-p", patch)
+    assert shop.weight() == 50
+    shop.kubectl.check("annotate", "-n", shop.namespace, "deployment/shop", "poke=1")  # a wake-up
+    wait_for(lambda: shop.weight() == 0, "the weights tidegate owns back in place", 15)
+    assert shop.phase() == "Initialized"
 
 
 NO_DATA_ROLLOUT = """

@@ -36,7 +36,7 @@ def _connection(url: str) -> PrometheusConnect:
     return PrometheusConnect(url=url, disable_ssl=True)
 
 
-def _value_of(result: list[dict[str, object]]) -> float | None:
+def single_value(result: list[dict[str, object]]) -> float | None:
     """One series gives its value; none, or a NaN (a rate over no requests), is no data."""
     if not result:
         return None
@@ -56,7 +56,7 @@ async def measure(url: str, metric: api.Metric, variables: Mapping[str, str]) ->
             asyncio.to_thread(_connection(url).custom_query, query=query),
             QUERY_TIMEOUT_SECONDS,
         )
-        return Measurement(metric=metric.name, value=_value_of(result))
+        return Measurement(metric=metric.name, value=single_value(result))
     except Exception as error:  # every failure is a failed measurement, never a pass
         return Measurement(metric=metric.name, value=None, error=f"{type(error).__name__}: {error}")
 

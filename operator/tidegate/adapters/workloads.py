@@ -95,6 +95,15 @@ def workload_copy(target: Obj, rollout: str, role: Role, revision: str, replicas
     }
 
 
+def as_template_source(workload: Obj, target_name: str) -> Obj:
+    """A stable or canary copy, shaped as the target it was copied from."""
+    source = copy.deepcopy(workload)
+    source["metadata"]["name"] = target_name
+    source["spec"]["selector"].get("matchLabels", {}).pop(ROLE_LABEL, None)
+    source["spec"]["template"]["metadata"].get("labels", {}).pop(ROLE_LABEL, None)
+    return source
+
+
 class Workloads:
     def __init__(
         self,
@@ -131,14 +140,26 @@ class Workloads:
             if state.replicas != replicas:
                 await self.scale(role, replicas)
             return
-        if template_revision(target["spec"]["template"]) != revision:
-            # Only the target's current template can be copied; the engine asks again later.
-            raise WorkloadError(
-                f"cannot run revision {revision} as {role}: the target Deployment now holds "
-                f"revision {template_revision(target['spec']['template'])}"
-            )
-        desired = workload_copy(target, self.rollout, role, revision, replicas)
+        source = await self._template_source(revision, target)
+        desired = workload_copy(source, self.rollout, role, revision, replicas)
         await self.client.apply(Deployment.from_dict(desired), force=True)
+
+    async def _template_source(self, revision: str, target: Obj) -> Obj:
+        """Where the pod template of `revision` can be copied from.
+
+        Usually the target; but when the target moved on during a promotion, the canary copy
+        still holds the revision being promoted.
+        """
+        if template_revision(target["spec"]["template"]) == revision:
+            return target
+        for role in ("canary", "stable"):
+            found, state = await self.observe(role)
+            if found is not None and state is not None and state.revision == revision:
+                return as_template_source(found, self.target_name)
+        raise WorkloadError(
+            f"no template of revision {revision} is left: the target Deployment now holds "
+            f"revision {template_revision(target['spec']['template'])}"
+        )
 
     async def scale(self, role: Role, replicas: int) -> None:
         _, state = await self.observe(role)

@@ -1,0 +1,140 @@
+"""The pure parts of the adapters: copies of the target, readiness, weights, queries."""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import pytest
+
+from tidegate.adapters.gatewayapi import backend_refs, canary_weight_of
+from tidegate.adapters.prometheus import UnknownVariable, render_query, single_value
+from tidegate.adapters.workloads import (
+    REVISION_ANNOTATION,
+    ROLE_LABEL,
+    as_template_source,
+    template_revision,
+    workload_copy,
+    workload_state,
+)
+from tidegate.reconciler import status_patch
+
+
+def target() -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": "shop",
+            "namespace": "prod",
+            "labels": {"app": "shop"},
+            "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}", "team": "a"},
+        },
+        "spec": {
+            "replicas": 3,
+            "minReadySeconds": 5,
+            "selector": {"matchLabels": {"app": "shop"}},
+            "template": {
+                "metadata": {"labels": {"app": "shop"}},
+                "spec": {"containers": [{"name": "app", "image": "shop:1"}]},
+            },
+        },
+    }
+
+
+def test_revision_ignores_key_order_but_not_content() -> None:
+    template = target()["spec"]["template"]
+    reordered = {"spec": template["spec"], "metadata": template["metadata"]}
+    assert template_revision(template) == template_revision(reordered)
+    changed = copy.deepcopy(template)
+    changed["spec"]["containers"][0]["image"] = "shop:2"
+    assert template_revision(changed) != template_revision(template)
+
+
+def test_copy_adds_the_role_to_selector_and_pods_and_keeps_the_rest() -> None:
+    canary = workload_copy(target(), "shop-rollout", "canary", "abc", 2)
+    assert canary["metadata"]["name"] == "shop-canary"
+    assert canary["metadata"]["annotations"] == {"team": "a", REVISION_ANNOTATION: "abc"}
+    assert canary["spec"]["replicas"] == 2
+    assert canary["spec"]["minReadySeconds"] == 5
+    assert canary["spec"]["selector"]["matchLabels"] == {"app": "shop", ROLE_LABEL: "canary"}
+    assert canary["spec"]["template"]["metadata"]["labels"] == {"app": "shop", ROLE_LABEL: "canary"}
+    assert target()["spec"]["template"]["metadata"]["labels"] == {"app": "shop"}  # untouched
+
+
+def test_a_copy_gives_back_the_template_it_was_made_from() -> None:
+    original = target()
+    canary = workload_copy(original, "r", "canary", "abc", 2)
+    source = as_template_source(canary, "shop")
+    assert template_revision(source["spec"]["template"]) == template_revision(
+        original["spec"]["template"]
+    )
+    stable = workload_copy(source, "r", "stable", "abc", 3)
+    assert stable["metadata"]["name"] == "shop-stable"
+    assert stable["spec"]["selector"]["matchLabels"] == {"app": "shop", ROLE_LABEL: "stable"}
+
+
+def deployment(generation: int, observed: int, **status: int) -> dict[str, Any]:
+    return {
+        "metadata": {"generation": generation, "annotations": {REVISION_ANNOTATION: "r1"}},
+        "spec": {"replicas": 3},
+        "status": {"observedGeneration": observed, **status},
+    }
+
+
+ALL_READY = {"replicas": 3, "updatedReplicas": 3, "readyReplicas": 3, "availableReplicas": 3}
+
+
+@pytest.mark.parametrize(
+    ("obj", "ready"),
+    [
+        (deployment(2, 2, **ALL_READY), True),
+        (deployment(3, 2, **ALL_READY), False),  # the controller has not seen the change
+        (deployment(2, 2, **{**ALL_READY, "replicas": 4}), False),  # old pods still there
+        (deployment(2, 2, **{**ALL_READY, "availableReplicas": 2}), False),
+    ],
+)
+def test_workload_state(obj: dict[str, Any], ready: bool) -> None:
+    state = workload_state(obj)
+    assert state is not None
+    assert (state.revision, state.replicas, state.ready) == ("r1", 3, ready)
+
+
+def test_no_deployment_no_state() -> None:
+    assert workload_state(None) is None
+
+
+def test_backend_refs_split_100() -> None:
+    refs = backend_refs("s-stable", "s-canary", 80, 30)
+    assert [(r["name"], r["weight"]) for r in refs] == [("s-stable", 70), ("s-canary", 30)]
+    route = {"spec": {"rules": [{"backendRefs": refs}]}}
+    assert canary_weight_of(route, 0, "s-canary") == 30
+    assert canary_weight_of(route, 1, "s-canary") is None
+
+
+def test_render_query_fills_variables_and_refuses_unknown_ones() -> None:
+    query = 'rate(x{ns="{{ namespace }}",svc="{{canaryService}}"}[{{ window }}])'
+    variables = {"namespace": "prod", "canaryService": "shop-canary", "window": "30s"}
+    assert render_query(query, variables) == 'rate(x{ns="prod",svc="shop-canary"}[30s])'
+    with pytest.raises(UnknownVariable, match="stableServce"):
+        render_query("{{ stableServce }}", variables)
+
+
+def test_values_no_data_is_none_and_many_series_is_an_error() -> None:
+    assert single_value([]) is None
+    assert single_value([{"metric": {}, "value": [1.0, "NaN"]}]) is None
+    assert single_value([{"metric": {}, "value": [1.0, "0.25"]}]) == 0.25
+    assert math.isinf(single_value([{"metric": {}, "value": [1.0, "+Inf"]}]) or 0)
+    with pytest.raises(ValueError, match="2 series"):
+        single_value([{"value": [1, "1"]}, {"value": [1, "2"]}])
+
+
+def test_status_patch_nulls_what_went_away() -> None:
+    old = {"phase": "Progressing", "canaryRevision": "abc", "canaryWeight": 30}
+    new = {"phase": "Succeeded", "canaryWeight": 0}
+    assert status_patch(old, new) == {
+        "phase": "Succeeded",
+        "canaryWeight": 0,
+        "canaryRevision": None,
+    }
