@@ -35,11 +35,9 @@ from tidegate.adapters.kube import HTTPRoute, ProgressiveRollout, make_client
 from tidegate.dev.cluster import KubectlRunner
 from tidegate.dev.environment import EnvironmentInfo, start_environment, stop_environment
 from tidegate.dev.operator_process import kubectl_for, start_operator, stop_operator
+from tidegate.dev.paths import CANARY_EXAMPLE, CRD_FILE
 from tidegate.dev.traffic import LiveLoad, first_error_at, settled_at
 
-REPO = Path(__file__).resolve().parents[1]
-EXAMPLE = REPO / "examples" / "canary"
-CRD = REPO / "crds" / "progressiverollout.yaml"
 NAME = "shop"
 STABLE_VERSION = "1.0.0"
 BAD_VERSION = "1.2.0"
@@ -91,11 +89,11 @@ async def wait_for(watched: Watched, test: Callable[[dict[str, Any]], bool]) -> 
 
 
 def manifests(host: str) -> str:
-    app = list(yaml.safe_load_all((EXAMPLE / "app.yaml").read_text()))
+    app = list(yaml.safe_load_all((CANARY_EXAMPLE / "app.yaml").read_text()))
     for obj in app:
         if obj["kind"] == "HTTPRoute":
             obj["spec"]["hostnames"] = [host]  # every run's route of its own
-    rollout = yaml.safe_load((EXAMPLE / "rollout.yaml").read_text())
+    rollout = yaml.safe_load((CANARY_EXAMPLE / "rollout.yaml").read_text())
     rollout["spec"]["analysis"]["failureLimit"] = 1
     return yaml.safe_dump_all([*app, rollout])
 
@@ -215,10 +213,10 @@ def main() -> int:
         print(f"starting the local environment in {args.state_dir} ...", flush=True)
         info = start_environment(args.state_dir)
         kubectl = kubectl_for(info)
-        kubectl.check("apply", "--server-side", "-f", str(CRD))
+        kubectl.check("apply", "--server-side", "-f", str(CRD_FILE))
         kubectl.check("wait", "--for=condition=Established", "crd/progressiverollouts.tidegate.io")
         operator = start_operator(info, args.state_dir)
-        interval = yaml.safe_load((EXAMPLE / "rollout.yaml").read_text())["spec"]["analysis"]
+        interval = yaml.safe_load((CANARY_EXAMPLE / "rollout.yaml").read_text())["spec"]["analysis"]
         print(
             f"load {RPS:.0f} requests/s; analysis every {interval['interval']}, failureLimit 1;"
             f" {args.runs} runs",

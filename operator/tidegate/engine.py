@@ -495,30 +495,30 @@ class _Reconciler:
         self._wake_at(st.next_measurement_at)
         return False
 
-    def _roll_back(self, reason: str, text: str) -> None:
+    def _end_rollout(self, phase: RolloutPhase) -> None:
+        """Every way a rollout ends: all traffic on stable first, then the canary scaled away."""
         st = self.status
         self._set_weight(0)
         self._emit(ScaleWorkload(role="canary", replicas=0))
-        self._event("Warning", "RolledBack", f"Rolled back revision {st.canary_revision}: {text}")
-        st.phase = RolloutPhase.FAILED
+        st.phase = phase
         st.step_started_at = None
         st.next_measurement_at = None
+
+    def _roll_back(self, reason: str, text: str) -> None:
+        revision = self.status.canary_revision
+        self._end_rollout(RolloutPhase.FAILED)
+        self._event("Warning", "RolledBack", f"Rolled back revision {revision}: {text}")
         self._say(reason, text)
 
     def _cancel(self) -> None:
         st = self.status
-        cancelled = st.canary_revision
-        self._set_weight(0)
-        self._emit(ScaleWorkload(role="canary", replicas=0))
         message = (
-            f"Cancelled the rollout of revision {cancelled}: the target went back to the "
-            f"stable revision {st.stable_revision}"
+            f"Cancelled the rollout of revision {st.canary_revision}: the target went back to "
+            f"the stable revision {st.stable_revision}"
         )
+        self._end_rollout(RolloutPhase.CANCELLED)
         self._event("Normal", "Cancelled", message)
-        st.phase = RolloutPhase.CANCELLED
         st.canary_revision = None
-        st.step_started_at = None
-        st.next_measurement_at = None
         self._say("Cancelled", message)
 
     # -- promotion --
@@ -542,10 +542,8 @@ class _Reconciler:
             self._say("Promoting", f"Waiting for the stable workload to run revision {rev}")
             self._poll()
             return
-        self._set_weight(0)
-        self._emit(ScaleWorkload(role="canary", replicas=0))
+        self._end_rollout(RolloutPhase.SUCCEEDED)
         self._event("Normal", "Promoted", f"Revision {rev} promoted to stable")
-        st.phase = RolloutPhase.SUCCEEDED
         st.stable_revision = rev
         st.canary_revision = None
         self._say("Promoted", f"Revision {rev} promoted to stable")

@@ -14,7 +14,6 @@ from tidegate.dev.environment import EnvironmentInfo
 from tidegate.dev.operator_process import start_operator, stop_operator
 from tidegate.dev.traffic import LiveLoad, Sample
 
-EXAMPLE = Path(__file__).parents[2] / "examples" / "canary"
 HOST = "shop.example.com"
 
 

@@ -25,13 +25,12 @@ from rollout_support import (
 from tidegate.dev.cluster import KubectlRunner
 from tidegate.dev.environment import EnvironmentInfo
 from tidegate.dev.operator_process import read_status
-
-CRD = Path(__file__).parents[2] / "crds" / "progressiverollout.yaml"
+from tidegate.dev.paths import CRD_FILE
 
 
 @pytest.fixture(scope="session")
 def rollout_crd(kubectl: KubectlRunner) -> None:
-    kubectl.check("apply", "--server-side", "-f", str(CRD))
+    kubectl.check("apply", "--server-side", "-f", str(CRD_FILE))
     kubectl.check("wait", "--for=condition=Established", "crd/progressiverollouts.tidegate.io")
 
 

@@ -8,7 +8,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-BUILD_SCRIPT = Path(__file__).resolve().parents[3] / "hack" / "build-binaries.sh"
+from tidegate.dev.paths import BUILD_SCRIPT
+
 NAMES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok")
 KWOK_STAGES = "kwok-stages.yaml"
 

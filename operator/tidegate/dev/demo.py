@@ -24,11 +24,9 @@ from tidegate.adapters.kube import ProgressiveRollout, get_or_none, make_client
 from tidegate.dev.cluster import KubectlRunner, StartupError
 from tidegate.dev.environment import EnvironmentInfo, start_environment, stop_environment
 from tidegate.dev.operator_process import kubectl_for, start_operator, stop_operator
+from tidegate.dev.paths import CANARY_EXAMPLE, CRD_FILE
 from tidegate.dev.traffic import LiveLoad, Split, split
 
-REPO = Path(__file__).resolve().parents[3]
-EXAMPLE = REPO / "examples" / "canary"
-CRD = REPO / "crds" / "progressiverollout.yaml"
 NAMESPACE = "demo"
 NAME = "shop"
 HOST = "shop.example.com"
@@ -268,7 +266,7 @@ class Demo:
         await self.kubectl_check("create", "namespace", NAMESPACE)
         for manifest in ("app.yaml", "rollout.yaml"):
             await self.kubectl_check(
-                "apply", "--server-side", "-n", NAMESPACE, "-f", str(EXAMPLE / manifest)
+                "apply", "--server-side", "-n", NAMESPACE, "-f", str(CANARY_EXAMPLE / manifest)
             )
         self.say("applied examples/canary; waiting for the rollout to initialise")
         status = await self.wait_phase("Initialized", 120)
@@ -304,7 +302,7 @@ def run_demo() -> int:
         print(f"starting the local environment in {state_dir} ...", flush=True)
         info = start_environment(state_dir)
         kubectl = kubectl_for(info)
-        kubectl.check("apply", "--server-side", "-f", str(CRD))
+        kubectl.check("apply", "--server-side", "-f", str(CRD_FILE))
         kubectl.check("wait", "--for=condition=Established", "crd/progressiverollouts.tidegate.io")
         operator = start_operator(info, state_dir)
         print(f"environment up in {info.started_in_seconds}s; operator running", flush=True)

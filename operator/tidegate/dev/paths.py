@@ -1,0 +1,8 @@
+"""Where the repository's own files are, for the tools that run from a checkout."""
+
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[3]
+BUILD_SCRIPT = REPO / "hack" / "build-binaries.sh"
+CRD_FILE = REPO / "crds" / "progressiverollout.yaml"
+CANARY_EXAMPLE = REPO / "examples" / "canary"
