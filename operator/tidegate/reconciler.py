@@ -18,9 +18,9 @@ from pydantic import ValidationError
 
 from tidegate import api, engine
 from tidegate.adapters import prometheus
-from tidegate.adapters.gatewayapi import GatewayAPIRouter
+from tidegate.adapters.gatewayapi import GatewayAPIRouter, RoutingError
 from tidegate.adapters.kube import Obj, ProgressiveRollout, get_or_none
-from tidegate.adapters.workloads import Workloads, template_revision
+from tidegate.adapters.workloads import WorkloadError, Workloads, template_revision
 from tidegate.durations import parse_duration
 
 PROMOTE_ANNOTATION = "tidegate.io/promote"
@@ -120,15 +120,21 @@ class Reconciler:
             workloads.service("canary"),
             spec.service.port,
         )
-        for action in decision.actions:
-            await self._apply(action, rollout, target, workloads, router)
-        if _routes_traffic(decision) and await router.set_canary_weight(
-            decision.status.canary_weight
-        ):
-            # Someone else (a GitOps sync, a hand edit) changed the rule tidegate owns.
-            log.warning(
-                "%s/%s: restored the HTTPRoute weights it had drifted from", namespace, name
-            )
+        try:
+            for action in decision.actions:
+                await self._apply(action, rollout, target, workloads, router)
+            if _routes_traffic(decision) and await router.set_canary_weight(
+                decision.status.canary_weight
+            ):
+                # Someone else (a GitOps sync, a hand edit) changed the rule tidegate owns.
+                log.warning(
+                    "%s/%s: restored the HTTPRoute weights it had drifted from", namespace, name
+                )
+        except (RoutingError, WorkloadError) as error:
+            # Nothing is recorded as done: the same decision is retried once this is fixed.
+            reason = "RoutingFailed" if isinstance(error, RoutingError) else "WorkloadFailed"
+            await self._refuse(rollout, raw_status, reason, str(error))
+            return RETRY_SECONDS
 
         new_status = _wire(decision.status)
         if new_status != raw_status:
@@ -233,6 +239,8 @@ class Reconciler:
 
     async def _event(self, rollout: Obj, type_: str, reason: str, message: str) -> None:
         meta = rollout["metadata"]
+        level = logging.WARNING if type_ == "Warning" else logging.INFO
+        log.log(level, "%s/%s: %s: %s", meta["namespace"], meta["name"], reason, message)
         now = self.clock().strftime("%Y-%m-%dT%H:%M:%SZ")
         event: dict[str, Any] = {
             "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},

@@ -5,14 +5,14 @@ from __future__ import annotations
 import itertools
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from rollout_support import (
-    EXAMPLE,
     BackgroundLoad,
     Operator,
     canary_weight_in_route,
@@ -25,7 +25,7 @@ from rollout_support import (
 from tidegate.dev.cluster import KubectlRunner
 from tidegate.dev.environment import EnvironmentInfo
 from tidegate.dev.operator_process import read_status
-from tidegate.dev.paths import CRD_FILE
+from tidegate.dev.paths import CANARY_EXAMPLE, CRD_FILE
 
 
 @pytest.fixture(scope="session")
@@ -43,7 +43,7 @@ class Shop:
     operator: Operator
     load: BackgroundLoad
 
-    def status(self) -> dict[str, object]:
+    def status(self) -> dict[str, Any]:
         return read_status(self.kubectl, self.namespace, "shop")
 
     def phase(self) -> object:
@@ -52,12 +52,23 @@ class Shop:
     def weight(self) -> int:
         return canary_weight_in_route(self.kubectl, self.namespace)
 
-    def wait_phase(self, phase: str, timeout: float = 90) -> dict[str, object]:
-        return wait_for(  # type: ignore[no-any-return]
-            lambda: (s := self.status()).get("phase") == phase and s,
-            f"phase {phase}",
-            timeout,
-        )
+    def wait_status(
+        self, check: Callable[[dict[str, Any]], bool], what: str, timeout: float = 90
+    ) -> dict[str, Any]:
+        """The first status that passes `check`; a timeout names the last one seen."""
+        seen: list[dict[str, Any]] = [{}]
+
+        def passes() -> dict[str, Any] | None:
+            seen[0] = self.status()
+            return seen[0] if check(seen[0]) else None
+
+        try:
+            return wait_for(passes, what, timeout)  # type: ignore[no-any-return]
+        except AssertionError as error:
+            raise AssertionError(f"{error}; status: {seen[0]}") from None
+
+    def wait_phase(self, phase: str, timeout: float = 90) -> dict[str, Any]:
+        return self.wait_status(lambda s: s.get("phase") == phase, f"phase {phase}", timeout)
 
 
 def start_shop(
@@ -67,9 +78,9 @@ def start_shop(
     tmp_path: Path,
     rollout: str | None = None,
 ) -> Shop:
-    kubectl.check("apply", "-n", namespace, "-f", str(EXAMPLE / "app.yaml"))
+    kubectl.check("apply", "-n", namespace, "-f", str(CANARY_EXAMPLE / "app.yaml"))
     if rollout is None:
-        kubectl.check("apply", "-n", namespace, "-f", str(EXAMPLE / "rollout.yaml"))
+        kubectl.check("apply", "-n", namespace, "-f", str(CANARY_EXAMPLE / "rollout.yaml"))
     else:
         kubectl.check("apply", "-n", namespace, "-f", "-", stdin=rollout)
     operator = Operator(environment, namespace, tmp_path / "operator.log")
@@ -213,15 +224,12 @@ def test_failing_version_is_rolled_back(shop: Shop) -> None:
 
 def test_new_revision_mid_rollout_restarts_it(shop: Shop) -> None:
     set_version(shop.kubectl, shop.namespace, "1.1.0")
-    first = wait_for(
-        lambda: (s := shop.status()).get("currentStepIndex", 0) >= 1 and s,
-        "step 2 of the first revision",
+    first = shop.wait_status(
+        lambda s: s.get("currentStepIndex", 0) >= 1, "step 2 of the first revision"
     )
     set_version(shop.kubectl, shop.namespace, "1.3.0")
-    restarted = wait_for(
-        lambda: (
-            (s := shop.status()).get("canaryRevision") not in (None, first["canaryRevision"]) and s
-        ),
+    restarted = shop.wait_status(
+        lambda s: s.get("canaryRevision") not in (None, first["canaryRevision"]),
         "a rollout of the newer revision",
     )
     assert restarted["currentStepIndex"] == 0
@@ -238,9 +246,7 @@ def test_new_revision_mid_rollout_restarts_it(shop: Shop) -> None:
 
 def test_killed_operator_is_resumed_by_a_new_one(shop: Shop) -> None:
     set_version(shop.kubectl, shop.namespace, "1.1.0")
-    at_step = wait_for(
-        lambda: (s := shop.status()).get("currentStepIndex") == 1 and s, "the second step"
-    )
+    at_step = shop.wait_status(lambda s: s.get("currentStepIndex") == 1, "the second step")
     assert shop.operator.process is not None
     shop.operator.process.kill()
     shop.operator.process.wait()
@@ -347,9 +353,48 @@ def test_bad_spec_is_refused_by_kubectl_apply(
     kubectl: KubectlRunner, namespace: str, rollout_crd: None, case: str
 ) -> None:
     change, expected = BAD_SPECS[case]
-    rollout = yaml.safe_load((EXAMPLE / "rollout.yaml").read_text())
+    rollout = yaml.safe_load((CANARY_EXAMPLE / "rollout.yaml").read_text())
     rollout["spec"].update(change)
     result = kubectl.run("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(rollout))
     assert result.returncode != 0
     assert 'The ProgressiveRollout "shop" is invalid' in result.stderr
     assert expected in result.stderr, result.stderr
+
+
+def test_missing_target_and_route_are_reported_then_picked_up(
+    environment: EnvironmentInfo,
+    kubectl: KubectlRunner,
+    namespace: str,
+    rollout_crd: None,
+    tmp_path: Path,
+) -> None:
+    operator = Operator(environment, namespace, tmp_path / "operator.log")
+    operator.start()
+    try:
+        kubectl.check("apply", "-n", namespace, "-f", str(CANARY_EXAMPLE / "rollout.yaml"))
+
+        def degraded(reason: str) -> dict[str, Any] | None:
+            status = read_status(kubectl, namespace, "shop")
+            found = [c for c in status.get("conditions", []) if c["type"] == "Degraded"]
+            return status if found and found[0]["reason"] == reason else None
+
+        status = wait_for(lambda: degraded("TargetNotFound"), "TargetNotFound", 30)
+        assert "target Deployment" in status["message"] and "does not exist" in status["message"]
+
+        app = list(yaml.safe_load_all((CANARY_EXAMPLE / "app.yaml").read_text()))
+        without_route = [o for o in app if o["kind"] != "HTTPRoute"]
+        kubectl.check("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump_all(without_route))
+        status = wait_for(lambda: degraded("RoutingFailed"), "RoutingFailed", 60)
+        assert "HTTPRoute" in status["message"] and "does not exist" in status["message"]
+        reasons = {e["reason"] for e in events(kubectl, namespace) if e["type"] == "Warning"}
+        assert reasons >= {"TargetNotFound", "RoutingFailed"}
+
+        route = [o for o in app if o["kind"] == "HTTPRoute"]
+        kubectl.check("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump_all(route))
+        wait_for(
+            lambda: read_status(kubectl, namespace, "shop").get("phase") == "Initialized",
+            "the rollout to pick the route up",
+            60,
+        )
+    finally:
+        operator.stop()
