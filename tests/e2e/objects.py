@@ -24,7 +24,9 @@ def deployment(
             "template": {
                 "metadata": {"labels": labels},
                 "spec": {
-                    "containers": [{"name": "app", "image": f"tidegate/demo:{version}", "env": env}]
+                    "containers": [
+                        {"name": "app", "image": "registry.k8s.io/pause:3.10", "env": env}
+                    ]
                 },
             },
         },

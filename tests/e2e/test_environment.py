@@ -36,11 +36,11 @@ def test_deployment_becomes_ready_and_rolls(kubectl: KubectlRunner, namespace: s
     assert status["status"]["updatedReplicas"] == 3
     assert status["status"]["readyReplicas"] == 3
     assert status["metadata"]["generation"] == 2
-    images = kubectl.check(
-        "get", "pods", "-n", namespace, "-l", "app=web",
-        "-o", "jsonpath={.items[*].spec.containers[0].image}",
-    )  # fmt: skip
-    assert set(images.split()) == {"tidegate/demo:v2"}
+    pods = json.loads(kubectl.check("get", "pods", "-n", namespace, "-l", "app=web", "-o", "json"))
+    running = [p for p in pods["items"] if not p["metadata"].get("deletionTimestamp")]
+    assert len(running) == 3
+    for pod in running:
+        assert {"name": "VERSION", "value": "v2"} in pod["spec"]["containers"][0]["env"]
 
 
 WIDGET_CRD = {
