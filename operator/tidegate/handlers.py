@@ -1,9 +1,15 @@
-"""kopf handlers: one daemon per ProgressiveRollout, woken by changes to what it watches."""
+"""kopf handlers: a task per ProgressiveRollout, woken by changes to what it watches.
+
+The tasks are tidegate's own rather than kopf daemons: a kopf daemon puts a finalizer on
+its object, and a rollout (or its whole namespace) could then not be deleted while no
+operator runs. Nothing here needs one: all state is in `.status`.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from typing import Any
 
 import kopf
@@ -16,71 +22,100 @@ from tidegate.reconciler import Reconciler
 IDLE_RESYNC_SECONDS = 60.0
 ERROR_RETRY_SECONDS = 2.0
 
+log = logging.getLogger("tidegate.handlers")
+Key = tuple[str, str]
 
-def _wakeup(memo: Any, namespace: str | None, name: str) -> asyncio.Event:
-    # Rollouts and Deployments are namespaced: kopf's "None" never comes here.
-    events: dict[tuple[str, str], asyncio.Event] = memo.wakeups
-    return events.setdefault((namespace or "", name), asyncio.Event())
+
+class Rollouts:
+    """The running reconcile loops, one per rollout, and their wake-up events."""
+
+    def __init__(self, reconciler: Reconciler) -> None:
+        self.reconciler = reconciler
+        self.wakeups: dict[Key, asyncio.Event] = {}
+        self.tasks: dict[Key, asyncio.Task[None]] = {}
+
+    def wake(self, key: Key) -> None:
+        if key in self.wakeups:
+            self.wakeups[key].set()
+
+    def ensure_running(self, key: Key) -> None:
+        task = self.tasks.get(key)
+        if task is None or task.done():
+            self.wakeups[key] = asyncio.Event()
+            self.tasks[key] = asyncio.create_task(self._loop(key), name=f"rollout {key}")
+        else:
+            self.wake(key)
+
+    def forget(self, key: Key) -> None:
+        task = self.tasks.pop(key, None)
+        if task is not None:
+            task.cancel()
+        self.wakeups.pop(key, None)
+
+    async def stop_all(self) -> None:
+        tasks = list(self.tasks.values())
+        for key in list(self.tasks):
+            self.forget(key)
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _loop(self, key: Key) -> None:
+        namespace, name = key
+        wakeup = self.wakeups[key]
+        while True:
+            wakeup.clear()
+            try:
+                delay = await self.reconciler.reconcile(namespace, name)
+            except Exception:
+                log.exception("%s/%s: reconcile failed; retrying", namespace, name)
+                delay = ERROR_RETRY_SECONDS
+            with contextlib.suppress(TimeoutError):
+                timeout = IDLE_RESYNC_SECONDS if delay is None else delay
+                await asyncio.wait_for(wakeup.wait(), timeout)
+
+
+def _key(namespace: str | None, name: str) -> Key:
+    # Rollouts and Deployments are namespaced: kopf's None never comes here.
+    return (namespace or "", name)
 
 
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
-    settings.persistence.finalizer = f"{api.GROUP}/finalizer"
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=api.GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=api.GROUP)
-    settings.posting.level = 30  # kopf's own events: warnings and errors only
+    settings.posting.level = logging.WARNING  # kopf's own events: warnings and errors only
     settings.watching.server_timeout = 300
     memo.client = make_client(memo.kubeconfig)
-    memo.reconciler = Reconciler(memo.client, memo.prometheus_url)
-    memo.wakeups = {}
+    memo.rollouts = Rollouts(Reconciler(memo.client, memo.prometheus_url))
     memo.ready = True
 
 
 @kopf.on.cleanup()
 async def close(memo: Any, **_: Any) -> None:
+    await memo.rollouts.stop_all()
     await memo.client.close()
 
 
 @kopf.index(api.GROUP, api.VERSION, api.PLURAL)
 def rollouts_by_deployment(
     namespace: str | None, name: str, spec: kopf.Spec, **_: Any
-) -> dict[tuple[str, str], str]:
+) -> dict[Key, str]:
     target = spec.get("targetRef", {}).get("name")
     if not target:
         return {}
-    return {(namespace or "", d): name for d in (target, f"{target}-stable", f"{target}-canary")}
+    return {_key(namespace, d): name for d in (target, f"{target}-stable", f"{target}-canary")}
 
 
+# Async handlers run in the event loop, where the wake-up events and tasks live.
 @kopf.on.event("apps", "v1", "deployments")
-def deployment_changed(namespace: str | None, name: str, memo: Any, **kwargs: Any) -> None:
-    index: kopf.Index[tuple[str, str], str] = kwargs["rollouts_by_deployment"]
-    for rollout in index.get((namespace or "", name), []):
-        _wakeup(memo, namespace, rollout).set()
+async def deployment_changed(namespace: str | None, name: str, memo: Any, **kwargs: Any) -> None:
+    index: kopf.Index[Key, str] = kwargs["rollouts_by_deployment"]
+    for rollout in index.get(_key(namespace, name), []):
+        memo.rollouts.wake(_key(namespace, rollout))
 
 
 @kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
-def rollout_changed(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    _wakeup(memo, namespace, name).set()
-
-
-@kopf.daemon(api.GROUP, api.VERSION, api.PLURAL, cancellation_timeout=1.0)
-async def run_rollout(
-    namespace: str | None,
-    name: str,
-    memo: Any,
-    logger: kopf.Logger,
-    stopped: kopf.DaemonStopped,
-    **_: Any,
+async def rollout_changed(
+    type: str | None, namespace: str | None, name: str, memo: Any, **_: Any
 ) -> None:
-    wakeup = _wakeup(memo, namespace, name)
-    reconciler: Reconciler = memo.reconciler
-    while not stopped:
-        wakeup.clear()
-        try:
-            delay = await reconciler.reconcile(namespace or "", name)
-        except Exception as error:
-            logger.exception(f"reconcile failed: {error}")
-            delay = ERROR_RETRY_SECONDS
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wakeup.wait(), IDLE_RESYNC_SECONDS if delay is None else delay)
-    memo.wakeups.pop((namespace, name), None)
+    if type == "DELETED":
+        memo.rollouts.forget(_key(namespace, name))
+    else:
+        memo.rollouts.ensure_running(_key(namespace, name))

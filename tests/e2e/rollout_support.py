@@ -14,7 +14,12 @@ from tidegate.dev.environment import EnvironmentInfo
 from tidegate.dev.operator_process import start_operator, stop_operator
 from tidegate.dev.traffic import LiveLoad, Sample
 
-HOST = "shop.example.com"
+HOST = "shop.example.com"  # the example's hostname
+
+
+def unique_host(namespace: str) -> str:
+    """Hostnames are matched across namespaces, as in Gateway API: a test of its own gets one."""
+    return f"{namespace}.{HOST}"
 
 
 class Operator:
@@ -39,8 +44,8 @@ class Operator:
 class BackgroundLoad(LiveLoad):
     """Steady requests through the gateway to the example's host, from a thread."""
 
-    def __init__(self, gateway_url: str, rps: float = 60) -> None:
-        super().__init__(gateway_url, HOST, rps=rps)
+    def __init__(self, gateway_url: str, host: str, rps: float = 60) -> None:
+        super().__init__(gateway_url, host, rps=rps)
         self.start_in_thread()
 
     def samples_between(self, start: float, end: float) -> list[Sample]:

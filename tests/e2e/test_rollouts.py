@@ -13,12 +13,14 @@ from typing import Any
 import pytest
 import yaml
 from rollout_support import (
+    HOST,
     BackgroundLoad,
     Operator,
     canary_weight_in_route,
     events,
     get,
     set_version,
+    unique_host,
     wait_for,
 )
 
@@ -77,15 +79,25 @@ def start_shop(
     namespace: str,
     tmp_path: Path,
     rollout: str | None = None,
+    *,
+    as_is: bool = False,
 ) -> Shop:
-    kubectl.check("apply", "-n", namespace, "-f", str(CANARY_EXAMPLE / "app.yaml"))
-    if rollout is None:
-        kubectl.check("apply", "-n", namespace, "-f", str(CANARY_EXAMPLE / "rollout.yaml"))
+    """The example in `namespace`: as it is, or with a hostname of its own (and `rollout`)."""
+    if as_is:
+        host = HOST
+        kubectl.check("apply", "-n", namespace, "-f", str(CANARY_EXAMPLE))
     else:
+        host = unique_host(namespace)
+        app = list(yaml.safe_load_all((CANARY_EXAMPLE / "app.yaml").read_text()))
+        for obj in app:
+            if obj["kind"] == "HTTPRoute":
+                obj["spec"]["hostnames"] = [host]
+        kubectl.check("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump_all(app))
+        rollout = rollout or (CANARY_EXAMPLE / "rollout.yaml").read_text()
         kubectl.check("apply", "-n", namespace, "-f", "-", stdin=rollout)
     operator = Operator(environment, namespace, tmp_path / "operator.log")
     operator.start()
-    shop = Shop(namespace, kubectl, operator, BackgroundLoad(environment.gateway_url))
+    shop = Shop(namespace, kubectl, operator, BackgroundLoad(environment.gateway_url, host))
     try:
         shop.wait_phase("Initialized", 60)
         wait_for(lambda: shop.load.seen("1.0.0"), "traffic on 1.0.0", 30)
@@ -115,6 +127,22 @@ def shop(
         stop_shop(started)
 
 
+@pytest.fixture
+def example_shop(
+    environment: EnvironmentInfo,
+    kubectl: KubectlRunner,
+    namespace: str,
+    rollout_crd: None,
+    tmp_path: Path,
+) -> Iterator[Shop]:
+    """examples/canary applied exactly as a user would apply it."""
+    started = start_shop(environment, kubectl, namespace, tmp_path, as_is=True)
+    try:
+        yield started
+    finally:
+        stop_shop(started)
+
+
 def record_weights_until(
     shop: Shop, phases: set[str], timeout: float = 120
 ) -> list[tuple[float, int]]:
@@ -132,7 +160,8 @@ def record_weights_until(
     raise AssertionError(f"rollout never reached {phases}: {shop.status()}")
 
 
-def test_healthy_version_is_promoted_and_traffic_follows_each_step(shop: Shop) -> None:
+def test_healthy_version_is_promoted_and_traffic_follows_each_step(example_shop: Shop) -> None:
+    shop = example_shop
     set_version(shop.kubectl, shop.namespace, "1.1.0")
     timeline = record_weights_until(shop, {"Succeeded", "Failed"})
     status = shop.status()

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from tidegate.dev.demoapp import build_app
+from tidegate.dev.demoprocs import start_demoapp, start_spare, stop_process
+from tidegate.dev.routing import DemoSpec
 
 
 def counter(metrics: str, version: str, code: str) -> float:
@@ -63,3 +66,20 @@ def test_latency_is_applied() -> None:
             return loop.time() - start
 
     assert asyncio.run(timed()) >= 0.035
+
+
+async def configure_a_spare() -> tuple[bool, int, str]:
+    spare = await start_spare()
+    try:
+        started = await start_demoapp("ns/abc", DemoSpec("9.9.9", 0.0, 1.0), spare)
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://{started.address}/") as response,
+        ):
+            return started.proc is spare, response.status, (await response.json())["version"]
+    finally:
+        await stop_process(spare)
+
+
+def test_a_spare_serves_the_template_it_is_given() -> None:
+    assert asyncio.run(configure_a_spare()) == (True, 200, "9.9.9")

@@ -104,10 +104,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--version", default=os.environ.get("VERSION", "v1"))
     parser.add_argument("--error-rate", type=float, default=_env_float("ERROR_RATE", 0.0))
     parser.add_argument("--latency-ms", type=float, default=_env_float("LATENCY_MS", 5.0))
+    parser.add_argument(
+        "--spare",
+        action="store_true",
+        help="start, say so on stdout, then take version/error_rate/latency_ms as one JSON "
+        "line on stdin: a warm process the gateway can hand a pod template at once",
+    )
     return parser.parse_args(argv)
 
 
+async def _take_configuration(args: argparse.Namespace) -> None:
+    print(json.dumps({"spare": True}), flush=True)
+    line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    config = json.loads(line)
+    args.version = str(config["version"])
+    args.error_rate = float(config["error_rate"])
+    args.latency_ms = float(config["latency_ms"])
+
+
 async def serve_forever(args: argparse.Namespace) -> None:
+    if args.spare:
+        await _take_configuration(args)
     app = build_app(args.version, args.error_rate, args.latency_ms)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

@@ -32,21 +32,14 @@ def _die_with_parent() -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def demoapp_command(spec: DemoSpec, host: str = "127.0.0.1", port: int = 0) -> list[str]:
+def spare_command(host: str = "127.0.0.1", port: int = 0) -> list[str]:
     return [
         sys.executable,
         "-m",
         "tidegate.dev.demoapp",
-        "--host",
-        host,
-        "--port",
-        str(port),
-        "--version",
-        spec.version,
-        "--error-rate",
-        repr(spec.error_rate),
-        "--latency-ms",
-        repr(spec.latency_ms),
+        "--spare",
+        f"--host={host}",
+        f"--port={port}",
     ]
 
 
@@ -71,17 +64,42 @@ class DemoProcess:
         return self.proc.returncode is None
 
 
-async def start_demoapp(key: str, spec: DemoSpec) -> DemoProcess:
-    """Start one demo app on a free loopback port and wait until it listens."""
+async def start_spare() -> asyncio.subprocess.Process:
+    """A demo-app process that has started (imports done) and waits to be configured.
+
+    Starting Python takes long enough, on a busy machine, for the pods of a new template
+    to be Ready before their app is: a warm spare closes that gap, as a readiness probe would.
+    """
     proc = await asyncio.create_subprocess_exec(
-        *demoapp_command(spec),
-        stdin=asyncio.subprocess.DEVNULL,
+        *spare_command(),
+        stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         env=child_env(),
         preexec_fn=_die_with_parent,
     )
     assert proc.stdout is not None
     try:
+        json.loads(await asyncio.wait_for(proc.stdout.readline(), START_TIMEOUT))["spare"]
+    except BaseException:
+        await stop_process(proc)
+        raise
+    return proc
+
+
+async def start_demoapp(
+    key: str, spec: DemoSpec, spare: asyncio.subprocess.Process | None = None
+) -> DemoProcess:
+    """Configure a spare (or a new) demo app for `spec` and wait until it listens."""
+    proc = spare if spare is not None and spare.returncode is None else await start_spare()
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        config = {
+            "version": spec.version,
+            "error_rate": spec.error_rate,
+            "latency_ms": spec.latency_ms,
+        }
+        proc.stdin.write(json.dumps(config).encode() + b"\n")
+        await proc.stdin.drain()
         line = await asyncio.wait_for(proc.stdout.readline(), START_TIMEOUT)
         address = str(json.loads(line)["listening"])
     except BaseException as exc:  # including cancellation: never leak the child
@@ -121,6 +139,23 @@ class DemoPool:
         self._clock = clock
         self._procs: dict[str, DemoProcess] = {}
         self._starting: dict[str, asyncio.Task[DemoProcess]] = {}
+        self._spare: asyncio.Task[asyncio.subprocess.Process] | None = None
+
+    def keep_spare(self) -> None:
+        """Have a warm process ready for the next template."""
+        if self._spare is None:
+            self._spare = asyncio.ensure_future(start_spare())
+
+    async def _take_spare(self) -> asyncio.subprocess.Process | None:
+        task, self._spare = self._spare, None
+        self.keep_spare()
+        if task is None:
+            return None
+        try:
+            return await task
+        except Exception as exc:
+            log.warning("spare demo app failed to start: %s", exc)
+            return None
 
     @property
     def processes(self) -> Mapping[str, DemoProcess]:
@@ -143,7 +178,7 @@ class DemoPool:
             old = self._procs.pop(key, None)
             if old is not None:
                 log.warning("demo app %s exited with %s; restarting", key, old.proc.returncode)
-            started = await start_demoapp(key, spec)
+            started = await start_demoapp(key, spec, await self._take_spare())
             self._procs[key] = started
             self._changed()
             return started
@@ -175,6 +210,12 @@ class DemoPool:
             self._changed()
 
     async def close(self) -> None:
+        if self._spare is not None:
+            self._spare.cancel()
+            spare = await asyncio.gather(self._spare, return_exceptions=True)
+            if isinstance(spare[0], asyncio.subprocess.Process):
+                await stop_process(spare[0])
+            self._spare = None
         starting = list(self._starting.values())
         for task in starting:
             task.cancel()

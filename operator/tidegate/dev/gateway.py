@@ -188,6 +188,7 @@ class Gateway:
     async def reconcile(self) -> None:
         """Run demo apps for every template with ready pods, stop the stale ones and
         publish the targets file."""
+        self.pool.keep_spare()
         templates = self.snapshot.templates
         missing = [g for k, g in templates.items() if k not in self.pool.processes]
         results = await asyncio.gather(
@@ -244,7 +245,11 @@ class Gateway:
     ) -> web.Response:
         if service not in snapshot.services:
             return _error(500, f"backend Service {service[0]}/{service[1]} not found")
-        group = pick_template(snapshot.endpoints.get(service, {}), self.rng)
+        groups = snapshot.endpoints.get(service, {})
+        # As a readiness probe would: templates whose app is up take the traffic, and a
+        # Service waits for a starting app only when none of its apps is up yet.
+        up = {key: g for key, g in groups.items() if self._is_up(key)}
+        group = pick_template(up or groups, self.rng)
         if group is None:
             return _error(503, f"Service {service[0]}/{service[1]} has no ready endpoints")
         try:
@@ -265,6 +270,10 @@ class Gateway:
                 return web.Response(status=upstream.status, body=payload, headers=out)
         except (aiohttp.ClientError, TimeoutError) as exc:
             return _error(502, f"upstream {proc.address} failed: {exc}")
+
+    def _is_up(self, template: str) -> bool:
+        process = self.pool.processes.get(template)
+        return process is not None and process.alive
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
