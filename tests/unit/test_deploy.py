@@ -27,8 +27,8 @@ CRD_COPIES = (KUSTOMIZE / "crd.yaml", CHART / "crds" / "progressiverollout.yaml"
 
 # (apiGroup, resource) -> verbs, from the code:
 REQUIRED: dict[tuple[str, str], set[str]] = {
-    # kopf lists/watches the rollouts and patches their metadata (tidegate.io/finalizer,
-    # which its daemons require); reconciler.py gets them and patches the promote annotation.
+    # kopf lists/watches the rollouts; reconciler.py gets them and patches the promote
+    # annotation away.
     ("tidegate.io", "progressiverollouts"): {"get", "list", "watch", "patch"},
     # reconciler._patch_status: a merge patch of the status subresource.
     ("tidegate.io", "progressiverollouts/status"): {"patch"},
