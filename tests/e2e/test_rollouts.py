@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import time
@@ -73,7 +74,8 @@ class Shop:
         return self.wait_status(lambda s: s.get("phase") == phase, f"phase {phase}", timeout)
 
 
-def start_shop(
+@contextlib.contextmanager
+def running_shop(
     environment: EnvironmentInfo,
     kubectl: KubectlRunner,
     namespace: str,
@@ -81,8 +83,9 @@ def start_shop(
     rollout: str | None = None,
     *,
     as_is: bool = False,
-) -> Shop:
-    """The example in `namespace`: as it is, or with a hostname of its own (and `rollout`)."""
+) -> Iterator[Shop]:
+    """The example in `namespace`: as it is, or with a hostname of its own (and `rollout`),
+    initialised, with its operator and load running until the block ends."""
     if as_is:
         host = HOST
         kubectl.check("apply", "-n", namespace, "-f", str(CANARY_EXAMPLE))
@@ -101,15 +104,10 @@ def start_shop(
     try:
         shop.wait_phase("Initialized", 60)
         wait_for(lambda: shop.load.seen("1.0.0"), "traffic on 1.0.0", 30)
-    except BaseException:
-        stop_shop(shop)
-        raise
-    return shop
-
-
-def stop_shop(shop: Shop) -> None:
-    shop.load.stop()
-    shop.operator.stop()
+        yield shop
+    finally:
+        shop.load.stop()
+        operator.stop()
 
 
 @pytest.fixture
@@ -120,11 +118,8 @@ def shop(
     rollout_crd: None,
     tmp_path: Path,
 ) -> Iterator[Shop]:
-    started = start_shop(environment, kubectl, namespace, tmp_path)
-    try:
+    with running_shop(environment, kubectl, namespace, tmp_path) as started:
         yield started
-    finally:
-        stop_shop(started)
 
 
 @pytest.fixture
@@ -136,11 +131,8 @@ def example_shop(
     tmp_path: Path,
 ) -> Iterator[Shop]:
     """examples/canary applied exactly as a user would apply it."""
-    started = start_shop(environment, kubectl, namespace, tmp_path, as_is=True)
-    try:
+    with running_shop(environment, kubectl, namespace, tmp_path, as_is=True) as started:
         yield started
-    finally:
-        stop_shop(started)
 
 
 def record_weights_until(
@@ -340,8 +332,7 @@ def test_query_returning_no_data_never_promotes(
     rollout_crd: None,
     tmp_path: Path,
 ) -> None:
-    shop = start_shop(environment, kubectl, namespace, tmp_path, rollout=NO_DATA_ROLLOUT)
-    try:
+    with running_shop(environment, kubectl, namespace, tmp_path, NO_DATA_ROLLOUT) as shop:
         set_version(kubectl, namespace, "1.1.0")
         timeline = record_weights_until(shop, {"Failed", "Succeeded", "Promoting"}, timeout=60)
         status = shop.status()
@@ -355,8 +346,6 @@ def test_query_returning_no_data_never_promotes(
         time.sleep(1.5)  # requests already in flight, and the gateway's watch, settle
         recent = shop.load.samples_between(time.monotonic() - 1.5, time.monotonic())
         assert recent and {version for _, version, _ in recent} == {"1.0.0"}
-    finally:
-        stop_shop(shop)
 
 
 BAD_SPECS = {

@@ -113,6 +113,23 @@ class World:
             measurements=measurements,
         )
 
+    def happen(self, kind: str, arg: Any) -> None:
+        """What the cluster or a user does between reconciles."""
+        if kind == "tick":
+            self.now += timedelta(seconds=arg)
+        elif kind == "settle":
+            for role, current in self.workloads.items():
+                if current is not None:
+                    self.workloads[role] = replace(current, ready=True)
+        elif kind == "unready":
+            current = self.workloads[arg]
+            if current is not None:
+                self.workloads[arg] = replace(current, ready=False)
+        elif kind == "revision":
+            self.target = arg
+        elif kind == "promote":
+            self.promote_requested = True
+
     def apply(self, decision: Decision) -> None:
         for action in decision.actions:
             if isinstance(action, SetCanaryWeight):
@@ -181,21 +198,8 @@ def test_invariants_hold_on_every_decision(
     for kind, arg in prefix + script:
         spec = paused_spec if paused else base_spec
         measurements: tuple[Measurement, ...] | None = None
-        if kind == "tick":
-            world.now += timedelta(seconds=arg)
-        elif kind == "settle":
-            for role, current in world.workloads.items():
-                if current is not None:
-                    world.workloads[role] = replace(current, ready=True)
-        elif kind == "unready":
-            current = world.workloads[arg]
-            if current is not None:
-                world.workloads[arg] = replace(current, ready=False)
-        elif kind == "revision":
-            world.target = arg
-        elif kind == "promote":
-            world.promote_requested = True
-        elif kind == "toggle-pause":
+        world.happen(kind, arg)
+        if kind == "toggle-pause":
             paused = not paused
             spec = paused_spec if paused else base_spec
         elif kind == "measure" and needs_measurement(spec, status, world.now):
@@ -264,17 +268,8 @@ def test_never_advances_past_an_analysed_step_without_passing_data(
     status = RolloutStatus()
     for kind, arg in [("settle", None), ("settle", None), ("revision", "v2"), *script]:
         measurements: tuple[Measurement, ...] | None = None
-        if kind == "tick":
-            world.now += timedelta(seconds=arg)
-        elif kind == "settle":
-            for role, current in world.workloads.items():
-                if current is not None:
-                    world.workloads[role] = replace(current, ready=True)
-        elif kind == "revision":
-            world.target = arg
-        elif kind == "promote":
-            world.promote_requested = True
-        elif kind == "measure" and needs_measurement(spec, status, world.now):
+        world.happen(kind, arg)
+        if kind == "measure" and needs_measurement(spec, status, world.now):
             measurements = tuple(
                 measurement(m.name, o) for m, o in zip(spec.analysis.metrics, arg, strict=False)
             )
