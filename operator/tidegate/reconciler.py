@@ -41,6 +41,41 @@ def status_patch(old: Obj, new: Obj) -> Obj:
     return {**{k: None for k in old if k not in new}, **new}
 
 
+Problem = tuple[str, str]  # (reason, message)
+
+
+def _reported(status: Obj, problem: Problem) -> Obj | None:
+    """The Degraded condition of `status` when it already reports `problem`."""
+    for condition in status.get("conditions", []):
+        said = (condition.get("type"), condition.get("status"))
+        if (
+            said == ("Degraded", "True")
+            and (condition.get("reason"), condition.get("message")) == problem
+        ):
+            return dict(condition)
+    return None
+
+
+def with_problem(status: Obj, problem: Problem, now: str, meta: Obj, previous: Obj) -> Obj:
+    """`status` with Degraded (and not Ready) for `problem`, as `previous` said it if it did
+    (so the transition time holds still)."""
+    if _reported(status, problem):
+        return status
+    reason, message = problem
+    degraded = _reported(previous, problem) or {
+        "type": "Degraded",
+        "status": "True",
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": now,
+        "observedGeneration": meta.get("generation", 0),
+    }
+    conditions = {c.get("type"): c for c in status.get("conditions", [])}
+    conditions["Degraded"] = degraded
+    conditions["Ready"] = {**degraded, "type": "Ready", "status": "False"}
+    return {**status, "conditions": list(conditions.values())}
+
+
 def _routes_traffic(decision: engine.Decision) -> bool:
     """Whether the route should hold the status's weights and the engine did not just set them."""
     adopted = decision.status.phase not in (None, api.RolloutPhase.INITIALIZING)
@@ -59,6 +94,8 @@ class Reconciler:
         self.client = client
         self.default_prometheus_url = default_prometheus_url
         self.clock = clock
+        # What last kept each rollout's actions from being carried out (this process only).
+        self._problems: dict[tuple[str, str], Problem] = {}
 
     async def reconcile(self, namespace: str, name: str) -> float | None:
         """Run one reconcile; return seconds until the next one is due (None: on change)."""
@@ -120,6 +157,18 @@ class Reconciler:
             workloads.service("canary"),
             spec.service.port,
         )
+        # The status first: an operator killed between the two resumes from what was decided
+        # and finishes the actions (the route is put back to the status's weights), instead
+        # of stepping the traffic back to what it had decided before.
+        key = (namespace, name)
+        new_status = _wire(decision.status)
+        if key in self._problems:
+            # Still reported until the actions go through, so the status does not flap.
+            new_status = with_problem(
+                new_status, self._problems[key], self._timestamp(), rollout["metadata"], raw_status
+            )
+        if new_status != raw_status:
+            await self._patch_status(namespace, name, status_patch(raw_status, new_status))
         try:
             for action in decision.actions:
                 await self._apply(action, rollout, target, workloads, router)
@@ -131,14 +180,16 @@ class Reconciler:
                     "%s/%s: restored the HTTPRoute weights it had drifted from", namespace, name
                 )
         except (RoutingError, WorkloadError) as error:
-            # Nothing is recorded as done: the same decision is retried once this is fixed.
+            # Retried: the engine asks for missing workloads again, and the route is put back
+            # to the status's weights, once what is wrong is fixed.
             reason = "RoutingFailed" if isinstance(error, RoutingError) else "WorkloadFailed"
-            await self._refuse(rollout, raw_status, reason, str(error))
+            self._problems[key] = (reason, str(error))
+            await self._refuse(rollout, new_status, reason, str(error))
             return RETRY_SECONDS
-
-        new_status = _wire(decision.status)
-        if new_status != raw_status:
-            await self._patch_status(namespace, name, status_patch(raw_status, new_status))
+        if self._problems.pop(key, None):
+            await self._patch_status(
+                namespace, name, status_patch(new_status, _wire(decision.status))
+            )
         if asked_replicas > 0 and decision.status.phase not in (
             None,
             api.RolloutPhase.INITIALIZING,
@@ -216,32 +267,23 @@ class Reconciler:
             patch_type=PatchType.MERGE,
         )
 
-    async def _refuse(self, rollout: Obj, raw_status: Obj, reason: str, message: str) -> None:
+    async def _refuse(self, rollout: Obj, status: Obj, reason: str, message: str) -> None:
         """Record why nothing can be done: a Degraded condition and an Event, once."""
         meta = rollout["metadata"]
-        conditions = {c.get("type"): c for c in raw_status.get("conditions", [])}
-        degraded = conditions.get("Degraded", {})
-        if degraded.get("reason") == reason and degraded.get("message") == message:
+        degraded = with_problem(status, (reason, message), self._timestamp(), meta, status)
+        if degraded == status:
             return
-        now = self.clock().strftime("%Y-%m-%dT%H:%M:%SZ")
-        conditions["Degraded"] = {
-            "type": "Degraded",
-            "status": "True",
-            "reason": reason,
-            "message": message,
-            "lastTransitionTime": now,
-            "observedGeneration": meta.get("generation", 0),
-        }
-        conditions["Ready"] = {**conditions["Degraded"], "type": "Ready", "status": "False"}
-        patch = {"message": message, "conditions": list(conditions.values())}
-        await self._patch_status(meta["namespace"], meta["name"], patch)
+        await self._patch_status(meta["namespace"], meta["name"], status_patch(status, degraded))
         await self._event(rollout, "Warning", reason, message)
+
+    def _timestamp(self) -> str:
+        return self.clock().strftime("%Y-%m-%dT%H:%M:%SZ")
 
     async def _event(self, rollout: Obj, type_: str, reason: str, message: str) -> None:
         meta = rollout["metadata"]
         level = logging.WARNING if type_ == "Warning" else logging.INFO
         log.log(level, "%s/%s: %s: %s", meta["namespace"], meta["name"], reason, message)
-        now = self.clock().strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = self._timestamp()
         event: dict[str, Any] = {
             "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
             "involvedObject": {

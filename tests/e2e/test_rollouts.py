@@ -396,25 +396,36 @@ def test_missing_target_and_route_are_reported_then_picked_up(
         def degraded(reason: str) -> dict[str, Any] | None:
             status = read_status(kubectl, namespace, "shop")
             found = [c for c in status.get("conditions", []) if c["type"] == "Degraded"]
-            return status if found and found[0]["reason"] == reason else None
+            return found[0] if found and found[0]["reason"] == reason else None
 
-        status = wait_for(lambda: degraded("TargetNotFound"), "TargetNotFound", 30)
-        assert "target Deployment" in status["message"] and "does not exist" in status["message"]
+        condition = wait_for(lambda: degraded("TargetNotFound"), "TargetNotFound", 30)
+        assert condition["status"] == "True"
+        assert "target Deployment" in condition["message"]
+        assert "does not exist" in condition["message"]
 
         app = list(yaml.safe_load_all((CANARY_EXAMPLE / "app.yaml").read_text()))
         without_route = [o for o in app if o["kind"] != "HTTPRoute"]
         kubectl.check("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump_all(without_route))
-        status = wait_for(lambda: degraded("RoutingFailed"), "RoutingFailed", 60)
-        assert "HTTPRoute" in status["message"] and "does not exist" in status["message"]
+        condition = wait_for(lambda: degraded("RoutingFailed"), "RoutingFailed", 60)
+        assert "HTTPRoute" in condition["message"] and "does not exist" in condition["message"]
         reasons = {e["reason"] for e in events(kubectl, namespace) if e["type"] == "Warning"}
         assert reasons >= {"TargetNotFound", "RoutingFailed"}
 
         route = [o for o in app if o["kind"] == "HTTPRoute"]
         kubectl.check("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump_all(route))
-        wait_for(
-            lambda: read_status(kubectl, namespace, "shop").get("phase") == "Initialized",
-            "the rollout to pick the route up",
-            60,
-        )
+
+        def picked_up() -> bool:
+            refs = get(kubectl, namespace, "httproute", "shop")["spec"]["rules"][0]["backendRefs"]
+            status = read_status(kubectl, namespace, "shop")
+            ready = {c["type"]: c["status"] for c in status.get("conditions", [])}
+            return [r["name"] for r in refs] == ["shop-stable", "shop-canary"] and ready == {
+                "Ready": "True",
+                "Progressing": "False",
+                "Degraded": "False",
+            }
+
+        wait_for(picked_up, "the rollout to take the route over and be Ready", 60)
+        assert read_status(kubectl, namespace, "shop")["phase"] == "Initialized"
+        assert get(kubectl, namespace, "deployment", "shop")["spec"]["replicas"] == 0
     finally:
         operator.stop()

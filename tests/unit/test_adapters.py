@@ -18,7 +18,7 @@ from tidegate.adapters.workloads import (
     workload_copy,
     workload_state,
 )
-from tidegate.reconciler import status_patch
+from tidegate.reconciler import status_patch, with_problem
 
 
 def target() -> dict[str, Any]:
@@ -138,3 +138,28 @@ def test_status_patch_nulls_what_went_away() -> None:
         "canaryWeight": 0,
         "canaryRevision": None,
     }
+
+
+def test_a_problem_is_reported_once_and_holds_its_transition_time() -> None:
+    meta = {"generation": 3}
+    problem = ("RoutingFailed", "HTTPRoute prod/shop does not exist")
+    healthy = {
+        "phase": "Initialized",
+        "conditions": [
+            {"type": "Ready", "status": "True", "reason": "Initialized", "message": ""},
+            {"type": "Degraded", "status": "False", "reason": "Initialized", "message": ""},
+        ],
+    }
+    reported = with_problem(healthy, problem, "2026-01-01T00:00:00Z", meta, healthy)
+    degraded = {c["type"]: c for c in reported["conditions"]}
+    assert degraded["Degraded"]["status"] == "True"
+    assert degraded["Degraded"]["reason"] == "RoutingFailed"
+    assert degraded["Ready"]["status"] == "False"
+    assert degraded["Degraded"]["observedGeneration"] == 3
+    assert [c["type"] for c in reported["conditions"]] == ["Ready", "Degraded"]
+
+    # Already said: nothing changes.
+    assert with_problem(reported, problem, "2026-01-01T00:09:00Z", meta, reported) is reported
+    # The engine's fresh status, overlaid again later, equals what is stored: no write.
+    again = with_problem(healthy, problem, "2026-01-01T00:09:00Z", meta, reported)
+    assert again == reported
