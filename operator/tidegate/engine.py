@@ -335,6 +335,9 @@ class _Reconciler:
             self._start_rollout("RolloutStarted")
             return
         self._heal("stable", self.obs.stable, st.stable_revision)
+        if self.obs.canary is not None and self.obs.canary.replicas > 0:
+            # Between rollouts the canary takes no traffic, so it runs no pods either.
+            self._emit(ScaleWorkload(role="canary", replicas=0))
 
     # -- rollout --
 

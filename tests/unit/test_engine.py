@@ -202,6 +202,17 @@ def test_steady_self_heals_drift(stable: WorkloadState | None) -> None:
     assert decision.status.phase is RolloutPhase.INITIALIZED
 
 
+def test_steady_scales_a_canary_left_running_back_to_zero() -> None:
+    spec = make_spec()
+    status = initialized(spec)
+    left = observe("v1", stable=ready("v1"), canary=ready("v2"))
+    decision = step(spec, status, left)
+    assert decision.actions == (ScaleWorkload(role="canary", replicas=0),)
+    assert decision.status == status
+    scaled = observe("v1", stable=ready("v1"), canary=ready("v2", replicas=0))
+    assert step(spec, status, scaled).actions == ()
+
+
 # --- starting a rollout ---------------------------------------------------------------------
 
 
