@@ -40,8 +40,11 @@ e2e: setup
 test: setup lint
 	$(BIN)/pytest tests -q
 
+# The CRD from the pydantic models, and the copies the kustomization and Helm chart ship.
 crds: $(BIN)/tidegate
 	$(BIN)/tidegate crds > crds/progressiverollout.yaml
+	cp crds/progressiverollout.yaml deploy/kustomize/crd.yaml
+	cp crds/progressiverollout.yaml deploy/helm/tidegate/crds/progressiverollout.yaml
 
 demo: setup
 	$(BIN)/tidegate demo

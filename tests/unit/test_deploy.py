@@ -127,8 +127,7 @@ def test_chart_and_values_parse_and_match_the_package_version() -> None:
 @pytest.mark.parametrize("copy", CRD_COPIES, ids=lambda p: str(p.relative_to(REPO_ROOT)))
 def test_crd_copies_are_identical_to_the_generated_crd(copy: Path) -> None:
     assert copy.read_text() == CRD.read_text(), (
-        f"{copy.relative_to(REPO_ROOT)} is stale; refresh it with "
-        f"cp crds/progressiverollout.yaml {copy.relative_to(REPO_ROOT)}"
+        f"{copy.relative_to(REPO_ROOT)} is stale; refresh it with `make crds`"
     )
 
 
