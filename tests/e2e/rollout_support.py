@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tidegate.adapters.gatewayapi import canary_weight_of
 from tidegate.dev.cluster import KubectlRunner
 from tidegate.dev.environment import EnvironmentInfo
 from tidegate.dev.operator_process import start_operator, stop_operator
@@ -62,8 +63,8 @@ def get(kubectl: KubectlRunner, namespace: str, *what: str) -> dict[str, Any]:
 
 
 def canary_weight_in_route(kubectl: KubectlRunner, namespace: str, route: str = "shop") -> int:
-    refs = get(kubectl, namespace, "httproute", route)["spec"]["rules"][0]["backendRefs"]
-    return next((int(r.get("weight", 1)) for r in refs if r["name"].endswith("-canary")), 0)
+    """What the route gives shop-canary (0 before tidegate took the rule over)."""
+    return canary_weight_of(get(kubectl, namespace, "httproute", route), 0, "shop-canary") or 0
 
 
 def wait_for(check: Callable[[], Any], what: str, timeout: float = 90, every: float = 0.2) -> Any:

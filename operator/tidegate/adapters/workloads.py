@@ -187,14 +187,19 @@ class Workloads:
 
     async def ensure_services(self, target: Obj) -> None:
         """Create `<service>-stable` and `<service>-canary` if missing; ports as the user's."""
+        missing: list[Role] = [
+            role
+            for role in ("stable", "canary")
+            if await get_or_none(self.client, Service, self.service(role), self.namespace) is None
+        ]
+        if not missing:
+            return  # the usual case, on every reconcile: no need to read the user's Service
         user_service = await get_or_none(self.client, Service, self.service_name, self.namespace)
         ports = (user_service or {}).get("spec", {}).get("ports") or [
             {"name": "http", "port": self.port, "targetPort": self.port}
         ]
         ports = [{k: v for k, v in p.items() if k != "nodePort"} for p in ports]
-        for role in ("stable", "canary"):
-            if await get_or_none(self.client, Service, self.service(role), self.namespace):
-                continue
+        for role in missing:
             service = {
                 "apiVersion": "v1",
                 "kind": "Service",
