@@ -34,8 +34,13 @@ from tidegate.adapters.gatewayapi import canary_weight_of
 from tidegate.adapters.kube import HTTPRoute, ProgressiveRollout, make_client
 from tidegate.dev.cluster import KubectlRunner
 from tidegate.dev.environment import EnvironmentInfo, start_environment, stop_environment
-from tidegate.dev.operator_process import kubectl_for, start_operator, stop_operator
-from tidegate.dev.paths import CANARY_EXAMPLE, CRD_FILE
+from tidegate.dev.operator_process import (
+    install_crd,
+    kubectl_for,
+    start_operator,
+    stop_operator,
+)
+from tidegate.dev.paths import CANARY_EXAMPLE
 from tidegate.dev.traffic import LiveLoad, first_error_at, settled_at
 
 NAME = "shop"
@@ -213,8 +218,7 @@ def main() -> int:
         print(f"starting the local environment in {args.state_dir} ...", flush=True)
         info = start_environment(args.state_dir)
         kubectl = kubectl_for(info)
-        kubectl.check("apply", "--server-side", "-f", str(CRD_FILE))
-        kubectl.check("wait", "--for=condition=Established", "crd/progressiverollouts.tidegate.io")
+        install_crd(kubectl)
         operator = start_operator(info, args.state_dir)
         interval = yaml.safe_load((CANARY_EXAMPLE / "rollout.yaml").read_text())["spec"]["analysis"]
         print(

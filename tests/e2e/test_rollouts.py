@@ -27,14 +27,13 @@ from rollout_support import (
 
 from tidegate.dev.cluster import KubectlRunner
 from tidegate.dev.environment import EnvironmentInfo
-from tidegate.dev.operator_process import read_status
-from tidegate.dev.paths import CANARY_EXAMPLE, CRD_FILE
+from tidegate.dev.operator_process import install_crd, read_status
+from tidegate.dev.paths import CANARY_EXAMPLE
 
 
 @pytest.fixture(scope="session")
 def rollout_crd(kubectl: KubectlRunner) -> None:
-    kubectl.check("apply", "--server-side", "-f", str(CRD_FILE))
-    kubectl.check("wait", "--for=condition=Established", "crd/progressiverollouts.tidegate.io")
+    install_crd(kubectl)
 
 
 @dataclass

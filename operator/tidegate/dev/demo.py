@@ -23,8 +23,13 @@ from lightkube.resources.core_v1 import Event
 from tidegate.adapters.kube import ProgressiveRollout, get_or_none, make_client
 from tidegate.dev.cluster import KubectlRunner, StartupError
 from tidegate.dev.environment import EnvironmentInfo, start_environment, stop_environment
-from tidegate.dev.operator_process import kubectl_for, start_operator, stop_operator
-from tidegate.dev.paths import CANARY_EXAMPLE, CRD_FILE
+from tidegate.dev.operator_process import (
+    install_crd,
+    kubectl_for,
+    start_operator,
+    stop_operator,
+)
+from tidegate.dev.paths import CANARY_EXAMPLE
 from tidegate.dev.traffic import LiveLoad, Split, split
 
 NAMESPACE = "demo"
@@ -302,8 +307,7 @@ def run_demo() -> int:
         print(f"starting the local environment in {state_dir} ...", flush=True)
         info = start_environment(state_dir)
         kubectl = kubectl_for(info)
-        kubectl.check("apply", "--server-side", "-f", str(CRD_FILE))
-        kubectl.check("wait", "--for=condition=Established", "crd/progressiverollouts.tidegate.io")
+        install_crd(kubectl)
         operator = start_operator(info, state_dir)
         print(f"environment up in {info.started_in_seconds}s; operator running", flush=True)
         return asyncio.run(Demo(info, kubectl, sys.stdout).run())

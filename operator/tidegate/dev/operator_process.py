@@ -32,8 +32,15 @@ from typing import Any
 
 from tidegate.dev.cluster import KubectlRunner, StartupError, free_port, http_ok, wait_until
 from tidegate.dev.environment import EnvironmentInfo
+from tidegate.dev.paths import CRD_FILE
 
 READY_TIMEOUT = 60.0
+
+
+def install_crd(kubectl: KubectlRunner) -> None:
+    """Apply the ProgressiveRollout CRD from this checkout and wait until it is served."""
+    kubectl.check("apply", "--server-side", "-f", str(CRD_FILE))
+    kubectl.check("wait", "--for=condition=Established", "crd/progressiverollouts.tidegate.io")
 
 
 def kubectl_for(info: EnvironmentInfo) -> KubectlRunner:
