@@ -32,16 +32,16 @@ import yaml
 
 from tidegate.adapters.gatewayapi import canary_weight_of
 from tidegate.adapters.kube import HTTPRoute, ProgressiveRollout, make_client
-from tidegate.dev.cluster import KubectlRunner
-from tidegate.dev.environment import EnvironmentInfo, start_environment, stop_environment
-from tidegate.dev.operator_process import (
+from tidegate_devenv.cluster import KubectlRunner
+from tidegate_devenv.environment import EnvironmentInfo, start_environment, stop_environment
+from tidegate_devenv.operator_process import (
     install_crd,
     kubectl_for,
     start_operator,
     stop_operator,
 )
-from tidegate.dev.paths import CANARY_EXAMPLE
-from tidegate.dev.traffic import LiveLoad, first_error_at, settled_at
+from tidegate_devenv.paths import CANARY_EXAMPLE
+from tidegate_devenv.traffic import LiveLoad, first_error_at, settled_at
 
 NAME = "shop"
 STABLE_VERSION = "1.0.0"

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tidegate.dev.cluster import KubectlRunner
-from tidegate.dev.environment import EnvironmentInfo, start_environment, stop_environment
+from tidegate_devenv.cluster import KubectlRunner
+from tidegate_devenv.environment import EnvironmentInfo, start_environment, stop_environment
 
 E2E_DIR = Path(__file__).parent
 

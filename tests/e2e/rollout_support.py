@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from tidegate.adapters.gatewayapi import canary_weight_of
-from tidegate.dev.cluster import KubectlRunner
-from tidegate.dev.environment import EnvironmentInfo
-from tidegate.dev.operator_process import start_operator, stop_operator
-from tidegate.dev.traffic import LiveLoad, Sample
+from tidegate_devenv.cluster import KubectlRunner
+from tidegate_devenv.environment import EnvironmentInfo
+from tidegate_devenv.operator_process import start_operator, stop_operator
+from tidegate_devenv.traffic import LiveLoad, Sample
 
 HOST = "shop.example.com"  # the example's hostname
 

@@ -19,9 +19,9 @@ from typing import IO
 import pytest
 from prometheus_api_client import PrometheusConnect
 
-from tidegate.dev import prometheus
-from tidegate.dev.demoprocs import child_env
-from tidegate.dev.loadgen import LoadResult, generate
+from tidegate_devenv import prometheus
+from tidegate_devenv.demoprocs import child_env
+from tidegate_devenv.loadgen import LoadResult, generate
 
 pytestmark = pytest.mark.e2e
 
@@ -69,7 +69,7 @@ def processes() -> Iterator[Processes]:
 
 
 def start_demoapp(processes: Processes, version: str, error_rate: float) -> str:
-    cmd = [sys.executable, "-m", "tidegate.dev.demoapp", "--port", "0", "--version", version]
+    cmd = [sys.executable, "-m", "tidegate_devenv.demoapp", "--port", "0", "--version", version]
     cmd += ["--error-rate", str(error_rate), "--latency-ms", "1"]
     proc = processes.start(cmd, stdout=subprocess.PIPE)
     assert proc.stdout is not None

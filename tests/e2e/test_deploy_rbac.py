@@ -19,8 +19,8 @@ import pytest
 import yaml
 from rollout_support import wait_for
 
-from tidegate.dev.cluster import KubectlRunner, free_port, http_ok, wait_until
-from tidegate.dev.environment import EnvironmentInfo
+from tidegate_devenv.cluster import KubectlRunner, free_port, http_ok, wait_until
+from tidegate_devenv.environment import EnvironmentInfo
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO_ROOT / "examples" / "canary"

@@ -12,10 +12,10 @@ import yaml
 from objects import deployment, http_route, service
 from prometheus_api_client import PrometheusConnect
 
-from tidegate.dev.cluster import KubectlRunner
-from tidegate.dev.environment import EnvironmentInfo, start_environment, stop_environment
-from tidegate.dev.loadgen import generate
-from tidegate.dev.processes import ProcessTable
+from tidegate_devenv.cluster import KubectlRunner
+from tidegate_devenv.environment import EnvironmentInfo, start_environment, stop_environment
+from tidegate_devenv.loadgen import generate
+from tidegate_devenv.processes import ProcessTable
 
 
 def apply(kubectl: KubectlRunner, namespace: str, *objects: object) -> None:

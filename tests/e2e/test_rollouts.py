@@ -25,10 +25,10 @@ from rollout_support import (
     wait_for,
 )
 
-from tidegate.dev.cluster import KubectlRunner
-from tidegate.dev.environment import EnvironmentInfo
-from tidegate.dev.operator_process import install_crd, read_status
-from tidegate.dev.paths import CANARY_EXAMPLE
+from tidegate_devenv.cluster import KubectlRunner
+from tidegate_devenv.environment import EnvironmentInfo
+from tidegate_devenv.operator_process import install_crd, read_status
+from tidegate_devenv.paths import CANARY_EXAMPLE
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tidegate.dev.prometheus import (
+from tidegate_devenv.prometheus import (
     PrometheusNotFound,
     prometheus_binary,
     prometheus_command,

@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from tidegate.dev.loadgen import LoadResult, generate
+from tidegate_devenv.loadgen import LoadResult, generate
 
 # (time.monotonic() when the response arrived, version that served it or None, status code)
 Sample = tuple[float, str | None, int]

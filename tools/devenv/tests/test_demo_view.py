@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from tidegate.dev.demo import Outcome, metrics_text, render, render_line, step_text, summary
-from tidegate.dev.traffic import Sample, Split, first_error_at, settled_at, split
+from tidegate_devenv.demo import Outcome, metrics_text, render, render_line, step_text, summary
+from tidegate_devenv.traffic import Sample, Split, first_error_at, settled_at, split
 
 
 def steady(start: float, end: float, rps: int, version: str, code: int = 200) -> list[Sample]:

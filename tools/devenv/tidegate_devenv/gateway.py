@@ -27,8 +27,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from tidegate.dev.demoprocs import DemoPool
-from tidegate.dev.routing import (
+from tidegate_devenv.demoprocs import DemoPool
+from tidegate_devenv.routing import (
     Route,
     ServiceInfo,
     TemplateGroup,
@@ -337,7 +337,7 @@ async def _mirror_cluster(gateway: Gateway, kubeconfig: str | None) -> None:
     # Imported here so the pure parts above don't need lightkube at import time.
     from lightkube import AsyncClient, KubeConfig
 
-    from tidegate.dev.kubewatch import ClusterMirror
+    from tidegate_devenv.kubewatch import ClusterMirror
 
     config = KubeConfig.from_file(kubeconfig) if kubeconfig else None
     client = AsyncClient(config=config)
@@ -388,7 +388,7 @@ async def run(args: argparse.Namespace) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m tidegate.dev.gateway", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tidegate_devenv.gateway", description=__doc__)
     parser.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"))
     parser.add_argument("--listen", type=parse_address, default=("127.0.0.1", 8080))
     parser.add_argument("--metrics-listen", type=parse_address, default=None)

@@ -30,9 +30,9 @@ from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
-from tidegate.dev.cluster import KubectlRunner, StartupError, free_port, http_ok, wait_until
-from tidegate.dev.environment import EnvironmentInfo
-from tidegate.dev.paths import CRD_FILE
+from tidegate_devenv.cluster import KubectlRunner, StartupError, free_port, http_ok, wait_until
+from tidegate_devenv.environment import EnvironmentInfo
+from tidegate_devenv.paths import CRD_FILE
 
 READY_TIMEOUT = 60.0
 

@@ -8,9 +8,9 @@ import aiohttp
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from tidegate.dev.demoapp import build_app
-from tidegate.dev.demoprocs import start_demoapp, start_spare, stop_process
-from tidegate.dev.routing import DemoSpec
+from tidegate_devenv.demoapp import build_app
+from tidegate_devenv.demoprocs import start_demoapp, start_spare, stop_process
+from tidegate_devenv.routing import DemoSpec
 
 
 def counter(metrics: str, version: str, code: str) -> float:

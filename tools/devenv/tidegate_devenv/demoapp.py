@@ -98,7 +98,7 @@ def _env_float(name: str, default: float) -> float:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m tidegate.dev.demoapp", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tidegate_devenv.demoapp", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080, help="0 picks a free port")
     parser.add_argument("--version", default=os.environ.get("VERSION", "v1"))

@@ -15,8 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import tidegate
-from tidegate.dev.routing import DemoSpec
+import tidegate_devenv
+from tidegate_devenv.routing import DemoSpec
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def spare_command(host: str = "127.0.0.1", port: int = 0) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "tidegate.dev.demoapp",
+        "tidegate_devenv.demoapp",
         "--spare",
         f"--host={host}",
         f"--port={port}",
@@ -46,7 +46,7 @@ def spare_command(host: str = "127.0.0.1", port: int = 0) -> list[str]:
 def child_env() -> dict[str, str]:
     """Our environment, with the package importable even when it isn't installed."""
     env = dict(os.environ)
-    root = str(Path(tidegate.__file__).resolve().parent.parent)
+    root = str(Path(tidegate_devenv.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     return env
 

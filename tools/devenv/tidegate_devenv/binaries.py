@@ -8,7 +8,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from tidegate.dev.paths import BUILD_SCRIPT
+from tidegate_devenv.paths import BUILD_SCRIPT
 
 NAMES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok")
 KWOK_STAGES = "kwok-stages.yaml"

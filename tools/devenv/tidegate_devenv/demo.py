@@ -21,16 +21,16 @@ from typing import Any, TextIO
 from lightkube.resources.core_v1 import Event
 
 from tidegate.adapters.kube import ProgressiveRollout, get_or_none, make_client
-from tidegate.dev.cluster import KubectlRunner, StartupError
-from tidegate.dev.environment import EnvironmentInfo, start_environment, stop_environment
-from tidegate.dev.operator_process import (
+from tidegate_devenv.cluster import KubectlRunner, StartupError
+from tidegate_devenv.environment import EnvironmentInfo, start_environment, stop_environment
+from tidegate_devenv.operator_process import (
     install_crd,
     kubectl_for,
     start_operator,
     stop_operator,
 )
-from tidegate.dev.paths import CANARY_EXAMPLE
-from tidegate.dev.traffic import LiveLoad, Split, split
+from tidegate_devenv.paths import CANARY_EXAMPLE
+from tidegate_devenv.traffic import LiveLoad, Split, split
 
 NAMESPACE = "demo"
 NAME = "shop"

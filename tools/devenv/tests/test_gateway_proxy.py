@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from tidegate.dev.gateway import Gateway
+from tidegate_devenv.gateway import Gateway
 
 
 def objects(weights: tuple[int, int]) -> dict[str, list[dict[str, Any]]]:

@@ -10,9 +10,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tidegate.dev import prometheus
-from tidegate.dev.binaries import Binaries, find_binaries, gateway_api_crd_directory
-from tidegate.dev.cluster import (
+from tidegate_devenv import prometheus
+from tidegate_devenv.binaries import Binaries, find_binaries, gateway_api_crd_directory
+from tidegate_devenv.cluster import (
     ControlPlane,
     KubectlRunner,
     StartupError,
@@ -21,7 +21,7 @@ from tidegate.dev.cluster import (
     start_control_plane,
     wait_until,
 )
-from tidegate.dev.processes import ProcessTable
+from tidegate_devenv.processes import ProcessTable
 
 SCRAPE_INTERVAL = "1s"
 
@@ -107,7 +107,7 @@ def start_environment(
             [
                 sys.executable,
                 "-m",
-                "tidegate.dev.gateway",
+                "tidegate_devenv.gateway",
                 f"--kubeconfig={control_plane.kubeconfig}",
                 f"--listen=127.0.0.1:{gateway_port}",
                 f"--metrics-listen=127.0.0.1:{gateway_metrics_port}",

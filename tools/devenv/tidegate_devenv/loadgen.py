@@ -129,7 +129,7 @@ async def generate(
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m tidegate.dev.loadgen", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tidegate_devenv.loadgen", description=__doc__)
     parser.add_argument("--url", required=True, help="loopback URL, e.g. http://127.0.0.1:8080/")
     parser.add_argument("--host", default=None, help="Host header to send")
     parser.add_argument("--rps", type=float, default=None)

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import yaml
 
-from tidegate.dev import pki
-from tidegate.dev.binaries import Binaries
-from tidegate.dev.processes import ProcessTable
+from tidegate_devenv import pki
+from tidegate_devenv.binaries import Binaries
+from tidegate_devenv.processes import ProcessTable
 
 SERVICE_CIDR = "10.96.0.0/16"
 POD_CIDR = "10.244.0.0/16"

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from tidegate.dev.gateway import build_snapshot
-from tidegate.dev.routing import (
+from tidegate_devenv.gateway import build_snapshot
+from tidegate_devenv.routing import (
     BackendRef,
     PathMatch,
     Rule,
