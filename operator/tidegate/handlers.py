@@ -14,7 +14,7 @@ from typing import Any
 
 import kopf
 
-from tidegate import api
+from tidegate import api, metrics
 from tidegate.adapters.kube import make_client
 from tidegate.reconciler import Reconciler
 
@@ -65,8 +65,10 @@ class Rollouts:
             wakeup.clear()
             try:
                 delay = await self.reconciler.reconcile(namespace, name)
+                metrics.RECONCILES.labels("ok").inc()
             except Exception:
                 log.exception("%s/%s: reconcile failed; retrying", namespace, name)
+                metrics.RECONCILES.labels("error").inc()
                 delay = ERROR_RETRY_SECONDS
             with contextlib.suppress(TimeoutError):
                 timeout = IDLE_RESYNC_SECONDS if delay is None else delay

@@ -1,4 +1,4 @@
-"""`tidegate run`: the operator process, with liveness and readiness endpoints."""
+"""`tidegate run`: the operator process, with liveness, readiness and metrics endpoints."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from typing import Any
 import kopf
 from aiohttp import web
 
+from tidegate import metrics
+
 
 async def _health_server(listen: str, memo: Any) -> web.AppRunner:
     async def healthz(_: web.Request) -> web.Response:
@@ -19,9 +21,15 @@ async def _health_server(listen: str, memo: Any) -> web.AppRunner:
         ready = getattr(memo, "ready", False)
         return web.Response(text="ready" if ready else "starting", status=200 if ready else 503)
 
+    async def metrics_page(_: web.Request) -> web.Response:
+        return web.Response(
+            body=metrics.exposition(), headers={"Content-Type": metrics.CONTENT_TYPE}
+        )
+
     app = web.Application()
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_page)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     host, _, port = listen.rpartition(":")
