@@ -16,6 +16,7 @@ import kopf
 
 from tidegate import api, metrics
 from tidegate.adapters.kube import make_client
+from tidegate.adapters.wiring import kube_ports
 from tidegate.reconciler import Reconciler
 
 # With nothing due, a rollout is still looked at this often (reads only; no writes).
@@ -85,7 +86,7 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     settings.posting.level = logging.WARNING  # kopf's own events: warnings and errors only
     settings.watching.server_timeout = 300
     memo.client = make_client(memo.kubeconfig)
-    memo.rollouts = Rollouts(Reconciler(memo.client, memo.prometheus_url))
+    memo.rollouts = Rollouts(Reconciler(kube_ports(memo.client), memo.prometheus_url))
     memo.ready = True
 
 

@@ -1,7 +1,8 @@
 """One reconcile of one ProgressiveRollout: observe, ask the engine, apply, record.
 
-All memory lives in the object's `.status`, read fresh from the API server each time, so
-any operator process can pick a rollout up exactly where another one left it.
+All memory lives in the object's `.status`, read fresh each time, so any operator process
+can pick a rollout up exactly where another one left it. Everything outside this process is
+reached through `tidegate.ports`.
 """
 
 from __future__ import annotations
@@ -9,22 +10,24 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, cast
 
-from lightkube import AsyncClient
-from lightkube.resources.core_v1 import Event
-from lightkube.types import PatchType
 from pydantic import ValidationError
 
 from tidegate import api, engine
-from tidegate.adapters import prometheus
-from tidegate.adapters.gatewayapi import GatewayAPIRouter, RoutingError
-from tidegate.adapters.kube import Obj, ProgressiveRollout, get_or_none
-from tidegate.adapters.workloads import WorkloadError, Workloads, template_revision
 from tidegate.durations import parse_duration
+from tidegate.ports import (
+    EventType,
+    Obj,
+    Ports,
+    Router,
+    RoutingError,
+    WorkloadError,
+    Workloads,
+    role_service,
+)
+from tidegate.revisions import template_revision
 
 PROMOTE_ANNOTATION = "tidegate.io/promote"
-COMPONENT = "tidegate"
 # A spec the engine cannot act on is retried this often, in case what it names appears.
 RETRY_SECONDS = 10.0
 
@@ -89,9 +92,9 @@ def _wire(status: api.RolloutStatus) -> Obj:
 
 class Reconciler:
     def __init__(
-        self, client: AsyncClient, default_prometheus_url: str | None, clock: Clock = utc_now
+        self, ports: Ports, default_prometheus_url: str | None, clock: Clock = utc_now
     ) -> None:
-        self.client = client
+        self.ports = ports
         self.default_prometheus_url = default_prometheus_url
         self.clock = clock
         # What last kept each rollout's actions from being carried out (this process only).
@@ -99,7 +102,7 @@ class Reconciler:
 
     async def reconcile(self, namespace: str, name: str) -> float | None:
         """Run one reconcile; return seconds until the next one is due (None: on change)."""
-        rollout = await get_or_none(self.client, ProgressiveRollout, name, namespace)
+        rollout = await self.ports.rollouts.get(namespace, name)
         if rollout is None or rollout["metadata"].get("deletionTimestamp"):
             return None
         raw_status: Obj = rollout.get("status") or {}
@@ -114,14 +117,7 @@ class Reconciler:
             await self._refuse(rollout, raw_status, "InvalidSpec", f"invalid spec: {problems}")
             return None
 
-        workloads = Workloads(
-            self.client,
-            namespace,
-            name,
-            spec.target_ref.name,
-            spec.service.name,
-            spec.service.port,
-        )
+        workloads = self.ports.workloads(namespace, name, spec)
         target = await workloads.target()
         if target is None:
             message = f"target Deployment {namespace}/{spec.target_ref.name} does not exist"
@@ -136,7 +132,7 @@ class Reconciler:
         _, canary = await workloads.observe("canary")
         measurements = None
         if engine.needs_measurement(spec, status, now):
-            measurements = await self._measure(spec, status, workloads, namespace, now)
+            measurements = await self._measure(spec, status, namespace, now)
         observation = engine.Observation(
             now=now,
             generation=int(rollout["metadata"].get("generation", 0)),
@@ -148,15 +144,7 @@ class Reconciler:
             measurements=measurements,
         )
         decision = engine.reconcile(spec, status, observation)
-        router = GatewayAPIRouter(
-            self.client,
-            namespace,
-            spec.traffic_routing.gateway_api.http_route,
-            spec.traffic_routing.gateway_api.rule_index,
-            workloads.service("stable"),
-            workloads.service("canary"),
-            spec.service.port,
-        )
+        router = self.ports.router(namespace, spec)
         # The status first: an operator killed between the two resumes from what was decided
         # and finishes the actions (the route is put back to the status's weights), instead
         # of stepping the traffic back to what it had decided before.
@@ -201,7 +189,6 @@ class Reconciler:
         self,
         spec: api.RolloutSpec,
         status: api.RolloutStatus,
-        workloads: Workloads,
         namespace: str,
         now: datetime,
     ) -> tuple[engine.Measurement, ...]:
@@ -225,12 +212,12 @@ class Reconciler:
         variables = {
             "target": spec.target_ref.name,
             "namespace": namespace,
-            "stableService": workloads.service("stable"),
-            "canaryService": workloads.service("canary"),
+            "stableService": role_service(spec.service.name, "stable"),
+            "canaryService": role_service(spec.service.name, "canary"),
             "interval": analysis.interval,
             "window": f"{window_seconds}s",
         }
-        return await prometheus.measure_all(url, analysis.metrics, variables)
+        return await self.ports.metrics.measure_all(url, analysis.metrics, variables)
 
     async def _apply(
         self,
@@ -238,7 +225,7 @@ class Reconciler:
         rollout: Obj,
         target: Obj,
         workloads: Workloads,
-        router: GatewayAPIRouter,
+        router: Router,
     ) -> None:
         match action:
             case engine.SetCanaryWeight(weight=weight):
@@ -250,22 +237,13 @@ class Reconciler:
             case engine.EmitEvent(type=type_, reason=reason, message=message):
                 await self._event(rollout, type_, reason, message)
             case engine.ClearPromoteRequest():
-                await self.client.patch(
-                    ProgressiveRollout,
-                    rollout["metadata"]["name"],
-                    {"metadata": {"annotations": {PROMOTE_ANNOTATION: None}}},
-                    namespace=rollout["metadata"]["namespace"],
-                    patch_type=PatchType.MERGE,
+                meta = rollout["metadata"]
+                await self.ports.rollouts.remove_annotation(
+                    meta["namespace"], meta["name"], PROMOTE_ANNOTATION
                 )
 
     async def _patch_status(self, namespace: str, name: str, patch: Obj) -> None:
-        await self.client.patch(
-            ProgressiveRollout.Status,
-            name,
-            {"status": patch},
-            namespace=namespace,
-            patch_type=PatchType.MERGE,
-        )
+        await self.ports.rollouts.patch_status(namespace, name, patch)
 
     async def _refuse(self, rollout: Obj, status: Obj, reason: str, message: str) -> None:
         """Record why nothing can be done: a Degraded condition and an Event, once."""
@@ -279,30 +257,8 @@ class Reconciler:
     def _timestamp(self) -> str:
         return self.clock().strftime("%Y-%m-%dT%H:%M:%SZ")
 
-    async def _event(self, rollout: Obj, type_: str, reason: str, message: str) -> None:
+    async def _event(self, rollout: Obj, type_: EventType, reason: str, message: str) -> None:
         meta = rollout["metadata"]
         level = logging.WARNING if type_ == "Warning" else logging.INFO
         log.log(level, "%s/%s: %s: %s", meta["namespace"], meta["name"], reason, message)
-        now = self._timestamp()
-        event: dict[str, Any] = {
-            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-            "involvedObject": {
-                "apiVersion": api.API_VERSION,
-                "kind": api.KIND,
-                "name": meta["name"],
-                "namespace": meta["namespace"],
-                "uid": meta.get("uid"),
-            },
-            "type": type_,
-            "reason": reason,
-            "message": message[:1024],
-            "source": {"component": COMPONENT},
-            "reportingComponent": COMPONENT,
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-        }
-        try:
-            await self.client.create(cast(Event, Event.from_dict(event)))
-        except Exception:  # an Event lost is not worth stopping a rollback for
-            log.exception("could not post event %s %s", reason, message)
+        await self.ports.events.post(rollout, type_, reason, message, self._timestamp())

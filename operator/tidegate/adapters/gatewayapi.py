@@ -8,12 +8,9 @@ from lightkube import ApiError, AsyncClient
 from lightkube.types import PatchType
 
 from tidegate.adapters.kube import HTTPRoute, Obj, get_or_none
+from tidegate.ports import RoutingError
 
 _CONFLICT_RETRIES = 5
-
-
-class RoutingError(RuntimeError):
-    pass
 
 
 def backend_refs(stable: str, canary: str, port: int, canary_weight: int) -> list[Obj]:
@@ -48,6 +45,8 @@ def canary_weight_of(route: Obj, rule_index: int, canary: str) -> int | None:
 
 
 class GatewayAPIRouter:
+    """The `Router` port on a Gateway API HTTPRoute."""
+
     def __init__(
         self,
         client: AsyncClient,

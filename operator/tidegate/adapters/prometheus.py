@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import cache
 
 from prometheus_api_client import PrometheusConnect
@@ -62,6 +62,15 @@ async def measure(url: str, metric: api.Metric, variables: Mapping[str, str]) ->
 
 
 async def measure_all(
-    url: str, metrics: list[api.Metric], variables: Mapping[str, str]
+    url: str, metrics: Sequence[api.Metric], variables: Mapping[str, str]
 ) -> tuple[Measurement, ...]:
     return tuple(await asyncio.gather(*(measure(url, m, variables) for m in metrics)))
+
+
+class PrometheusMetrics:
+    """The `Metrics` port on Prometheus' HTTP API."""
+
+    async def measure_all(
+        self, address: str, metrics: Sequence[api.Metric], variables: Mapping[str, str]
+    ) -> tuple[Measurement, ...]:
+        return await measure_all(address, metrics, variables)

@@ -9,17 +9,15 @@ the user's own Deployment is scaled to zero; its template stays the desired vers
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
-from typing import Literal
 
 from lightkube import AsyncClient
 from lightkube.types import PatchType
 
 from tidegate.adapters.kube import Deployment, Obj, Service, get_or_none
 from tidegate.engine import WorkloadState
+from tidegate.ports import Role, WorkloadError, role_service
+from tidegate.revisions import template_revision
 
-Role = Literal["stable", "canary"]
 ROLE_LABEL = "tidegate.io/role"
 ROLLOUT_LABEL = "tidegate.io/rollout"
 REVISION_ANNOTATION = "tidegate.io/revision"
@@ -34,16 +32,6 @@ _DROPPED_METADATA = (
     "kubectl.kubernetes.io/last-applied-configuration",
     "deployment.kubernetes.io/revision",
 )
-
-
-class WorkloadError(RuntimeError):
-    """The workloads cannot be brought to what the engine asked; the message says why."""
-
-
-def template_revision(template: Obj) -> str:
-    """A short, stable digest of a pod template: the revision tidegate rolls out."""
-    canonical = json.dumps(template, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:10]
 
 
 def workload_state(deployment: Obj | None) -> WorkloadState | None:
@@ -104,7 +92,9 @@ def as_template_source(workload: Obj, target_name: str) -> Obj:
     return source
 
 
-class Workloads:
+class KubeWorkloads:
+    """The `Workloads` port on the Kubernetes API."""
+
     def __init__(
         self,
         client: AsyncClient,
@@ -125,7 +115,7 @@ class Workloads:
         return f"{self.target_name}-{role}"
 
     def service(self, role: Role) -> str:
-        return f"{self.service_name}-{role}"
+        return role_service(self.service_name, role)
 
     async def target(self) -> Obj | None:
         return await get_or_none(self.client, Deployment, self.target_name, self.namespace)

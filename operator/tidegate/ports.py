@@ -1,0 +1,117 @@
+"""The reconciler's ports: what it needs from the world, as small interfaces.
+
+The reconciler (`tidegate.reconciler`) only talks to these. The Kubernetes and Prometheus
+adapters implement them for the running operator (`tidegate.adapters.wiring`); the
+controller-layer tests implement them with recording fakes, so the reconcile loop can be
+exercised without a cluster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from tidegate import api
+from tidegate.engine import Measurement, WorkloadState
+
+Obj = dict[str, Any]
+Role = Literal["stable", "canary"]
+EventType = Literal["Normal", "Warning"]
+
+
+class WorkloadError(RuntimeError):
+    """The workloads cannot be brought to what the engine asked; the message says why."""
+
+
+class RoutingError(RuntimeError):
+    """The traffic cannot be routed as the engine asked; the message says why."""
+
+
+def role_service(service: str, role: Role) -> str:
+    """The Service tidegate keeps in front of one role's pods: `<service>-stable|-canary`."""
+    return f"{service}-{role}"
+
+
+class Workloads(Protocol):
+    """The user's target Deployment, tidegate's stable and canary copies and their Services,
+    for one rollout."""
+
+    async def target(self) -> Obj | None:
+        """The user's Deployment, or None when it does not exist."""
+        ...
+
+    async def ensure_services(self, target: Obj) -> None:
+        """Create the stable and canary Services when they are missing."""
+        ...
+
+    async def observe(self, role: Role) -> tuple[Obj | None, WorkloadState | None]:
+        """That copy as stored, and what the engine needs to know of it (None: missing)."""
+        ...
+
+    async def ensure(self, role: Role, revision: str, replicas: int, target: Obj) -> None:
+        """Make that copy run `revision` with `replicas` pods (raises WorkloadError)."""
+        ...
+
+    async def scale(self, role: Role, replicas: int) -> None: ...
+
+    async def release_target(self, target: Obj) -> None:
+        """Scale the user's Deployment to zero: the stable copy serves in its place."""
+        ...
+
+
+class Router(Protocol):
+    """The traffic split between the stable and canary Services, for one rollout."""
+
+    async def set_canary_weight(self, weight: int) -> bool:
+        """Give the canary `weight` percent (raises RoutingError); False when already so."""
+        ...
+
+
+class Metrics(Protocol):
+    """Runs a rollout's metric queries; every failure is a measurement with no value."""
+
+    async def measure_all(
+        self, address: str, metrics: Sequence[api.Metric], variables: Mapping[str, str]
+    ) -> tuple[Measurement, ...]: ...
+
+
+class Rollouts(Protocol):
+    """The ProgressiveRollout objects themselves."""
+
+    async def get(self, namespace: str, name: str) -> Obj | None: ...
+
+    async def patch_status(self, namespace: str, name: str, patch: Obj) -> None:
+        """A JSON merge patch of `.status` (keys set to None are removed)."""
+        ...
+
+    async def remove_annotation(self, namespace: str, name: str, key: str) -> None: ...
+
+
+class Events(Protocol):
+    """Kubernetes Events about a rollout."""
+
+    async def post(
+        self, rollout: Obj, type_: EventType, reason: str, message: str, timestamp: str
+    ) -> None:
+        """Post one Event; an Event that cannot be posted is logged, never raised."""
+        ...
+
+
+class WorkloadsFactory(Protocol):
+    def __call__(self, namespace: str, rollout: str, spec: api.RolloutSpec) -> Workloads: ...
+
+
+class RouterFactory(Protocol):
+    def __call__(self, namespace: str, spec: api.RolloutSpec) -> Router: ...
+
+
+@dataclass(frozen=True)
+class Ports:
+    """Everything the reconciler acts through."""
+
+    rollouts: Rollouts
+    events: Events
+    metrics: Metrics
+    workloads: WorkloadsFactory
+    router: RouterFactory
