@@ -8,7 +8,6 @@ OpenAPI v3 subset Kubernetes requires.
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -29,7 +28,6 @@ from tidegate.api import (
 Schema = dict[str, Any]
 
 CRD_NAME = f"{PLURAL}.{GROUP}"
-CRD_PATH = Path("crds/progressiverollout.yaml")
 
 _HEADER = (
     "# Generated from operator/tidegate/api.py by tidegate.crd.render_crd(); do not edit.\n"
@@ -163,10 +161,3 @@ def render_crd() -> str:
     """The CRD as YAML; the same models always give the same text."""
     body = yaml.safe_dump(crd_manifest(), sort_keys=False, width=1000, allow_unicode=True)
     return _HEADER + body
-
-
-def write_crd(path: str | Path = CRD_PATH) -> Path:
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(render_crd(), encoding="utf-8")
-    return target

@@ -42,10 +42,6 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=float(seconds))
 
 
-def duration_seconds(text: str) -> float:
-    return parse_duration(text).total_seconds()
-
-
 def format_duration(value: timedelta) -> str:
     """Format a non-negative timedelta the way Go prints durations ("1h2m3s", "500ms", "0s")."""
     if value < timedelta(0):

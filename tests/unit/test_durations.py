@@ -3,7 +3,7 @@ from datetime import timedelta
 
 import pytest
 
-from tidegate.durations import DURATION_PATTERN, duration_seconds, format_duration, parse_duration
+from tidegate.durations import DURATION_PATTERN, format_duration, parse_duration
 
 
 @pytest.mark.parametrize(
@@ -53,7 +53,3 @@ def test_format(value: timedelta, text: str) -> None:
 def test_format_rejects_negative() -> None:
     with pytest.raises(ValueError):
         format_duration(timedelta(seconds=-1))
-
-
-def test_seconds() -> None:
-    assert duration_seconds("1m30s") == 90.0
