@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from tidegate_devenv import pki
+from tidegate_devenv import audit, pki
 from tidegate_devenv.binaries import Binaries
 from tidegate_devenv.processes import ProcessTable
 
@@ -172,6 +172,7 @@ def start_control_plane(
             "--allow-privileged=true",
             "--profiling=false",
             "--v=1",
+            *audit.apiserver_flags(state_dir),
         ],
     )
     context = ssl.create_default_context(cafile=str(ca.cert_path))

@@ -1,0 +1,135 @@
+"""The local kube-apiserver's audit log: which requests each identity made, and how they ended.
+
+The dev API server writes one JSON audit event per line to `<state_dir>/audit/audit.log`
+(policy beside it). The log backend runs in its default blocking mode, so an event is on disk
+before its request's response is complete: what a client has seen answered can be read here.
+
+Requests of the control plane's own identities are left out, so what remains is what users,
+tools and operators did.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# First matching rule wins. Metadata is who did what to which object, with the response code:
+# no request or response bodies, so the log stays small and holds no secrets.
+POLICY = """\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+# One event when the response is complete (or, for a watch, has started) is enough.
+omitStages: ["RequestReceived"]
+rules:
+  # The control plane talking to itself would be most of the log.
+  - level: None
+    users:
+      - system:apiserver
+      - system:kube-controller-manager
+      - system:kube-scheduler
+  - level: None
+    userGroups: ["system:serviceaccounts:kube-system", "system:nodes"]
+  # Leader-election and node heartbeats.
+  - level: None
+    resources: [{group: coordination.k8s.io, resources: [leases]}]
+  - level: Metadata
+"""
+
+
+def audit_dir(state_dir: Path) -> Path:
+    return state_dir / "audit"
+
+
+def audit_log(state_dir: Path) -> Path:
+    """Where the environment in `state_dir` logs its API requests (absent for an external
+    cluster)."""
+    return audit_dir(state_dir) / "audit.log"
+
+
+def write_policy(state_dir: Path) -> Path:
+    path = audit_dir(state_dir) / "policy.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(POLICY)
+    return path
+
+
+def apiserver_flags(state_dir: Path) -> list[str]:
+    """kube-apiserver flags that log to `audit_log(state_dir)`; writes the policy they name."""
+    return [
+        f"--audit-policy-file={write_policy(state_dir)}",
+        f"--audit-log-path={audit_log(state_dir)}",
+        "--audit-log-format=json",
+        # Rotated at 100 MB into audit-<time>.log beside it, all kept: `read_events` reads them.
+    ]
+
+
+@dataclass(frozen=True, order=True)
+class ApiCall:
+    """One kind of request, as RBAC sees it: a verb on a resource of an API group."""
+
+    group: str  # "" for the core group
+    resource: str
+    subresource: str  # "" when none
+    verb: str
+    namespaced: bool  # False: a cluster-scoped object, or a namespaced kind across namespaces
+
+    @property
+    def rbac_resource(self) -> str:
+        """The name an RBAC rule gives it: `deployments`, `progressiverollouts/status`."""
+        return f"{self.resource}/{self.subresource}" if self.subresource else self.resource
+
+    def __str__(self) -> str:
+        scope = "namespaced" if self.namespaced else "cluster"
+        return f"{self.verb} {self.group or 'core'}/{self.rbac_resource} ({scope})"
+
+
+@dataclass(frozen=True)
+class AuditedRequest:
+    call: ApiCall | None  # None for a non-resource request (/api, /apis, /version, ...)
+    uri: str
+    code: int | None  # the response code; None while a response has not started
+    annotations: dict[str, str]
+
+
+def read_events(log: Path) -> list[dict[str, Any]]:
+    """Every event in the log and its rotated backups, one per request: its latest stage."""
+    # Backups are named audit-<timestamp>.log: they sort before audit.log, oldest first.
+    files = [*sorted(log.parent.glob(f"{log.stem}-*{log.suffix}")), log]
+    latest: dict[str, dict[str, Any]] = {}
+    for path in files:
+        with path.open() as lines:
+            for line in lines:
+                if line.strip():
+                    event = json.loads(line)
+                    latest[event["auditID"]] = event  # written in stage order
+    return list(latest.values())
+
+
+def requests_by(user: str, events: Iterable[dict[str, Any]]) -> list[AuditedRequest]:
+    """What `user` itself asked (not what someone impersonating it asked)."""
+    found = []
+    for event in events:
+        if event.get("user", {}).get("username") != user:
+            continue
+        ref = event.get("objectRef")
+        call = None
+        if ref is not None:
+            call = ApiCall(
+                group=ref.get("apiGroup", ""),
+                resource=ref["resource"],
+                subresource=ref.get("subresource", ""),
+                verb=event["verb"],
+                namespaced="namespace" in ref,
+            )
+        found.append(
+            AuditedRequest(
+                call=call,
+                uri=event["requestURI"],
+                code=event.get("responseStatus", {}).get("code"),
+                annotations=event.get("annotations", {}),
+            )
+        )
+    return found
