@@ -1,0 +1,271 @@
+"""Recording fakes of the reconciler's ports (`tidegate.ports`), sharing one world.
+
+`World` holds what the cluster and Prometheus would: the rollout object, the user's
+Deployment, tidegate's copies, the route's canary weight and the next measurements. Every
+call on a port is appended to `World.calls` in order, so a test can check what was done and
+in which order. A port can be told to fail (`fail`) or to stop the process (`kill_when`),
+as a crashed operator would, at any call.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tidegate import api
+from tidegate.engine import Measurement, WorkloadState
+from tidegate.ports import EventType, Obj, Ports, Role, RoutingError, WorkloadError
+from tidegate.revisions import template_revision
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "canary" / "rollout.yaml"
+NAMESPACE = "shop-ns"
+NAME = "shop"
+EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+
+Call = tuple[Any, ...]
+
+
+class Killed(BaseException):
+    """The operator process died here (not an Exception: nothing may catch it)."""
+
+
+def example_spec(**changes: Any) -> Obj:
+    """The canary example's spec, with top-level fields replaced."""
+    spec: Obj = yaml.safe_load(EXAMPLE.read_text())["spec"]
+    return {**spec, **changes}
+
+
+def merge_patch(target: Obj, patch: Mapping[str, Any]) -> Obj:
+    """RFC 7386, as the API server applies a merge patch."""
+    result = copy.deepcopy(target)
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(result.get(key), dict):
+            result[key] = merge_patch(result[key], value)
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
+
+
+@dataclass
+class Copy:
+    """A stable or canary Deployment as the fake cluster holds it."""
+
+    revision: str
+    replicas: int
+    template: Obj
+    ready: bool
+
+
+@dataclass
+class World:
+    clock_start: datetime = EPOCH
+    rollout: Obj | None = None
+    target: Obj | None = None
+    copies: dict[Role, Copy] = field(default_factory=dict)
+    services: set[Role] = field(default_factory=set)
+    route_exists: bool = True
+    canary_weight: int = 0
+    # Copies become ready as soon as they are written (a cluster that rolls instantly).
+    ready_on_write: bool = True
+    # The value every metric query returns from now on; None: no data.
+    metric_value: float | None = 0.0
+    calls: list[Call] = field(default_factory=list)
+    # Port method name -> the exception it raises (until removed).
+    fail: dict[str, Exception] = field(default_factory=dict)
+    # Port method name -> the process dies at a call of it with arguments that match.
+    kill_when: dict[str, Callable[..., bool]] = field(default_factory=dict)
+    now: datetime = EPOCH
+
+    # --- set-up -------------------------------------------------------------------------
+
+    def add_rollout(self, spec: Obj | None = None, status: Obj | None = None) -> None:
+        self.rollout = {
+            "apiVersion": api.API_VERSION,
+            "kind": api.KIND,
+            "metadata": {
+                "name": NAME,
+                "namespace": NAMESPACE,
+                "uid": "uid-1",
+                "generation": 1,
+                "annotations": {},
+            },
+            "spec": spec if spec is not None else example_spec(),
+            "status": status or {},
+        }
+
+    def add_target(self, version: str = "1.0.0", replicas: int = 3) -> None:
+        self.target = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "shop", "namespace": NAMESPACE},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": {"app": "shop"}},
+                "template": {
+                    "metadata": {"labels": {"app": "shop"}},
+                    "spec": {
+                        "containers": [
+                            {"name": "shop", "env": [{"name": "VERSION", "value": version}]}
+                        ]
+                    },
+                },
+            },
+        }
+
+    def set_version(self, version: str) -> None:
+        assert self.target is not None
+        self.target["spec"]["template"]["spec"]["containers"][0]["env"] = [
+            {"name": "VERSION", "value": version}
+        ]
+
+    def revision_of(self, version: str) -> str:
+        assert self.target is not None
+        template = copy.deepcopy(self.target["spec"]["template"])
+        template["spec"]["containers"][0]["env"] = [{"name": "VERSION", "value": version}]
+        return template_revision(template)
+
+    @property
+    def status(self) -> Obj:
+        assert self.rollout is not None
+        status: Obj = self.rollout.get("status") or {}
+        return status
+
+    def condition(self, type_: str) -> Obj | None:
+        return next((c for c in self.status.get("conditions", []) if c["type"] == type_), None)
+
+    def names(self) -> list[str]:
+        """The port methods called, in order."""
+        return [call[0] for call in self.calls]
+
+    def clock(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+    # --- every port call goes through here ----------------------------------------------
+
+    def record(self, method: str, *args: Any) -> None:
+        self.calls.append((method, *args))
+        if method in self.fail:
+            raise self.fail[method]
+        if method in self.kill_when and self.kill_when[method](*args):
+            raise Killed(method)
+
+    def ports(self) -> Ports:
+        return Ports(
+            rollouts=FakeRollouts(self),
+            events=FakeEvents(self),
+            metrics=FakeMetrics(self),
+            workloads=lambda namespace, rollout, spec: FakeWorkloads(self, spec),
+            router=lambda namespace, spec: FakeRouter(self),
+        )
+
+    def events(self) -> list[tuple[str, str, str]]:
+        """(type, reason, message) of every Event posted."""
+        return [(c[1], c[2], c[3]) for c in self.calls if c[0] == "post_event"]
+
+
+class FakeRollouts:
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    async def get(self, namespace: str, name: str) -> Obj | None:
+        self.world.record("get_rollout", namespace, name)
+        return copy.deepcopy(self.world.rollout)
+
+    async def patch_status(self, namespace: str, name: str, patch: Obj) -> None:
+        self.world.record("patch_status", patch)
+        assert self.world.rollout is not None
+        self.world.rollout["status"] = merge_patch(self.world.status, patch)
+
+    async def remove_annotation(self, namespace: str, name: str, key: str) -> None:
+        self.world.record("remove_annotation", key)
+        assert self.world.rollout is not None
+        self.world.rollout["metadata"]["annotations"].pop(key, None)
+
+
+class FakeEvents:
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    async def post(
+        self, rollout: Obj, type_: EventType, reason: str, message: str, timestamp: str
+    ) -> None:
+        self.world.record("post_event", type_, reason, message)
+
+
+class FakeMetrics:
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    async def measure_all(
+        self, address: str, metrics: Sequence[api.Metric], variables: Mapping[str, str]
+    ) -> tuple[Measurement, ...]:
+        self.world.record("measure_all", address, dict(variables))
+        return tuple(Measurement(m.name, self.world.metric_value) for m in metrics)
+
+
+class FakeWorkloads:
+    def __init__(self, world: World, spec: api.RolloutSpec) -> None:
+        self.world = world
+        self.spec = spec
+
+    async def target(self) -> Obj | None:
+        self.world.record("target")
+        return copy.deepcopy(self.world.target)
+
+    async def ensure_services(self, target: Obj) -> None:
+        self.world.record("ensure_services")
+        self.world.services |= {"stable", "canary"}
+
+    async def observe(self, role: Role) -> tuple[Obj | None, WorkloadState | None]:
+        self.world.record("observe", role)
+        found = self.world.copies.get(role)
+        if found is None:
+            return None, None
+        state = WorkloadState(found.revision, found.replicas, found.ready)
+        return {"spec": {"template": copy.deepcopy(found.template)}}, state
+
+    async def ensure(self, role: Role, revision: str, replicas: int, target: Obj) -> None:
+        self.world.record("ensure", role, revision, replicas)
+        template = target["spec"]["template"]
+        if template_revision(template) != revision:
+            source = next((c for c in self.world.copies.values() if c.revision == revision), None)
+            if source is None:
+                raise WorkloadError(f"no template of revision {revision} is left")
+            template = source.template
+        self.world.copies[role] = Copy(
+            revision, replicas, copy.deepcopy(template), self.world.ready_on_write
+        )
+
+    async def scale(self, role: Role, replicas: int) -> None:
+        self.world.record("scale", role, replicas)
+        if role in self.world.copies:
+            self.world.copies[role].replicas = replicas
+
+    async def release_target(self, target: Obj) -> None:
+        self.world.record("release_target")
+        assert self.world.target is not None
+        self.world.target["spec"]["replicas"] = 0
+
+
+class FakeRouter:
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    async def set_canary_weight(self, weight: int) -> bool:
+        self.world.record("set_canary_weight", weight)
+        if not self.world.route_exists:
+            raise RoutingError(f"HTTPRoute {NAMESPACE}/shop does not exist")
+        changed = self.world.canary_weight != weight
+        self.world.canary_weight = weight
+        return changed

@@ -1,0 +1,253 @@
+"""The per-rollout loops and the kopf handlers, in virtual time (looptime).
+
+The loop's timers (the engine's requeue delays, the idle resync, the retry after an error)
+run on the event loop's clock, which looptime moves forward whenever every task waits; so
+a minute of idling takes no real time, and the times asserted are exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from fakes import EPOCH, NAME, NAMESPACE, World
+
+from tidegate import handlers, metrics
+from tidegate.handlers import ERROR_RETRY_SECONDS, IDLE_RESYNC_SECONDS, Rollouts
+from tidegate.reconciler import Reconciler
+
+KEY = (NAMESPACE, NAME)
+
+
+class Recorded:
+    """Wraps a reconciler: when each reconcile ran (loop time), and a way to wait for more."""
+
+    def __init__(self, inner: Reconciler) -> None:
+        self.inner = inner
+        self.times: list[float] = []
+        self.changed = asyncio.Condition()
+
+    async def reconcile(self, namespace: str, name: str) -> float | None:
+        try:
+            return await self.inner.reconcile(namespace, name)
+        finally:
+            self.times.append(asyncio.get_running_loop().time())
+            async with self.changed:
+                self.changed.notify_all()
+
+    async def wait_for(self, test: Callable[[], bool], timeout: float) -> None:
+        """Until `test()` holds after some reconcile; a timeout (in loop time) fails."""
+
+        async def until() -> None:
+            async with self.changed:
+                await self.changed.wait_for(test)
+
+        await asyncio.wait_for(until(), timeout)
+
+
+def looping(world: World) -> tuple[Rollouts, Recorded]:
+    loop = asyncio.get_running_loop()
+    inner = Reconciler(
+        world.ports(),
+        "http://prometheus.test",
+        clock=lambda: EPOCH + timedelta(seconds=loop.time()),
+    )
+    recorded = Recorded(inner)
+    return Rollouts(recorded), recorded  # type: ignore[arg-type]
+
+
+def initialized_world() -> World:
+    world = World()
+    world.add_target()
+    world.add_rollout()
+    return world
+
+
+def reconciles(result: str) -> float:
+    return metrics.REGISTRY.get_sample_value("tidegate_reconciles_total", {"result": result}) or 0
+
+
+@pytest.mark.looptime
+async def test_an_idle_rollout_is_looked_at_once_per_resync_period() -> None:
+    rollouts, recorded = looping(initialized_world())
+    rollouts.ensure_running(KEY)
+    await recorded.wait_for(lambda: len(recorded.times) >= 6, timeout=10 * IDLE_RESYNC_SECONDS)
+    await rollouts.stop_all()
+    # Initialising takes a few quick passes; after that, one per resync period.
+    gaps = [b - a for a, b in zip(recorded.times[-3:], recorded.times[-2:], strict=False)]
+    assert gaps == [IDLE_RESYNC_SECONDS, IDLE_RESYNC_SECONDS]
+
+
+@pytest.mark.looptime
+async def test_a_wake_reconciles_at_once() -> None:
+    world = initialized_world()
+    rollouts, recorded = looping(world)
+    rollouts.ensure_running(KEY)
+    await recorded.wait_for(lambda: world.status.get("phase") == "Initialized", timeout=60)
+    await asyncio.sleep(5)  # virtual: the loop now waits out its idle resync
+    seen, woken_at = len(recorded.times), asyncio.get_running_loop().time()
+    rollouts.wake(KEY)
+    await recorded.wait_for(lambda: len(recorded.times) > seen, timeout=1)
+    assert recorded.times[-1] == woken_at
+    await rollouts.stop_all()
+
+
+@pytest.mark.looptime
+async def test_ensure_running_twice_wakes_the_one_loop() -> None:
+    world = initialized_world()
+    rollouts, recorded = looping(world)
+    rollouts.ensure_running(KEY)
+    task = rollouts.tasks[KEY]
+    await recorded.wait_for(lambda: world.status.get("phase") == "Initialized", timeout=60)
+    seen = len(recorded.times)
+    rollouts.ensure_running(KEY)
+    await recorded.wait_for(lambda: len(recorded.times) > seen, timeout=1)
+    assert rollouts.tasks[KEY] is task and len(rollouts.tasks) == 1
+    await rollouts.stop_all()
+
+
+@pytest.mark.looptime
+async def test_a_finished_loop_is_started_again() -> None:
+    world = initialized_world()
+    rollouts, recorded = looping(world)
+    rollouts.ensure_running(KEY)
+    first = rollouts.tasks[KEY]
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    rollouts.ensure_running(KEY)
+    assert rollouts.tasks[KEY] is not first
+    await recorded.wait_for(lambda: len(recorded.times) >= 1, timeout=1)
+    await rollouts.stop_all()
+
+
+@pytest.mark.looptime
+async def test_a_failing_reconcile_is_retried_and_counted() -> None:
+    world = initialized_world()
+    world.fail["get_rollout"] = ConnectionError("the API server went away")
+    rollouts, recorded = looping(world)
+    errors_before = reconciles("error")
+    rollouts.ensure_running(KEY)
+    await recorded.wait_for(lambda: len(recorded.times) >= 3, timeout=60)
+    gaps = {b - a for a, b in zip(recorded.times, recorded.times[1:], strict=False)}
+    assert gaps == {ERROR_RETRY_SECONDS}
+    assert reconciles("error") - errors_before >= 3
+    # Once the API server answers again the rollout proceeds.
+    del world.fail["get_rollout"]
+    await recorded.wait_for(lambda: world.status.get("phase") == "Initialized", timeout=60)
+    await rollouts.stop_all()
+
+
+@pytest.mark.looptime
+async def test_a_healthy_canary_is_promoted_on_the_engines_own_timers() -> None:
+    world = initialized_world()
+    rollouts, recorded = looping(world)
+    oks_before = reconciles("ok")
+    rollouts.ensure_running(KEY)
+    await recorded.wait_for(lambda: world.status.get("phase") == "Initialized", timeout=60)
+    started = asyncio.get_running_loop().time()
+    world.set_version("1.1.0")
+    rollouts.wake(KEY)  # as a Deployment event would
+    await recorded.wait_for(lambda: world.status.get("phase") == "Succeeded", timeout=600)
+    took = asyncio.get_running_loop().time() - started
+    # Three weights, each analysed twice (failureLimit 2 needs passes) every 4s, in well
+    # under the idle resync: the engine's own delays drive the loop, not the resync.
+    assert took < IDLE_RESYNC_SECONDS, took
+    assert reconciles("ok") > oks_before
+    await rollouts.stop_all()
+
+
+@pytest.mark.looptime
+async def test_forget_stops_the_loop() -> None:
+    world = initialized_world()
+    rollouts, recorded = looping(world)
+    rollouts.ensure_running(KEY)
+    await recorded.wait_for(lambda: world.status.get("phase") == "Initialized", timeout=60)
+    task = rollouts.tasks[KEY]
+    rollouts.forget(KEY)
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    seen = len(recorded.times)
+    rollouts.wake(KEY)  # nothing to wake any more
+    rollouts.forget(KEY)  # and forgetting twice is harmless
+    with pytest.raises(TimeoutError):
+        await recorded.wait_for(lambda: len(recorded.times) > seen, timeout=3 * IDLE_RESYNC_SECONDS)
+    assert KEY not in rollouts.tasks and KEY not in rollouts.wakeups
+
+
+# --- the kopf handlers themselves -------------------------------------------------------------
+
+
+def test_the_index_maps_the_target_and_both_copies_to_the_rollout() -> None:
+    spec = {"targetRef": {"name": "shop"}}
+    found = handlers.rollouts_by_deployment(namespace="ns", name="r", spec=spec)  # type: ignore[arg-type]
+    assert found == {("ns", "shop"): "r", ("ns", "shop-stable"): "r", ("ns", "shop-canary"): "r"}
+    assert handlers.rollouts_by_deployment(namespace="ns", name="r", spec={}) == {}  # type: ignore[arg-type]
+
+
+@pytest.mark.looptime
+async def test_rollout_events_start_wake_and_forget_loops() -> None:
+    world = initialized_world()
+    rollouts, recorded = looping(world)
+    memo = SimpleNamespace(rollouts=rollouts)
+    await handlers.rollout_changed(type="ADDED", namespace=NAMESPACE, name=NAME, memo=memo)
+    assert KEY in rollouts.tasks
+    await recorded.wait_for(lambda: world.status.get("phase") == "Initialized", timeout=60)
+    seen = len(recorded.times)
+    await handlers.rollout_changed(type="MODIFIED", namespace=NAMESPACE, name=NAME, memo=memo)
+    await recorded.wait_for(lambda: len(recorded.times) > seen, timeout=1)
+    await handlers.rollout_changed(type="DELETED", namespace=NAMESPACE, name=NAME, memo=memo)
+    assert KEY not in rollouts.tasks
+    await rollouts.stop_all()
+
+
+@pytest.mark.looptime
+async def test_deployment_events_wake_the_rollouts_that_use_them() -> None:
+    world = initialized_world()
+    rollouts, recorded = looping(world)
+    memo = SimpleNamespace(rollouts=rollouts)
+    rollouts.ensure_running(KEY)
+    await recorded.wait_for(lambda: world.status.get("phase") == "Initialized", timeout=60)
+    index = {(NAMESPACE, "shop-canary"): [NAME]}
+    seen = len(recorded.times)
+    await handlers.deployment_changed(
+        namespace=NAMESPACE, name="unrelated", memo=memo, rollouts_by_deployment=index
+    )
+    with pytest.raises(TimeoutError):
+        await recorded.wait_for(lambda: len(recorded.times) > seen, timeout=1)
+    await handlers.deployment_changed(
+        namespace=NAMESPACE, name="shop-canary", memo=memo, rollouts_by_deployment=index
+    )
+    await recorded.wait_for(lambda: len(recorded.times) > seen, timeout=1)
+    await rollouts.stop_all()
+
+
+KUBECONFIG = """
+apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: x, context: {cluster: c, user: u}}]
+current-context: x
+"""
+
+
+async def test_startup_wires_the_operator_and_cleanup_stops_it(tmp_path: Path) -> None:
+    config = tmp_path / "kubeconfig"
+    config.write_text(KUBECONFIG)
+    settings = SimpleNamespace(
+        posting=SimpleNamespace(level=0), watching=SimpleNamespace(server_timeout=None)
+    )
+    memo = SimpleNamespace(kubeconfig=str(config), prometheus_url="http://prometheus.test")
+    await handlers.configure(settings=settings, memo=memo)  # type: ignore[arg-type]
+    assert memo.ready is True
+    assert isinstance(memo.rollouts, Rollouts)
+    assert memo.rollouts.reconciler.default_prometheus_url == "http://prometheus.test"
+    assert settings.watching.server_timeout == 300
+    memo.rollouts.ensure_running(KEY)  # its first reconcile fails: nothing listens there
+    await handlers.close(memo=memo)
+    assert memo.rollouts.tasks == {}

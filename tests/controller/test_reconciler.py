@@ -1,0 +1,323 @@
+"""The reconcile loop against recording fakes of its ports, in fake time."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection
+
+import pytest
+from fakes import NAME, NAMESPACE, Killed, World, example_spec
+
+from tidegate.ports import RoutingError, WorkloadError
+from tidegate.reconciler import PROMOTE_ANNOTATION, RETRY_SECONDS, Reconciler
+
+PROMETHEUS = "http://prometheus.test:9090"
+
+
+def reconciler(world: World, prometheus: str | None = PROMETHEUS) -> Reconciler:
+    return Reconciler(world.ports(), prometheus, clock=world.clock)
+
+
+async def settle(
+    world: World, phases: Collection[str], rec: Reconciler | None = None, passes: int = 50
+) -> float | None:
+    """Reconcile, moving the clock on by what each pass asks, until the phase is one of
+    `phases`; the last pass's requeue delay."""
+    rec = rec or reconciler(world)
+    for _ in range(passes):
+        delay = await rec.reconcile(NAMESPACE, NAME)
+        if world.status.get("phase") in phases:
+            return delay
+        world.advance(delay if delay is not None else 60)
+    raise AssertionError(f"never reached {phases}; status: {world.status}")
+
+
+def adopted_world(**world_options: object) -> World:
+    world = World(**world_options)  # type: ignore[arg-type]
+    world.add_target()
+    world.add_rollout()
+    return world
+
+
+async def initialized_world() -> World:
+    world = adopted_world()
+    await settle(world, {"Initialized"})
+    world.calls.clear()
+    return world
+
+
+async def test_adopts_the_target_then_releases_it() -> None:
+    world = adopted_world()
+    await settle(world, {"Initialized"})
+    stable_revision = world.revision_of("1.0.0")
+    assert ("ensure", "stable", stable_revision, 3) in world.calls
+    assert world.services == {"stable", "canary"}
+    assert world.status["stableRevision"] == stable_revision
+    assert world.canary_weight == 0
+    # The user's Deployment is scaled to zero only once the stable copy serves.
+    assert "release_target" in world.names()
+    assert world.names().index("release_target") > world.names().index("ensure")
+    assert world.target is not None and world.target["spec"]["replicas"] == 0
+
+
+async def test_a_released_target_is_not_released_again() -> None:
+    world = await initialized_world()
+    await reconciler(world).reconcile(NAMESPACE, NAME)
+    assert "release_target" not in world.names()
+
+
+async def test_an_idle_rollout_writes_nothing() -> None:
+    world = await initialized_world()
+    status_before = world.status
+    delay = await reconciler(world).reconcile(NAMESPACE, NAME)
+    assert delay is None
+    writes = {"patch_status", "ensure", "scale", "release_target", "post_event"}
+    assert not writes & set(world.names()), world.calls
+    assert world.status == status_before
+    assert "measure_all" not in world.names()
+
+
+async def test_a_healthy_canary_walks_every_step_and_is_promoted() -> None:
+    world = await initialized_world()
+    world.set_version("1.1.0")
+    weights: list[int] = []
+    rec = reconciler(world)
+    for _ in range(200):
+        delay = await rec.reconcile(NAMESPACE, NAME)
+        if not weights or weights[-1] != world.canary_weight:
+            weights.append(world.canary_weight)
+        if world.status.get("phase") == "Succeeded":
+            break
+        world.advance(delay if delay is not None else 60)
+    assert world.status.get("phase") == "Succeeded", world.status
+    assert weights == [0, 10, 30, 60, 0]
+    assert world.status["stableRevision"] == world.revision_of("1.1.0")
+    assert world.copies["stable"].revision == world.revision_of("1.1.0")
+    assert world.copies["canary"].replicas == 0
+    # Every analysed step asked Prometheus, with the canary's own Service in the query.
+    queries = [c for c in world.calls if c[0] == "measure_all"]
+    assert queries and all(c[1] == PROMETHEUS for c in queries)
+    assert {c[2]["canaryService"] for c in queries} == {"shop-canary"}
+    assert {c[2]["namespace"] for c in queries} == {NAMESPACE}
+    assert ("Normal", "Promoted") in {(t, r) for t, r, _ in world.events()}
+
+
+async def test_a_failing_canary_is_rolled_back_to_zero() -> None:
+    world = await initialized_world()
+    world.metric_value = 0.5  # over both thresholds
+    world.set_version("1.2.0")
+    await settle(world, {"Failed"})
+    assert world.canary_weight == 0
+    assert world.copies["canary"].replicas == 0
+    assert world.status["stableRevision"] == world.revision_of("1.0.0")
+    assert any(t == "Warning" for t, _, _ in world.events())
+
+
+async def test_no_prometheus_address_is_a_failed_measurement_never_a_pass() -> None:
+    world = adopted_world()
+    rec = reconciler(world, prometheus=None)
+    await settle(world, {"Initialized"}, rec)
+    world.set_version("1.1.0")
+    await settle(world, {"Failed"}, rec)
+    assert "measure_all" not in world.names()
+    messages = [m["message"] for m in world.status["metrics"]]
+    assert messages and all("no Prometheus address" in m for m in messages)
+
+
+async def test_the_rollouts_own_prometheus_address_wins() -> None:
+    spec = example_spec()
+    spec["analysis"]["prometheus"] = {"address": "http://other.test:9090"}
+    world = World()
+    world.add_target()
+    world.add_rollout(spec)
+    await settle(world, {"Initialized"})
+    world.set_version("1.1.0")
+    await settle(world, {"Succeeded"})
+    addresses = {c[1] for c in world.calls if c[0] == "measure_all"}
+    assert addresses == {"http://other.test:9090"}
+
+
+async def test_status_is_written_before_any_action() -> None:
+    world = await initialized_world()
+    world.set_version("1.1.0")
+    rec = reconciler(world)
+    actions = {"ensure", "scale", "set_canary_weight", "post_event", "remove_annotation"}
+    for _ in range(100):
+        world.calls.clear()
+        delay = await rec.reconcile(NAMESPACE, NAME)
+        names = world.names()
+        acted = [i for i, n in enumerate(names) if n in actions]
+        if acted and "patch_status" in names:
+            assert names.index("patch_status") < acted[0], names
+        if world.status.get("phase") == "Succeeded":
+            return
+        world.advance(delay if delay is not None else 60)
+    raise AssertionError(f"not promoted: {world.status}")
+
+
+async def test_an_operator_killed_after_the_status_write_finishes_the_decision() -> None:
+    world = await initialized_world()
+    world.set_version("1.1.0")
+    rec = reconciler(world)
+    # The process dies as it is about to route the first slice to the canary.
+    world.kill_when["set_canary_weight"] = lambda weight: weight > 0
+    for _ in range(20):
+        try:
+            await rec.reconcile(NAMESPACE, NAME)
+        except Killed:
+            break
+        world.advance(1)
+    else:
+        raise AssertionError(f"no weight was ever set: {world.calls}")
+    decided = world.status["canaryWeight"]
+    assert decided == 10 and world.canary_weight == 0  # decided and stored, not yet routed
+    del world.kill_when["set_canary_weight"]
+    # A new operator process: nothing carried over but the stored status.
+    await reconciler(world).reconcile(NAMESPACE, NAME)
+    assert world.canary_weight == decided
+    assert world.status["canaryWeight"] == decided
+
+
+async def test_a_route_edited_behind_tidegates_back_is_restored(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    world = await initialized_world()
+    world.canary_weight = 50  # a hand edit, or a GitOps sync
+    with caplog.at_level(logging.WARNING, "tidegate.reconciler"):
+        await reconciler(world).reconcile(NAMESPACE, NAME)
+    assert world.canary_weight == 0
+    assert "restored the HTTPRoute weights" in caplog.text
+    assert "patch_status" not in world.names()
+
+
+async def test_a_routing_failure_is_degraded_once_then_cleared() -> None:
+    world = await initialized_world()
+    world.route_exists = False
+    rec = reconciler(world)
+    assert await rec.reconcile(NAMESPACE, NAME) == RETRY_SECONDS
+    degraded = world.condition("Degraded")
+    assert degraded is not None and degraded["status"] == "True"
+    assert degraded["reason"] == "RoutingFailed"
+    assert "does not exist" in degraded["message"]
+    ready = world.condition("Ready")
+    assert ready is not None and ready["status"] == "False"
+    assert [(t, r) for t, r, _ in world.events()] == [("Warning", "RoutingFailed")]
+
+    # Still broken: reported once, no flapping of the status, no second Event.
+    world.calls.clear()
+    world.advance(RETRY_SECONDS)
+    assert await rec.reconcile(NAMESPACE, NAME) == RETRY_SECONDS
+    assert "patch_status" not in world.names()
+    assert world.events() == []
+    assert world.condition("Degraded") == degraded
+
+    # Fixed: the route is put back and the condition cleared.
+    world.route_exists = True
+    world.calls.clear()
+    world.advance(RETRY_SECONDS)
+    await rec.reconcile(NAMESPACE, NAME)
+    assert world.condition("Degraded") is None or world.condition("Degraded")["status"] != "True"  # type: ignore[index]
+    ready = world.condition("Ready")
+    assert ready is not None and ready["status"] == "True"
+
+
+async def test_a_routing_failure_mid_rollout_keeps_the_decided_weight_for_later() -> None:
+    world = await initialized_world()
+    world.set_version("1.1.0")
+    world.fail["set_canary_weight"] = RoutingError("the API server said 500")
+    rec = reconciler(world)
+    for _ in range(10):
+        await rec.reconcile(NAMESPACE, NAME)
+        if world.status.get("canaryWeight"):
+            break
+        world.advance(1)
+    assert world.status["canaryWeight"] == 10
+    assert world.canary_weight == 0
+    degraded = world.condition("Degraded")
+    assert degraded is not None and degraded["message"] == "the API server said 500"
+    del world.fail["set_canary_weight"]
+    world.advance(RETRY_SECONDS)
+    await rec.reconcile(NAMESPACE, NAME)
+    # The route catches up with what is stored. (The step timers ran on meanwhile, so that
+    # may already be a later step: the engine does not wait for the route to be fixed.)
+    assert world.canary_weight == world.status["canaryWeight"] >= 10
+    assert world.condition("Degraded") is None or world.condition("Degraded")["status"] != "True"  # type: ignore[index]
+
+
+async def test_a_workload_failure_is_reported_as_such() -> None:
+    world = adopted_world()
+    world.fail["ensure"] = WorkloadError("quota exceeded")
+    assert await reconciler(world).reconcile(NAMESPACE, NAME) == RETRY_SECONDS
+    degraded = world.condition("Degraded")
+    assert degraded is not None and degraded["reason"] == "WorkloadFailed"
+    assert ("Warning", "WorkloadFailed", "quota exceeded") in world.events()
+    assert "release_target" not in world.names()
+
+
+async def test_a_missing_target_is_reported_then_picked_up() -> None:
+    world = World()
+    world.add_rollout()
+    rec = reconciler(world)
+    assert await rec.reconcile(NAMESPACE, NAME) == RETRY_SECONDS
+    degraded = world.condition("Degraded")
+    assert degraded is not None and degraded["reason"] == "TargetNotFound"
+    assert f"{NAMESPACE}/shop does not exist" in degraded["message"]
+    # Asked again while still missing: nothing new is written or posted.
+    world.calls.clear()
+    assert await rec.reconcile(NAMESPACE, NAME) == RETRY_SECONDS
+    assert "patch_status" not in world.names() and world.events() == []
+    world.add_target()
+    await settle(world, {"Initialized"}, rec)
+    assert world.condition("Degraded") is None or world.condition("Degraded")["status"] != "True"  # type: ignore[index]
+
+
+async def test_an_invalid_spec_is_a_condition_and_an_event_and_nothing_else() -> None:
+    world = World()
+    world.add_target()
+    spec = example_spec()
+    spec["analysis"]["interval"] = "soon"
+    world.add_rollout(spec)
+    assert await reconciler(world).reconcile(NAMESPACE, NAME) is None
+    degraded = world.condition("Degraded")
+    assert degraded is not None and degraded["reason"] == "InvalidSpec"
+    assert "analysis.interval" in degraded["message"]
+    assert [r for _, r, _ in world.events()] == ["InvalidSpec"]
+    assert not {"ensure", "set_canary_weight", "release_target"} & set(world.names())
+
+
+async def test_a_deleted_or_deleting_rollout_is_left_alone() -> None:
+    world = World()
+    assert await reconciler(world).reconcile(NAMESPACE, NAME) is None
+    world.add_target()
+    world.add_rollout()
+    assert world.rollout is not None
+    world.rollout["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    assert await reconciler(world).reconcile(NAMESPACE, NAME) is None
+    assert world.names() == ["get_rollout", "get_rollout"]
+
+
+async def test_a_promote_request_ends_an_indefinite_pause_and_is_cleared() -> None:
+    spec = example_spec()
+    spec["strategy"] = {"canary": {"steps": [{"setWeight": 20}, {"pause": {}}]}}
+    world = World()
+    world.add_target()
+    world.add_rollout(spec)
+    await settle(world, {"Initialized"})
+    world.set_version("1.1.0")
+    await settle(world, {"Paused"})
+    assert world.canary_weight == 20
+    assert world.rollout is not None
+    world.rollout["metadata"]["annotations"][PROMOTE_ANNOTATION] = "true"
+    await settle(world, {"Succeeded"})
+    assert ("remove_annotation", PROMOTE_ANNOTATION) in world.calls
+    assert PROMOTE_ANNOTATION not in world.rollout["metadata"]["annotations"]
+
+
+async def test_the_target_moving_on_during_promotion_copies_from_the_canary() -> None:
+    world = await initialized_world()
+    world.set_version("1.1.0")
+    await settle(world, {"Promoting"})
+    promoted = world.revision_of("1.1.0")
+    world.set_version("1.3.0")  # the user moved on while 1.1.0 is being promoted
+    await settle(world, {"Succeeded", "Progressing"})
+    assert world.copies["stable"].revision == promoted
