@@ -11,6 +11,7 @@ admission). `tidegate.crd` copies the rules into the CRD, so keep each pair in s
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -107,20 +108,72 @@ class AnalysisStep(_SpecModel):
     iterations: int = Field(default=1, ge=1, le=1000)
 
 
-_STEP_KINDS = ("setWeight", "pause", "analysis")
-_ONE_STEP_KIND_RULE = " + ".join(f"(has(self.{kind}) ? 1 : 0)" for kind in _STEP_KINDS) + " == 1"
+HeaderName = Annotated[
+    str, StringConstraints(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$")
+]
 
 
-class Step(_SpecModel):
-    """One canary step: exactly one of setWeight, pause, analysis."""
+class StringMatch(_SpecModel):
+    """A header value to match: exactly one of `exact` or `regex` (RE2 syntax)."""
 
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
-                _cel(
-                    _ONE_STEP_KIND_RULE,
-                    "a step must set exactly one of setWeight, pause or analysis",
-                )
+                _cel("has(self.exact) != has(self.regex)", "set exactly one of exact or regex")
+            ]
+        }
+    )
+
+    exact: Annotated[str, StringConstraints(max_length=4096)] | None = None
+    regex: Annotated[str, StringConstraints(min_length=1, max_length=1024)] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> StringMatch:
+        if (self.exact is None) == (self.regex is None):
+            raise ValueError("set exactly one of exact or regex")
+        if self.regex is not None:
+            try:
+                re.compile(self.regex)
+            except re.error as error:
+                raise ValueError(f"regex {self.regex!r} does not compile: {error}") from None
+        return self
+
+
+class HeaderRouteMatch(_SpecModel):
+    """Requests whose header `headerName` matches `headerValue`. A cookie is matched as a
+    regex on the Cookie header."""
+
+    header_name: HeaderName
+    header_value: StringMatch
+
+
+class SetHeaderRoute(_SpecModel):
+    """Send every request that matches all of `match` to the canary; without `match`, remove
+    the header route."""
+
+    match: list[HeaderRouteMatch] | None = Field(default=None, min_length=1, max_length=16)
+
+
+class SetMirrorRoute(_SpecModel):
+    """Copy `percentage` of the requests to the canary (responses still come from stable
+    only); 0 or no percentage removes the mirror."""
+
+    percentage: Weight | None = None
+
+
+_STEP_KINDS = ("setWeight", "pause", "analysis", "setHeaderRoute", "setMirrorRoute")
+_ONE_STEP_KIND_RULE = " + ".join(f"(has(self.{kind}) ? 1 : 0)" for kind in _STEP_KINDS) + " == 1"
+_STEP_KINDS_TEXT = ", ".join(_STEP_KINDS[:-1]) + f" or {_STEP_KINDS[-1]}"
+
+
+class Step(_SpecModel):
+    """One canary step: exactly one of setWeight, pause, analysis, setHeaderRoute or
+    setMirrorRoute."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(_ONE_STEP_KIND_RULE, f"a step must set exactly one of {_STEP_KINDS_TEXT}")
             ]
         }
     )
@@ -128,24 +181,30 @@ class Step(_SpecModel):
     set_weight: Weight | None = None
     pause: PauseStep | None = None
     analysis: AnalysisStep | None = None
+    set_header_route: SetHeaderRoute | None = None
+    set_mirror_route: SetMirrorRoute | None = None
+
+    @property
+    def kind(self) -> str:
+        """The one kind this step is (its wire name)."""
+        return next(k for k in _STEP_KINDS if getattr(self, _SNAKE[k]) is not None)
 
     @model_validator(mode="after")
     def _exactly_one_kind(self) -> Step:
-        kinds = [
-            name
-            for name, value in (
-                ("setWeight", self.set_weight),
-                ("pause", self.pause),
-                ("analysis", self.analysis),
-            )
-            if value is not None
-        ]
+        kinds = [k for k in _STEP_KINDS if getattr(self, _SNAKE[k]) is not None]
         if len(kinds) != 1:
             found = ", ".join(kinds) if kinds else "none"
-            raise ValueError(
-                f"a step must set exactly one of setWeight, pause or analysis (found: {found})"
-            )
+            raise ValueError(f"a step must set exactly one of {_STEP_KINDS_TEXT} (found: {found})")
         return self
+
+
+_SNAKE = {
+    "setWeight": "set_weight",
+    "pause": "pause",
+    "analysis": "analysis",
+    "setHeaderRoute": "set_header_route",
+    "setMirrorRoute": "set_mirror_route",
+}
 
 
 class CanaryStrategy(_SpecModel):
@@ -207,15 +266,50 @@ class CanaryStrategy(_SpecModel):
         return self
 
 
+class BlueGreenStrategy(_SpecModel):
+    """The new version (green) runs beside the current one (blue) with no live traffic, is
+    checked, then takes all live traffic in one switch; blue stays up for a while after."""
+
+    auto_promotion_enabled: bool = True
+    auto_promotion_seconds: int | None = Field(default=None, ge=1, le=86400)
+    preview_replica_count: int | None = Field(default=None, ge=1, le=10000)
+    scale_down_delay_seconds: int = Field(default=30, ge=0, le=86400)
+    pre_promotion_analysis: AnalysisStep | None = None
+    post_promotion_analysis: AnalysisStep | None = None
+
+
 class Strategy(_SpecModel):
-    canary: CanaryStrategy
+    """Exactly one of canary or blueGreen."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "has(self.canary) != has(self.blueGreen)",
+                    "set exactly one of canary or blueGreen",
+                )
+            ]
+        }
+    )
+
+    canary: CanaryStrategy | None = None
+    blue_green: BlueGreenStrategy | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Strategy:
+        if (self.canary is None) == (self.blue_green is None):
+            found = "both" if self.canary is not None else "neither"
+            raise ValueError(f"set exactly one of canary or blueGreen (found {found})")
+        return self
 
 
 class GatewayAPIRouting(_SpecModel):
-    """The HTTPRoute rule (same namespace) whose backendRefs tidegate owns."""
+    """The HTTPRoute rule (same namespace) whose backendRefs tidegate owns, and optionally a
+    second HTTPRoute whose rule is pointed at the new version while it is previewed."""
 
     http_route: ObjectName
     rule_index: int = Field(default=0, ge=0, le=1000)
+    preview_http_route: ObjectName | None = Field(default=None, alias="previewHTTPRoute")
 
 
 class TrafficRouting(_SpecModel):
@@ -264,15 +358,30 @@ class ThresholdRange(_SpecModel):
         return f"[{low}, {high}]"
 
 
-class Metric(_SpecModel):
-    """A PromQL query whose result must stay within thresholdRange.
+# The variables a metric query may use, written `{{ name }}`: the one list the operator fills
+# in, the CRD describes and docs/api.md shows (a unit test holds the three together).
+QUERY_VARIABLES: dict[str, str] = {
+    "target": "the target Deployment's name",
+    "namespace": "the rollout's namespace",
+    "stableService": "the Service of the current version (blue, in blue/green)",
+    "canaryService": "the Service of the new version (green, in blue/green)",
+    "interval": "spec.analysis.interval as written (for example 30s)",
+    "window": "the time since the current step started, at least one interval, in seconds "
+    "(for example 47s): a range that covers only the current step",
+}
 
-    The query may use {{ target }}, {{ namespace }}, {{ stableService }}, {{ canaryService }}
-    and {{ interval }}.
-    """
+
+def _describe_variables() -> str:
+    return "; ".join(f"{{{{ {name} }}}}: {text}" for name, text in QUERY_VARIABLES.items())
+
+
+class Metric(_SpecModel):
+    """A query whose single result must stay within thresholdRange."""
 
     name: MetricName
-    query: Annotated[str, StringConstraints(min_length=1, max_length=8192)]
+    query: Annotated[str, StringConstraints(min_length=1, max_length=8192)] = Field(
+        description="A PromQL query returning one value. It may use " + _describe_variables()
+    )
     threshold_range: ThresholdRange
 
 
@@ -397,12 +506,19 @@ class RolloutStatus(_StatusModel):
     message: LongText = ""
     observed_generation: int | None = Field(default=None, ge=0)
     current_step_index: int | None = Field(default=None, ge=0)
+    current_step_name: ShortText | None = None
     canary_weight: Weight = 0
+    header_route: list[HeaderRouteMatch] | None = Field(default=None, max_length=16)
+    mirror_percent: Weight = 0
+    preview_active: bool = False
     stable_revision: Revision | None = None
     canary_revision: Revision | None = None
     replicas: int | None = Field(default=None, ge=0)
     rollout_started_at: Timestamp | None = None
     step_started_at: Timestamp | None = None
+    # Since when the new version has been waited for (to become ready at the size a step
+    # needs): the progress deadline counts from here.
+    waiting_since: Timestamp | None = None
     next_measurement_at: Timestamp | None = None
     passed_checks: int = Field(default=0, ge=0)
     failed_checks: int = Field(default=0, ge=0)

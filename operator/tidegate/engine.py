@@ -4,12 +4,19 @@ No I/O, no sleeping, no clock reads: the caller observes the cluster, asks
 `needs_measurement()` whether to query Prometheus, calls `reconcile()`, applies the actions in
 order, stores the returned status and calls again after `requeue_after` seconds (or on change).
 
+The engine runs plans (`tidegate.plan`), which the strategies make from the spec; it does not
+know canary from blue/green. A plan step runs once the new version is ready at the step's
+size and the routes really hold the step's traffic (as observed), so a step's analysis never
+measures a split that was asked for but not yet applied.
+
 Choices worth knowing:
 - After a promotion `canaryRevision` is cleared (no canary runs); after a rollback it is kept,
   so the failed revision is not retried until the Deployment template changes again.
-- The progress deadline counts from the later of the rollout start and the current step start,
-  so a canary that stops being ready mid-rollout gets the same grace period as at the start.
+- The progress deadline counts from when the wait for the new version began (`waitingSince`):
+  at the start, at a step that changes its size, or when it stops being ready mid-rollout.
 - An analysis step is complete at once when analysis is skipped or there are no metrics.
+- Every end of a rollout (promotion, rollback, cancel) routes all traffic to the stable
+  version with no header or mirror route, then scales the canary to zero.
 - Initialisation (adopting the first stable revision) also runs while spec.paused is set; a
   promotion already under way stays in Promoting (without acting) while paused.
 """
@@ -21,19 +28,30 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from tidegate.api import (
-    CanaryStrategy,
     Condition,
     ConditionStatus,
     ConditionType,
+    HeaderRouteMatch,
     Metric,
     MetricPhase,
     MetricResult,
     RolloutPhase,
     RolloutSpec,
     RolloutStatus,
-    Step,
+    StringMatch,
 )
-from tidegate.durations import format_duration, parse_duration
+from tidegate.durations import parse_duration
+from tidegate.plan import (
+    STABLE_ONLY,
+    Analyse,
+    AwaitPromotion,
+    HeaderMatch,
+    Hold,
+    Plan,
+    PlanStep,
+    Traffic,
+)
+from tidegate.strategies import plan_for
 
 Role = Literal["stable", "canary"]
 
@@ -87,6 +105,7 @@ class Observation:
     canary: WorkloadState | None  # None: no canary workload exists
     promote_requested: bool = False  # a user asked to promote (ends an indefinite pause)
     measurements: tuple[Measurement, ...] | None = None  # only when needs_measurement() said so
+    traffic: Traffic | None = None  # what the routes hold now (None: could not be read)
 
 
 # --- actions --------------------------------------------------------------------------------
@@ -108,10 +127,10 @@ class ScaleWorkload:
 
 
 @dataclass(frozen=True)
-class SetCanaryWeight:
-    """HTTPRoute backends: the canary gets `weight`, the stable 100 - weight."""
+class SetTraffic:
+    """Make the routes hold `traffic` (the live split, header and mirror routes, preview)."""
 
-    weight: int
+    traffic: Traffic
 
 
 @dataclass(frozen=True)
@@ -126,7 +145,7 @@ class ClearPromoteRequest:
     pass
 
 
-Action = EnsureWorkload | ScaleWorkload | SetCanaryWeight | EmitEvent | ClearPromoteRequest
+Action = EnsureWorkload | ScaleWorkload | SetTraffic | EmitEvent | ClearPromoteRequest
 
 
 @dataclass(frozen=True)
@@ -139,57 +158,61 @@ class Decision:
 # --- public functions -----------------------------------------------------------------------
 
 
-def expand_steps(canary: CanaryStrategy) -> list[Step]:
-    """The explicit steps, or setWeight steps stepWeight, 2*stepWeight, ... up to maxWeight."""
-    if canary.steps is not None:
-        return list(canary.steps)
-    if canary.step_weight is None or canary.max_weight is None:
-        return []
-    weights = [*range(canary.step_weight, canary.max_weight, canary.step_weight)]
-    weights.append(canary.max_weight)
-    return [Step(set_weight=weight) for weight in weights]
-
-
 def needs_measurement(spec: RolloutSpec, status: RolloutStatus, now: datetime) -> bool:
     """Whether the next reconcile should be given fresh measurements."""
     if spec.paused or status.phase != RolloutPhase.PROGRESSING:
         return False
     if status.step_started_at is None or status.next_measurement_at is None:
         return False
-    step = _current_step(spec, status)
-    if step is None or _required_passes(spec, step) == 0:
-        return False
-    return now >= status.next_measurement_at
+    step = _current_step(plan_for(spec), status)
+    return step is not None and isinstance(step.wait, Analyse) and now >= status.next_measurement_at
 
 
 def reconcile(spec: RolloutSpec, status: RolloutStatus, obs: Observation) -> Decision:
     return _Reconciler(spec, status, obs).run()
 
 
+def status_traffic(status: RolloutStatus) -> Traffic:
+    """The traffic the status says the routes should hold."""
+    matches = tuple(
+        HeaderMatch(
+            m.header_name,
+            m.header_value.regex
+            if m.header_value.regex is not None
+            else m.header_value.exact or "",
+            regex=m.header_value.regex is not None,
+        )
+        for m in status.header_route or ()
+    )
+    return Traffic(
+        canary_weight=status.canary_weight,
+        header_route=matches,
+        mirror_percent=status.mirror_percent,
+        preview=status.preview_active,
+    )
+
+
+def _store_traffic(status: RolloutStatus, traffic: Traffic) -> None:
+    status.canary_weight = traffic.canary_weight
+    status.header_route = [
+        HeaderRouteMatch(
+            header_name=m.name,
+            header_value=StringMatch(regex=m.value) if m.regex else StringMatch(exact=m.value),
+        )
+        for m in traffic.header_route
+    ] or None
+    status.mirror_percent = traffic.mirror_percent
+    status.preview_active = traffic.preview
+
+
 # --- helpers --------------------------------------------------------------------------------
 
 
-def _analysis_enabled(spec: RolloutSpec) -> bool:
-    return not spec.skip_analysis and bool(spec.analysis.metrics)
-
-
-def _required_passes(spec: RolloutSpec, step: Step) -> int:
-    """How many passing measurements the step needs (0: the step is not analysed)."""
-    if not _analysis_enabled(spec):
-        return 0
-    if step.set_weight is not None:
-        return 1
-    if step.analysis is not None:
-        return step.analysis.iterations
-    return 0
-
-
-def _current_step(spec: RolloutSpec, status: RolloutStatus) -> Step | None:
-    steps = expand_steps(spec.strategy.canary)
+def _current_step(plan: Plan, status: RolloutStatus) -> PlanStep | None:
     index = status.current_step_index
-    if index is None or not 0 <= index < len(steps):
+    if index is None or not 0 <= index < len(plan.steps):
         return None
-    return steps[index]
+    return plan.steps[index]
 
 
 def _ready_at(workload: WorkloadState | None, revision: str, replicas: int) -> bool:
@@ -237,7 +260,7 @@ class _Reconciler:
     original: RolloutStatus
     obs: Observation
     status: RolloutStatus = field(init=False)
-    steps: list[Step] = field(init=False)
+    plan: Plan = field(init=False)
     interval: timedelta = field(init=False)
     actions: list[Action] = field(default_factory=list)
     wakeups: list[float] = field(default_factory=list)
@@ -246,7 +269,7 @@ class _Reconciler:
 
     def __post_init__(self) -> None:
         self.status = self.original.model_copy(deep=True)
-        self.steps = expand_steps(self.spec.strategy.canary)
+        self.plan = plan_for(self.spec)
         self.interval = parse_duration(self.spec.analysis.interval)
 
     @property
@@ -278,9 +301,13 @@ class _Reconciler:
     def _event(self, type_: Literal["Normal", "Warning"], reason: str, message: str) -> None:
         self._emit(EmitEvent(type=type_, reason=reason, message=message))
 
-    def _set_weight(self, weight: int) -> None:
-        self._emit(SetCanaryWeight(weight=weight))
-        self.status.canary_weight = weight
+    def _route(self, traffic: Traffic) -> None:
+        _store_traffic(self.status, traffic)
+        self._emit(SetTraffic(traffic=traffic))
+
+    def _holds(self, traffic: Traffic) -> bool:
+        """Whether the routes were seen holding `traffic` when this reconcile began."""
+        return self.obs.traffic == traffic
 
     def _wake_at(self, when: datetime) -> None:
         seconds = (when - self.now).total_seconds()
@@ -293,11 +320,13 @@ class _Reconciler:
         self.reason = reason
         self.status.message = message
 
-    def _heal(self, role: Role, workload: WorkloadState | None, revision: str) -> None:
-        replicas = self.obs.target_replicas
+    def _heal(
+        self, role: Role, workload: WorkloadState | None, revision: str, replicas: int | None = None
+    ) -> None:
+        replicas = self.obs.target_replicas if replicas is None else replicas
         if _drifted(workload, revision, replicas):
             self._emit(EnsureWorkload(role=role, revision=revision, replicas=replicas))
-            self.status.replicas = replicas
+        self.status.replicas = self.obs.target_replicas
 
     # -- initialisation --
 
@@ -315,7 +344,7 @@ class _Reconciler:
         if _ready_at(self.obs.stable, st.stable_revision, self.obs.target_replicas):
             # The route moves to the stable copy only once it can serve: adopting a live
             # application must not drop its traffic.
-            self._set_weight(0)
+            self._route(STABLE_ONLY)
             st.phase = RolloutPhase.INITIALIZED
             self._say("Initialized", f"Stable revision {st.stable_revision} is ready")
             self._event("Normal", "Initialized", st.message)
@@ -351,8 +380,10 @@ class _Reconciler:
         st.rollout_started_at = self.now
         st.step_started_at = None
         st.next_measurement_at = None
+        st.waiting_since = None
         st.metrics = []
-        self._set_weight(0)
+        st.current_step_name = None
+        self._route(STABLE_ONLY)
         self._event(
             "Normal", event_reason, f"Rolling out revision {rev} (stable is {st.stable_revision})"
         )
@@ -377,17 +408,34 @@ class _Reconciler:
         st = self.status
         rev, stable_rev = st.canary_revision, st.stable_revision
         assert rev is not None and stable_rev is not None
-        self._heal("canary", self.obs.canary, rev)
         self._heal("stable", self.obs.stable, stable_rev)
-        if not _ready_at(self.obs.canary, rev, self.obs.target_replicas):
-            self._wait_for_canary(rev)
-            return
+        steps = self.plan.steps
         while st.phase is RolloutPhase.PROGRESSING:
             index = st.current_step_index or 0
-            if index >= len(self.steps):
+            if index >= len(steps):
                 self._begin_promotion()
                 return
-            if not self._run_step(index, self.steps[index]):
+            step = steps[index]
+            st.current_step_name = step.name
+            replicas = (
+                self.obs.target_replicas if step.canary_replicas is None else step.canary_replicas
+            )
+            self._heal("canary", self.obs.canary, rev, replicas)
+            if not _ready_at(self.obs.canary, rev, replicas):
+                self._wait_for_canary(rev)
+                return
+            st.waiting_since = None
+            if status_traffic(st) != step.traffic:
+                self._route(step.traffic)
+            if not self._holds(step.traffic):
+                self._say(
+                    "WaitingForRoute",
+                    f"Step {index + 1}/{len(steps)} ({step.name}): waiting for the routes to "
+                    f"hold {step.traffic.describe()}",
+                )
+                self._poll()
+                return
+            if not self._run_step(index, step):
                 return
             st.current_step_index = index + 1
             st.step_started_at = None
@@ -396,9 +444,9 @@ class _Reconciler:
 
     def _wait_for_canary(self, rev: str) -> None:
         st = self.status
-        starts = [t for t in (st.rollout_started_at, st.step_started_at) if t is not None]
-        started = max(starts, default=self.now)
-        deadline = started + timedelta(seconds=self.spec.progress_deadline_seconds)
+        if st.waiting_since is None:
+            st.waiting_since = self.now
+        deadline = st.waiting_since + timedelta(seconds=self.spec.progress_deadline_seconds)
         if self.now >= deadline:
             self._roll_back(
                 "ProgressDeadlineExceeded",
@@ -409,38 +457,26 @@ class _Reconciler:
         self._say("WaitingForCanary", f"Waiting for canary revision {rev} to become ready")
         self._poll()
 
-    def _run_step(self, index: int, step: Step) -> bool:
-        """Execute the current step; True when it is complete."""
+    def _run_step(self, index: int, step: PlanStep) -> bool:
+        """Run the current step, whose traffic the routes hold; True when it is complete."""
         st = self.status
-        label = f"Step {index + 1}/{len(self.steps)}"
-        required = _required_passes(self.spec, step)
+        label = f"Step {index + 1}/{len(self.plan.steps)} ({step.name})"
         starting = st.step_started_at is None
         if st.step_started_at is None:
             st.step_started_at = self.now
             st.passed_checks = 0
-            st.next_measurement_at = self.now + self.interval if required else None
-            if step.set_weight is not None:
-                self._set_weight(step.set_weight)
-        if required:
-            return self._analyse(label, required)
-        if step.set_weight is not None:
-            return self._hold(
-                label,
-                st.step_started_at + self.interval,
-                "HoldingWeight",
-                f"weight {step.set_weight}",
-            )
-        if step.pause is not None and step.pause.duration is not None:
-            duration = parse_duration(step.pause.duration)
-            return self._hold(
-                label,
-                st.step_started_at + duration,
-                "Pausing",
-                f"pause {format_duration(duration)}",
-            )
-        if step.pause is not None:
-            return self._indefinite_pause(label, starting)
-        return True  # an analysis step with nothing to analyse
+            analysed = isinstance(step.wait, Analyse)
+            st.next_measurement_at = self.now + self.interval if analysed else None
+        match step.wait:
+            case None:
+                return True
+            case Analyse(passes=passes):
+                return self._analyse(label, passes)
+            case Hold(duration=duration, reason=reason):
+                return self._hold(label, st.step_started_at + duration, reason, step.name)
+            case AwaitPromotion(timeout=timeout):
+                return self._await_promotion(label, starting, timeout)
+        raise AssertionError(f"unknown wait {step.wait!r}")
 
     def _hold(self, label: str, until: datetime, reason: str, what: str) -> bool:
         if self.now >= until:
@@ -449,16 +485,24 @@ class _Reconciler:
         self._wake_at(until)
         return False
 
-    def _indefinite_pause(self, label: str, starting: bool) -> bool:
+    def _await_promotion(self, label: str, starting: bool, timeout: timedelta | None) -> bool:
         if self.obs.promote_requested:
             self._emit(ClearPromoteRequest())
             self._event("Normal", "Resumed", f"{label}: promoted by request")
             return True
         st = self.status
+        assert st.step_started_at is not None
+        until = None if timeout is None else st.step_started_at + timeout
+        if until is not None and self.now >= until:
+            self._event("Normal", "AutoPromoted", f"{label}: promoted after {timeout}")
+            return True
+        what = "paused until promoted" + ("" if until is None else f" or {until.isoformat()}")
         if starting:
-            self._event("Normal", "AwaitingPromotion", f"{label}: paused until promoted")
+            self._event("Normal", "AwaitingPromotion", f"{label}: {what}")
         st.phase = RolloutPhase.PAUSED
-        self._say("AwaitingPromotion", f"{label}: paused until promoted")
+        self._say("AwaitingPromotion", f"{label}: {what}")
+        if until is not None:
+            self._wake_at(until)
         return False
 
     def _analyse(self, label: str, required: int) -> bool:
@@ -501,11 +545,12 @@ class _Reconciler:
     def _end_rollout(self, phase: RolloutPhase) -> None:
         """Every way a rollout ends: all traffic on stable first, then the canary scaled away."""
         st = self.status
-        self._set_weight(0)
+        self._route(STABLE_ONLY)
         self._emit(ScaleWorkload(role="canary", replicas=0))
         st.phase = phase
         st.step_started_at = None
         st.next_measurement_at = None
+        st.waiting_since = None
 
     def _roll_back(self, reason: str, text: str) -> None:
         revision = self.status.canary_revision
@@ -549,6 +594,7 @@ class _Reconciler:
         self._event("Normal", "Promoted", f"Revision {rev} promoted to stable")
         st.stable_revision = rev
         st.canary_revision = None
+        st.current_step_name = None
         self._say("Promoted", f"Revision {rev} promoted to stable")
         if self.obs.target_revision != rev:
             self._poll()  # a newer revision is waiting: the next call starts its rollout

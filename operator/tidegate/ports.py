@@ -14,6 +14,7 @@ from typing import Any, Literal, Protocol
 
 from tidegate import api
 from tidegate.engine import Measurement, WorkloadState
+from tidegate.plan import Traffic
 
 Obj = dict[str, Any]
 Role = Literal["stable", "canary"]
@@ -61,10 +62,20 @@ class Workloads(Protocol):
 
 
 class Router(Protocol):
-    """The traffic split between the stable and canary Services, for one rollout."""
+    """The routes of one rollout: the live split between the stable and canary Services, and
+    the header, mirror and preview routes to the canary."""
 
-    async def set_canary_weight(self, weight: int) -> bool:
-        """Give the canary `weight` percent (raises RoutingError); False when already so."""
+    # What it can carry: "weights", "header", "mirror", "preview". A plan that needs more is
+    # an invalid spec.
+    capabilities: frozenset[str]
+
+    async def observe(self) -> Traffic | None:
+        """What the routes hold now; None when they are not in a shape tidegate wrote (the
+        route was just adopted, or edited by hand). Raises RoutingError."""
+        ...
+
+    async def apply(self, traffic: Traffic) -> bool:
+        """Make the routes hold `traffic` (raises RoutingError); False when they already did."""
         ...
 
 

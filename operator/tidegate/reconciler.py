@@ -26,6 +26,7 @@ from tidegate.ports import (
     role_service,
 )
 from tidegate.revisions import template_revision
+from tidegate.strategies import plan_for
 
 PROMOTE_ANNOTATION = "tidegate.io/promote"
 # A spec the engine cannot act on is retried this often, in case what it names appears.
@@ -82,7 +83,7 @@ def with_problem(status: Obj, problem: Problem, now: str, meta: Obj, previous: O
 def _routes_traffic(decision: engine.Decision) -> bool:
     """Whether the route should hold the status's weights and the engine did not just set them."""
     adopted = decision.status.phase not in (None, api.RolloutPhase.INITIALIZING)
-    return adopted and not any(isinstance(a, engine.SetCanaryWeight) for a in decision.actions)
+    return adopted and not any(isinstance(a, engine.SetTraffic) for a in decision.actions)
 
 
 def _wire(status: api.RolloutStatus) -> Obj:
@@ -117,6 +118,17 @@ class Reconciler:
             await self._refuse(rollout, raw_status, "InvalidSpec", f"invalid spec: {problems}")
             return None
 
+        router = self.ports.router(namespace, spec)
+        unsupported = [
+            f"{field}: the router cannot carry {need!r} routes"
+            for need, field in plan_for(spec).needs.items()
+            if need not in router.capabilities
+        ]
+        if unsupported:
+            message = "invalid spec: " + "; ".join(unsupported)
+            await self._refuse(rollout, raw_status, "InvalidSpec", message)
+            return None
+
         workloads = self.ports.workloads(namespace, name, spec)
         target = await workloads.target()
         if target is None:
@@ -130,6 +142,10 @@ class Reconciler:
         now = self.clock()
         _, stable = await workloads.observe("stable")
         _, canary = await workloads.observe("canary")
+        try:
+            held = await router.observe()
+        except RoutingError:
+            held = None  # the same error comes back from the write below, and is reported
         measurements = None
         if engine.needs_measurement(spec, status, now):
             measurements = await self._measure(spec, status, namespace, now)
@@ -142,9 +158,9 @@ class Reconciler:
             canary=canary,
             promote_requested=PROMOTE_ANNOTATION in rollout["metadata"].get("annotations", {}),
             measurements=measurements,
+            traffic=held,
         )
         decision = engine.reconcile(spec, status, observation)
-        router = self.ports.router(namespace, spec)
         # The status first: an operator killed between the two resumes from what was decided
         # and finishes the actions (the route is put back to the status's weights), instead
         # of stepping the traffic back to what it had decided before.
@@ -160,12 +176,14 @@ class Reconciler:
         try:
             for action in decision.actions:
                 await self._apply(action, rollout, target, workloads, router)
-            if _routes_traffic(decision) and await router.set_canary_weight(
-                decision.status.canary_weight
-            ):
-                # Someone else (a GitOps sync, a hand edit) changed the rule tidegate owns.
+            wanted = engine.status_traffic(decision.status)
+            if _routes_traffic(decision) and held != wanted and await router.apply(wanted):
+                # Someone else (a GitOps sync, a hand edit) changed what tidegate owns.
                 log.warning(
-                    "%s/%s: restored the HTTPRoute weights it had drifted from", namespace, name
+                    "%s/%s: restored the routes (%s) they had drifted from",
+                    namespace,
+                    name,
+                    wanted.describe(),
                 )
         except (RoutingError, WorkloadError) as error:
             # Retried: the engine asks for missing workloads again, and the route is put back
@@ -209,7 +227,7 @@ class Reconciler:
         interval = parse_duration(analysis.interval)
         since_step = now - (status.step_started_at or now)
         window_seconds = max(int(since_step.total_seconds()), int(interval.total_seconds()), 1)
-        variables = {
+        variables = {  # every name of api.QUERY_VARIABLES, and no other
             "target": spec.target_ref.name,
             "namespace": namespace,
             "stableService": role_service(spec.service.name, "stable"),
@@ -228,8 +246,8 @@ class Reconciler:
         router: Router,
     ) -> None:
         match action:
-            case engine.SetCanaryWeight(weight=weight):
-                await router.set_canary_weight(weight)
+            case engine.SetTraffic(traffic=traffic):
+                await router.apply(traffic)
             case engine.EnsureWorkload(role=role, revision=revision, replicas=replicas):
                 await workloads.ensure(role, revision, replicas, target)
             case engine.ScaleWorkload(role=role, replicas=replicas):

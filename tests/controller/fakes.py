@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ import yaml
 
 from tidegate import api
 from tidegate.engine import Measurement, WorkloadState
+from tidegate.plan import STABLE_ONLY, Traffic
 from tidegate.ports import EventType, Obj, Ports, Role, RoutingError, WorkloadError
 from tidegate.revisions import template_revision
 
@@ -72,7 +73,10 @@ class World:
     copies: dict[Role, Copy] = field(default_factory=dict)
     services: set[Role] = field(default_factory=set)
     route_exists: bool = True
-    canary_weight: int = 0
+    # What the routes hold; None: still as the user wrote them (not in tidegate's shape).
+    route: Traffic | None = None
+    # What the router can carry.
+    capabilities: frozenset[str] = frozenset({"weights", "header", "mirror", "preview"})
     # Copies become ready as soon as they are written (a cluster that rolls instantly).
     ready_on_write: bool = True
     # The value every metric query returns from now on; None: no data.
@@ -131,6 +135,15 @@ class World:
         template = copy.deepcopy(self.target["spec"]["template"])
         template["spec"]["containers"][0]["env"] = [{"name": "VERSION", "value": version}]
         return template_revision(template)
+
+    @property
+    def canary_weight(self) -> int:
+        return 0 if self.route is None else self.route.canary_weight
+
+    @canary_weight.setter
+    def canary_weight(self, weight: int) -> None:
+        """A hand edit of the live split."""
+        self.route = replace(self.route or STABLE_ONLY, canary_weight=weight)
 
     @property
     def status(self) -> Obj:
@@ -261,11 +274,18 @@ class FakeWorkloads:
 class FakeRouter:
     def __init__(self, world: World) -> None:
         self.world = world
+        self.capabilities = world.capabilities
 
-    async def set_canary_weight(self, weight: int) -> bool:
-        self.world.record("set_canary_weight", weight)
+    async def observe(self) -> Traffic | None:
+        self.world.record("observe_route")
         if not self.world.route_exists:
             raise RoutingError(f"HTTPRoute {NAMESPACE}/shop does not exist")
-        changed = self.world.canary_weight != weight
-        self.world.canary_weight = weight
+        return self.world.route
+
+    async def apply(self, traffic: Traffic) -> bool:
+        self.world.record("set_traffic", traffic)
+        if not self.world.route_exists:
+            raise RoutingError(f"HTTPRoute {NAMESPACE}/shop does not exist")
+        changed = self.world.route != traffic
+        self.world.route = traffic
         return changed

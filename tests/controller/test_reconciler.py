@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Collection
 
 import pytest
 from fakes import NAME, NAMESPACE, Killed, World, example_spec
 
+from tidegate import api
+from tidegate.plan import Traffic
 from tidegate.ports import RoutingError, WorkloadError
 from tidegate.reconciler import PROMOTE_ANNOTATION, RETRY_SECONDS, Reconciler
 
@@ -99,6 +102,8 @@ async def test_a_healthy_canary_walks_every_step_and_is_promoted() -> None:
     assert queries and all(c[1] == PROMETHEUS for c in queries)
     assert {c[2]["canaryService"] for c in queries} == {"shop-canary"}
     assert {c[2]["namespace"] for c in queries} == {NAMESPACE}
+    # Exactly the variables the API documents, no more and no fewer.
+    assert all(set(c[2]) == set(api.QUERY_VARIABLES) for c in queries)
     assert ("Normal", "Promoted") in {(t, r) for t, r, _ in world.events()}
 
 
@@ -141,7 +146,7 @@ async def test_status_is_written_before_any_action() -> None:
     world = await initialized_world()
     world.set_version("1.1.0")
     rec = reconciler(world)
-    actions = {"ensure", "scale", "set_canary_weight", "post_event", "remove_annotation"}
+    actions = {"ensure", "scale", "set_traffic", "post_event", "remove_annotation"}
     for _ in range(100):
         world.calls.clear()
         delay = await rec.reconcile(NAMESPACE, NAME)
@@ -160,7 +165,7 @@ async def test_an_operator_killed_after_the_status_write_finishes_the_decision()
     world.set_version("1.1.0")
     rec = reconciler(world)
     # The process dies as it is about to route the first slice to the canary.
-    world.kill_when["set_canary_weight"] = lambda weight: weight > 0
+    world.kill_when["set_traffic"] = lambda traffic: traffic.canary_weight > 0
     for _ in range(20):
         try:
             await rec.reconcile(NAMESPACE, NAME)
@@ -171,7 +176,7 @@ async def test_an_operator_killed_after_the_status_write_finishes_the_decision()
         raise AssertionError(f"no weight was ever set: {world.calls}")
     decided = world.status["canaryWeight"]
     assert decided == 10 and world.canary_weight == 0  # decided and stored, not yet routed
-    del world.kill_when["set_canary_weight"]
+    del world.kill_when["set_traffic"]
     # A new operator process: nothing carried over but the stored status.
     await reconciler(world).reconcile(NAMESPACE, NAME)
     assert world.canary_weight == decided
@@ -186,7 +191,7 @@ async def test_a_route_edited_behind_tidegates_back_is_restored(
     with caplog.at_level(logging.WARNING, "tidegate.reconciler"):
         await reconciler(world).reconcile(NAMESPACE, NAME)
     assert world.canary_weight == 0
-    assert "restored the HTTPRoute weights" in caplog.text
+    assert "restored the routes" in caplog.text
     assert "patch_status" not in world.names()
 
 
@@ -224,7 +229,7 @@ async def test_a_routing_failure_is_degraded_once_then_cleared() -> None:
 async def test_a_routing_failure_mid_rollout_keeps_the_decided_weight_for_later() -> None:
     world = await initialized_world()
     world.set_version("1.1.0")
-    world.fail["set_canary_weight"] = RoutingError("the API server said 500")
+    world.fail["set_traffic"] = RoutingError("the API server said 500")
     rec = reconciler(world)
     for _ in range(10):
         await rec.reconcile(NAMESPACE, NAME)
@@ -235,7 +240,7 @@ async def test_a_routing_failure_mid_rollout_keeps_the_decided_weight_for_later(
     assert world.canary_weight == 0
     degraded = world.condition("Degraded")
     assert degraded is not None and degraded["message"] == "the API server said 500"
-    del world.fail["set_canary_weight"]
+    del world.fail["set_traffic"]
     world.advance(RETRY_SECONDS)
     await rec.reconcile(NAMESPACE, NAME)
     # The route catches up with what is stored. (The step timers ran on meanwhile, so that
@@ -282,7 +287,7 @@ async def test_an_invalid_spec_is_a_condition_and_an_event_and_nothing_else() ->
     assert degraded is not None and degraded["reason"] == "InvalidSpec"
     assert "analysis.interval" in degraded["message"]
     assert [r for _, r, _ in world.events()] == ["InvalidSpec"]
-    assert not {"ensure", "set_canary_weight", "release_target"} & set(world.names())
+    assert not {"ensure", "set_traffic", "release_target"} & set(world.names())
 
 
 async def test_a_deleted_or_deleting_rollout_is_left_alone() -> None:
@@ -321,3 +326,124 @@ async def test_the_target_moving_on_during_promotion_copies_from_the_canary() ->
     world.set_version("1.3.0")  # the user moved on while 1.1.0 is being promoted
     await settle(world, {"Succeeded", "Progressing"})
     assert world.copies["stable"].revision == promoted
+
+
+# --- strategies and routes --------------------------------------------------------------------
+
+
+def blue_green_spec(**strategy: object) -> dict[str, object]:
+    spec = example_spec()
+    spec["strategy"] = {"blueGreen": {"scaleDownDelaySeconds": 30, **strategy}}
+    spec["trafficRouting"] = {"gatewayAPI": {"httpRoute": "shop", "previewHTTPRoute": "preview"}}
+    return spec
+
+
+async def test_a_plan_the_router_cannot_carry_is_an_invalid_spec_naming_the_field() -> None:
+    spec = example_spec()
+    spec["strategy"] = {
+        "canary": {"steps": [{"setWeight": 10}, {"setMirrorRoute": {"percentage": 5}}]}
+    }
+    world = World(capabilities=frozenset({"weights"}))
+    world.add_target()
+    world.add_rollout(spec)
+    assert await reconciler(world).reconcile(NAMESPACE, NAME) is None
+    degraded = world.condition("Degraded")
+    assert degraded is not None and degraded["reason"] == "InvalidSpec"
+    assert "spec.strategy.canary.steps[1].setMirrorRoute" in degraded["message"]
+    assert "'mirror'" in degraded["message"]
+    assert not {"ensure", "set_traffic", "release_target"} & set(world.names())
+
+
+async def test_blue_green_previews_then_switches_in_one_write_and_ends_on_stable() -> None:
+    world = World()
+    world.add_target()
+    world.add_rollout(blue_green_spec(prePromotionAnalysis={"iterations": 2}))
+    await settle(world, {"Initialized"})
+    world.calls.clear()
+    world.set_version("1.1.0")
+    rec = reconciler(world)
+    seen: list[tuple[str | None, int, bool]] = []
+    for _ in range(300):
+        delay = await rec.reconcile(NAMESPACE, NAME)
+        route = world.route
+        assert route is not None
+        if not seen or seen[-1] != (
+            world.status.get("currentStepName"),
+            route.canary_weight,
+            route.preview,
+        ):
+            seen.append((world.status.get("currentStepName"), route.canary_weight, route.preview))
+        if world.status.get("phase") == "Succeeded":
+            break
+        world.advance(delay if delay is not None else 60)
+    assert world.status["phase"] == "Succeeded", world.status
+    live_weights = [c[1].canary_weight for c in world.calls if c[0] == "set_traffic"]
+    assert set(live_weights) == {0, 100}  # never a split
+    switches = [
+        i for i, (a, b) in enumerate(itertools.pairwise(live_weights)) if a == 0 and b == 100
+    ]
+    assert len(switches) == 1
+    # Previewed first, then switched, then blue kept up, then back to a stable-only route.
+    names = [name for name, _, _ in seen]
+    assert names.index("Preview") < names.index("Switched") < names.index("ScalingDown")
+    assert world.route == Traffic()
+    # Pre-promotion analysis ran while green had no live traffic.
+    measured = [c for c in world.calls if c[0] == "measure_all"]
+    assert len(measured) >= 2
+
+
+async def test_blue_green_waits_for_a_manual_promotion() -> None:
+    world = World()
+    world.add_target()
+    world.add_rollout(blue_green_spec(autoPromotionEnabled=False, previewReplicaCount=1))
+    await settle(world, {"Initialized"})
+    world.set_version("1.1.0")
+    await settle(world, {"Paused"})
+    rec = reconciler(world)
+    for _ in range(5):  # however long it waits, green gets no live traffic
+        world.advance(3600)
+        await rec.reconcile(NAMESPACE, NAME)
+    assert world.status["phase"] == "Paused" and world.canary_weight == 0
+    assert world.copies["canary"].replicas == 1
+    assert world.route is not None and world.route.preview
+    assert world.rollout is not None
+    world.rollout["metadata"]["annotations"][PROMOTE_ANNOTATION] = "true"
+    await settle(world, {"Succeeded"})
+    scaled_up = [c for c in world.calls if c[0] == "ensure" and c[1] == "canary" and c[3] == 3]
+    assert scaled_up, "green was not brought to full size before the switch"
+
+
+async def test_header_and_mirror_routes_are_gone_after_a_rollback() -> None:
+    spec = example_spec()
+    spec["strategy"] = {
+        "canary": {
+            "steps": [
+                {
+                    "setHeaderRoute": {
+                        "match": [{"headerName": "X-Canary", "headerValue": {"exact": "1"}}]
+                    }
+                },
+                {"setMirrorRoute": {"percentage": 50}},
+                {"setWeight": 10},
+            ]
+        }
+    }
+    world = World()
+    world.add_target()
+    world.add_rollout(spec)
+    await settle(world, {"Initialized"})
+    world.metric_value = 0.9
+    world.set_version("1.2.0")
+    rec = reconciler(world)
+    held: list[Traffic] = []
+    for _ in range(100):
+        delay = await rec.reconcile(NAMESPACE, NAME)
+        if world.route is not None and (not held or held[-1] != world.route):
+            held.append(world.route)
+        if world.status.get("phase") == "Failed":
+            break
+        world.advance(delay if delay is not None else 60)
+    assert world.status["phase"] == "Failed"
+    assert any(t.header_route and t.mirror_percent == 50 and t.canary_weight == 10 for t in held)
+    assert world.route == Traffic()
+    assert "headerRoute" not in world.status and world.status["mirrorPercent"] == 0

@@ -132,7 +132,7 @@ BAD_SPECS: list[tuple[str, dict[str, Any], str]] = [
     (
         "step with two kinds",
         with_canary(steps=[{"setWeight": 10, "pause": {}}]),
-        "exactly one of setWeight, pause or analysis (found: setWeight, pause)",
+        "setHeaderRoute or setMirrorRoute (found: setWeight, pause)",
     ),
     ("step with no kind", with_canary(steps=[{}]), "(found: none)"),
     (
@@ -180,6 +180,8 @@ def test_empty_status_is_a_valid_initial_status() -> None:
     assert status.model_dump(mode="json", by_alias=True, exclude_none=True) == {
         "message": "",
         "canaryWeight": 0,
+        "mirrorPercent": 0,
+        "previewActive": False,
         "passedChecks": 0,
         "failedChecks": 0,
         "metrics": [],

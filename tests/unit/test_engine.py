@@ -13,12 +13,14 @@ from tidegate.engine import (
     Measurement,
     Observation,
     ScaleWorkload,
-    SetCanaryWeight,
+    SetTraffic,
     WorkloadState,
-    expand_steps,
     needs_measurement,
     reconcile,
+    status_traffic,
 )
+from tidegate.plan import Traffic
+from tidegate.strategies.canary import expand_steps
 
 T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
@@ -87,13 +89,21 @@ def stored(status: RolloutStatus) -> RolloutStatus:
 
 
 def step(spec: RolloutSpec, status: RolloutStatus, obs: Observation) -> Decision:
+    """One reconcile. Unless the test says what the routes hold, they hold what `status`
+    says: the previous decision's actions were carried out."""
+    if obs.traffic is None:
+        obs = replace(obs, traffic=status_traffic(status))
     decision = reconcile(spec, stored(status), obs)
     assert stored(decision.status) == decision.status
     return decision
 
 
+def set_weight(weight: int) -> SetTraffic:
+    return SetTraffic(Traffic(canary_weight=weight))
+
+
 def weights(decision: Decision) -> list[int]:
-    return [a.weight for a in decision.actions if isinstance(a, SetCanaryWeight)]
+    return [a.traffic.canary_weight for a in decision.actions if isinstance(a, SetTraffic)]
 
 
 def events(decision: Decision) -> list[str]:
@@ -114,9 +124,10 @@ def initialized(spec: RolloutSpec) -> RolloutStatus:
 def rolling(spec: RolloutSpec, now: datetime = T0) -> RolloutStatus:
     """A rollout of v2 whose canary is ready and whose first step has just started."""
     started = step(spec, initialized(spec), observe("v2", now=now, stable=ready("v1")))
-    return step(
-        spec, started.status, observe("v2", now=now, stable=ready("v1"), canary=ready("v2"))
-    ).status
+    ready_canary = observe("v2", now=now, stable=ready("v1"), canary=ready("v2"))
+    routed = step(spec, started.status, ready_canary)
+    # The step starts once the route is seen holding its weight.
+    return step(spec, routed.status, ready_canary).status
 
 
 def at(now: datetime, target: str = "v2", **extra: Any) -> Observation:
@@ -163,7 +174,7 @@ def test_brand_new_adopts_the_target_as_stable() -> None:
     assert waiting.status.phase is RolloutPhase.INITIALIZING
 
     done = step(spec, waiting.status, observe("v1", stable=ready("v1")))
-    assert done.actions[0] == SetCanaryWeight(weight=0)
+    assert done.actions[0] == set_weight(0)
     assert done.status.phase is RolloutPhase.INITIALIZED
     assert condition(done.status, "Ready") == "True"
     assert condition(done.status, "Progressing") == "False"
@@ -224,7 +235,7 @@ def test_new_revision_starts_a_rollout() -> None:
     assert (st.canary_revision, st.current_step_index, st.canary_weight) == ("v2", 0, 0)
     assert st.rollout_started_at == T0
     assert st.failed_checks == 0
-    assert decision.actions[0] == SetCanaryWeight(weight=0)
+    assert decision.actions[0] == set_weight(0)
     assert EnsureWorkload(role="canary", revision="v2", replicas=REPLICAS) in decision.actions
     assert "RolloutStarted" in events(decision)
     assert decision.requeue_after == pytest.approx(1.0)
@@ -245,11 +256,18 @@ def test_waiting_for_the_canary_then_first_step() -> None:
     assert waiting.actions == ()
     assert waiting.requeue_after == pytest.approx(1.0)
     go = step(spec, waiting.status, at(T0 + MINUTE))
-    assert go.actions == (SetCanaryWeight(weight=20),)
+    assert go.actions == (set_weight(20),)
     assert go.status.canary_weight == 20
-    assert go.status.step_started_at == T0 + MINUTE
-    assert go.status.next_measurement_at == T0 + 2 * MINUTE
-    assert go.requeue_after == pytest.approx(60.0)
+    # Asked for, not yet seen on the route: the step (and its analysis window) waits.
+    assert go.status.step_started_at is None
+    assert go.requeue_after == pytest.approx(1.0)
+    unrouted = step(spec, go.status, at(T0 + MINUTE, traffic=Traffic(canary_weight=0)))
+    assert unrouted.status.step_started_at is None and unrouted.actions == ()
+    held = step(spec, go.status, at(T0 + MINUTE + timedelta(seconds=1)))
+    assert held.actions == ()
+    assert held.status.step_started_at == T0 + MINUTE + timedelta(seconds=1)
+    assert held.status.next_measurement_at == T0 + 2 * MINUTE + timedelta(seconds=1)
+    assert held.requeue_after == pytest.approx(60.0)
 
 
 def test_progress_deadline_rolls_back() -> None:
@@ -261,7 +279,7 @@ def test_progress_deadline_rolls_back() -> None:
     decision = step(spec, started.status, late)
     assert decision.status.phase is RolloutPhase.FAILED
     assert decision.actions[:2] == (
-        SetCanaryWeight(weight=0),
+        set_weight(0),
         ScaleWorkload(role="canary", replicas=0),
     )
     assert (
@@ -305,7 +323,7 @@ def test_passing_measurement_advances_to_the_next_step() -> None:
     spec = make_spec()
     decision = step(spec, rolling(spec), at(T0 + MINUTE, measurements=passing()))
     st = decision.status
-    assert decision.actions == (SetCanaryWeight(weight=60),)
+    assert decision.actions == (set_weight(60),)
     assert (st.current_step_index, st.canary_weight, st.passed_checks) == (1, 60, 0)
     assert st.metrics[0].phase == "Passed" and st.metrics[0].value == 0.01
     assert st.metrics[0].measured_at == T0 + MINUTE
@@ -344,7 +362,7 @@ def test_failed_measurement_counts_then_rolls_back(
     second = step(spec, st, at(T0 + 2 * MINUTE, measurements=(measurement,)))
     st = second.status
     assert st.phase is RolloutPhase.FAILED
-    assert second.actions[0] == SetCanaryWeight(weight=0)
+    assert second.actions[0] == set_weight(0)
     assert second.actions[1] == ScaleWorkload(role="canary", replicas=0)
     assert events(second) == ["RolledBack"]
     assert st.canary_weight == 0
@@ -396,7 +414,7 @@ def test_skip_analysis_holds_each_weight_for_one_interval() -> None:
     hold = step(spec, status, at(T0 + timedelta(seconds=30)))
     assert hold.actions == () and hold.requeue_after == pytest.approx(30.0)
     nxt = step(spec, status, at(T0 + MINUTE))
-    assert nxt.actions == (SetCanaryWeight(weight=60),)
+    assert nxt.actions == (set_weight(60),)
 
 
 def test_no_metrics_skips_analysis_steps() -> None:
@@ -416,7 +434,7 @@ def test_timed_pause() -> None:
     waiting = step(spec, status, at(T0 + MINUTE))
     assert waiting.actions == () and waiting.requeue_after == pytest.approx(30.0)
     done = step(spec, status, at(T0 + timedelta(seconds=90)))
-    assert done.actions == (SetCanaryWeight(weight=50),)
+    assert done.actions == (set_weight(50),)
 
 
 def test_indefinite_pause_waits_for_promotion() -> None:
@@ -428,7 +446,7 @@ def test_indefinite_pause_waits_for_promotion() -> None:
     assert idle.actions == () and idle.status == status and idle.requeue_after is None
     promoted = step(spec, status, at(T0 + 11 * MINUTE, promote_requested=True))
     assert promoted.actions[0] == ClearPromoteRequest()
-    assert SetCanaryWeight(weight=50) in promoted.actions
+    assert set_weight(50) in promoted.actions
     assert promoted.status.phase is RolloutPhase.PROGRESSING
 
 
@@ -454,7 +472,7 @@ def test_promotion() -> None:
         still.status,
         observe("v2", now=T0 + 3 * MINUTE, stable=ready("v2"), canary=ready("v2")),
     )
-    assert done.actions[:2] == (SetCanaryWeight(weight=0), ScaleWorkload(role="canary", replicas=0))
+    assert done.actions[:2] == (set_weight(0), ScaleWorkload(role="canary", replicas=0))
     assert "Promoted" in events(done)
     st = done.status
     assert st.phase is RolloutPhase.SUCCEEDED
@@ -489,7 +507,7 @@ def test_newer_revision_restarts_from_step_zero() -> None:
     decision = step(
         spec, status, observe("v3", now=T0 + 2 * MINUTE, stable=ready("v1"), canary=ready("v2"))
     )
-    assert decision.actions[0] == SetCanaryWeight(weight=0)
+    assert decision.actions[0] == set_weight(0)
     assert EnsureWorkload(role="canary", revision="v3", replicas=REPLICAS) in decision.actions
     st = decision.status
     assert (st.phase, st.canary_revision, st.current_step_index, st.canary_weight) == (
@@ -508,7 +526,7 @@ def test_reverting_to_stable_cancels() -> None:
         spec, status, observe("v1", now=T0 + MINUTE, stable=ready("v1"), canary=ready("v2"))
     )
     assert decision.actions[:2] == (
-        SetCanaryWeight(weight=0),
+        set_weight(0),
         ScaleWorkload(role="canary", replicas=0),
     )
     assert "Cancelled" in events(decision)
@@ -528,7 +546,7 @@ def test_spec_paused_freezes_a_rollout() -> None:
     assert step(paused_spec, paused.status, at(T0 + 6 * MINUTE)).status == paused.status
     resumed = step(spec, paused.status, at(T0 + 7 * MINUTE, measurements=passing()))
     assert resumed.status.phase is RolloutPhase.PROGRESSING
-    assert resumed.actions == (SetCanaryWeight(weight=60),)
+    assert resumed.actions == (set_weight(60),)
 
 
 def test_spec_paused_blocks_a_new_rollout() -> None:

@@ -1,4 +1,5 @@
-"""Random specs and observation sequences; invariants that must hold on every Decision."""
+"""Random specs (canary and blue/green) and observation sequences; invariants that must hold
+on every decision."""
 
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -16,22 +17,35 @@ from tidegate.engine import (
     Measurement,
     Observation,
     ScaleWorkload,
-    SetCanaryWeight,
+    SetTraffic,
     WorkloadState,
-    expand_steps,
     needs_measurement,
     reconcile,
+    status_traffic,
 )
+from tidegate.plan import STABLE_ONLY, Traffic
+from tidegate.strategies.canary import expand_steps
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 REPLICAS = 2
 REVISIONS = ("v1", "v2", "v3")
+ENDED = (RolloutPhase.FAILED, RolloutPhase.SUCCEEDED, RolloutPhase.CANCELLED)
 
+header_routes = st.one_of(
+    st.just({}),
+    st.builds(
+        lambda exact: {"match": [{"headerName": "X-Canary", "headerValue": {"exact": exact}}]},
+        st.sampled_from(["always", "yes"]),
+    ),
+    st.just({"match": [{"headerName": "Cookie", "headerValue": {"regex": "canary=1"}}]}),
+)
 step_dicts = st.one_of(
     st.builds(lambda w: {"setWeight": w}, st.integers(0, 100)),
     st.just({"pause": {}}),
     st.builds(lambda s: {"pause": {"duration": f"{s}s"}}, st.integers(0, 300)),
     st.builds(lambda n: {"analysis": {"iterations": n}}, st.integers(1, 3)),
+    st.builds(lambda h: {"setHeaderRoute": h}, header_routes),
+    st.builds(lambda p: {"setMirrorRoute": {"percentage": p}}, st.integers(0, 100)),
 )
 
 
@@ -40,9 +54,25 @@ def canary_strategies(draw: st.DrawFn) -> dict[str, Any]:
     if draw(st.booleans()):
         step_weight = draw(st.integers(25, 100))  # few steps, so rollouts can finish
         return {"stepWeight": step_weight, "maxWeight": draw(st.integers(step_weight, 100))}
-    steps = draw(st.lists(step_dicts, min_size=1, max_size=4))
+    steps = draw(st.lists(step_dicts, min_size=1, max_size=5))
     weights = iter(sorted(s["setWeight"] for s in steps if "setWeight" in s))
     return {"steps": [{"setWeight": next(weights)} if "setWeight" in s else s for s in steps]}
+
+
+@st.composite
+def blue_green_strategies(draw: st.DrawFn) -> dict[str, Any]:
+    strategy: dict[str, Any] = {
+        "autoPromotionEnabled": draw(st.booleans()),
+        "scaleDownDelaySeconds": draw(st.integers(0, 120)),
+    }
+    if draw(st.booleans()):
+        strategy["autoPromotionSeconds"] = draw(st.integers(1, 300))
+    if draw(st.booleans()):
+        strategy["previewReplicaCount"] = 1
+    for name in ("prePromotionAnalysis", "postPromotionAnalysis"):
+        if draw(st.booleans()):
+            strategy[name] = {"iterations": draw(st.integers(1, 3))}
+    return strategy
 
 
 @st.composite
@@ -52,12 +82,19 @@ def specs(draw: st.DrawFn) -> RolloutSpec:
         {"name": f"m{i}", "query": "q", "thresholdRange": {"min": 0, "max": 1}}
         for i in range(metric_count)
     ]
+    if draw(st.booleans()):
+        strategy = {"canary": draw(canary_strategies())}
+    else:
+        strategy = {"blueGreen": draw(blue_green_strategies())}
+    routing: dict[str, Any] = {"httpRoute": "app"}
+    if draw(st.booleans()):
+        routing["previewHTTPRoute"] = "app-preview"
     return RolloutSpec.model_validate(
         {
             "targetRef": {"name": "app"},
             "service": {"name": "app", "port": 80},
-            "strategy": {"canary": draw(canary_strategies())},
-            "trafficRouting": {"gatewayAPI": {"httpRoute": "app"}},
+            "strategy": strategy,
+            "trafficRouting": {"gatewayAPI": routing},
             "analysis": {
                 "interval": f"{draw(st.integers(1, 120))}s",
                 "failureLimit": draw(st.integers(1, 3)),
@@ -81,6 +118,7 @@ events = st.one_of(
     st.tuples(st.just("revision"), st.sampled_from(REVISIONS)),
     st.tuples(st.just("promote"), st.just(None)),
     st.tuples(st.just("toggle-pause"), st.just(None)),
+    st.tuples(st.just("route-broken"), st.booleans()),
 )
 
 
@@ -91,14 +129,17 @@ def measurement(metric: str, outcome: str) -> Measurement:
 
 @dataclass
 class World:
-    """A fake cluster that applies the engine's actions."""
+    """A fake cluster that applies the engine's actions. While its route is broken, the route
+    cannot be read, and a route write fails and ends the reconcile's actions (as the
+    reconciler does on a RoutingError)."""
 
     now: datetime = T0
     target: str = "v1"
     workloads: dict[str, WorkloadState | None] = field(
         default_factory=lambda: {"stable": None, "canary": None}
     )
-    weight: int = 0
+    traffic: Traffic = STABLE_ONLY
+    route_broken: bool = False
     promote_requested: bool = False
 
     def observe(self, measurements: tuple[Measurement, ...] | None = None) -> Observation:
@@ -111,6 +152,7 @@ class World:
             canary=self.workloads["canary"],
             promote_requested=self.promote_requested,
             measurements=measurements,
+            traffic=None if self.route_broken else self.traffic,
         )
 
     def happen(self, kind: str, arg: Any) -> None:
@@ -129,11 +171,24 @@ class World:
             self.target = arg
         elif kind == "promote":
             self.promote_requested = True
+        elif kind == "route-broken":
+            self.route_broken = arg
 
     def apply(self, decision: Decision) -> None:
+        self._carry_out(decision)
+        # The reconciler puts the routes back to what the status says when they drifted (or
+        # a write to them failed) and the decision did not set them itself.
+        adopted = decision.status.phase not in (None, RolloutPhase.INITIALIZING)
+        routed = any(isinstance(a, SetTraffic) for a in decision.actions)
+        if adopted and not routed and not self.route_broken:
+            self.traffic = status_traffic(decision.status)
+
+    def _carry_out(self, decision: Decision) -> None:
         for action in decision.actions:
-            if isinstance(action, SetCanaryWeight):
-                self.weight = action.weight
+            if isinstance(action, SetTraffic):
+                if self.route_broken:
+                    return
+                self.traffic = action.traffic
             elif isinstance(action, EnsureWorkload):
                 current = self.workloads[action.role]
                 wanted = (action.revision, action.replicas)
@@ -152,17 +207,33 @@ def stored(status: RolloutStatus) -> RolloutStatus:
     return RolloutStatus.model_validate(wire)
 
 
-def required_passes(spec: RolloutSpec) -> dict[int, int]:
-    """Passing measurement sets each analysed step needs before the rollout may move on."""
+def required_passes(spec: RolloutSpec) -> dict[str, int]:
+    """Passing measurement sets each analysed part of the rollout needs before it may be
+    promoted, keyed by the stage they belong to (a canary step index, or a blue/green
+    stage), from the spec alone."""
     if spec.skip_analysis or not spec.analysis.metrics:
         return {}
-    needed: dict[int, int] = {}
-    for index, step in enumerate(expand_steps(spec.strategy.canary)):
-        if step.set_weight is not None:
-            needed[index] = 1
-        elif step.analysis is not None:
-            needed[index] = step.analysis.iterations
+    needed: dict[str, int] = {}
+    if spec.strategy.canary is not None:
+        for index, step in enumerate(expand_steps(spec.strategy.canary)):
+            if step.set_weight is not None:
+                needed[f"step {index}"] = 1
+            elif step.analysis is not None:
+                needed[f"step {index}"] = step.analysis.iterations
+        return needed
+    blue_green = spec.strategy.blue_green
+    assert blue_green is not None
+    if blue_green.pre_promotion_analysis is not None:
+        needed["Preview"] = blue_green.pre_promotion_analysis.iterations
+    if blue_green.post_promotion_analysis is not None:
+        needed["Switched"] = blue_green.post_promotion_analysis.iterations
     return needed
+
+
+def stage(spec: RolloutSpec, status: RolloutStatus) -> str:
+    if spec.strategy.canary is not None:
+        return f"step {status.current_step_index or 0}"
+    return status.current_step_name or ""
 
 
 def assert_idle_is_quiet(spec: RolloutSpec, status: RolloutStatus, world: World) -> None:
@@ -173,6 +244,7 @@ def assert_idle_is_quiet(spec: RolloutSpec, status: RolloutStatus, world: World)
         and stable is not None
         and stable.ready
         and (stable.revision, stable.replicas) == (status.stable_revision, REPLICAS)
+        and not world.route_broken
     ):
         again = reconcile(spec, stored(status), world.observe())
         assert again.actions == ()
@@ -180,17 +252,18 @@ def assert_idle_is_quiet(spec: RolloutSpec, status: RolloutStatus, world: World)
         assert again.requeue_after is None
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(base_spec=specs(), script=st.lists(events, min_size=10, max_size=120))
 def test_invariants_hold_on_every_decision(
     base_spec: RolloutSpec, script: list[tuple[str, Any]]
 ) -> None:
     paused_spec = base_spec.model_copy(update={"paused": True})
+    blue_green = base_spec.strategy.blue_green is not None
     paused = False
     world = World()
     status = RolloutStatus()
     needed = required_passes(base_spec)
-    passes: dict[int, int] = {}
+    passes: dict[str, int] = {}
     rollout_key: tuple[object, ...] | None = None
 
     # Most scripts should exercise a rollout: start from v1 and ask for v2 right away.
@@ -217,36 +290,56 @@ def test_invariants_hold_on_every_decision(
         )
         used_outcomes = arg[: len(spec.analysis.metrics)] if kind == "measure" else []
         if measurements is not None and canary_ready and all(o == "pass" for o in used_outcomes):
-            index = status.current_step_index or 0
-            passes[index] = passes.get(index, 0) + 1
+            where = stage(spec, status)
+            passes[where] = passes.get(where, 0) + 1
 
-        before = status.phase
-        decision = reconcile(spec, stored(status), world.observe(measurements))
+        before, last_good = status.phase, status.stable_revision
+        observed = world.observe(measurements)
+        decision = reconcile(spec, stored(status), observed)
         world.apply(decision)
         status = decision.status
 
         assert stored(status) == status
-        assert 0 <= status.canary_weight <= 100
-        assert all(0 <= w <= 100 for w in (world.weight,))
         for action in decision.actions:
-            if isinstance(action, SetCanaryWeight):
-                assert 0 <= action.weight <= 100
-        if status.phase is RolloutPhase.FAILED:
-            assert world.weight == 0
-            assert status.canary_weight == 0
+            if isinstance(action, SetTraffic):
+                weight = action.traffic.canary_weight
+                assert 0 <= weight <= 100
+                assert 0 <= action.traffic.mirror_percent <= 100
+                if weight > 0:
+                    # Live traffic only ever reaches a new version seen ready at full size.
+                    seen = observed.canary
+                    assert seen is not None and seen.ready and seen.replicas == REPLICAS
+                    assert seen.revision == status.canary_revision
+                if blue_green:
+                    assert weight in (0, 100)  # one switch, never a split
+                    assert not action.traffic.header_route and not action.traffic.mirror_percent
+                    if weight == 100 and "Preview" in needed:
+                        assert passes.get("Preview", 0) >= needed["Preview"], (
+                            "green took live traffic before passing pre-promotion analysis"
+                        )
+        if status.phase in ENDED and before not in ENDED:
+            # Every end of a rollout: all traffic on the last good version, no extra routes.
+            ended_traffic = [a.traffic for a in decision.actions if isinstance(a, SetTraffic)]
+            assert ended_traffic and ended_traffic[-1] == STABLE_ONLY
+            assert status.canary_weight == 0 and not status.header_route
+            assert status.mirror_percent == 0 and not status.preview_active
+            if status.phase is not RolloutPhase.SUCCEEDED:
+                assert status.stable_revision == last_good
+            if not world.route_broken:
+                assert world.traffic == STABLE_ONLY
+        if status.phase is RolloutPhase.FAILED and not world.route_broken:
+            assert world.traffic == STABLE_ONLY
         if status.phase in (RolloutPhase.PROMOTING, RolloutPhase.SUCCEEDED) and before in (
             RolloutPhase.PROGRESSING,
             RolloutPhase.PAUSED,
         ):
-            for index, count in needed.items():
-                assert passes.get(index, 0) >= count, (
-                    f"promoted without {count} passing measurement(s) at step {index}"
+            for where, count in needed.items():
+                assert passes.get(where, 0) >= count, (
+                    f"promoted without {count} passing measurement(s) at {where}"
                 )
-        if status.phase is RolloutPhase.SUCCEEDED:
-            assert world.weight == 0
         assert_idle_is_quiet(spec, status, world)
         if status.phase is not before:
-            event(f"reached {status.phase}")
+            event(f"{'blue/green' if blue_green else 'canary'} reached {status.phase}")
 
 
 bad_outcomes = st.sampled_from(["fail", "none", "error"])
@@ -258,12 +351,12 @@ bad_events = st.one_of(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(spec=specs(), script=st.lists(bad_events, min_size=5, max_size=60))
 def test_never_advances_past_an_analysed_step_without_passing_data(
     spec: RolloutSpec, script: list[tuple[str, Any]]
 ) -> None:
-    analysed = sorted(required_passes(spec))
+    needed = required_passes(spec)
     world = World()
     status = RolloutStatus()
     for kind, arg in [("settle", None), ("settle", None), ("revision", "v2"), *script]:
@@ -276,6 +369,10 @@ def test_never_advances_past_an_analysed_step_without_passing_data(
         decision = reconcile(spec, stored(status), world.observe(measurements))
         world.apply(decision)
         status = decision.status
-        if analysed and status.canary_revision == "v2":
-            assert (status.current_step_index or 0) <= analysed[0]
+        if needed and status.canary_revision == "v2":
             assert status.phase not in (RolloutPhase.PROMOTING, RolloutPhase.SUCCEEDED)
+            if spec.strategy.canary is not None:
+                first = min(int(k.split()[1]) for k in needed)
+                assert (status.current_step_index or 0) <= first
+            elif "Preview" in needed:
+                assert world.traffic.canary_weight == 0  # green never went live

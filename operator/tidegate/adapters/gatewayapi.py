@@ -1,28 +1,41 @@
-"""Traffic routing through a Gateway API HTTPRoute: tidegate owns one rule's backendRefs."""
+"""Traffic routing through Gateway API HTTPRoutes.
+
+Tidegate owns, in the rollout's HTTPRoute, the backendRefs of one rule (the live split) and
+a RequestMirror filter on that rule that points at the canary; it adds and removes a rule of
+its own, named `tidegate-header-route`, that sends requests matching the header route to the
+canary. In the preview HTTPRoute, if there is one, it owns the backendRefs of the first rule.
+Everything else in the routes is left as the user wrote it.
+"""
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable
 from typing import Any
 
 from lightkube import ApiError, AsyncClient
 from lightkube.types import PatchType
 
 from tidegate.adapters.kube import HTTPRoute, Obj, get_or_none
+from tidegate.plan import HeaderMatch, Traffic
 from tidegate.ports import RoutingError
 
+HEADER_RULE = "tidegate-header-route"
 _CONFLICT_RETRIES = 5
+_MATCH_TYPES = {False: "Exact", True: "RegularExpression"}
+
+
+def backend_ref(service: str, port: int, weight: int | None = None) -> Obj:
+    ref: Obj = {"group": "", "kind": "Service", "name": service, "port": port}
+    if weight is not None:
+        ref["weight"] = weight
+    return ref
 
 
 def backend_refs(stable: str, canary: str, port: int, canary_weight: int) -> list[Obj]:
     return [
-        {
-            "group": "",
-            "kind": "Service",
-            "name": stable,
-            "port": port,
-            "weight": 100 - canary_weight,
-        },
-        {"group": "", "kind": "Service", "name": canary, "port": port, "weight": canary_weight},
+        backend_ref(stable, port, 100 - canary_weight),
+        backend_ref(canary, port, canary_weight),
     ]
 
 
@@ -33,19 +46,48 @@ def _normalised(refs: list[Obj]) -> list[tuple[Any, ...]]:
     ]
 
 
-def canary_weight_of(route: Obj, rule_index: int, canary: str) -> int | None:
-    """The weight the route now gives the canary Service, if the rule routes to it."""
-    rules = route.get("spec", {}).get("rules", [])
-    if rule_index >= len(rules):
-        return None
-    for ref in rules[rule_index].get("backendRefs", []):
-        if ref.get("name") == canary:
-            return int(ref.get("weight", 1))
-    return None
+def _is_our_mirror(item: Obj, canary: str) -> bool:
+    mirror = item.get("requestMirror") or {}
+    return (
+        item.get("type") == "RequestMirror" and mirror.get("backendRef", {}).get("name") == canary
+    )
+
+
+def _header_rule(base: Obj, matches: tuple[HeaderMatch, ...], canary: str, port: int) -> Obj:
+    """A rule that sends what `base` matches, and also carries every header of `matches`, to
+    the canary. More header matches win in Gateway API's precedence, so it takes precedence
+    over `base` for those requests."""
+    headers = [{"type": _MATCH_TYPES[m.regex], "name": m.name, "value": m.value} for m in matches]
+    base_matches = base.get("matches") or [{"path": {"type": "PathPrefix", "value": "/"}}]
+    rule: Obj = {
+        "name": HEADER_RULE,
+        "matches": [
+            {**copy.deepcopy(m), "headers": [*m.get("headers", []), *headers]} for m in base_matches
+        ],
+        # The weight written out, as the API server would default it, so that reading the
+        # rule back compares equal and an idle rollout writes nothing.
+        "backendRefs": [backend_ref(canary, port, 1)],
+    }
+    filters = [f for f in base.get("filters", []) if f.get("type") != "RequestMirror"]
+    if filters:
+        rule["filters"] = copy.deepcopy(filters)
+    return rule
+
+
+def _header_route_of(rule: Obj, base: Obj) -> tuple[HeaderMatch, ...]:
+    """The header matches tidegate added to `rule` (those `base` does not have)."""
+    first = (rule.get("matches") or [{}])[0]
+    base_first = (base.get("matches") or [{}])[0]
+    own = first.get("headers", [])[len(base_first.get("headers", [])) :]
+    return tuple(
+        HeaderMatch(h["name"], h["value"], regex=h.get("type") == "RegularExpression") for h in own
+    )
 
 
 class GatewayAPIRouter:
-    """The `Router` port on a Gateway API HTTPRoute."""
+    """The `Router` port on Gateway API HTTPRoutes."""
+
+    capabilities = frozenset({"weights", "header", "mirror", "preview"})
 
     def __init__(
         self,
@@ -56,6 +98,7 @@ class GatewayAPIRouter:
         stable_service: str,
         canary_service: str,
         port: int,
+        preview_route: str | None = None,
     ) -> None:
         self.client = client
         self.namespace = namespace
@@ -64,40 +107,117 @@ class GatewayAPIRouter:
         self.stable_service = stable_service
         self.canary_service = canary_service
         self.port = port
+        self.preview_route = preview_route
 
-    async def set_canary_weight(self, weight: int) -> bool:
-        """Give the canary `weight` percent and the stable the rest; False when already so."""
-        if not 0 <= weight <= 100:
-            raise ValueError(f"weight {weight} is outside 0..100")
-        desired = backend_refs(self.stable_service, self.canary_service, self.port, weight)
+    # -- reading --
+
+    async def _get(self, name: str) -> Obj:
+        route = await get_or_none(self.client, HTTPRoute, name, self.namespace)
+        if route is None:
+            raise RoutingError(f"HTTPRoute {self.namespace}/{name} does not exist")
+        return route
+
+    def _rules(self, route: Obj, index: int) -> list[Obj]:
+        rules: list[Obj] = route.get("spec", {}).get("rules", [])
+        if index >= len(rules):
+            raise RoutingError(
+                f"HTTPRoute {route['metadata']['name']} has {len(rules)} rules; rule {index} "
+                "does not exist"
+            )
+        return rules
+
+    async def observe(self) -> Traffic | None:
+        route = await self._get(self.route)
+        rules = self._rules(route, self.rule_index)
+        managed = rules[self.rule_index]
+        refs = managed.get("backendRefs", [])
+        weights = {r.get("name"): r.get("weight", 1) for r in refs}
+        canary_weight = weights.get(self.canary_service, 0)
+        if _normalised(refs) != _normalised(
+            backend_refs(self.stable_service, self.canary_service, self.port, canary_weight)
+        ):
+            return None
+        mirrors = [f for f in managed.get("filters", []) if _is_our_mirror(f, self.canary_service)]
+        mirror = int(mirrors[0]["requestMirror"].get("percent", 100)) if mirrors else 0
+        header_rules = [r for r in rules if r.get("name") == HEADER_RULE]
+        header = _header_route_of(header_rules[0], managed) if header_rules else ()
+        preview = False
+        if self.preview_route is not None:
+            preview_refs = self._rules(await self._get(self.preview_route), 0)[0].get(
+                "backendRefs", []
+            )
+            names = [r.get("name") for r in preview_refs]
+            if names not in ([self.stable_service], [self.canary_service]):
+                return None
+            preview = names == [self.canary_service]
+        return Traffic(canary_weight, header, mirror, preview)
+
+    # -- writing --
+
+    async def apply(self, traffic: Traffic) -> bool:
+        if not 0 <= traffic.canary_weight <= 100:
+            raise ValueError(f"weight {traffic.canary_weight} is outside 0..100")
+        changed = await self._edit(self.route, lambda route: self._live(route, traffic))
+        if self.preview_route is not None:
+            service = self.canary_service if traffic.preview else self.stable_service
+            changed |= await self._edit(
+                self.preview_route, lambda route: self._preview(route, service)
+            )
+        return changed
+
+    def _live(self, route: Obj, traffic: Traffic) -> list[Obj]:
+        rules = copy.deepcopy(self._rules(route, self.rule_index))
+        managed = rules[self.rule_index]
+        managed["backendRefs"] = backend_refs(
+            self.stable_service, self.canary_service, self.port, traffic.canary_weight
+        )
+        filters = [
+            f for f in managed.get("filters", []) if not _is_our_mirror(f, self.canary_service)
+        ]
+        if traffic.mirror_percent:
+            filters.append(
+                {
+                    "type": "RequestMirror",
+                    "requestMirror": {
+                        "backendRef": backend_ref(self.canary_service, self.port),
+                        "percent": traffic.mirror_percent,
+                    },
+                }
+            )
+        if filters:
+            managed["filters"] = filters
+        else:
+            managed.pop("filters", None)
+        rules = [r for r in rules if r.get("name") != HEADER_RULE]
+        if traffic.header_route:
+            rules.append(
+                _header_rule(managed, traffic.header_route, self.canary_service, self.port)
+            )
+        return rules
+
+    def _preview(self, route: Obj, service: str) -> list[Obj]:
+        rules = copy.deepcopy(self._rules(route, 0))
+        rules[0]["backendRefs"] = [backend_ref(service, self.port)]
+        return rules
+
+    async def _edit(self, name: str, edit: Callable[[Obj], list[Obj]]) -> bool:
+        """Replace the route's rules with `edit(route)`; False when they were already so. A
+        conflicting write by someone else is read again and retried."""
         for _ in range(_CONFLICT_RETRIES):
-            route = await get_or_none(self.client, HTTPRoute, self.route, self.namespace)
-            if route is None:
-                raise RoutingError(f"HTTPRoute {self.namespace}/{self.route} does not exist")
-            rules = route.get("spec", {}).get("rules", [])
-            if self.rule_index >= len(rules):
-                raise RoutingError(
-                    f"HTTPRoute {self.route} has {len(rules)} rules; ruleIndex "
-                    f"{self.rule_index} does not exist"
-                )
-            current = rules[self.rule_index].get("backendRefs", [])
-            if _normalised(current) == _normalised(desired):
+            route = await self._get(name)
+            rules = edit(route)
+            if rules == route.get("spec", {}).get("rules", []):
                 return False
-            rules[self.rule_index]["backendRefs"] = desired
             patch = {
                 "metadata": {"resourceVersion": route["metadata"]["resourceVersion"]},
                 "spec": {"rules": rules},
             }
             try:
                 await self.client.patch(
-                    HTTPRoute,
-                    self.route,
-                    patch,
-                    namespace=self.namespace,
-                    patch_type=PatchType.MERGE,
+                    HTTPRoute, name, patch, namespace=self.namespace, patch_type=PatchType.MERGE
                 )
                 return True
             except ApiError as error:
                 if error.status.code != 409:
                     raise
-        raise RoutingError(f"HTTPRoute {self.route} kept changing; weight {weight} not set")
+        raise RoutingError(f"HTTPRoute {name} kept changing; not updated")

@@ -28,6 +28,7 @@ def kube_ports(client: AsyncClient) -> Ports:
             role_service(spec.service.name, "stable"),
             role_service(spec.service.name, "canary"),
             spec.service.port,
+            route.preview_http_route,
         )
 
     return Ports(

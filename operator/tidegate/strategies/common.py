@@ -1,0 +1,21 @@
+"""What the strategies share."""
+
+from __future__ import annotations
+
+from tidegate.api import HeaderRouteMatch, RolloutSpec
+from tidegate.plan import HeaderMatch
+
+
+def analysis_enabled(spec: RolloutSpec) -> bool:
+    return not spec.skip_analysis and bool(spec.analysis.metrics)
+
+
+def header_match(match: HeaderRouteMatch) -> HeaderMatch:
+    value = match.header_value
+    if value.regex is not None:
+        return HeaderMatch(match.header_name, value.regex, regex=True)
+    return HeaderMatch(match.header_name, value.exact or "")
+
+
+def has_preview_route(spec: RolloutSpec) -> bool:
+    return spec.traffic_routing.gateway_api.preview_http_route is not None
