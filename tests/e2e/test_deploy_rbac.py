@@ -41,8 +41,8 @@ PROMOTE_ANNOTATION = "tidegate.io/promote"
 # (apiGroup, resource[/subresource], verb) granted though the run below does not use it, with
 # the reason it is kept. Empty today: the run makes every call the operator has. (As deployed,
 # with -A, it makes the same calls cluster-wide, minus the namespace list and watch that kopf
-# makes with -n, which the Helm chart's `watchNamespaces` value gives it.) A grant needed only on a
-# path this run cannot take belongs here; keep it short, the token's holder gets each one.
+# makes with -n, which the Helm chart's `watchNamespaces` value gives it.) A grant needed only
+# on a path this run cannot take belongs here; keep it short: the token's holder gets each one.
 ALLOWED_UNUSED: dict[tuple[str, str, str], str] = {}
 
 Triple = tuple[str, str, str]
