@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tidegate.adapters.gatewayapi import backend_refs, canary_weight_of
+from tidegate.adapters.gatewayapi import backend_refs
 from tidegate.adapters.prometheus import UnknownVariable, render_query, single_value
 from tidegate.adapters.workloads import (
     REVISION_ANNOTATION,
@@ -108,9 +108,6 @@ def test_no_deployment_no_state() -> None:
 def test_backend_refs_split_100() -> None:
     refs = backend_refs("s-stable", "s-canary", 80, 30)
     assert [(r["name"], r["weight"]) for r in refs] == [("s-stable", 70), ("s-canary", 30)]
-    route = {"spec": {"rules": [{"backendRefs": refs}]}}
-    assert canary_weight_of(route, 0, "s-canary") == 30
-    assert canary_weight_of(route, 1, "s-canary") is None
 
 
 def test_render_query_fills_variables_and_refuses_unknown_ones() -> None:

@@ -33,17 +33,6 @@ def _normalised(refs: list[Obj]) -> list[tuple[Any, ...]]:
     ]
 
 
-def canary_weight_of(route: Obj, rule_index: int, canary: str) -> int | None:
-    """The weight the route now gives the canary Service, if the rule routes to it."""
-    rules = route.get("spec", {}).get("rules", [])
-    if rule_index >= len(rules):
-        return None
-    for ref in rules[rule_index].get("backendRefs", []):
-        if ref.get("name") == canary:
-            return int(ref.get("weight", 1))
-    return None
-
-
 class GatewayAPIRouter:
     """The `Router` port on a Gateway API HTTPRoute."""
 
