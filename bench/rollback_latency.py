@@ -30,18 +30,20 @@ from typing import Any
 
 import yaml
 
-from tidegate.adapters.gatewayapi import canary_weight_of
 from tidegate.adapters.kube import HTTPRoute, ProgressiveRollout, make_client
 from tidegate_devenv.cluster import KubectlRunner
 from tidegate_devenv.environment import EnvironmentInfo, start_environment, stop_environment
 from tidegate_devenv.operator_process import (
+    OperatorProcess,
     install_crd,
     kubectl_for,
+    operator_log,
     start_operator,
-    stop_operator,
 )
 from tidegate_devenv.paths import CANARY_EXAMPLE
+from tidegate_devenv.routing import backend_weight
 from tidegate_devenv.traffic import LiveLoad, first_error_at, settled_at
+from tidegate_devenv.waiting import wait_until_async
 
 NAME = "shop"
 STABLE_VERSION = "1.0.0"
@@ -57,7 +59,17 @@ class Watched:
     """Objects as a watch delivered them, each with time.time() at arrival."""
 
     events: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def wait_for(self, what: str, test: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+        """The first object delivered (before or after this call) that passes `test`."""
+
+        async def found() -> dict[str, Any] | None:
+            return next((obj for _, obj in self.events if test(obj)), None)
+
+        # Polled: the arrival times recorded by `watch` are what is measured, not this.
+        found_obj = await wait_until_async(found, what, TIMEOUT, interval=0.05)
+        assert found_obj is not None
+        return found_obj
 
 
 @dataclass(frozen=True)
@@ -75,22 +87,6 @@ def wall_of(text: str) -> float:
 async def watch(client: Any, kind: Any, namespace: str, into: Watched) -> None:
     async for _, obj in client.watch(kind, namespace=namespace, fields={"metadata.name": NAME}):
         into.events.append((time.time(), obj.to_dict()))
-        into.changed.set()
-
-
-async def wait_for(watched: Watched, test: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
-    deadline = time.monotonic() + TIMEOUT
-    seen = 0
-    while True:
-        for _, obj in watched.events[seen:]:
-            if test(obj):
-                return obj
-        seen = len(watched.events)
-        watched.changed.clear()
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError(f"not seen within {TIMEOUT:.0f}s")
-        await asyncio.wait_for(watched.changed.wait(), left)
 
 
 def manifests(host: str) -> str:
@@ -122,7 +118,7 @@ async def one_run(info: EnvironmentInfo, kubectl: KubectlRunner, index: int) -> 
         asyncio.create_task(watch(client, ProgressiveRollout, namespace, rollouts)),
     ]
     try:
-        await wait_for(rollouts, lambda o: phase_of(o) == "Initialized")
+        await rollouts.wait_for("the rollout Initialized", lambda o: phase_of(o) == "Initialized")
         tasks.append(asyncio.create_task(load.run()))
         await load.wait_for(STABLE_VERSION, 30)
         changed = time.monotonic()
@@ -136,8 +132,8 @@ async def one_run(info: EnvironmentInfo, kubectl: KubectlRunner, index: int) -> 
             f"VERSION={BAD_VERSION}",
             "ERROR_RATE=0.5",
         )
-        failed = await wait_for(
-            rollouts,
+        failed = await rollouts.wait_for(
+            "the canary rolled back",
             lambda o: phase_of(o) == "Failed" and o["status"].get("canaryRevision") is not None,
         )
         await asyncio.sleep(TAIL_SECONDS)
@@ -152,9 +148,7 @@ async def one_run(info: EnvironmentInfo, kubectl: KubectlRunner, index: int) -> 
     measured = min(wall_of(m["measuredAt"]) for m in failing)
     canary = f"{NAME}-canary"
     route_zero = next(
-        at
-        for at, route in routes.events
-        if at >= measured and canary_weight_of(route, 0, canary) == 0
+        at for at, route in routes.events if at >= measured and backend_weight(route, canary) == 0
     )
     # Load samples are on the monotonic clock, the rest on the wall clock.
     offset = time.time() - time.monotonic()
@@ -213,13 +207,13 @@ def main() -> int:
     parser.add_argument("--state-dir", type=Path, default=Path.cwd() / ".state" / "bench")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, _interrupt)
-    operator = None
+    operator: OperatorProcess | None = None
     try:
         print(f"starting the local environment in {args.state_dir} ...", flush=True)
         info = start_environment(args.state_dir)
         kubectl = kubectl_for(info)
         install_crd(kubectl)
-        operator = start_operator(info, args.state_dir)
+        operator = start_operator(info, operator_log(args.state_dir))
         interval = yaml.safe_load((CANARY_EXAMPLE / "rollout.yaml").read_text())["spec"]["analysis"]
         print(
             f"load {RPS:.0f} requests/s; analysis every {interval['interval']}, failureLimit 1;"
@@ -235,7 +229,7 @@ def main() -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if operator is not None:
-            stop_operator(operator)
+            operator.stop()
         stop_environment(args.state_dir)
         print("environment stopped", flush=True)
 

@@ -2,6 +2,10 @@
 
 TIDEGATE_TEST_KUBECONFIG names an existing cluster (kind, k3d, a real one) to use instead
 of starting a local control plane; Prometheus and the gateway still run on this machine.
+
+The gateway's weighted choices are seeded ($TIDEGATE_GATEWAY_SEED, else GATEWAY_SEED), so a
+test's traffic shares are the same from run to run; with every test on a hostname, and so a
+route, of its own, no other test's requests change them.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from tidegate_devenv.cluster import KubectlRunner
 from tidegate_devenv.environment import EnvironmentInfo, start_environment, stop_environment
 
 E2E_DIR = Path(__file__).parent
+GATEWAY_SEED = 20240611
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -29,7 +34,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EnvironmentInfo]:
     state_dir = tmp_path_factory.mktemp("environment")
     external = os.environ.get("TIDEGATE_TEST_KUBECONFIG")
-    info = start_environment(state_dir, kubeconfig=Path(external) if external else None)
+    info = start_environment(
+        state_dir,
+        kubeconfig=Path(external) if external else None,
+        gateway_seed=int(os.environ.get("TIDEGATE_GATEWAY_SEED", GATEWAY_SEED)),
+    )
     try:
         yield info
     finally:

@@ -1,18 +1,12 @@
-"""What the rollout e2e tests share: the operator process, background load, waiting."""
+"""What the rollout e2e tests share: the example's objects, background load, reading them."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import time
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from tidegate.adapters.gatewayapi import canary_weight_of
 from tidegate_devenv.cluster import KubectlRunner
-from tidegate_devenv.environment import EnvironmentInfo
-from tidegate_devenv.operator_process import start_operator, stop_operator
+from tidegate_devenv.routing import backend_weight
 from tidegate_devenv.traffic import LiveLoad, Sample
 
 HOST = "shop.example.com"  # the example's hostname
@@ -23,27 +17,8 @@ def unique_host(namespace: str) -> str:
     return f"{namespace}.{HOST}"
 
 
-class Operator:
-    """`tidegate run` for one namespace, as a real process that a test may kill."""
-
-    def __init__(self, environment: EnvironmentInfo, namespace: str, log: Path) -> None:
-        self.environment = environment
-        self.namespace = namespace
-        self.log = log
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.process = start_operator(
-            self.environment, self.log.parent, namespaces=[self.namespace], log=self.log
-        )
-
-    def stop(self) -> None:
-        if self.process is not None:
-            stop_operator(self.process)
-
-
 class BackgroundLoad(LiveLoad):
-    """Steady requests through the gateway to the example's host, from a thread."""
+    """Steady requests through the gateway to a test's host, from a thread."""
 
     def __init__(self, gateway_url: str, host: str, rps: float = 60) -> None:
         super().__init__(gateway_url, host, rps=rps)
@@ -53,9 +28,6 @@ class BackgroundLoad(LiveLoad):
         """Samples whose responses arrived between two time.monotonic() readings."""
         return [s for s in self.samples if start <= s[0] <= end]
 
-    def seen(self, version: str) -> bool:
-        return any(v == version for _, v, _ in self.samples)
-
 
 def get(kubectl: KubectlRunner, namespace: str, *what: str) -> dict[str, Any]:
     found: dict[str, Any] = json.loads(kubectl.check("get", "-n", namespace, *what, "-o", "json"))
@@ -63,19 +35,16 @@ def get(kubectl: KubectlRunner, namespace: str, *what: str) -> dict[str, Any]:
 
 
 def canary_weight_in_route(kubectl: KubectlRunner, namespace: str, route: str = "shop") -> int:
-    """What the route gives shop-canary (0 before tidegate took the rule over)."""
-    return canary_weight_of(get(kubectl, namespace, "httproute", route), 0, "shop-canary") or 0
+    """What the route gives shop-canary, as the dev gateway reads it (0 before tidegate took
+    the rule over)."""
+    return backend_weight(get(kubectl, namespace, "httproute", route), "shop-canary") or 0
 
 
-def wait_for(check: Callable[[], Any], what: str, timeout: float = 90, every: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
+def resource_versions(kubectl: KubectlRunner, namespace: str, kinds: str) -> dict[str, str]:
+    """metadata.resourceVersion of every object of `kinds` (kubectl's comma-separated list)
+    in the namespace, by kind/name: any write to one of them changes its entry."""
+    items = get(kubectl, namespace, kinds)["items"]
+    return {f"{i['kind']}/{i['metadata']['name']}": i["metadata"]["resourceVersion"] for i in items}
 
 
 def set_version(

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -20,20 +18,18 @@ import pytest
 from prometheus_api_client import PrometheusConnect
 
 from tidegate_devenv import prometheus
+from tidegate_devenv.cluster import free_port, http_ok
 from tidegate_devenv.demoprocs import child_env
 from tidegate_devenv.loadgen import LoadResult, generate
+from tidegate_devenv.processes import stop_process_group
+from tidegate_devenv.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class Processes:
-    """Children of this test, all stopped at the end whatever happens."""
+    """Children of this test, each in a session of its own, all stopped at the end whatever
+    happens."""
 
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -41,20 +37,15 @@ class Processes:
     def start(
         self, cmd: list[str], stdout: int | IO[bytes] = subprocess.DEVNULL
     ) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(cmd, stdout=stdout, stderr=subprocess.STDOUT, env=child_env())
+        proc = subprocess.Popen(
+            cmd, stdout=stdout, stderr=subprocess.STDOUT, env=child_env(), start_new_session=True
+        )
         self.procs.append(proc)
         return proc
 
     def stop_all(self) -> None:
         for proc in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process_group(proc, 10)
             if proc.stdout is not None:
                 proc.stdout.close()
 
@@ -111,9 +102,10 @@ def test_prometheus_counts_match_loadgen(tmp_path: Path, processes: Processes) -
     cmd = prometheus.prometheus_command(
         binary, config, tmp_path / "data", url.removeprefix("http://")
     )
-    with (tmp_path / "prometheus.log").open("wb") as log:
-        processes.start(cmd, stdout=log)
-    prometheus.wait_ready(url, timeout=60)
+    log = tmp_path / "prometheus.log"
+    with log.open("wb") as out:
+        processes.start(cmd, stdout=out)
+    wait_until(lambda: http_ok(f"{url}/-/ready"), "prometheus's /-/ready", 60, log)
 
     async def load() -> tuple[LoadResult, LoadResult]:
         return await asyncio.gather(
@@ -129,14 +121,15 @@ def test_prometheus_counts_match_loadgen(tmp_path: Path, processes: Processes) -
 
     prom = PrometheusConnect(url=url, disable_ssl=True)
     query = 'sum by (version, code) (demo_http_requests_total{job="demo-apps"})'
-    deadline = time.monotonic() + 30
-    seen: dict[tuple[str, ...], int] = {}
-    while time.monotonic() < deadline:
-        seen = promql_counts(prom, query, ("version", "code"))
-        if seen == expected:
-            break
-        time.sleep(0.5)
-    assert seen == expected, (tmp_path / "prometheus.log").read_text()[-2000:]
+    # Scraped every second: the counts become what was sent, or the wait fails showing them.
+    wait_until(
+        lambda: promql_counts(prom, query, ("version", "code")),
+        "Prometheus to count what loadgen sent",
+        30,
+        log,
+        until=lambda seen: seen == expected,
+        interval=0.5,
+    )
 
     by_version = promql_counts(
         prom, 'sum by (version) (demo_http_requests_total{job="demo-apps"})', ("version",)

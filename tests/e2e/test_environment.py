@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
+import urllib.request
 from pathlib import Path
 
-import pytest
 import yaml
 from objects import deployment, http_route, service
 from prometheus_api_client import PrometheusConnect
+from prometheus_client.parser import text_string_to_metric_families
 
 from tidegate_devenv.cluster import KubectlRunner
 from tidegate_devenv.environment import EnvironmentInfo, start_environment, stop_environment
 from tidegate_devenv.loadgen import generate
-from tidegate_devenv.processes import ProcessTable
+from tidegate_devenv.processes import ProcessTable, live_processes
+from tidegate_devenv.waiting import wait_until
 
 
 def apply(kubectl: KubectlRunner, namespace: str, *objects: object) -> None:
@@ -93,15 +94,41 @@ def test_custom_resource_breaking_its_schema_is_rejected(
 
 
 def backend_totals(prometheus: PrometheusConnect, namespace: str) -> dict[str, float]:
+    """gateway_requests_total by backend, as Prometheus last scraped it."""
     result = prometheus.custom_query(
         f'sum by (backend) (gateway_requests_total{{namespace="{namespace}"}})'
     )
     return {r["metric"]["backend"]: float(r["value"][1]) for r in result}
 
 
+def gateway_totals(metrics_url: str, namespace: str) -> dict[str, float]:
+    """The same counters as the gateway serves them now."""
+    with urllib.request.urlopen(f"{metrics_url}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "gateway_requests_total" and sample.labels["namespace"] == namespace:
+                backend = sample.labels["backend"]
+                totals[backend] = totals.get(backend, 0.0) + sample.value
+    return totals
+
+
+def scraped_totals(environment: EnvironmentInfo, namespace: str) -> dict[str, float]:
+    """Once Prometheus has scraped what the gateway counts now (no traffic meanwhile)."""
+    prometheus = PrometheusConnect(environment.prometheus_url)
+    return wait_until(
+        lambda: backend_totals(prometheus, namespace),
+        f"Prometheus to scrape the gateway's counters for {namespace}",
+        30,
+        until=lambda scraped: scraped == gateway_totals(environment.gateway_metrics_url, namespace),
+    )
+
+
 def test_gateway_splits_traffic_by_httproute_weight(
     environment: EnvironmentInfo, kubectl: KubectlRunner, namespace: str
 ) -> None:
+    host = f"split.{namespace}.test"  # a host of the test's own
     apply(
         kubectl,
         namespace,
@@ -109,54 +136,42 @@ def test_gateway_splits_traffic_by_httproute_weight(
         deployment("two", version="v2"),
         service("one", "one"),
         service("two", "two"),
-        http_route("split", "split.test", [("one", 80), ("two", 20)]),
+        http_route("split", host, [("one", 80), ("two", 20)]),
     )
     for name in ("one", "two"):
         kubectl.check("rollout", "status", "-n", namespace, f"deployment/{name}", "--timeout=60s")
 
     # The gateway learns of the route and starts a demo app per pod template.
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        probe = asyncio.run(generate(environment.gateway_url, host="split.test", count=40))
-        if probe.by_version.get("v1") and probe.by_version.get("v2"):
-            break
-        time.sleep(0.5)
-    else:
-        pytest.fail(f"the gateway never served both backends: {probe.summary()}")
+    wait_until(
+        lambda: asyncio.run(generate(environment.gateway_url, host=host, count=40)),
+        "the gateway to serve both backends",
+        60,
+        until=lambda probe: bool(probe.by_version.get("v1") and probe.by_version.get("v2")),
+        interval=0.5,
+    )
+    before = scraped_totals(environment, namespace)
 
-    prometheus = PrometheusConnect(environment.prometheus_url)
-    time.sleep(2.5)  # let a scrape (every 1 s) take in the probe traffic
-    before = backend_totals(prometheus, namespace)
-
-    result = asyncio.run(generate(environment.gateway_url, host="split.test", count=2000))
+    result = asyncio.run(generate(environment.gateway_url, host=host, count=2000))
     assert result.total == 2000
     assert result.by_code == {200: 2000}
     share = result.by_version["v1"] / 2000
     assert 0.75 <= share <= 0.85, result.summary()
 
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        after = backend_totals(prometheus, namespace)
-        sent = {b: after.get(b, 0.0) - before.get(b, 0.0) for b in ("one", "two")}
-        if sum(sent.values()) >= 2000:
-            break
-        time.sleep(0.5)
+    after = scraped_totals(environment, namespace)
+    sent = {b: after.get(b, 0.0) - before.get(b, 0.0) for b in ("one", "two")}
     assert sent == {"one": result.by_version["v1"], "two": result.by_version["v2"]}
     assert 0.75 <= sent["one"] / 2000 <= 0.85
 
 
 def _processes_mentioning(text: str) -> list[str]:
     found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for pid, _ in live_processes():
         try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
-            continue
-        if text in cmdline and state != "Z":
-            found.append(f"{entry.name}: {cmdline}")
+            continue  # gone meanwhile
+        if text in cmdline:
+            found.append(f"{pid}: {cmdline}")
     return found
 
 

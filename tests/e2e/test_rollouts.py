@@ -6,6 +6,7 @@ import contextlib
 import itertools
 import json
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,21 +15,32 @@ from typing import Any
 import pytest
 import yaml
 from rollout_support import (
-    HOST,
     BackgroundLoad,
-    Operator,
     canary_weight_in_route,
     events,
     get,
+    resource_versions,
     set_version,
     unique_host,
-    wait_for,
 )
 
 from tidegate_devenv.cluster import KubectlRunner
 from tidegate_devenv.environment import EnvironmentInfo
-from tidegate_devenv.operator_process import install_crd, read_status
+from tidegate_devenv.operator_process import (
+    OperatorProcess,
+    install_crd,
+    read_status,
+    start_operator,
+)
 from tidegate_devenv.paths import CANARY_EXAMPLE
+from tidegate_devenv.traffic import Sample
+from tidegate_devenv.waiting import wait_until
+
+# Responses let by after a change before the traffic is judged: those already in flight, and
+# the gateway's watch catching up with the route. 1.5 s of the load's 60 requests/s.
+SETTLING = 90
+# Objects the operator writes, and the ones it reads to decide.
+OPERATED = "progressiverollout,httproute,deployment,service"
 
 
 @pytest.fixture(scope="session")
@@ -42,7 +54,8 @@ class Shop:
 
     namespace: str
     kubectl: KubectlRunner
-    operator: Operator
+    environment: EnvironmentInfo
+    operator: OperatorProcess
     load: BackgroundLoad
 
     def status(self) -> dict[str, Any]:
@@ -57,20 +70,23 @@ class Shop:
     def wait_status(
         self, check: Callable[[dict[str, Any]], bool], what: str, timeout: float = 90
     ) -> dict[str, Any]:
-        """The first status that passes `check`; a timeout names the last one seen."""
-        seen: list[dict[str, Any]] = [{}]
-
-        def passes() -> dict[str, Any] | None:
-            seen[0] = self.status()
-            return seen[0] if check(seen[0]) else None
-
-        try:
-            return wait_for(passes, what, timeout)  # type: ignore[no-any-return]
-        except AssertionError as error:
-            raise AssertionError(f"{error}; status: {seen[0]}") from None
+        """The first status that passes `check`; a timeout shows the last one seen."""
+        return wait_until(self.status, what, timeout, until=check)
 
     def wait_phase(self, phase: str, timeout: float = 90) -> dict[str, Any]:
         return self.wait_status(lambda s: s.get("phase") == phase, f"phase {phase}", timeout)
+
+    def restart_operator(self) -> None:
+        """A new operator in place of the one a test killed, logging to the same file."""
+        self.operator.stop()
+        self.operator = start_operator(
+            self.environment, self.operator.log, namespaces=[self.namespace]
+        )
+
+    def traffic_after(self, start: float, count: int) -> list[Sample]:
+        """`count` responses that arrived after time.monotonic() reading `start`, once
+        SETTLING others have gone by first."""
+        return self.load.responses_after(start, SETTLING + count)[SETTLING:]
 
 
 @contextlib.contextmanager
@@ -83,13 +99,16 @@ def running_shop(
     *,
     as_is: bool = False,
 ) -> Iterator[Shop]:
-    """The example in `namespace`: as it is, or with a hostname of its own (and `rollout`),
-    initialised, with its operator and load running until the block ends."""
+    """The example in `namespace` with a hostname of its own: as it is (only the hostname
+    patched), or with `rollout`; initialised, with its operator and load running until the
+    block ends."""
+    host = unique_host(namespace)
     if as_is:
-        host = HOST
         kubectl.check("apply", "-n", namespace, "-f", str(CANARY_EXAMPLE))
+        # Before anything routes by it: no other test's traffic can reach this route.
+        hostnames = json.dumps({"spec": {"hostnames": [host]}})
+        kubectl.check("patch", "-n", namespace, "httproute/shop", "--type=merge", "-p", hostnames)
     else:
-        host = unique_host(namespace)
         app = list(yaml.safe_load_all((CANARY_EXAMPLE / "app.yaml").read_text()))
         for obj in app:
             if obj["kind"] == "HTTPRoute":
@@ -97,16 +116,21 @@ def running_shop(
         kubectl.check("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump_all(app))
         rollout = rollout or (CANARY_EXAMPLE / "rollout.yaml").read_text()
         kubectl.check("apply", "-n", namespace, "-f", "-", stdin=rollout)
-    operator = Operator(environment, namespace, tmp_path / "operator.log")
-    operator.start()
-    shop = Shop(namespace, kubectl, operator, BackgroundLoad(environment.gateway_url, host))
+    operator = start_operator(environment, tmp_path / "operator.log", namespaces=[namespace])
+    try:
+        shop = Shop(
+            namespace, kubectl, environment, operator, BackgroundLoad(environment.gateway_url, host)
+        )
+    except BaseException:
+        operator.stop()
+        raise
     try:
         shop.wait_phase("Initialized", 60)
-        wait_for(lambda: shop.load.seen("1.0.0"), "traffic on 1.0.0", 30)
+        wait_until(lambda: shop.load.seen("1.0.0"), "traffic on 1.0.0", 30)
         yield shop
     finally:
         shop.load.stop()
-        operator.stop()
+        shop.operator.stop()
 
 
 @pytest.fixture
@@ -129,7 +153,7 @@ def example_shop(
     rollout_crd: None,
     tmp_path: Path,
 ) -> Iterator[Shop]:
-    """examples/canary applied exactly as a user would apply it."""
+    """examples/canary applied exactly as a user would apply it (then given its own host)."""
     with running_shop(environment, kubectl, namespace, tmp_path, as_is=True) as started:
         yield started
 
@@ -137,18 +161,50 @@ def example_shop(
 def record_weights_until(
     shop: Shop, phases: set[str], timeout: float = 120
 ) -> list[tuple[float, int]]:
-    """Poll the HTTPRoute's canary weight until the rollout reaches one of `phases`."""
+    """The HTTPRoute's canary weight, each time it was seen to change, until the rollout
+    reaches one of `phases`; last the weight then."""
     timeline: list[tuple[float, int]] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def phase_after_recording() -> object:
         weight = shop.weight()
         if not timeline or timeline[-1][1] != weight:
             timeline.append((time.monotonic(), weight))
-        if shop.phase() in phases:
-            timeline.append((time.monotonic(), shop.weight()))
-            return timeline
-        time.sleep(0.1)
-    raise AssertionError(f"rollout never reached {phases}: {shop.status()}")
+        return shop.phase()
+
+    wait_until(
+        phase_after_recording,
+        f"phase {'/'.join(sorted(phases))}",
+        timeout,
+        until=phases.__contains__,
+    )
+    timeline.append((time.monotonic(), shop.weight()))
+    return timeline
+
+
+def assert_operator_idle(shop: Shop) -> None:
+    """Woken with nothing to do, the operator reconciles (it is alive and looking) and
+    writes nothing. A dead operator fails this: its reconcile count never grows."""
+    before = resource_versions(shop.kubectl, shop.namespace, OPERATED)
+    reconciles = shop.operator.reconciles()
+
+    def poke(value: int) -> None:
+        # Deployment events wake the rollout; an annotation changes nothing it acts on.
+        shop.kubectl.check(
+            "annotate", "--overwrite", "-n", shop.namespace, "deployment/shop",
+            f"e2e.tidegate.io/poke={value}",
+        )  # fmt: skip
+        wait_until(
+            shop.operator.reconciles,
+            f"reconcile {value} since the pokes began",
+            30,
+            until=lambda count: count >= reconciles + value,
+        )
+
+    poke(1)
+    poke(2)  # Two reconciles counted: at least one of them began after `before` was read.
+    after = resource_versions(shop.kubectl, shop.namespace, OPERATED)
+    assert after.pop("Deployment/shop") != before.pop("Deployment/shop")  # annotated
+    assert after == before
 
 
 def test_healthy_version_is_promoted_and_traffic_follows_each_step(example_shop: Shop) -> None:
@@ -171,9 +227,10 @@ def test_healthy_version_is_promoted_and_traffic_follows_each_step(example_shop:
         assert abs(canary / len(samples) - weight / 100) <= 0.1, (weight, canary, len(samples))
 
     # Promoted: the stable copy runs the new template and serves everything.
-    time.sleep(2)
-    recent = shop.load.samples_between(time.monotonic() - 1.5, time.monotonic())
-    assert recent and all(version == "1.1.0" and code == 200 for _, version, code in recent)
+    recent = shop.traffic_after(timeline[-1][0], 90)
+    assert all(version == "1.1.0" and code == 200 for _, version, code in recent), Counter(
+        (version, code) for _, version, code in recent
+    )
     deployments = {
         d["metadata"]["name"]: d for d in get(shop.kubectl, shop.namespace, "deployments")["items"]
     }
@@ -198,20 +255,7 @@ def test_healthy_version_is_promoted_and_traffic_follows_each_step(example_shop:
     }
 
     # Not progressing: the operator keeps reading but writes nothing.
-    def versions() -> dict[str, str]:
-        kinds = "progressiverollout,httproute,deployment,service"
-        items = get(shop.kubectl, shop.namespace, kinds)["items"]
-        return {
-            f"{i['kind']}/{i['metadata']['name']}": i["metadata"]["resourceVersion"] for i in items
-        }
-
-    before = versions()
-    shop.kubectl.check("annotate", "-n", shop.namespace, "deployment/shop", "poke=1")  # wakes it
-    time.sleep(5)
-    after = versions()
-    after.pop("Deployment/shop")
-    before.pop("Deployment/shop")
-    assert after == before
+    assert_operator_idle(shop)
 
 
 def test_failing_version_is_rolled_back(shop: Shop) -> None:
@@ -233,13 +277,9 @@ def test_failing_version_is_rolled_back(shop: Shop) -> None:
 
     canary = get(shop.kubectl, shop.namespace, "deployment", "shop-canary")
     assert canary["spec"]["replicas"] == 0
-    time.sleep(1.5)
-    start = time.monotonic()
-    time.sleep(4)
-    after = shop.load.samples_between(start, time.monotonic())
+    after = shop.traffic_after(time.monotonic(), 240)
     on_stable = sum(1 for _, version, code in after if version == "1.0.0" and code == 200)
-    assert len(after) > 100
-    assert on_stable / len(after) >= 0.99
+    assert on_stable / len(after) >= 0.99, Counter((version, code) for _, version, code in after)
 
 
 def test_new_revision_mid_rollout_restarts_it(shop: Shop) -> None:
@@ -259,27 +299,28 @@ def test_new_revision_mid_rollout_restarts_it(shop: Shop) -> None:
     assert [w for _, w in timeline if w][:1] == [10]
     assert shop.status()["stableRevision"] == restarted["canaryRevision"]
     assert "RolloutRestarted" in {e["reason"] for e in events(shop.kubectl, shop.namespace)}
-    time.sleep(2)
-    recent = shop.load.samples_between(time.monotonic() - 1.5, time.monotonic())
-    assert recent and {version for _, version, _ in recent} == {"1.3.0"}
+    recent = shop.traffic_after(timeline[-1][0], 90)
+    assert {version for _, version, _ in recent} == {"1.3.0"}
 
 
 def test_killed_operator_is_resumed_by_a_new_one(shop: Shop) -> None:
     set_version(shop.kubectl, shop.namespace, "1.1.0")
     at_step = shop.wait_status(lambda s: s.get("currentStepIndex") == 1, "the second step")
-    assert shop.operator.process is not None
     shop.operator.process.kill()
     shop.operator.process.wait()
+    held = resource_versions(shop.kubectl, shop.namespace, "progressiverollout,httproute")
 
-    # Nobody is there: the traffic split and the status stay exactly where they were.
-    weights = set()
-    for _ in range(20):
-        weights.add(shop.weight())
-        time.sleep(0.1)
-    assert weights == {at_step["canaryWeight"]} == {30}
+    # Nobody is there: the split and the status stay exactly where they were, for longer
+    # than the step's 4 s analysis interval after which a live operator moves on. That time
+    # is counted in responses (6 s of them), and they show the split that was left.
+    served = shop.load.responses_after(time.monotonic(), 360)
+    assert resource_versions(shop.kubectl, shop.namespace, "progressiverollout,httproute") == held
+    assert shop.weight() == at_step["canaryWeight"] == 30
     assert shop.status()["currentStepIndex"] == 1
+    on_canary = sum(1 for _, version, _ in served if version == "1.1.0") / len(served)
+    assert abs(on_canary - 0.30) <= 0.1, on_canary
 
-    shop.operator.start()
+    shop.restart_operator()
     timeline = record_weights_until(shop, {"Succeeded", "Failed"})
     assert shop.phase() == "Succeeded"
     weights_after = [w for _, w in timeline]
@@ -300,7 +341,7 @@ def test_route_edited_behind_its_back_is_restored(shop: Shop) -> None:
     )
     assert '"weight": 50' in patched  # (the operator may put it back before we can look again)
     shop.kubectl.check("annotate", "-n", shop.namespace, "deployment/shop", "poke=1")  # a wake-up
-    wait_for(lambda: shop.weight() == 0, "the weights tidegate owns back in place", 15)
+    wait_until(shop.weight, "the weights tidegate owns back in place", 15, until=lambda w: w == 0)
     assert shop.phase() == "Initialized"
 
 
@@ -342,9 +383,8 @@ def test_query_returning_no_data_never_promotes(
         ]
         assert "no data" in str(status["message"])
         assert status["failedChecks"] == 4
-        time.sleep(1.5)  # requests already in flight, and the gateway's watch, settle
-        recent = shop.load.samples_between(time.monotonic() - 1.5, time.monotonic())
-        assert recent and {version for _, version, _ in recent} == {"1.0.0"}
+        recent = shop.traffic_after(time.monotonic(), 90)
+        assert {version for _, version, _ in recent} == {"1.0.0"}
 
 
 BAD_SPECS = {
@@ -387,8 +427,7 @@ def test_missing_target_and_route_are_reported_then_picked_up(
     rollout_crd: None,
     tmp_path: Path,
 ) -> None:
-    operator = Operator(environment, namespace, tmp_path / "operator.log")
-    operator.start()
+    operator = start_operator(environment, tmp_path / "operator.log", namespaces=[namespace])
     try:
         kubectl.check("apply", "-n", namespace, "-f", str(CANARY_EXAMPLE / "rollout.yaml"))
 
@@ -397,7 +436,7 @@ def test_missing_target_and_route_are_reported_then_picked_up(
             found = [c for c in status.get("conditions", []) if c["type"] == "Degraded"]
             return found[0] if found and found[0]["reason"] == reason else None
 
-        condition = wait_for(lambda: degraded("TargetNotFound"), "TargetNotFound", 30)
+        condition = wait_until(lambda: degraded("TargetNotFound"), "TargetNotFound", 30)
         assert condition["status"] == "True"
         assert "target Deployment" in condition["message"]
         assert "does not exist" in condition["message"]
@@ -405,7 +444,7 @@ def test_missing_target_and_route_are_reported_then_picked_up(
         app = list(yaml.safe_load_all((CANARY_EXAMPLE / "app.yaml").read_text()))
         without_route = [o for o in app if o["kind"] != "HTTPRoute"]
         kubectl.check("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump_all(without_route))
-        condition = wait_for(lambda: degraded("RoutingFailed"), "RoutingFailed", 60)
+        condition = wait_until(lambda: degraded("RoutingFailed"), "RoutingFailed", 60)
         assert "HTTPRoute" in condition["message"] and "does not exist" in condition["message"]
         reasons = {e["reason"] for e in events(kubectl, namespace) if e["type"] == "Warning"}
         assert reasons >= {"TargetNotFound", "RoutingFailed"}
@@ -423,7 +462,7 @@ def test_missing_target_and_route_are_reported_then_picked_up(
                 "Degraded": "False",
             }
 
-        wait_for(picked_up, "the rollout to take the route over and be Ready", 60)
+        wait_until(picked_up, "the rollout to take the route over and be Ready", 60)
         assert read_status(kubectl, namespace, "shop")["phase"] == "Initialized"
         assert get(kubectl, namespace, "deployment", "shop")["spec"]["replicas"] == 0
     finally:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -64,7 +63,7 @@ def objects(weights: tuple[int, int]) -> dict[str, list[dict[str, Any]]]:
 
 
 async def scenario(state_dir: Path) -> None:
-    gateway = Gateway(state_dir, grace=0.0, rng=random.Random(5))
+    gateway = Gateway(state_dir, grace=0.0, seed=5)
     try:
         gateway.update(**objects((80, 20)))
         await gateway.reconcile()

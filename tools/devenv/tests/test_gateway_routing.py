@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tidegate_devenv.gateway import build_snapshot
+from tidegate.adapters.gatewayapi import backend_refs
+from tidegate_devenv.gateway import Gateway, build_snapshot
 from tidegate_devenv.routing import (
     BackendRef,
     PathMatch,
     Rule,
+    backend_weight,
     host_matches,
     image_tag,
     path_matches,
@@ -216,12 +219,44 @@ def test_pick_backend_without_positive_weight_is_none(weights: tuple[int, ...]) 
     assert pick_backend(rule, random.Random(0)) is None
 
 
-def test_pick_backend_is_deterministic_for_a_seed() -> None:
+def test_backend_weight_reads_what_the_operator_writes() -> None:
+    refs = backend_refs("shop-stable", "shop-canary", 80, 30)
+    written = route(
+        "shop", ["shop.example"], [{"backendRefs": [{"name": "x"}]}, {"backendRefs": refs}]
+    )
+    assert backend_weight(written, "shop-canary", rule_index=1) == 30
+    assert backend_weight(written, "shop-stable", rule_index=1) == 70
+    assert backend_weight(written, "shop-canary") is None  # rule 0 does not route to it
+    assert backend_weight(written, "shop-canary", rule_index=2) is None
+
+
+def test_backend_weight_of_an_unweighted_ref_is_one() -> None:
+    # As examples/canary's route is written, before tidegate takes the rule over.
+    assert backend_weight(route("shop", rules=[{"backendRefs": [{"name": "shop"}]}]), "shop") == 1
+
+
+def test_each_route_draws_its_own_repeatable_choices(tmp_path: Path) -> None:
+    """The choices made for one route do not depend on the traffic of another."""
     rule = Rule(matches=(), backends=(BackendRef("a", "d", 80, 1), BackendRef("b", "d", 80, 1)))
-    rng1, rng2 = random.Random(42), random.Random(42)
-    assert [pick_backend(rule, rng1) for _ in range(50)] == [
-        pick_backend(rule, rng2) for _ in range(50)
-    ]
+    shop = route_from_dict(route("shop", ["shop.example"]))
+    other = route_from_dict(route("other", ["other.example"]))
+
+    def shop_choices(requests_to_other_first: int) -> list[str | None]:
+        gateway = Gateway(tmp_path, seed=7)
+        for _ in range(requests_to_other_first):
+            pick_backend(rule, gateway.rng_for(other))
+        return [_name(pick_backend(rule, gateway.rng_for(shop))) for _ in range(64)]
+
+    alone = shop_choices(0)
+    assert shop_choices(37) == alone
+    assert set(alone) == {"a", "b"}
+    # The seed is what decides: another one chooses otherwise.
+    other_seed = Gateway(tmp_path, seed=8).rng_for(shop)
+    assert [_name(pick_backend(rule, other_seed)) for _ in range(64)] != alone
+
+
+def _name(backend: BackendRef | None) -> str | None:
+    return None if backend is None else backend.name
 
 
 # --- pods, services and templates ----------------------------------------------------------

@@ -89,6 +89,7 @@ class ApiCall:
 @dataclass(frozen=True)
 class AuditedRequest:
     call: ApiCall | None  # None for a non-resource request (/api, /apis, /version, ...)
+    namespace: str | None  # None: cluster-scoped, across namespaces, or a non-resource request
     uri: str
     code: int | None  # the response code; None while a response has not started
     annotations: dict[str, str]
@@ -127,6 +128,7 @@ def requests_by(user: str, events: Iterable[dict[str, Any]]) -> list[AuditedRequ
         found.append(
             AuditedRequest(
                 call=call,
+                namespace=(ref or {}).get("namespace"),
                 uri=event["requestURI"],
                 code=event.get("responseStatus", {}).get("code"),
                 annotations=event.get("annotations", {}),

@@ -5,10 +5,7 @@ from __future__ import annotations
 import socket
 import ssl
 import subprocess
-import time
-import urllib.error
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +14,7 @@ import yaml
 from tidegate_devenv import audit, pki
 from tidegate_devenv.binaries import Binaries
 from tidegate_devenv.processes import ProcessTable
+from tidegate_devenv.waiting import wait_until
 
 SERVICE_CIDR = "10.96.0.0/16"
 POD_CIDR = "10.244.0.0/16"
@@ -32,23 +30,6 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
-
-
-def wait_until(
-    check: Callable[[], bool], what: str, timeout: float, log: Path | None = None
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except (OSError, urllib.error.URLError, subprocess.SubprocessError):
-            pass
-        time.sleep(0.1)
-    tail = ""
-    if log and log.exists():
-        tail = "\n" + "\n".join(log.read_text(errors="replace").splitlines()[-30:])
-    raise StartupError(f"{what} was not ready within {timeout:.0f}s{tail}")
 
 
 def http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:

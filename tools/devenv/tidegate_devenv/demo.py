@@ -7,6 +7,7 @@ down at the end, also on errors, Ctrl-C and SIGTERM.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -24,13 +25,15 @@ from tidegate.adapters.kube import ProgressiveRollout, get_or_none, make_client
 from tidegate_devenv.cluster import KubectlRunner, StartupError
 from tidegate_devenv.environment import EnvironmentInfo, start_environment, stop_environment
 from tidegate_devenv.operator_process import (
+    OperatorProcess,
     install_crd,
     kubectl_for,
+    operator_log,
     start_operator,
-    stop_operator,
 )
 from tidegate_devenv.paths import CANARY_EXAMPLE
 from tidegate_devenv.traffic import LiveLoad, Split, split
+from tidegate_devenv.waiting import WaitTimeout, wait_until_async
 
 NAMESPACE = "demo"
 NAME = "shop"
@@ -135,6 +138,11 @@ def _parse_time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
+def _status(rollout: Mapping[str, Any]) -> dict[str, Any]:
+    status: dict[str, Any] = rollout.get("status") or {}
+    return status
+
+
 def _resource_version(event: Any) -> int:
     try:
         return int(event.metadata.resourceVersion)
@@ -175,13 +183,14 @@ class Demo:
         return f"{latest.reason}: {latest.message}"
 
     async def wait_phase(self, phase: str, timeout: float) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            status: dict[str, Any] = (await self.rollout()).get("status") or {}
-            if status.get("phase") == phase:
-                return status
-            await asyncio.sleep(0.25)
-        raise TimeoutError(f"the rollout did not reach {phase} within {timeout:.0f}s")
+        rollout = await wait_until_async(
+            self.rollout,
+            f"the rollout to reach {phase}",
+            timeout,
+            until=lambda obj: _status(obj).get("phase") == phase,
+            interval=0.25,
+        )
+        return _status(rollout)
 
     def show(self, lines: list[str]) -> None:
         self.out.write("\x1b[H\x1b[2J" + "\n".join([*self.done, *lines]) + "\n")
@@ -208,9 +217,12 @@ class Demo:
         outcome = Outcome(version, "", 0.0)
         started = False
         last_key: tuple[object, ...] = ()
-        while time.monotonic() - began < ROLLOUT_TIMEOUT:
+
+        async def ended() -> bool:
+            """Show where the rollout is; True once it has started and come to an end."""
+            nonlocal started, last_key
             obj = await self.rollout()
-            status: dict[str, Any] = obj.get("status") or {}
+            status = _status(obj)
             steps = len(obj.get("spec", {}).get("strategy", {}).get("canary", {}).get("steps", []))
             phase = status.get("phase", "")
             canary = status.get("canaryRevision")
@@ -261,8 +273,14 @@ class Demo:
                 outcome.phase = phase
                 outcome.seconds = elapsed
                 outcome.ended_at = datetime.now().astimezone()
-                break
-            await asyncio.sleep(REFRESH_SECONDS)
+                return True
+            return False
+
+        # A rollout that does not end in time is reported as such, not raised.
+        with contextlib.suppress(WaitTimeout):
+            await wait_until_async(
+                ended, f"the rollout of {version} to end", ROLLOUT_TIMEOUT, interval=REFRESH_SECONDS
+            )
         result = f"{version}: {outcome.phase or 'timed out'} after {outcome.seconds:.1f}s"
         self.say(result)
         return outcome
@@ -302,13 +320,13 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 def run_demo() -> int:
     state_dir = Path(os.environ.get("TIDEGATE_DEMO_STATE_DIR", Path.cwd() / ".state" / "demo"))
     signal.signal(signal.SIGTERM, _interrupt)
-    operator = None
+    operator: OperatorProcess | None = None
     try:
         print(f"starting the local environment in {state_dir} ...", flush=True)
         info = start_environment(state_dir)
         kubectl = kubectl_for(info)
         install_crd(kubectl)
-        operator = start_operator(info, state_dir)
+        operator = start_operator(info, operator_log(state_dir))
         print(f"environment up in {info.started_in_seconds}s; operator running", flush=True)
         return asyncio.run(Demo(info, kubectl, sys.stdout).run())
     except KeyboardInterrupt:
@@ -323,6 +341,6 @@ def run_demo() -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         print("tearing down ...", flush=True)
         if operator is not None:
-            stop_operator(operator)
+            operator.stop()
         stop_environment(state_dir)
         print(f"stopped; logs in {state_dir / 'logs'}", flush=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ctypes
 import json
 import logging
@@ -16,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import tidegate_devenv
+from tidegate_devenv.processes import stop_process_group
 from tidegate_devenv.routing import DemoSpec
 
 log = logging.getLogger(__name__)
@@ -113,15 +113,11 @@ async def start_demoapp(
 
 
 async def stop_process(proc: asyncio.subprocess.Process, timeout: float = 5.0) -> None:
+    """Stop a demo app with the environment's one stopper, in a thread so the loop runs on
+    (and reaps the child: hence reap=False)."""
     if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.terminate()
-        try:
-            await asyncio.wait_for(proc.wait(), timeout)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
+        await asyncio.to_thread(stop_process_group, proc.pid, timeout, reap=False)
+    await proc.wait()
 
 
 class DemoPool:

@@ -19,9 +19,9 @@ from tidegate_devenv.cluster import (
     free_port,
     http_ok,
     start_control_plane,
-    wait_until,
 )
 from tidegate_devenv.processes import ProcessTable
+from tidegate_devenv.waiting import wait_until
 
 SCRAPE_INTERVAL = "1s"
 
@@ -62,12 +62,18 @@ def load_info(state_dir: Path) -> EnvironmentInfo | None:
 
 
 def start_environment(
-    state_dir: Path, *, kubeconfig: Path | None = None, binaries: Binaries | None = None
+    state_dir: Path,
+    *,
+    kubeconfig: Path | None = None,
+    binaries: Binaries | None = None,
+    gateway_seed: int | None = None,
 ) -> EnvironmentInfo:
     """Start everything in a fresh state directory; on any failure, stop what was started.
 
     With `kubeconfig`, that cluster (kind, k3d, a real one) is used instead of a local
-    control plane; Prometheus and the gateway still run here, watching it.
+    control plane; Prometheus and the gateway still run here, watching it. `gateway_seed`
+    makes the gateway's weighted choices repeatable (see `gateway.py`); without it the
+    gateway takes $TIDEGATE_GATEWAY_SEED, or a random seed it logs.
     """
     began = time.monotonic()
     processes = ProcessTable(state_dir)
@@ -112,18 +118,19 @@ def start_environment(
                 f"--listen=127.0.0.1:{gateway_port}",
                 f"--metrics-listen=127.0.0.1:{gateway_metrics_port}",
                 f"--state-dir={state_dir}",
+                *([] if gateway_seed is None else [f"--seed={gateway_seed}"]),
             ],
         )
         kubectl.check("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
         wait_until(
             lambda: http_ok(f"{prometheus_url}/-/ready"),
-            "prometheus",
+            "prometheus's /-/ready",
             60,
             processes.log_dir / "prometheus.log",
         )
         wait_until(
             lambda: http_ok(f"http://127.0.0.1:{gateway_metrics_port}/metrics"),
-            "gateway",
+            "the gateway's /metrics",
             30,
             processes.log_dir / "gateway.log",
         )

@@ -4,6 +4,11 @@ Requests are routed by HTTPRoute (host, path, weighted backendRefs) to Services,
 a Service, like kube-proxy would, to its ready pods; each pod template is played by one
 local demo-app process. Per-backend metrics are exported on a separate address, and the
 demo apps are published to Prometheus through a file_sd targets file.
+
+Weighted choices are random but repeatable: each route draws from a generator of its own,
+seeded from the gateway's seed (--seed, $TIDEGATE_GATEWAY_SEED, else a random one it logs)
+and the route's namespace/name. The same requests to a route then take the same backends
+run after run, whatever other routes serve meanwhile.
 """
 
 from __future__ import annotations
@@ -154,18 +159,16 @@ def write_atomically(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+SEED_ENV = "TIDEGATE_GATEWAY_SEED"
+
+
 class Gateway:
-    def __init__(
-        self,
-        state_dir: Path,
-        *,
-        grace: float = 10.0,
-        rng: random.Random | None = None,
-    ) -> None:
+    def __init__(self, state_dir: Path, *, grace: float = 10.0, seed: int = 0) -> None:
         self.targets_path = state_dir / TARGETS_FILE
         self.snapshot = Snapshot()
         self.metrics = GatewayMetrics()
-        self.rng = rng or random.Random()
+        self.seed = seed
+        self._rngs: dict[tuple[str, str], random.Random] = {}
         self.synced = False
         self.wake = asyncio.Event()
         self.pool = DemoPool(grace=grace, on_change=self.wake.set)
@@ -175,6 +178,15 @@ class Gateway:
         self._session: aiohttp.ClientSession | None = None
 
     # --- state -------------------------------------------------------------------------
+
+    def rng_for(self, route: Route) -> random.Random:
+        """The route's own generator for backend and template choices."""
+        key = (route.namespace, route.name)
+        rng = self._rngs.get(key)
+        if rng is None:
+            # A str seed is hashed with SHA-512: the same on every run, unlike hash().
+            rng = self._rngs[key] = random.Random(f"{self.seed}/{key[0]}/{key[1]}")
+        return rng
 
     def update(
         self,
@@ -230,18 +242,19 @@ class Gateway:
             self.metrics.observe("", "", "", 404, time.perf_counter() - start)
             return _error(404, f"no HTTPRoute matches host {request.host!r} path {request.path!r}")
         route = match.route
-        backend = pick_backend(match.rule, self.rng)
+        rng = self.rng_for(route)
+        backend = pick_backend(match.rule, rng)
         if backend is None:
             self.metrics.observe(route.namespace, route.name, "", 500, time.perf_counter() - start)
             return _error(500, f"HTTPRoute {route.namespace}/{route.name}: no backend with weight")
-        response = await self._forward(request, snapshot, (backend.namespace, backend.name))
+        response = await self._forward(request, snapshot, (backend.namespace, backend.name), rng)
         elapsed = time.perf_counter() - start
         self.metrics.observe(route.namespace, route.name, backend.name, response.status, elapsed)
         response.headers["X-Tidegate-Backend"] = f"{backend.namespace}/{backend.name}"
         return response
 
     async def _forward(
-        self, request: web.Request, snapshot: Snapshot, service: ServiceKey
+        self, request: web.Request, snapshot: Snapshot, service: ServiceKey, rng: random.Random
     ) -> web.Response:
         if service not in snapshot.services:
             return _error(500, f"backend Service {service[0]}/{service[1]} not found")
@@ -249,7 +262,7 @@ class Gateway:
         # As a readiness probe would: templates whose app is up take the traffic, and a
         # Service waits for a starting app only when none of its apps is up yet.
         up = {key: g for key, g in groups.items() if self._is_up(key)}
-        group = pick_template(up or groups, self.rng)
+        group = pick_template(up or groups, rng)
         if group is None:
             return _error(503, f"Service {service[0]}/{service[1]} has no ready endpoints")
         try:
@@ -358,7 +371,10 @@ async def _mirror_cluster(gateway: Gateway, kubeconfig: str | None) -> None:
 
 
 async def run(args: argparse.Namespace) -> None:
-    gateway = Gateway(Path(args.state_dir), grace=args.grace, rng=random.Random(args.seed))
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**32)
+    # Logged so that a run's choices can be made again: --seed or $TIDEGATE_GATEWAY_SEED.
+    log.info("gateway seed %d", seed)
+    gateway = Gateway(Path(args.state_dir), grace=args.grace, seed=seed)
     gateway.write_targets()
     runners = [await _serve(gateway.app(), args.listen)]
     if args.metrics_listen is not None:
@@ -394,7 +410,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--metrics-listen", type=parse_address, default=None)
     parser.add_argument("--state-dir", default=".")
     parser.add_argument("--grace", type=float, default=10.0, help="seconds before stopping")
-    parser.add_argument("--seed", type=int, default=None, help="seed for backend choice")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=int(os.environ[SEED_ENV]) if os.environ.get(SEED_ENV) else None,
+        help=f"seed for the weighted choices (default: ${SEED_ENV}, else random)",
+    )
     return parser.parse_args(argv)
 
 

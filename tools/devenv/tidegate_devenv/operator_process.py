@@ -3,38 +3,45 @@
 For the demo, the benchmark and end-to-end tests:
 
     info = start_environment(state_dir)
-    proc = start_operator(info, state_dir)        # returns once /readyz answers 200
+    operator = start_operator(info, operator_log(state_dir))  # once /readyz answers 200
     try:
         kubectl = kubectl_for(info)
         status = wait_for_phase(kubectl, "demo", "shop", {"Initialized"}, timeout=60)
+        print(operator.reconciles())
     finally:
-        stop_operator(proc)
+        operator.stop()
         stop_environment(state_dir)
 
-`start_operator` logs to `<state_dir>/logs/operator.log` and raises `StartupError` (with the
-log's tail) when the operator does not become ready. `stop_operator` stops the operator's
+`start_operator` is the one way the operator is launched here; it raises (with the log's
+tail) when the operator does not become ready. `OperatorProcess.stop` stops the operator's
 whole process group and is safe to call twice. `read_status` and `wait_for_phase` go through
 kubectl, so they can be called from plain (non-async) code.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
+import urllib.request
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tidegate_devenv.cluster import KubectlRunner, StartupError, free_port, http_ok, wait_until
+from prometheus_client.parser import text_string_to_metric_families
+
+from tidegate_devenv.cluster import KubectlRunner, StartupError, free_port, http_ok
 from tidegate_devenv.environment import EnvironmentInfo
 from tidegate_devenv.paths import CRD_FILE
+from tidegate_devenv.processes import stop_process_group
+from tidegate_devenv.waiting import wait_until
 
 READY_TIMEOUT = 60.0
+# Long enough for kopf to finish its cleanup handlers on SIGTERM.
+STOP_TIMEOUT = 10.0
+RECONCILES = "tidegate_reconciles_total"
 
 
 def install_crd(kubectl: KubectlRunner) -> None:
@@ -51,22 +58,50 @@ def operator_log(state_dir: Path) -> Path:
     return state_dir / "logs" / "operator.log"
 
 
+@dataclass(frozen=True)
+class OperatorProcess:
+    """A running `tidegate run`: its process (a test may kill it), its health server, its log."""
+
+    process: subprocess.Popen[bytes]
+    health_url: str  # http://host:port of --health-listen: /healthz, /readyz, /metrics
+    log: Path
+
+    def metrics_text(self) -> str:
+        with urllib.request.urlopen(f"{self.health_url}/metrics", timeout=2) as response:
+            text: str = response.read().decode()
+            return text
+
+    def reconciles(self, result: str = "ok") -> int:
+        """tidegate_reconciles_total{result=...} from /metrics: reconciles this process ran.
+
+        Raises OSError (URLError) when nothing answers, as when the operator is dead.
+        """
+        for family in text_string_to_metric_families(self.metrics_text()):
+            for sample in family.samples:
+                if sample.name == RECONCILES and sample.labels.get("result") == result:
+                    return int(sample.value)
+        return 0  # no reconcile with that result yet: the labelled counter does not exist
+
+    def stop(self) -> None:
+        """SIGTERM the operator's process group, SIGKILL what is left after STOP_TIMEOUT."""
+        stop_operator(self.process)
+
+
 def start_operator(
     info: EnvironmentInfo,
-    state_dir: Path,
-    prometheus_url: str | None = None,
+    log: Path,
     *,
+    prometheus_url: str | None = None,
     namespaces: Sequence[str] = (),
-    log: Path | None = None,
+    kubeconfig: Path | None = None,
     timeout: float = READY_TIMEOUT,
-) -> subprocess.Popen[bytes]:
+) -> OperatorProcess:
     """Start `python -m tidegate run` against the environment's cluster and wait for /readyz.
 
-    `prometheus_url` defaults to the environment's Prometheus; without `namespaces` it
-    watches all of them. The process runs in a session of its own; stop it with
-    `stop_operator` (or kill it: a test may).
+    `prometheus_url` defaults to the environment's Prometheus and `kubeconfig` to its admin
+    one (pass another to run as another identity); without `namespaces` it watches all of
+    them. The process runs in a session of its own and appends to `log`.
     """
-    log = log or operator_log(state_dir)
     log.parent.mkdir(parents=True, exist_ok=True)
     health = f"127.0.0.1:{free_port()}"
     argv = [
@@ -87,34 +122,27 @@ def start_operator(
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env={**os.environ, "KUBECONFIG": info.kubeconfig},
+            env={**os.environ, "KUBECONFIG": str(kubeconfig or info.kubeconfig)},
         )
+    operator = OperatorProcess(proc, f"http://{health}", log)
 
     def ready() -> bool:
         if proc.poll() is not None:
             raise StartupError(f"the operator exited with code {proc.returncode}; see {log}")
-        return http_ok(f"http://{health}/readyz")
+        return http_ok(f"{operator.health_url}/readyz")
 
     try:
-        wait_until(ready, "the operator", timeout, log)
+        wait_until(ready, "the operator's /readyz", timeout, log)
     except BaseException:
-        stop_operator(proc)
+        operator.stop()
         raise
-    return proc
+    return operator
 
 
-def stop_operator(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    """SIGTERM the operator's process group, then SIGKILL what is left after `timeout`."""
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+def stop_operator(operator: OperatorProcess | subprocess.Popen[bytes]) -> None:
+    """Stop an operator (or its Popen) with its process group; safe to call twice."""
+    process = operator.process if isinstance(operator, OperatorProcess) else operator
+    stop_process_group(process, STOP_TIMEOUT)
 
 
 def read_rollout(kubectl: KubectlRunner, namespace: str, name: str) -> dict[str, Any] | None:
@@ -143,16 +171,12 @@ def wait_for_phase(
 ) -> dict[str, Any]:
     """Poll until the rollout's status.phase is one of `phases`; return that status.
 
-    Raises TimeoutError naming the last phase and message seen.
+    Raises WaitTimeout showing the last status seen.
     """
-    deadline = time.monotonic() + timeout
-    status: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        status = read_status(kubectl, namespace, name)
-        if status.get("phase") in phases:
-            return status
-        time.sleep(poll)
-    raise TimeoutError(
-        f"{namespace}/{name} did not reach {'/'.join(sorted(phases))} within {timeout:.0f}s "
-        f"(phase {status.get('phase')!r}: {status.get('message', '')})"
+    return wait_until(
+        lambda: read_status(kubectl, namespace, name),
+        f"{namespace}/{name} to reach phase {'/'.join(sorted(phases))}",
+        timeout,
+        until=lambda status: status.get("phase") in phases,
+        interval=poll,
     )

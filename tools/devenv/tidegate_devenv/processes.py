@@ -11,10 +11,11 @@ import json
 import os
 import signal
 import subprocess
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from tidegate_devenv.waiting import WaitTimeout, wait_until
 
 
 @dataclass(frozen=True)
@@ -64,17 +65,57 @@ class ProcessTable:
         but waits many seconds for an etcd that is going away beside it.
         """
         for record in reversed(self.records()):
-            _signal_group(record.pid, signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline and group_alive(record.pid):
-                _reap(record.pid)
-                time.sleep(0.05)
-            _signal_group(record.pid, signal.SIGKILL)
-            _reap(record.pid)
+            stop_process_group(record.pid, timeout)
         self._save([])
 
     def alive(self) -> list[ProcessRecord]:
         return [r for r in self.records() if group_alive(r.pid)]
+
+
+def stop_process_group(
+    process: int | subprocess.Popen[bytes], timeout: float = 5.0, *, reap: bool = True
+) -> None:
+    """Stop a process and, when it leads a process group (everything started here in a
+    session of its own does), every process of that group: SIGTERM, then SIGKILL for what is
+    still running after `timeout` seconds. Returns once none of them runs; safe to call on a
+    process that is gone or was stopped before.
+
+    With `reap`, the process is reaped if it is our child: through its Popen when given one,
+    which then keeps its exit status. An asyncio subprocess must pass its pid and
+    reap=False: its event loop reaps it, and would report a stolen child as exit 255.
+    """
+    pid = process if isinstance(process, int) else process.pid
+    group = _leads_group(pid)
+    signal_them = _signal_group if group else _signal_process
+    running = group_alive if group else process_alive
+
+    def gone() -> bool:
+        # Looked at before reaping: once nothing runs, the process is a zombie (or reaped)
+        # and this reaps it; the other way round, it could die between the two and stay.
+        stopped = not running(pid)
+        if reap and isinstance(process, subprocess.Popen):
+            process.poll()
+        elif reap:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+        return stopped
+
+    signal_them(pid, signal.SIGTERM)
+    try:
+        wait_until(gone, f"process {pid} to exit on SIGTERM", timeout, interval=0.05)
+    except WaitTimeout:
+        signal_them(pid, signal.SIGKILL)
+        # SIGKILL cannot be caught: only a process stuck in the kernel outlives this wait.
+        with contextlib.suppress(WaitTimeout):
+            wait_until(gone, f"process {pid} to exit on SIGKILL", timeout, interval=0.05)
+
+
+def _leads_group(pid: int) -> bool:
+    try:
+        return os.getpgid(pid) == pid
+    except ProcessLookupError:
+        # Already reaped: a group it led may still have members.
+        return group_alive(pid)
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
@@ -82,21 +123,33 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
 
-def _reap(pid: int) -> None:
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
+def _signal_process(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, sig)
+
+
+def _stat(pid_dir: Path) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state, ppid, pgrp, ...);
+    None once the process is gone."""
+    try:
+        return (pid_dir / "stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def live_processes() -> Iterator[tuple[int, int]]:
+    """(pid, process group) of every process on this machine that is not a zombie."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (fields := _stat(entry)) and fields[0] != "Z":
+            yield int(entry.name), int(fields[2])
 
 
 def group_alive(pgid: int) -> bool:
     """True while any process of the group exists and is not a zombie."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        # Fields after the command name: state, ppid, pgrp, ...
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
+    return any(group == pgid for _, group in live_processes())
+
+
+def process_alive(pid: int) -> bool:
+    """True while the process exists and is not a zombie."""
+    fields = _stat(Path("/proc", str(pid)))
+    return fields is not None and fields[0] != "Z"

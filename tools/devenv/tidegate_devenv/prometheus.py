@@ -1,16 +1,12 @@
 """Prometheus for the local environment: its configuration and command line.
 
-Starting and stopping the process is left to whoever runs the environment.
+Starting and stopping the process, and waiting for its /-/ready, is left to whoever runs it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import yaml
@@ -73,28 +69,3 @@ def prometheus_command(
         "--web.enable-lifecycle",
         "--log.level=warn",
     ]
-
-
-def _ready_once(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url.rstrip("/") + "/-/ready", timeout=2) as resp:
-            return bool(resp.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-def wait_ready(url: str, timeout: float = 60.0, interval: float = 0.2) -> None:
-    """Poll ``url``/-/ready until it answers 200; TimeoutError after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not _ready_once(url):
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"Prometheus at {url} not ready after {timeout:.0f}s")
-        time.sleep(interval)
-
-
-async def wait_ready_async(url: str, timeout: float = 60.0, interval: float = 0.2) -> None:
-    deadline = time.monotonic() + timeout
-    while not await asyncio.to_thread(_ready_once, url):
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"Prometheus at {url} not ready after {timeout:.0f}s")
-        await asyncio.sleep(interval)

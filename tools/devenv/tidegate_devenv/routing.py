@@ -131,6 +131,18 @@ def route_from_dict(obj: Mapping[str, Any]) -> Route:
     return Route(namespace=namespace, name=name, hostnames=hostnames, rules=tuple(rules))
 
 
+def backend_weight(route: Mapping[str, Any], service: str, rule_index: int = 0) -> int | None:
+    """The weight rule `rule_index` of an HTTPRoute (Kubernetes JSON) gives `service`, as this
+    gateway reads it (an unset weight is 1); None when that rule does not route to it.
+
+    For the tests, the demo and the benchmark: what a route gives the canary.
+    """
+    rules = route_from_dict(route).rules
+    if rule_index >= len(rules):
+        return None
+    return next((b.weight for b in rules[rule_index].backends if b.name == service), None)
+
+
 def service_from_dict(obj: Mapping[str, Any]) -> ServiceInfo:
     namespace, name = _meta(obj)
     selector = (obj.get("spec") or {}).get("selector") or {}

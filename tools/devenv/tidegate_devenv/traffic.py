@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from tidegate_devenv.loadgen import LoadResult, generate
+from tidegate_devenv.waiting import wait_until, wait_until_async
 
 # (time.monotonic() when the response arrived, version that served it or None, status code)
 Sample = tuple[float, str | None, int]
@@ -92,7 +93,8 @@ class LiveLoad:
     """Steady load through `loadgen.generate` whose `samples` grow while it runs.
 
     In async code: `task = asyncio.create_task(load.run())`, cancel or `stop()` to end it.
-    In plain code: `load.start_in_thread()` ... `load.stop()`.
+    In plain code: `load.start_in_thread()` ... `load.stop()`; there, `responses_after` waits
+    for a number of responses, a measure of traffic that a busy machine cannot shrink.
     """
 
     def __init__(self, url: str, host: str, rps: float = 50.0, max_seconds: float = 600.0) -> None:
@@ -133,10 +135,25 @@ class LiveLoad:
         now = time.monotonic() if now is None else now
         return split(self.samples, now - seconds, now + 1.0)
 
+    def seen(self, version: str) -> bool:
+        """Whether any response so far was served by `version`."""
+        return any(v == version for _, v, _ in self.samples)
+
     async def wait_for(self, version: str, timeout: float) -> None:
         """Until some response was served by `version`."""
-        deadline = time.monotonic() + timeout
-        while not any(v == version for _, v, _ in self.samples[-50:]):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no response from version {version} within {timeout:.0f}s")
-            await asyncio.sleep(0.2)
+
+        async def seen() -> bool:
+            return self.seen(version)
+
+        await wait_until_async(seen, f"a response from version {version}", timeout)
+
+    def responses_after(self, start: float, count: int, timeout: float = 60.0) -> list[Sample]:
+        """The first `count` responses that arrived after `start` (a time.monotonic()
+        reading), once that many have: from plain code, with the load in its thread."""
+        arrived = wait_until(
+            lambda: [s for s in self.samples if s[0] > start],
+            f"{count} responses after t={start:.1f}",
+            timeout,
+            until=lambda got: len(got) >= count,
+        )
+        return arrived[:count]
