@@ -1,13 +1,25 @@
-"""What the rollout e2e tests share: the example's objects, background load, reading them."""
+"""What the rollout e2e tests share: the examples running with an operator and load, the
+objects they make, and reading them."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import yaml
+
 from tidegate_devenv.cluster import KubectlRunner
+from tidegate_devenv.environment import EnvironmentInfo
+from tidegate_devenv.operator_process import OperatorProcess, read_status, start_operator
+from tidegate_devenv.paths import CANARY_EXAMPLE
 from tidegate_devenv.routing import backend_weight
 from tidegate_devenv.traffic import LiveLoad, Sample
+from tidegate_devenv.waiting import wait_until
 
 HOST = "shop.example.com"  # the example's hostname
 
@@ -20,8 +32,10 @@ def unique_host(namespace: str) -> str:
 class BackgroundLoad(LiveLoad):
     """Steady requests through the gateway to a test's host, from a thread."""
 
-    def __init__(self, gateway_url: str, host: str, rps: float = 60) -> None:
-        super().__init__(gateway_url, host, rps=rps)
+    def __init__(
+        self, gateway_url: str, host: str, rps: float = 60, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(gateway_url, host, rps=rps, headers=headers)
         self.start_in_thread()
 
     def samples_between(self, start: float, end: float) -> list[Sample]:
@@ -59,3 +73,157 @@ def set_version(
 def events(kubectl: KubectlRunner, namespace: str) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = get(kubectl, namespace, "events")["items"]
     return [e for e in items if e["involvedObject"].get("kind") == "ProgressiveRollout"]
+
+
+# --- an example application with its rollout, operator and load ----------------------------
+
+# Responses let by after a change before the traffic is judged: those already in flight, and
+# the gateway's watch catching up with the route. 1.5 s of the load's 60 requests/s.
+SETTLING = 90
+
+
+def route_host(namespace: str, route: str) -> str:
+    """The hostname a test gives each of an example's routes: its own, so that no other
+    test's requests reach it (`shop` → `<ns>.shop.example.com`, `shop-preview` →
+    `preview.<ns>.shop.example.com`)."""
+    base = unique_host(namespace)
+    return base if route == "shop" else f"{route.removeprefix('shop-')}.{base}"
+
+
+@dataclass
+class Shop:
+    """An example application, its ProgressiveRollout, an operator and steady load."""
+
+    namespace: str
+    kubectl: KubectlRunner
+    environment: EnvironmentInfo
+    operator: OperatorProcess
+    load: BackgroundLoad
+
+    def status(self) -> dict[str, Any]:
+        return read_status(self.kubectl, self.namespace, "shop")
+
+    def phase(self) -> object:
+        return self.status().get("phase")
+
+    def weight(self) -> int:
+        return canary_weight_in_route(self.kubectl, self.namespace)
+
+    def host(self, route: str = "shop") -> str:
+        return route_host(self.namespace, route)
+
+    def wait_status(
+        self, check: Callable[[dict[str, Any]], bool], what: str, timeout: float = 90
+    ) -> dict[str, Any]:
+        """The first status that passes `check`; a timeout shows the last one seen."""
+        return wait_until(self.status, what, timeout, until=check)
+
+    def wait_phase(self, phase: str, timeout: float = 90) -> dict[str, Any]:
+        return self.wait_status(lambda s: s.get("phase") == phase, f"phase {phase}", timeout)
+
+    def restart_operator(self) -> None:
+        """A new operator in place of the one a test killed, logging to the same file."""
+        self.operator.stop()
+        self.operator = start_operator(
+            self.environment, self.operator.log, namespaces=[self.namespace]
+        )
+
+    def traffic_after(self, start: float, count: int) -> list[Sample]:
+        """`count` responses that arrived after time.monotonic() reading `start`, once
+        SETTLING others have gone by first."""
+        return self.load.responses_after(start, SETTLING + count)[SETTLING:]
+
+    def promote(self) -> None:
+        self.kubectl.check(
+            "annotate", "-n", self.namespace, "pro/shop", "tidegate.io/promote=true"
+        )  # fmt: skip
+
+
+@contextlib.contextmanager
+def running_shop(
+    environment: EnvironmentInfo,
+    kubectl: KubectlRunner,
+    namespace: str,
+    tmp_path: Path,
+    rollout: str | None = None,
+    *,
+    example: Path = CANARY_EXAMPLE,
+    as_is: bool = False,
+) -> Iterator[Shop]:
+    """`example` in `namespace`, every route on a hostname of its own: applied as it is (then
+    only the hostnames patched), or its app with `rollout`; initialised, with its operator
+    and load on the main route running until the block ends."""
+    if as_is:
+        kubectl.check("apply", "-n", namespace, "-f", str(example))
+        # Before anything routes by them: no other test's traffic can reach these routes.
+        for route in get(kubectl, namespace, "httproutes")["items"]:
+            name = route["metadata"]["name"]
+            hostnames = json.dumps({"spec": {"hostnames": [route_host(namespace, name)]}})
+            kubectl.check(
+                "patch", "-n", namespace, f"httproute/{name}", "--type=merge", "-p", hostnames
+            )  # fmt: skip
+    else:
+        app = list(yaml.safe_load_all((example / "app.yaml").read_text()))
+        for obj in app:
+            if obj["kind"] == "HTTPRoute":
+                obj["spec"]["hostnames"] = [route_host(namespace, obj["metadata"]["name"])]
+        kubectl.check("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump_all(app))
+        rollout = rollout or (example / "rollout.yaml").read_text()
+        kubectl.check("apply", "-n", namespace, "-f", "-", stdin=rollout)
+    operator = start_operator(environment, tmp_path / "operator.log", namespaces=[namespace])
+    host = route_host(namespace, "shop")
+    try:
+        shop = Shop(
+            namespace, kubectl, environment, operator, BackgroundLoad(environment.gateway_url, host)
+        )
+    except BaseException:
+        operator.stop()
+        raise
+    try:
+        shop.wait_phase("Initialized", 60)
+        wait_until(lambda: shop.load.seen("1.0.0"), "traffic on 1.0.0", 30)
+        yield shop
+    finally:
+        shop.load.stop()
+        shop.operator.stop()
+
+
+class RouteWatch:
+    """Every version of an HTTPRoute the API server reports, from `kubectl get --watch`:
+    what a watcher of the route really sees, not a sample of it."""
+
+    def __init__(self, kubectl: KubectlRunner, namespace: str, route: str) -> None:
+        self.seen: list[dict[str, Any]] = []
+        self._process = kubectl.popen(
+            "get", "-n", namespace, f"httproute/{route}", "--watch", "--output-watch-events",
+            "-o", "json",
+        )  # fmt: skip
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self._process.stdout is not None
+        decoder, text = json.JSONDecoder(), ""
+        for chunk in iter(lambda: self._process.stdout.readline(), ""):  # type: ignore[union-attr]
+            text += chunk
+            while text.strip():
+                try:
+                    event, end = decoder.raw_decode(text.lstrip())
+                except json.JSONDecodeError:
+                    break  # an object still arriving
+                text = text.lstrip()[end:]
+                self.seen.append(event["object"])
+
+    def weights(self, backend: str = "shop-canary") -> list[int]:
+        """The weight each reported version gave `backend`, repeats collapsed."""
+        found: list[int] = []
+        for route in list(self.seen):
+            weight = backend_weight(route, backend) or 0
+            if not found or found[-1] != weight:
+                found.append(weight)
+        return found
+
+    def stop(self) -> None:
+        self._process.terminate()
+        self._process.wait(10)
+        self._reader.join(10)

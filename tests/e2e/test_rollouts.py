@@ -2,43 +2,35 @@
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from rollout_support import (
-    BackgroundLoad,
-    canary_weight_in_route,
+    Shop,
     events,
     get,
     resource_versions,
+    running_shop,
     set_version,
-    unique_host,
 )
 
 from tidegate_devenv.cluster import KubectlRunner
 from tidegate_devenv.environment import EnvironmentInfo
 from tidegate_devenv.operator_process import (
-    OperatorProcess,
     install_crd,
     read_status,
     start_operator,
 )
 from tidegate_devenv.paths import CANARY_EXAMPLE
-from tidegate_devenv.traffic import Sample
 from tidegate_devenv.waiting import wait_until
 
-# Responses let by after a change before the traffic is judged: those already in flight, and
-# the gateway's watch catching up with the route. 1.5 s of the load's 60 requests/s.
-SETTLING = 90
 # Objects the operator writes, and the ones it reads to decide.
 OPERATED = "progressiverollout,httproute,deployment,service"
 
@@ -46,91 +38,6 @@ OPERATED = "progressiverollout,httproute,deployment,service"
 @pytest.fixture(scope="session")
 def rollout_crd(kubectl: KubectlRunner) -> None:
     install_crd(kubectl)
-
-
-@dataclass
-class Shop:
-    """The example application, its ProgressiveRollout, an operator and steady load."""
-
-    namespace: str
-    kubectl: KubectlRunner
-    environment: EnvironmentInfo
-    operator: OperatorProcess
-    load: BackgroundLoad
-
-    def status(self) -> dict[str, Any]:
-        return read_status(self.kubectl, self.namespace, "shop")
-
-    def phase(self) -> object:
-        return self.status().get("phase")
-
-    def weight(self) -> int:
-        return canary_weight_in_route(self.kubectl, self.namespace)
-
-    def wait_status(
-        self, check: Callable[[dict[str, Any]], bool], what: str, timeout: float = 90
-    ) -> dict[str, Any]:
-        """The first status that passes `check`; a timeout shows the last one seen."""
-        return wait_until(self.status, what, timeout, until=check)
-
-    def wait_phase(self, phase: str, timeout: float = 90) -> dict[str, Any]:
-        return self.wait_status(lambda s: s.get("phase") == phase, f"phase {phase}", timeout)
-
-    def restart_operator(self) -> None:
-        """A new operator in place of the one a test killed, logging to the same file."""
-        self.operator.stop()
-        self.operator = start_operator(
-            self.environment, self.operator.log, namespaces=[self.namespace]
-        )
-
-    def traffic_after(self, start: float, count: int) -> list[Sample]:
-        """`count` responses that arrived after time.monotonic() reading `start`, once
-        SETTLING others have gone by first."""
-        return self.load.responses_after(start, SETTLING + count)[SETTLING:]
-
-
-@contextlib.contextmanager
-def running_shop(
-    environment: EnvironmentInfo,
-    kubectl: KubectlRunner,
-    namespace: str,
-    tmp_path: Path,
-    rollout: str | None = None,
-    *,
-    as_is: bool = False,
-) -> Iterator[Shop]:
-    """The example in `namespace` with a hostname of its own: as it is (only the hostname
-    patched), or with `rollout`; initialised, with its operator and load running until the
-    block ends."""
-    host = unique_host(namespace)
-    if as_is:
-        kubectl.check("apply", "-n", namespace, "-f", str(CANARY_EXAMPLE))
-        # Before anything routes by it: no other test's traffic can reach this route.
-        hostnames = json.dumps({"spec": {"hostnames": [host]}})
-        kubectl.check("patch", "-n", namespace, "httproute/shop", "--type=merge", "-p", hostnames)
-    else:
-        app = list(yaml.safe_load_all((CANARY_EXAMPLE / "app.yaml").read_text()))
-        for obj in app:
-            if obj["kind"] == "HTTPRoute":
-                obj["spec"]["hostnames"] = [host]
-        kubectl.check("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump_all(app))
-        rollout = rollout or (CANARY_EXAMPLE / "rollout.yaml").read_text()
-        kubectl.check("apply", "-n", namespace, "-f", "-", stdin=rollout)
-    operator = start_operator(environment, tmp_path / "operator.log", namespaces=[namespace])
-    try:
-        shop = Shop(
-            namespace, kubectl, environment, operator, BackgroundLoad(environment.gateway_url, host)
-        )
-    except BaseException:
-        operator.stop()
-        raise
-    try:
-        shop.wait_phase("Initialized", 60)
-        wait_until(lambda: shop.load.seen("1.0.0"), "traffic on 1.0.0", 30)
-        yield shop
-    finally:
-        shop.load.stop()
-        shop.operator.stop()
 
 
 @pytest.fixture

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from tidegate_devenv.demo import Outcome, metrics_text, render, render_line, step_text, summary
+from tidegate_devenv.demo import (
+    Outcome,
+    metrics_text,
+    render,
+    render_line,
+    routes_text,
+    step_text,
+    summary,
+)
 from tidegate_devenv.traffic import Sample, Split, first_error_at, settled_at, split
 
 
@@ -133,3 +141,25 @@ def test_summary_names_both_outcomes() -> None:
 def test_summary_says_when_an_outcome_did_not_happen() -> None:
     text = summary(Outcome("1.1.0", "Failed", 9.0), Outcome("1.2.0", "", 180.0), None)
     assert text == "1.1.0 was not promoted (Failed); 1.2.0 was not rolled back (no outcome)"
+
+
+def test_step_text_names_the_step_and_needs_no_step_count() -> None:
+    status = {"currentStepIndex": 2, "currentStepName": "Switched"}
+    assert step_text(status, 0) == "3 (Switched)"
+    assert step_text({"currentStepIndex": 0, "currentStepName": "setWeight 10"}, 3) == (
+        "1/3 (setWeight 10)"
+    )
+
+
+def test_routes_text_shows_header_mirror_and_preview_only_when_set() -> None:
+    assert routes_text({"canaryWeight": 0, "mirrorPercent": 0, "previewActive": False}) == ""
+    status = {"headerRoute": [{"headerName": "X"}], "mirrorPercent": 50, "previewActive": True}
+    assert routes_text(status) == ", header route, mirror 50%, preview on new version"
+
+
+def test_summary_tells_the_blue_green_switch() -> None:
+    good, bad = Outcome("1.1.0", "Succeeded", 13.0), Outcome("1.2.0", "Failed", 9.0)
+    text = summary(good, bad, None, Outcome("2.0.0", "Succeeded", 35.2), 0)
+    assert text.endswith("blue/green 2.0.0 switched and promoted in 35 s with 0 failed requests")
+    failed = summary(good, bad, None, Outcome("2.0.0", "", 0.0))
+    assert failed.endswith("blue/green 2.0.0: no outcome")

@@ -68,6 +68,16 @@ class KubectlRunner:
             timeout=120,
         )
 
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        """A long-running kubectl (a `--watch`), its output as text lines on `stdout`."""
+        return subprocess.Popen(
+            [str(self.kubectl), f"--kubeconfig={self.kubeconfig}", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+
     def check(self, *args: str, stdin: str | None = None) -> str:
         result = self.run(*args, stdin=stdin)
         if result.returncode != 0:

@@ -1,4 +1,5 @@
-"""`tidegate demo`: a healthy canary promoted and a bad one rolled back, under real load.
+"""`tidegate-dev demo`: a healthy canary promoted, a bad one rolled back, and a blue/green
+switch, under real load.
 
 Everything runs on this machine in ./.state/demo (or $TIDEGATE_DEMO_STATE_DIR) and is torn
 down at the end, also on errors, Ctrl-C and SIGTERM.
@@ -19,6 +20,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
+import yaml
 from lightkube.resources.core_v1 import Event
 
 from tidegate.adapters.kube import ProgressiveRollout, get_or_none, make_client
@@ -31,13 +33,20 @@ from tidegate_devenv.operator_process import (
     operator_log,
     start_operator,
 )
-from tidegate_devenv.paths import CANARY_EXAMPLE
+from tidegate_devenv.paths import BLUE_GREEN_EXAMPLE, CANARY_EXAMPLE
 from tidegate_devenv.traffic import LiveLoad, Split, split
 from tidegate_devenv.waiting import WaitTimeout, wait_until_async
 
 NAMESPACE = "demo"
 NAME = "shop"
 HOST = "shop.example.com"
+# The blue/green act runs beside the canary one, on hostnames of its own.
+BLUE_GREEN_NAMESPACE = "demo-bluegreen"
+BLUE_GREEN_HOSTS = {
+    "shop": "bluegreen.example.com",
+    "shop-preview": "preview.bluegreen.example.com",
+}
+PREVIEW_RPS = 20.0
 RPS = 50.0
 REFRESH_SECONDS = 0.5
 SPLIT_SECONDS = 2.0
@@ -58,10 +67,23 @@ class Outcome:
 
 
 def step_text(status: Mapping[str, Any], steps: int) -> str:
-    index = status.get("currentStepIndex")
-    if index is None or not steps:
+    index, name = status.get("currentStepIndex"), status.get("currentStepName")
+    if index is None:
         return "-"
-    return f"{min(int(index) + 1, steps)}/{steps}"
+    where = f"{min(int(index) + 1, steps)}/{steps}" if steps else str(int(index) + 1)
+    return f"{where} ({name})" if name else where
+
+
+def routes_text(status: Mapping[str, Any]) -> str:
+    """The routes besides the live weight: header, mirror and preview."""
+    parts = []
+    if status.get("headerRoute"):
+        parts.append("header route")
+    if status.get("mirrorPercent"):
+        parts.append(f"mirror {status['mirrorPercent']}%")
+    if status.get("previewActive"):
+        parts.append("preview on new version")
+    return (", " + ", ".join(parts)) if parts else ""
 
 
 def metrics_text(status: Mapping[str, Any]) -> str:
@@ -96,7 +118,7 @@ def render(
     return [
         f"{title}  ({elapsed:.0f}s)",
         f"  phase   {status.get('phase', '-')}   step {step_text(status, steps)}"
-        f"   canary weight {status.get('canaryWeight', 0)}%",
+        f"   canary weight {status.get('canaryWeight', 0)}%{routes_text(status)}",
         f"  stable  {revision_text(status.get('stableRevision'), versions)}"
         f"   canary {revision_text(status.get('canaryRevision'), versions)}",
         f"  metrics {metrics_text(status)}",
@@ -111,12 +133,18 @@ def render_line(
     """The same view on one line, for logs."""
     return (
         f"{elapsed:5.1f}s {status.get('phase', '-')} step {step_text(status, steps)}"
-        f" weight {status.get('canaryWeight', 0)}% | {metrics_text(status)}"
+        f" weight {status.get('canaryWeight', 0)}%{routes_text(status)} | {metrics_text(status)}"
         f" | {traffic.describe()} | {event or '-'}"
     )
 
 
-def summary(good: Outcome, bad: Outcome, stable_share: float | None) -> str:
+def summary(
+    good: Outcome,
+    bad: Outcome,
+    stable_share: float | None,
+    switched: Outcome | None = None,
+    switch_failures: int = 0,
+) -> str:
     parts = []
     if good.phase == "Succeeded":
         parts.append(f"{good.version} promoted in {good.seconds:.0f} s")
@@ -131,6 +159,14 @@ def summary(good: Outcome, bad: Outcome, stable_share: float | None) -> str:
         parts.append(f"{bad.version} was not rolled back ({bad.phase or 'no outcome'})")
     if stable_share is not None:
         parts.append(f"{100 * stable_share:.1f}% of requests on stable afterwards")
+    if switched is not None:
+        if switched.phase == "Succeeded":
+            parts.append(
+                f"blue/green {switched.version} switched and promoted in {switched.seconds:.0f} s "
+                f"with {switch_failures} failed requests"
+            )
+        else:
+            parts.append(f"blue/green {switched.version}: {switched.phase or 'no outcome'}")
     return "; ".join(parts)
 
 
@@ -164,16 +200,16 @@ class Demo:
     async def kubectl_check(self, *args: str) -> str:
         return await asyncio.to_thread(self.kubectl.check, *args)
 
-    async def rollout(self) -> dict[str, Any]:
-        found = await get_or_none(self.client, ProgressiveRollout, NAME, NAMESPACE)
+    async def rollout(self, namespace: str = NAMESPACE) -> dict[str, Any]:
+        found = await get_or_none(self.client, ProgressiveRollout, NAME, namespace)
         return found or {}
 
-    async def latest_event(self) -> str:
+    async def latest_event(self, namespace: str = NAMESPACE) -> str:
         events = [
             e
             async for e in self.client.list(
                 Event,
-                namespace=NAMESPACE,
+                namespace=namespace,
                 fields={"involvedObject.kind": "ProgressiveRollout", "involvedObject.name": NAME},
             )
         ]
@@ -182,9 +218,11 @@ class Demo:
         latest = max(events, key=_resource_version)
         return f"{latest.reason}: {latest.message}"
 
-    async def wait_phase(self, phase: str, timeout: float) -> dict[str, Any]:
+    async def wait_phase(
+        self, phase: str, timeout: float, namespace: str = NAMESPACE
+    ) -> dict[str, Any]:
         rollout = await wait_until_async(
-            self.rollout,
+            lambda: self.rollout(namespace),
             f"the rollout to reach {phase}",
             timeout,
             until=lambda obj: _status(obj).get("phase") == phase,
@@ -201,8 +239,15 @@ class Demo:
         self.out.write(text + "\n")
         self.out.flush()
 
-    async def run_rollout(self, version: str, env: Mapping[str, str]) -> Outcome:
+    async def run_rollout(
+        self,
+        version: str,
+        env: Mapping[str, str],
+        namespace: str = NAMESPACE,
+        load: LiveLoad | None = None,
+    ) -> Outcome:
         """Change the Deployment's template and watch the rollout until it ends."""
+        load = load or self.load
         self.say(f"--- rolling out {version} ({' '.join(f'{k}={v}' for k, v in env.items())})")
         changed_at = datetime.now().astimezone()
         began = time.monotonic()
@@ -211,7 +256,7 @@ class Demo:
             "env",
             f"deployment/{NAME}",
             "-n",
-            NAMESPACE,
+            namespace,
             *(f"{k}={v}" for k, v in env.items()),
         )
         outcome = Outcome(version, "", 0.0)
@@ -221,7 +266,7 @@ class Demo:
         async def ended() -> bool:
             """Show where the rollout is; True once it has started and come to an end."""
             nonlocal started, last_key
-            obj = await self.rollout()
+            obj = await self.rollout(namespace)
             status = _status(obj)
             steps = len(obj.get("spec", {}).get("strategy", {}).get("canary", {}).get("steps", []))
             phase = status.get("phase", "")
@@ -238,8 +283,8 @@ class Demo:
                 ):
                     outcome.first_failure = at
             elapsed = time.monotonic() - began
-            traffic = self.load.recent(SPLIT_SECONDS)
-            event = await self.latest_event()
+            traffic = load.recent(SPLIT_SECONDS)
+            event = await self.latest_event(namespace)
             if self.tty:
                 self.show(
                     render(
@@ -258,6 +303,7 @@ class Demo:
                     phase,
                     step_text(status, steps),
                     status.get("canaryWeight"),
+                    routes_text(status),
                     canary,
                     metrics_text(status),
                     event,
@@ -304,13 +350,52 @@ class Demo:
             after = time.monotonic()
             await asyncio.sleep(AFTERMATH_SECONDS)
             aftermath = split(self.load.samples, after, time.monotonic())
+            switched, failed_requests = await self.run_blue_green()
         finally:
             load_task.cancel()
             await asyncio.gather(load_task, return_exceptions=True)
             await self.client.close()
         stable_share = aftermath.share("1.1.0") if aftermath.total else None
-        self.say(summary(good, bad, stable_share))
-        return 0 if good.phase == "Succeeded" and bad.phase == "Failed" else 1
+        self.say(summary(good, bad, stable_share, switched, failed_requests))
+        passed = good.phase == "Succeeded" and bad.phase == "Failed"
+        return 0 if passed and switched.phase == "Succeeded" else 1
+
+    async def run_blue_green(self) -> tuple[Outcome, int]:
+        """examples/blue-green beside the canary: green previewed on its own host, then all
+        live traffic switched to it at once; the outcome and the live requests that failed."""
+        namespace = BLUE_GREEN_NAMESPACE
+        await self.kubectl_check("create", "namespace", namespace)
+        app = list(yaml.safe_load_all((BLUE_GREEN_EXAMPLE / "app.yaml").read_text()))
+        for obj in app:
+            if obj["kind"] == "HTTPRoute":
+                obj["spec"]["hostnames"] = [BLUE_GREEN_HOSTS[obj["metadata"]["name"]]]
+        await asyncio.to_thread(
+            self.kubectl.check, "apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump_all(app)
+        )
+        await self.kubectl_check(
+            "apply", "-n", namespace, "-f", str(BLUE_GREEN_EXAMPLE / "rollout.yaml")
+        )
+        self.say("applied examples/blue-green in namespace demo-bluegreen")
+        status = await self.wait_phase("Initialized", 120, namespace)
+        if status.get("stableRevision"):
+            self.versions[status["stableRevision"]] = "1.0.0"
+        live = LiveLoad(self.info.gateway_url, BLUE_GREEN_HOSTS["shop"], rps=RPS)
+        preview = LiveLoad(self.info.gateway_url, BLUE_GREEN_HOSTS["shop-preview"], rps=PREVIEW_RPS)
+        tasks = [asyncio.create_task(live.run()), asyncio.create_task(preview.run())]
+        try:
+            await live.wait_for("1.0.0", 30)
+            self.say(
+                f"load: {RPS:.0f} requests/s live (Host {BLUE_GREEN_HOSTS['shop']}) and "
+                f"{PREVIEW_RPS:.0f}/s on the preview (Host {BLUE_GREEN_HOSTS['shop-preview']})"
+            )
+            began = time.monotonic()
+            outcome = await self.run_rollout("2.0.0", {"VERSION": "2.0.0"}, namespace, live)
+            during = split(live.samples, began, time.monotonic())
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        return outcome, during.errors
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

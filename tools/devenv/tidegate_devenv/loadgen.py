@@ -83,18 +83,19 @@ async def generate(
     concurrency: int = 16,
     result: LoadResult | None = None,
     stop: threading.Event | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> LoadResult:
     """Send GET requests to ``url`` (with ``Host: host``) until ``count`` requests were sent
     or ``duration`` seconds passed, at ``rps`` requests per second (or as fast as
     ``concurrency`` allows). Pass ``result`` to watch samples arrive while it runs, and
-    ``stop`` to end it early from another thread."""
+    ``stop`` to end it early from another thread; ``headers`` are sent with every request."""
     check_loopback(url)
     if count is None and duration is None:
         raise ValueError("give count or duration so the load stops by itself")
     if rps is not None and rps <= 0:
         raise ValueError("rps must be positive")
     result = result if result is not None else LoadResult()
-    headers = {"Host": host} if host else {}
+    headers = {**(headers or {}), **({"Host": host} if host else {})}
     next_index = 0
     start = time.monotonic()
     deadline = start + duration if duration is not None else None

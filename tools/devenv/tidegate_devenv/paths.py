@@ -6,3 +6,4 @@ REPO = Path(__file__).resolve().parents[3]
 BUILD_SCRIPT = REPO / "hack" / "build-binaries.sh"
 CRD_FILE = REPO / "crds" / "progressiverollout.yaml"
 CANARY_EXAMPLE = REPO / "examples" / "canary"
+BLUE_GREEN_EXAMPLE = REPO / "examples" / "blue-green"

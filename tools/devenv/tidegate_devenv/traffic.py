@@ -7,7 +7,7 @@ import asyncio
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from tidegate_devenv.loadgen import LoadResult, generate
@@ -97,9 +97,17 @@ class LiveLoad:
     for a number of responses, a measure of traffic that a busy machine cannot shrink.
     """
 
-    def __init__(self, url: str, host: str, rps: float = 50.0, max_seconds: float = 600.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        host: str,
+        rps: float = 50.0,
+        max_seconds: float = 600.0,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         self.url = url
         self.host = host
+        self.headers = dict(headers or {})
         self.rps = rps
         self.max_seconds = max_seconds  # the load always ends by itself
         self._result = LoadResult()
@@ -120,6 +128,7 @@ class LiveLoad:
             rps=self.rps,
             result=self._result,
             stop=self._stop,
+            headers=self.headers,
         )
 
     def start_in_thread(self) -> None:

@@ -1,0 +1,314 @@
+"""Blue/green, A/B header routing and mirroring end to end: the operator, the real API
+server, Prometheus, and real requests through the dev gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_api_client import PrometheusConnect
+from rollout_support import (
+    BackgroundLoad,
+    RouteWatch,
+    Shop,
+    get,
+    resource_versions,
+    running_shop,
+    set_version,
+)
+
+from tidegate_devenv.cluster import KubectlRunner
+from tidegate_devenv.environment import EnvironmentInfo
+from tidegate_devenv.loadgen import generate
+from tidegate_devenv.operator_process import install_crd
+from tidegate_devenv.paths import REPO
+from tidegate_devenv.waiting import wait_until
+
+BLUE_GREEN = REPO / "examples" / "blue-green"
+AB_TESTING = REPO / "examples" / "ab-testing"
+
+
+@pytest.fixture(scope="session")
+def rollout_crd(kubectl: KubectlRunner) -> None:
+    install_crd(kubectl)
+
+
+@pytest.fixture
+def blue_green(
+    environment: EnvironmentInfo,
+    kubectl: KubectlRunner,
+    namespace: str,
+    rollout_crd: None,
+    tmp_path: Path,
+) -> Iterator[Shop]:
+    """examples/blue-green applied as it is (each route then given a hostname of its own)."""
+    with running_shop(
+        environment, kubectl, namespace, tmp_path, example=BLUE_GREEN, as_is=True
+    ) as started:
+        yield started
+
+
+def blue_green_rollout(**strategy: Any) -> str:
+    """The blue/green example's rollout with its strategy changed."""
+    rollout = yaml.safe_load((BLUE_GREEN / "rollout.yaml").read_text())
+    blue_green = rollout["spec"]["strategy"]["blueGreen"]
+    blue_green.update(strategy)
+    for name in [k for k, v in strategy.items() if v is None]:
+        del blue_green[name]
+    return yaml.safe_dump(rollout)
+
+
+def versions(samples: list[tuple[float, str | None, int]]) -> Counter[tuple[str | None, int]]:
+    return Counter((version, code) for _, version, code in samples)
+
+
+def pods_running(kubectl: KubectlRunner, namespace: str, version: str) -> list[str]:
+    """Pods (not being deleted) whose container runs `version` of the demo app."""
+    names = []
+    for pod in get(kubectl, namespace, "pods")["items"]:
+        env = pod["spec"]["containers"][0].get("env", [])
+        if {"name": "VERSION", "value": version} in env and not pod["metadata"].get(
+            "deletionTimestamp"
+        ):
+            names.append(pod["metadata"]["name"])
+    return names
+
+
+def requests(
+    environment: EnvironmentInfo, host: str, count: int, headers: dict[str, str] | None = None
+) -> Counter[tuple[str | None, int]]:
+    """Send `count` requests through the gateway; (version, code) of the answers."""
+    result = asyncio.run(
+        generate(environment.gateway_url, host=host, count=count, concurrency=8, headers=headers)
+    )
+    return Counter((version, code) for _, version, code in result.samples)
+
+
+def requests_counted(environment: EnvironmentInfo, namespace: str, backend: str) -> float:
+    """What Prometheus has of the gateway's request counter for one backend Service."""
+    query = f'sum(gateway_requests_total{{namespace="{namespace}", backend="{backend}"}})'
+    result = PrometheusConnect(environment.prometheus_url).custom_query(query)
+    return float(result[0]["value"][1]) if result else 0.0
+
+
+# --- blue/green -------------------------------------------------------------------------------
+
+
+def test_blue_green_is_previewed_then_switched_in_one_write(
+    blue_green: Shop, environment: EnvironmentInfo
+) -> None:
+    shop = blue_green
+    watch = RouteWatch(shop.kubectl, shop.namespace, "shop")
+    preview = BackgroundLoad(environment.gateway_url, shop.host("shop-preview"), rps=30)
+    try:
+        started = time.monotonic()
+        set_version(shop.kubectl, shop.namespace, "1.1.0")
+        # Green answers on the preview host while every live request stays on blue.
+        previewed = shop.wait_status(
+            lambda s: s.get("currentStepName") == "Preview" and s.get("previewActive") is True,
+            "green in preview",
+        )
+        assert previewed["canaryWeight"] == 0
+        wait_until(lambda: preview.seen("1.1.0"), "green on the preview host", 30)
+        green = get(shop.kubectl, shop.namespace, "deployment", "shop-canary")
+        assert green["spec"]["replicas"] == 1  # previewReplicaCount
+        switched = shop.wait_status(
+            lambda s: s.get("currentStepName") == "Switched", "the switch", 120
+        )
+        live_before_switch = shop.load.samples_between(started, time.monotonic())
+        assert {v for _, v, _ in live_before_switch if v} == {"1.0.0"}
+        assert switched["canaryWeight"] == 100
+        # Blue is still there, at full size, after the switch.
+        blue = get(shop.kubectl, shop.namespace, "deployment", "shop-stable")
+        blue_env = blue["spec"]["template"]["spec"]["containers"][0]["env"]
+        assert {"name": "VERSION", "value": "1.0.0"} in blue_env
+        assert blue["status"].get("readyReplicas") == 2
+        assert (
+            get(shop.kubectl, shop.namespace, "deployment", "shop-canary")["spec"]["replicas"] == 2
+        )  # full size before any live traffic
+        shop.wait_status(lambda s: s.get("currentStepName") == "ScalingDown", "scaling down")
+        assert pods_running(shop.kubectl, shop.namespace, "1.0.0")  # blue kept up meanwhile
+        status = shop.wait_phase("Succeeded", 120)
+        ended = time.monotonic()
+    finally:
+        preview.stop()
+        watch.stop()
+
+    # The live route went from blue to green in one write and back to the (now green)
+    # stable Service in one more: never a split.
+    assert watch.weights() == [0, 100, 0], watch.weights()
+    # Nothing failed on the way, and the live traffic ended on green.
+    live = shop.load.samples_between(started, ended)
+    assert all(code == 200 for _, _, code in live), versions(live)
+    recent = shop.traffic_after(ended, 90)
+    assert {v for _, v, _ in recent} == {"1.1.0"}, versions(recent)
+    # Blue is gone after the delay: no pod runs it any more.
+    wait_until(
+        lambda: pods_running(shop.kubectl, shop.namespace, "1.0.0"), "blue's pods gone", 60,
+        until=lambda pods: pods == [],
+    )  # fmt: skip
+    assert get(shop.kubectl, shop.namespace, "deployment", "shop-canary")["spec"]["replicas"] == 0
+    assert status["previewActive"] is False
+    preview_route = get(shop.kubectl, shop.namespace, "httproute", "shop-preview")
+    assert [r["name"] for r in preview_route["spec"]["rules"][0]["backendRefs"]] == ["shop-stable"]
+
+
+def test_blue_green_bad_green_never_takes_live_traffic(
+    blue_green: Shop, environment: EnvironmentInfo
+) -> None:
+    shop = blue_green
+    watch = RouteWatch(shop.kubectl, shop.namespace, "shop")
+    preview = BackgroundLoad(environment.gateway_url, shop.host("shop-preview"), rps=30)
+    try:
+        started = time.monotonic()
+        set_version(shop.kubectl, shop.namespace, "1.2.0", error_rate=0.5)
+        status = shop.wait_phase("Failed", 120)
+        ended = time.monotonic()
+        assert preview.seen("1.2.0")  # it was previewed, and failed there
+    finally:
+        preview.stop()
+        watch.stop()
+    assert "error-rate" in str(status["message"])
+    assert status["currentStepIndex"] == 0 and status.get("currentStepName") == "Preview"
+    assert set(watch.weights()) == {0}
+    live = shop.load.samples_between(started, ended)
+    assert {v for _, v, _ in live if v} == {"1.0.0"}, versions(live)
+    assert get(shop.kubectl, shop.namespace, "deployment", "shop-canary")["spec"]["replicas"] == 0
+
+
+def test_blue_green_failing_after_the_switch_switches_back(
+    environment: EnvironmentInfo,
+    kubectl: KubectlRunner,
+    namespace: str,
+    rollout_crd: None,
+    tmp_path: Path,
+) -> None:
+    rollout = blue_green_rollout(prePromotionAnalysis=None)
+    with running_shop(
+        environment, kubectl, namespace, tmp_path, rollout, example=BLUE_GREEN
+    ) as shop:
+        watch = RouteWatch(kubectl, namespace, "shop")
+        try:
+            set_version(kubectl, namespace, "1.2.0", error_rate=0.5)
+            shop.wait_status(lambda s: s.get("canaryWeight") == 100, "the switch", 120)
+            status = shop.wait_phase("Failed", 60)
+            back = time.monotonic()
+        finally:
+            watch.stop()
+        # One measurement after the switch (failureLimit 1) took it back to blue, which
+        # was still up: no second interval went by on green.
+        assert status["failedChecks"] == 1 and status["passedChecks"] == 0, status
+        assert status["currentStepName"] == "Switched"
+        assert watch.weights() == [0, 100, 0], watch.weights()
+        after = shop.traffic_after(back, 300)
+        on_blue = sum(1 for _, v, code in after if v == "1.0.0" and code == 200)
+        assert on_blue / len(after) >= 0.99, versions(after)
+
+
+def test_blue_green_without_auto_promotion_waits_in_preview(
+    environment: EnvironmentInfo,
+    kubectl: KubectlRunner,
+    namespace: str,
+    rollout_crd: None,
+    tmp_path: Path,
+) -> None:
+    rollout = blue_green_rollout(autoPromotionEnabled=False, prePromotionAnalysis=None)
+    with running_shop(
+        environment, kubectl, namespace, tmp_path, rollout, example=BLUE_GREEN
+    ) as shop:
+        set_version(kubectl, namespace, "1.1.0")
+        waiting = shop.wait_phase("Paused", 60)
+        assert waiting["currentStepName"] == "Preview"
+        assert "paused until promoted" in str(waiting["message"])
+        # Woken twice with nothing to do: it looks, and changes nothing (no switch).
+        held = resource_versions(kubectl, namespace, "progressiverollout,httproute")
+        reconciles = shop.operator.reconciles()
+        for poke in (1, 2):
+            kubectl.check(
+                "annotate", "--overwrite", "-n", namespace, "deployment/shop",
+                f"e2e.tidegate.io/poke={poke}",
+            )  # fmt: skip
+            wait_until(
+                shop.operator.reconciles, f"reconcile {poke}", 30,
+                until=lambda count, poke=poke: count >= reconciles + poke,  # type: ignore[misc]
+            )  # fmt: skip
+        assert resource_versions(kubectl, namespace, "progressiverollout,httproute") == held
+        assert shop.weight() == 0
+        started = time.monotonic()
+        shop.promote()
+        shop.wait_phase("Succeeded", 120)
+        recent = shop.traffic_after(started, 60)
+        assert recent[-1][1] == "1.1.0"
+        annotations = get(kubectl, namespace, "pro", "shop")["metadata"].get("annotations", {})
+        assert "tidegate.io/promote" not in annotations
+
+
+# --- A/B testing and mirroring ----------------------------------------------------------------
+
+
+def test_header_route_then_mirror_then_weights(
+    environment: EnvironmentInfo,
+    kubectl: KubectlRunner,
+    namespace: str,
+    rollout_crd: None,
+    tmp_path: Path,
+) -> None:
+    with running_shop(
+        environment, kubectl, namespace, tmp_path, example=AB_TESTING, as_is=True
+    ) as shop:
+        host = shop.host()
+        set_version(kubectl, namespace, "1.1.0")
+        paused = shop.wait_phase("Paused", 60)
+        assert paused["currentStepIndex"] == 1 and paused["headerRoute"]
+        # With the header: the canary answers. Without it: the weights, 0% to the canary.
+        with_header = requests(environment, host, 500, {"X-Canary": "always"})
+        assert with_header[("1.1.0", 200)] >= 495, with_header
+        without = requests(environment, host, 500)
+        assert without == Counter({("1.0.0", 200): 500}), without
+
+        # Promoted by hand: copies of half the requests reach the canary, the clients still
+        # get the stable version's answers only.
+        canary_before = requests_counted(environment, namespace, "shop-canary")
+        shop.promote()
+        mirroring = shop.wait_status(
+            lambda s: s.get("mirrorPercent") == 50 and s.get("currentStepIndex", 0) >= 3,
+            "mirroring, analysed",
+        )
+        assert mirroring["canaryWeight"] == 0
+        mirrored_from = time.monotonic()
+        wait_until(
+            lambda: requests_counted(environment, namespace, "shop-canary"),
+            "the canary's request counter to rise", 30,
+            until=lambda count: count > canary_before + 20,
+        )  # fmt: skip
+        seen = shop.traffic_after(mirrored_from, 120)
+        assert {v for _, v, _ in seen} == {"1.0.0"}, versions(seen)
+
+        status = shop.wait_phase("Succeeded", 120)
+        assert "headerRoute" not in status and status["mirrorPercent"] == 0
+        rules = get(kubectl, namespace, "httproute", "shop")["spec"]["rules"]
+        assert len(rules) == 1  # the header rule is gone
+        assert not [f for f in rules[0].get("filters", []) if f["type"] == "RequestMirror"]
+        assert requests(environment, host, 200, {"X-Canary": "always"}) == Counter(
+            {("1.1.0", 200): 200}
+        )
+
+
+# --- specs refused ----------------------------------------------------------------------------
+
+
+def test_both_strategies_are_refused_naming_the_field(
+    kubectl: KubectlRunner, namespace: str, rollout_crd: None
+) -> None:
+    rollout = yaml.safe_load((BLUE_GREEN / "rollout.yaml").read_text())
+    rollout["spec"]["strategy"]["canary"] = {"steps": [{"setWeight": 10}]}
+    result = kubectl.run("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(rollout))
+    assert result.returncode != 0
+    assert "spec.strategy" in result.stderr
+    assert "set exactly one of canary or blueGreen" in result.stderr, result.stderr
