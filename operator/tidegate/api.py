@@ -312,8 +312,50 @@ class GatewayAPIRouting(_SpecModel):
     preview_http_route: ObjectName | None = Field(default=None, alias="previewHTTPRoute")
 
 
+class ServiceRouting(_SpecModel):
+    """All live traffic is switched at once by pointing the selector of the Service
+    `spec.service.name` at one version's pods: blue/green without a Gateway API."""
+
+    preview_service: ServiceName | None = None
+
+
 class TrafficRouting(_SpecModel):
-    gateway_api: GatewayAPIRouting = Field(alias="gatewayAPI")
+    """Exactly one router: gatewayAPI or service."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "has(self.gatewayAPI) != has(self.service)",
+                    "set exactly one of gatewayAPI or service",
+                )
+            ]
+        }
+    )
+
+    gateway_api: GatewayAPIRouting | None = Field(default=None, alias="gatewayAPI")
+    service: ServiceRouting | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> TrafficRouting:
+        if (self.gateway_api is None) == (self.service is None):
+            found = "both" if self.service is not None else "neither"
+            raise ValueError(f"set exactly one of gatewayAPI or service (found {found})")
+        return self
+
+    @property
+    def router(self) -> str:
+        """The wire name of the router set."""
+        return "gatewayAPI" if self.gateway_api is not None else "service"
+
+    @property
+    def preview_field(self) -> str | None:
+        """The field naming a preview route, when one is set."""
+        if self.gateway_api is not None and self.gateway_api.preview_http_route is not None:
+            return "spec.trafficRouting.gatewayAPI.previewHTTPRoute"
+        if self.service is not None and self.service.preview_service is not None:
+            return "spec.trafficRouting.service.previewService"
+        return None
 
 
 class ThresholdRange(_SpecModel):

@@ -91,6 +91,7 @@ class PlanStep:
 @dataclass(frozen=True)
 class Plan:
     steps: tuple[PlanStep, ...]
-    # What the routes must be able to do for this plan ("weights", "header", "mirror",
-    # "preview"), each with the spec field that asks for it (for the error message).
+    # What the routes must be able to do for this plan, each with the spec field that asks
+    # for it (for the error message): "weights" (a split), "switch" (0% or 100% only),
+    # "header", "mirror", "preview".
     needs: dict[str, str] = field(default_factory=dict)

@@ -65,8 +65,8 @@ class Router(Protocol):
     """The routes of one rollout: the live split between the stable and canary Services, and
     the header, mirror and preview routes to the canary."""
 
-    # What it can carry: "weights", "header", "mirror", "preview". A plan that needs more is
-    # an invalid spec.
+    # What it can carry: "weights", "switch", "header", "mirror", "preview". A plan that needs
+    # more is an invalid spec.
     capabilities: frozenset[str]
 
     async def observe(self) -> Traffic | None:

@@ -76,7 +76,7 @@ class World:
     # What the routes hold; None: still as the user wrote them (not in tidegate's shape).
     route: Traffic | None = None
     # What the router can carry.
-    capabilities: frozenset[str] = frozenset({"weights", "header", "mirror", "preview"})
+    capabilities: frozenset[str] = frozenset({"weights", "switch", "header", "mirror", "preview"})
     # Copies become ready as soon as they are written (a cluster that rolls instantly).
     ready_on_write: bool = True
     # The value every metric query returns from now on; None: no data.

@@ -343,7 +343,7 @@ async def test_a_plan_the_router_cannot_carry_is_an_invalid_spec_naming_the_fiel
     spec["strategy"] = {
         "canary": {"steps": [{"setWeight": 10}, {"setMirrorRoute": {"percentage": 5}}]}
     }
-    world = World(capabilities=frozenset({"weights"}))
+    world = World(capabilities=frozenset({"switch", "preview"}))  # a Service selector's
     world.add_target()
     world.add_rollout(spec)
     assert await reconciler(world).reconcile(NAMESPACE, NAME) is None
@@ -351,6 +351,7 @@ async def test_a_plan_the_router_cannot_carry_is_an_invalid_spec_naming_the_fiel
     assert degraded is not None and degraded["reason"] == "InvalidSpec"
     assert "spec.strategy.canary.steps[1].setMirrorRoute" in degraded["message"]
     assert "'mirror'" in degraded["message"]
+    assert "spec.strategy.canary: the router cannot carry 'weights'" in degraded["message"]
     assert not {"ensure", "set_traffic", "release_target"} & set(world.names())
 
 

@@ -17,6 +17,7 @@ from rollout_support import (
     BackgroundLoad,
     RouteWatch,
     Shop,
+    events,
     get,
     resource_versions,
     running_shop,
@@ -26,7 +27,7 @@ from rollout_support import (
 from tidegate_devenv.cluster import KubectlRunner
 from tidegate_devenv.environment import EnvironmentInfo
 from tidegate_devenv.loadgen import generate
-from tidegate_devenv.operator_process import install_crd
+from tidegate_devenv.operator_process import install_crd, read_status, start_operator
 from tidegate_devenv.paths import REPO
 from tidegate_devenv.waiting import wait_until
 
@@ -312,3 +313,78 @@ def test_both_strategies_are_refused_naming_the_field(
     assert result.returncode != 0
     assert "spec.strategy" in result.stderr
     assert "set exactly one of canary or blueGreen" in result.stderr, result.stderr
+
+
+SERVICE_ROUTED = """
+apiVersion: tidegate.io/v1alpha1
+kind: ProgressiveRollout
+metadata:
+  name: shop
+spec:
+  targetRef: {name: shop}
+  service: {name: shop, port: 80}
+  trafficRouting: {service: {}}
+  strategy: {STRATEGY}
+"""
+
+
+def test_a_mirror_step_on_a_router_that_cannot_mirror_is_refused_naming_it(
+    environment: EnvironmentInfo,
+    kubectl: KubectlRunner,
+    namespace: str,
+    rollout_crd: None,
+    tmp_path: Path,
+) -> None:
+    strategy = "{canary: {steps: [{setWeight: 10}, {setMirrorRoute: {percentage: 20}}]}}"
+    kubectl.check("apply", "-n", namespace, "-f", str(AB_TESTING / "app.yaml"))
+    kubectl.check(
+        "apply", "-n", namespace, "-f", "-", stdin=SERVICE_ROUTED.replace("{STRATEGY}", strategy)
+    )
+    operator = start_operator(environment, tmp_path / "operator.log", namespaces=[namespace])
+    try:
+        status = wait_until(
+            lambda: read_status(kubectl, namespace, "shop"), "the spec refused", 30,
+            until=lambda s: any(c.get("reason") == "InvalidSpec" for c in s.get("conditions", [])),
+        )  # fmt: skip
+    finally:
+        operator.stop()
+    message = next(c["message"] for c in status["conditions"] if c["reason"] == "InvalidSpec")
+    assert "spec.strategy.canary.steps[1].setMirrorRoute" in message, message
+    assert "cannot carry 'mirror'" in message
+    refused = [e for e in events(kubectl, namespace) if e["reason"] == "InvalidSpec"]
+    assert refused and refused[0]["type"] == "Warning"
+    # Nothing was acted on: no copies, the user's Service untouched.
+    assert [d["metadata"]["name"] for d in get(kubectl, namespace, "deployments")["items"]] == [
+        "shop"
+    ]
+    assert get(kubectl, namespace, "service", "shop")["spec"]["selector"] == {"app": "shop"}
+
+
+def test_blue_green_through_a_service_selector(
+    environment: EnvironmentInfo,
+    kubectl: KubectlRunner,
+    namespace: str,
+    rollout_crd: None,
+    tmp_path: Path,
+) -> None:
+    rollout = SERVICE_ROUTED.replace("{STRATEGY}", "{blueGreen: {scaleDownDelaySeconds: 2}}")
+    with running_shop(environment, kubectl, namespace, tmp_path, rollout) as shop:
+        assert get(kubectl, namespace, "service", "shop")["spec"]["selector"] == {
+            "app": "shop",
+            "tidegate.io/role": "stable",
+        }
+        started = time.monotonic()
+        set_version(kubectl, namespace, "1.1.0")
+        shop.wait_status(lambda s: s.get("canaryWeight") == 100, "the switch", 90)
+        switched = get(kubectl, namespace, "service", "shop")["spec"]["selector"]
+        assert switched["tidegate.io/role"] == "canary"
+        shop.wait_phase("Succeeded", 90)
+        ended = time.monotonic()
+        live = shop.load.samples_between(started, ended)
+        assert all(code == 200 for _, _, code in live), versions(live)
+        recent = shop.traffic_after(ended, 90)
+        assert {v for _, v, _ in recent} == {"1.1.0"}, versions(recent)
+        assert get(kubectl, namespace, "service", "shop")["spec"]["selector"] == {
+            "app": "shop",
+            "tidegate.io/role": "stable",
+        }

@@ -159,6 +159,44 @@ BAD_SPECS: list[tuple[str, dict[str, Any], str]] = [
         "used more than once",
     ),
     ("unknown field", spec_dict(stratgey={}), "Extra inputs are not permitted"),
+    (
+        "both strategies",
+        spec_dict(strategy={"canary": {"stepWeight": 10, "maxWeight": 50}, "blueGreen": {}}),
+        "set exactly one of canary or blueGreen (found both)",
+    ),
+    (
+        "no strategy",
+        spec_dict(strategy={}),
+        "set exactly one of canary or blueGreen (found neither)",
+    ),
+    (
+        "two routers",
+        spec_dict(trafficRouting={"gatewayAPI": {"httpRoute": "r"}, "service": {}}),
+        "set exactly one of gatewayAPI or service (found both)",
+    ),
+    (
+        "header value both exact and regex",
+        with_canary(
+            steps=[
+                {
+                    "setHeaderRoute": {
+                        "match": [{"headerName": "X", "headerValue": {"exact": "a", "regex": "b"}}]
+                    }
+                }
+            ]
+        ),
+        "set exactly one of exact or regex",
+    ),
+    (
+        "header regex that does not compile",
+        with_canary(
+            steps=[
+                {"setHeaderRoute": {"match": [{"headerName": "X", "headerValue": {"regex": "("}}]}}
+            ]
+        ),
+        "does not compile",
+    ),
+    ("mirror over 100", with_canary(steps=[{"setMirrorRoute": {"percentage": 101}}]), "100"),
     ("too many steps", with_canary(steps=[{"setWeight": 1}] * 65), "at most 64 items"),
 ]
 

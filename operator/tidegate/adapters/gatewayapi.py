@@ -87,7 +87,7 @@ def _header_route_of(rule: Obj, base: Obj) -> tuple[HeaderMatch, ...]:
 class GatewayAPIRouter:
     """The `Router` port on Gateway API HTTPRoutes."""
 
-    capabilities = frozenset({"weights", "header", "mirror", "preview"})
+    capabilities = frozenset({"weights", "switch", "header", "mirror", "preview"})
 
     def __init__(
         self,

@@ -1,6 +1,12 @@
-"""The running operator's ports: Kubernetes through one client, and Prometheus."""
+"""The running operator's ports: Kubernetes through one client, and Prometheus.
+
+Routers are found by the field set under `spec.trafficRouting`: a new router is a module in
+`tidegate.adapters` and one entry in ROUTERS.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from lightkube import AsyncClient
 
@@ -8,8 +14,36 @@ from tidegate import api
 from tidegate.adapters.gatewayapi import GatewayAPIRouter
 from tidegate.adapters.kube_rollouts import KubeEvents, KubeRollouts
 from tidegate.adapters.prometheus import PrometheusMetrics
+from tidegate.adapters.service_router import ServiceSelectorRouter
 from tidegate.adapters.workloads import KubeWorkloads
-from tidegate.ports import Ports, role_service
+from tidegate.ports import Ports, Router, role_service
+
+
+def gateway_api_router(client: AsyncClient, namespace: str, spec: api.RolloutSpec) -> Router:
+    route = spec.traffic_routing.gateway_api
+    assert route is not None
+    return GatewayAPIRouter(
+        client,
+        namespace,
+        route.http_route,
+        route.rule_index,
+        role_service(spec.service.name, "stable"),
+        role_service(spec.service.name, "canary"),
+        spec.service.port,
+        route.preview_http_route,
+    )
+
+
+def service_router(client: AsyncClient, namespace: str, spec: api.RolloutSpec) -> Router:
+    routing = spec.traffic_routing.service
+    assert routing is not None
+    return ServiceSelectorRouter(client, namespace, spec.service.name, routing.preview_service)
+
+
+ROUTERS: dict[str, Callable[[AsyncClient, str, api.RolloutSpec], Router]] = {
+    "gatewayAPI": gateway_api_router,
+    "service": service_router,
+}
 
 
 def kube_ports(client: AsyncClient) -> Ports:
@@ -18,18 +52,8 @@ def kube_ports(client: AsyncClient) -> Ports:
             client, namespace, rollout, spec.target_ref.name, spec.service.name, spec.service.port
         )
 
-    def router(namespace: str, spec: api.RolloutSpec) -> GatewayAPIRouter:
-        route = spec.traffic_routing.gateway_api
-        return GatewayAPIRouter(
-            client,
-            namespace,
-            route.http_route,
-            route.rule_index,
-            role_service(spec.service.name, "stable"),
-            role_service(spec.service.name, "canary"),
-            spec.service.port,
-            route.preview_http_route,
-        )
+    def router(namespace: str, spec: api.RolloutSpec) -> Router:
+        return ROUTERS[spec.traffic_routing.router](client, namespace, spec)
 
     return Ports(
         rollouts=KubeRollouts(client),

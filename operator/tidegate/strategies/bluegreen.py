@@ -58,7 +58,8 @@ def plan(spec: RolloutSpec) -> Plan:
     delay = timedelta(seconds=strategy.scale_down_delay_seconds)
     steps.append(PlanStep(SCALING_DOWN, switched, None, Hold(delay, SCALING_DOWN)))
 
-    needs = {"weights": "spec.strategy.blueGreen"}
-    if preview:
-        needs["preview"] = "spec.trafficRouting.gatewayAPI.previewHTTPRoute"
+    # All or nothing: any router that can switch the live traffic at once will do.
+    needs = {"switch": "spec.strategy.blueGreen"}
+    if spec.traffic_routing.preview_field is not None:
+        needs["preview"] = spec.traffic_routing.preview_field
     return Plan(steps=tuple(steps), needs=needs)

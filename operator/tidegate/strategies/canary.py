@@ -59,6 +59,6 @@ def plan(spec: RolloutSpec) -> Plan:
             name = f"setMirrorRoute {percent}%"
             needs.setdefault("mirror", f"{where}.setMirrorRoute")
         steps.append(PlanStep(name=name, traffic=traffic, wait=wait))
-    if has_preview_route(spec):
-        needs["preview"] = "spec.trafficRouting.gatewayAPI.previewHTTPRoute"
+    if spec.traffic_routing.preview_field is not None:
+        needs["preview"] = spec.traffic_routing.preview_field
     return Plan(steps=tuple(steps), needs=needs)

@@ -18,4 +18,4 @@ def header_match(match: HeaderRouteMatch) -> HeaderMatch:
 
 
 def has_preview_route(spec: RolloutSpec) -> bool:
-    return spec.traffic_routing.gateway_api.preview_http_route is not None
+    return spec.traffic_routing.preview_field is not None

@@ -1,0 +1,78 @@
+"""Traffic routing by a Service's selector: the Service `spec.service.name` selects either
+the stable or the canary copy's pods (by tidegate's role label), so all live traffic moves at
+once and nothing else is needed in front of it. An optional preview Service is pointed at the
+new version the same way while it is rolled out.
+
+It carries blue/green only: no split, no header route, no mirror.
+"""
+
+from __future__ import annotations
+
+from lightkube import AsyncClient
+from lightkube.types import PatchType
+
+from tidegate.adapters.kube import Obj, Service, get_or_none
+from tidegate.adapters.workloads import ROLE_LABEL
+from tidegate.plan import Traffic
+from tidegate.ports import Role, RoutingError
+
+
+class ServiceSelectorRouter:
+    """The `Router` port on Service selectors."""
+
+    capabilities = frozenset({"switch", "preview"})
+
+    def __init__(
+        self, client: AsyncClient, namespace: str, service: str, preview_service: str | None
+    ) -> None:
+        self.client = client
+        self.namespace = namespace
+        self.service = service
+        self.preview_service = preview_service
+
+    async def _get(self, name: str) -> Obj:
+        found = await get_or_none(self.client, Service, name, self.namespace)
+        if found is None:
+            raise RoutingError(f"Service {self.namespace}/{name} does not exist")
+        return found
+
+    async def _role(self, name: str) -> Role | None:
+        selector = (await self._get(name)).get("spec", {}).get("selector") or {}
+        role = selector.get(ROLE_LABEL)
+        return role if role in ("stable", "canary") else None
+
+    async def observe(self) -> Traffic | None:
+        live = await self._role(self.service)
+        if live is None:
+            return None  # still selecting every version's pods, as the user wrote it
+        preview = False
+        if self.preview_service is not None:
+            shown = await self._role(self.preview_service)
+            if shown is None:
+                return None
+            preview = shown == "canary"
+        return Traffic(canary_weight=100 if live == "canary" else 0, preview=preview)
+
+    async def apply(self, traffic: Traffic) -> bool:
+        if traffic.canary_weight not in (0, 100) or traffic.header_route or traffic.mirror_percent:
+            raise RoutingError(f"a Service selector cannot carry {traffic.describe()}")
+        changed = await self._select(self.service, "canary" if traffic.canary_weight else "stable")
+        if self.preview_service is not None:
+            shown: Role = "canary" if traffic.preview else "stable"
+            changed |= await self._select(self.preview_service, shown)
+        return changed
+
+    async def _select(self, name: str, role: Role) -> bool:
+        service = await self._get(name)
+        selector = dict(service.get("spec", {}).get("selector") or {})
+        if selector.get(ROLE_LABEL) == role:
+            return False
+        selector[ROLE_LABEL] = role
+        patch = {
+            "metadata": {"resourceVersion": service["metadata"]["resourceVersion"]},
+            "spec": {"selector": selector},
+        }
+        await self.client.patch(
+            Service, name, patch, namespace=self.namespace, patch_type=PatchType.MERGE
+        )
+        return True
