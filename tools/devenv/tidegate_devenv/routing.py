@@ -3,16 +3,29 @@ kube-proxy-like Service -> ready pods -> pod template resolution.
 
 Everything here works on plain Kubernetes JSON (dicts) turned into small frozen
 dataclasses, so it can be tested without a cluster.
+
+What of HTTPRoute is implemented: hostnames; rule matches on path (Exact, PathPrefix),
+headers and query parameters (Exact, RegularExpression) and method; Gateway API's
+precedence among the matching rules of all routes; weighted backendRefs to Services; and
+the RequestMirror filter. Other filters, and RegularExpression paths, are not.
+
+Regular expressions (headers, query parameters) are searched for anywhere in the value, as
+with RE2's PartialMatch (the Gateway API leaves this to implementations): anchor them with
+^ and $ to match a whole value. They are Python's `re`, which accepts the RE2 patterns one
+writes in practice; a pattern that does not compile matches nothing.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import random
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
+from urllib.parse import parse_qsl
 
 TEMPLATE_HASH_LABEL = "pod-template-hash"
 DEFAULT_LATENCY_MS = 5.0
@@ -25,6 +38,43 @@ class PathMatch:
 
 
 @dataclass(frozen=True)
+class ValueMatch:
+    """A header or query parameter match. Header names are kept lower-case, as they are
+    compared case-insensitively; query parameter names are compared as written."""
+
+    name: str
+    value: str
+    type: str = "Exact"  # or "RegularExpression"
+
+    def accepts(self, actual: str | None) -> bool:
+        if actual is None:
+            return False  # even a regex that matches "" wants the header present
+        if self.type == "Exact":
+            return actual == self.value
+        if self.type == "RegularExpression":
+            pattern = compile_regex(self.value)
+            return pattern is not None and pattern.search(actual) is not None
+        return False  # implementation-specific types
+
+
+ANY_PATH = PathMatch("PathPrefix", "/")
+
+
+@dataclass(frozen=True)
+class Match:
+    """One HTTPRouteMatch: every condition must hold."""
+
+    path: PathMatch = ANY_PATH
+    headers: tuple[ValueMatch, ...] = ()
+    query: tuple[ValueMatch, ...] = ()
+    method: str | None = None
+
+
+# A rule without matches matches every request, as a PathPrefix "/" match would.
+DEFAULT_MATCHES = (Match(),)
+
+
+@dataclass(frozen=True)
 class BackendRef:
     name: str
     namespace: str
@@ -33,9 +83,20 @@ class BackendRef:
 
 
 @dataclass(frozen=True)
+class Mirror:
+    """A RequestMirror filter: copy numerator/denominator of the requests to `backend`."""
+
+    backend: BackendRef
+    numerator: int = 1
+    denominator: int = 1
+
+
+@dataclass(frozen=True)
 class Rule:
-    matches: tuple[PathMatch, ...]
+    matches: tuple[Match, ...]
     backends: tuple[BackendRef, ...]
+    mirrors: tuple[Mirror, ...] = ()
+    name: str = ""
 
 
 @dataclass(frozen=True)
@@ -44,12 +105,29 @@ class Route:
     name: str
     hostnames: tuple[str, ...]
     rules: tuple[Rule, ...]
+    # metadata.creationTimestamp (RFC 3339, which sorts as text); "" when unknown.
+    created: str = ""
 
 
 @dataclass(frozen=True)
 class RouteMatch:
     route: Route
     rule: Rule
+    rule_index: int = 0
+    match: Match = DEFAULT_MATCHES[0]
+
+
+@dataclass(frozen=True)
+class RequestInfo:
+    """What routing looks at in a request. Header names are lower-case; a repeated header
+    is one comma-joined value (cookies: "; "-joined), a repeated query parameter its first
+    value."""
+
+    host: str
+    path: str
+    method: str = "GET"
+    headers: Mapping[str, str] = field(default_factory=dict)
+    query: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -98,37 +176,94 @@ def _meta(obj: Mapping[str, Any]) -> tuple[str, str]:
     return str(meta.get("namespace") or "default"), str(meta.get("name") or "")
 
 
-def _path_match(raw: Mapping[str, Any]) -> PathMatch | None:
+def _path_match(raw: Mapping[str, Any]) -> PathMatch:
     path = raw.get("path")
     if path is None:
         # A match without a path (only headers etc.) defaults to PathPrefix "/".
-        return PathMatch("PathPrefix", "/")
+        return ANY_PATH
     return PathMatch(str(path.get("type") or "PathPrefix"), str(path.get("value") or "/"))
+
+
+def _value_matches(raw: Iterable[Mapping[str, Any]], *, fold_case: bool) -> tuple[ValueMatch, ...]:
+    """Header (fold_case) or query parameter matches. Only the first entry for a name
+    counts, as the Gateway API requires."""
+    seen: set[str] = set()
+    matches: list[ValueMatch] = []
+    for item in raw:
+        name = str(item.get("name") or "")
+        key = name.lower() if fold_case else name
+        if not name or key in seen:
+            continue
+        seen.add(key)
+        matches.append(
+            ValueMatch(key, str(item.get("value") or ""), str(item.get("type") or "Exact"))
+        )
+    return tuple(matches)
+
+
+def _match_from_dict(raw: Mapping[str, Any]) -> Match:
+    method = raw.get("method")
+    return Match(
+        path=_path_match(raw),
+        headers=_value_matches(raw.get("headers") or [], fold_case=True),
+        query=_value_matches(raw.get("queryParams") or [], fold_case=False),
+        method=str(method).upper() if method else None,
+    )
+
+
+def _is_service(ref: Mapping[str, Any]) -> bool:
+    return (ref.get("kind") or "Service") == "Service" and not ref.get("group")
+
+
+def _backend_ref(ref: Mapping[str, Any], namespace: str) -> BackendRef:
+    return BackendRef(
+        name=str(ref.get("name") or ""),
+        namespace=str(ref.get("namespace") or namespace),
+        port=int(ref["port"]) if ref.get("port") is not None else None,
+        weight=int(ref["weight"]) if ref.get("weight") is not None else 1,
+    )
+
+
+def _mirror_from_filter(raw: Mapping[str, Any], namespace: str) -> Mirror | None:
+    """A RequestMirror filter to a Service; its share from `percent`, else `fraction`, else
+    every request."""
+    if raw.get("type") != "RequestMirror":
+        return None
+    spec = raw.get("requestMirror") or {}
+    ref = spec.get("backendRef") or {}
+    if not ref.get("name") or not _is_service(ref):
+        return None
+    backend = _backend_ref(ref, namespace)
+    if spec.get("percent") is not None:
+        return Mirror(backend, int(spec["percent"]), 100)
+    fraction = spec.get("fraction")
+    if fraction is not None:
+        denominator = max(1, int(fraction.get("denominator") or 100))
+        return Mirror(backend, int(fraction.get("numerator") or 0), denominator)
+    return Mirror(backend)
+
+
+def _rule_from_dict(raw: Mapping[str, Any], namespace: str) -> Rule:
+    mirrors = (_mirror_from_filter(f, namespace) for f in raw.get("filters") or [])
+    return Rule(
+        matches=tuple(_match_from_dict(m) for m in raw.get("matches") or []),
+        backends=tuple(
+            _backend_ref(ref, namespace) for ref in raw.get("backendRefs") or [] if _is_service(ref)
+        ),
+        mirrors=tuple(m for m in mirrors if m is not None),
+        name=str(raw.get("name") or ""),
+    )
 
 
 def route_from_dict(obj: Mapping[str, Any]) -> Route:
     namespace, name = _meta(obj)
     spec = obj.get("spec") or {}
-    rules: list[Rule] = []
-    for raw_rule in spec.get("rules") or []:
-        matches = tuple(
-            m for m in (_path_match(raw) for raw in raw_rule.get("matches") or []) if m is not None
-        )
-        backends = tuple(
-            BackendRef(
-                name=str(ref.get("name") or ""),
-                namespace=str(ref.get("namespace") or namespace),
-                port=int(ref["port"]) if ref.get("port") is not None else None,
-                weight=int(ref["weight"]) if ref.get("weight") is not None else 1,
-            )
-            for ref in raw_rule.get("backendRefs") or []
-            if (ref.get("kind") or "Service") == "Service" and not ref.get("group")
-        )
-        rules.append(Rule(matches=matches, backends=backends))
+    rules = [_rule_from_dict(raw, namespace) for raw in spec.get("rules") or []]
     if not rules:
         rules.append(Rule(matches=(), backends=()))
     hostnames = tuple(str(h).lower() for h in spec.get("hostnames") or [])
-    return Route(namespace=namespace, name=name, hostnames=hostnames, rules=tuple(rules))
+    created = str((obj.get("metadata") or {}).get("creationTimestamp") or "")
+    return Route(namespace, name, hostnames, tuple(rules), created)
 
 
 def backend_weight(route: Mapping[str, Any], service: str, rule_index: int = 0) -> int | None:
@@ -208,19 +343,66 @@ def pod_from_dict(obj: Mapping[str, Any]) -> PodInfo:
 # --- route selection ---------------------------------------------------------------------
 
 
-def host_matches(hostnames: Sequence[str], host: str) -> bool:
-    """Gateway API hostname matching; a route without hostnames matches any host."""
+@functools.lru_cache(maxsize=1024)
+def compile_regex(pattern: str) -> re.Pattern[str] | None:
+    """The compiled pattern, or None when it does not compile (it then matches nothing)."""
+    try:
+        return re.compile(pattern)
+    except re.error:
+        return None
+
+
+def request_info(
+    host: str,
+    path: str,
+    method: str = "GET",
+    headers: Iterable[tuple[str, str]] = (),
+    query: Iterable[tuple[str, str]] | None = None,
+) -> RequestInfo:
+    """A request as routing sees it; without `query`, the query string is read from `path`."""
+    path, _, query_string = path.partition("?")
+    if query is None:
+        query = parse_qsl(query_string, keep_blank_values=True)
+    first: dict[str, str] = {}
+    for name, value in query:
+        first.setdefault(name, value)
+    return RequestInfo(host, path or "/", method.upper(), join_headers(headers), first)
+
+
+def join_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Headers by lower-case name, a repeated one joined into one value as RFC 9110 allows;
+    Cookie with "; ", the way its parts are joined (RFC 9113, 8.2.3)."""
+    joined: dict[str, str] = {}
+    for name, value in headers:
+        key = name.lower()
+        separator = "; " if key == "cookie" else ", "
+        joined[key] = f"{joined[key]}{separator}{value}" if key in joined else value
+    return joined
+
+
+def hostname_rank(hostnames: Sequence[str], host: str) -> tuple[int, int] | None:
+    """None when no hostname of the route matches `host`; else, for the Gateway API's
+    precedence across routes, the characters of the longest matching non-wildcard hostname
+    and of the longest matching hostname. A route without hostnames matches any host."""
     if not hostnames:
-        return True
+        return (0, 0)
     host = _strip_port(host).lower().rstrip(".")
+    exact = 0
+    any_kind: int | None = None
     for pattern in hostnames:
         if pattern.startswith("*."):
             # A wildcard matches one or more labels before the suffix, not the suffix itself.
             if host.endswith(pattern[1:]) and len(host) > len(pattern) - 1:
-                return True
+                any_kind = max(any_kind or 0, len(pattern))
         elif host == pattern:
-            return True
-    return False
+            exact = len(pattern)
+            any_kind = max(any_kind or 0, len(pattern))
+    return None if any_kind is None else (exact, any_kind)
+
+
+def host_matches(hostnames: Sequence[str], host: str) -> bool:
+    """Gateway API hostname matching; a route without hostnames matches any host."""
+    return hostname_rank(hostnames, host) is not None
 
 
 def _strip_port(host: str) -> str:
@@ -241,21 +423,74 @@ def path_matches(match: PathMatch, path: str) -> bool:
     return False  # RegularExpression and other implementation-specific types
 
 
-def rule_matches(rule: Rule, path: str) -> bool:
-    return not rule.matches or any(path_matches(m, path) for m in rule.matches)
+def match_accepts(match: Match, request: RequestInfo) -> bool:
+    return (
+        path_matches(match.path, request.path)
+        and (match.method is None or match.method == request.method)
+        and all(h.accepts(request.headers.get(h.name)) for h in match.headers)
+        and all(q.accepts(request.query.get(q.name)) for q in match.query)
+    )
 
 
-def select_route(routes: Iterable[Route], host: str, path: str) -> RouteMatch | None:
-    """The first route (by namespace/name) matching ``host`` and, in it, the first rule
-    matching ``path``."""
-    path = path.split("?", 1)[0] or "/"
-    for route in sorted(routes, key=lambda r: (r.namespace, r.name)):
-        if not host_matches(route.hostnames, host):
+class Precedence(NamedTuple):
+    """The sort key of a match that accepts a request, in the Gateway API's order: the
+    smallest key wins. Counts are negated so that more sorts first."""
+
+    hostname: tuple[int, int]  # longest non-wildcard hostname, then longest hostname
+    path_type: int  # 0 Exact, 1 otherwise
+    path_length: int  # the longest prefix
+    method: int  # 0 with a method match
+    headers: int
+    query: int
+    age: tuple[int, str]  # the oldest route; routes without a timestamp after the others
+    route: tuple[str, str]  # then by namespace/name
+    rule: int  # then the first rule of the route
+
+
+def precedence(
+    host_rank: tuple[int, int], route: Route, rule_index: int, match: Match
+) -> Precedence:
+    return Precedence(
+        hostname=(-host_rank[0], -host_rank[1]),
+        path_type=0 if match.path.type == "Exact" else 1,
+        path_length=-len(match.path.value),
+        method=0 if match.method else 1,
+        headers=-len(match.headers),
+        query=-len(match.query),
+        age=(0, route.created) if route.created else (1, ""),
+        route=(route.namespace, route.name),
+        rule=rule_index,
+    )
+
+
+def select(routes: Iterable[Route], request: RequestInfo) -> RouteMatch | None:
+    """The rule, among all routes' rules, whose match accepts `request` and comes first in
+    the Gateway API's precedence; None (a 404) when none does."""
+    best: tuple[Precedence, RouteMatch] | None = None
+    for route in routes:
+        host_rank = hostname_rank(route.hostnames, request.host)
+        if host_rank is None:
             continue
-        for rule in route.rules:
-            if rule_matches(rule, path):
-                return RouteMatch(route, rule)
-    return None
+        for index, rule in enumerate(route.rules):
+            for match in rule.matches or DEFAULT_MATCHES:
+                if not match_accepts(match, request):
+                    continue
+                key = precedence(host_rank, route, index, match)
+                if best is None or key < best[0]:
+                    best = (key, RouteMatch(route, rule, index, match))
+    return None if best is None else best[1]
+
+
+def select_route(
+    routes: Iterable[Route],
+    host: str,
+    path: str,
+    *,
+    method: str = "GET",
+    headers: Iterable[tuple[str, str]] = (),
+) -> RouteMatch | None:
+    """`select` for a request given by its parts (`path` may carry a query string)."""
+    return select(routes, request_info(host, path, method, headers))
 
 
 def pick_backend(rule: Rule, rng: random.Random) -> BackendRef | None:
@@ -264,6 +499,21 @@ def pick_backend(rule: Rule, rng: random.Random) -> BackendRef | None:
     if not candidates:
         return None
     return rng.choices(candidates, weights=[b.weight for b in candidates])[0]
+
+
+def mirror_wanted(mirror: Mirror, rng: random.Random) -> bool:
+    """Whether to mirror one request. Draws from `rng` only when the answer is not certain,
+    so 0 % and 100 % mirrors leave the generator's sequence alone."""
+    if mirror.numerator <= 0:
+        return False
+    if mirror.numerator >= mirror.denominator:
+        return True
+    return rng.randrange(mirror.denominator) < mirror.numerator
+
+
+def mirror_targets(rule: Rule, rng: random.Random) -> list[BackendRef]:
+    """The backends one request through `rule` is copied to."""
+    return [m.backend for m in rule.mirrors if mirror_wanted(m, rng)]
 
 
 # --- Service endpoints -------------------------------------------------------------------
