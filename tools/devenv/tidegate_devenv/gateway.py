@@ -1,14 +1,18 @@
 """A Gateway API implementation for the local cluster, where pods never really run.
 
-Requests are routed by HTTPRoute (host, path, weighted backendRefs) to Services, and from
-a Service, like kube-proxy would, to its ready pods; each pod template is played by one
-local demo-app process. Per-backend metrics are exported on a separate address, and the
-demo apps are published to Prometheus through a file_sd targets file.
+Requests are routed by HTTPRoute (host, path, headers, query parameters and method, in the
+Gateway API's precedence; weighted backendRefs) to Services, and from a Service, like
+kube-proxy would, to its ready pods; each pod template is played by one local demo-app
+process. A rule's RequestMirror filters also send copies of its requests to their Service,
+without waiting for them, and throw the copies' answers away. Per-backend metrics (mirrored
+copies labelled mirrored="true") are exported on a separate address, and the demo apps are
+published to Prometheus through a file_sd targets file.
 
-Weighted choices are random but repeatable: each route draws from a generator of its own,
+Weighted choices are random but repeatable: each route draws from generators of its own,
 seeded from the gateway's seed (--seed, $TIDEGATE_GATEWAY_SEED, else a random one it logs)
-and the route's namespace/name. The same requests to a route then take the same backends
-run after run, whatever other routes serve meanwhile.
+and the route's namespace/name, one for the requests and one for their mirrored copies. The
+same requests to a route then take the same backends run after run, whatever other routes
+serve meanwhile, with or without a mirror.
 """
 
 from __future__ import annotations
@@ -29,20 +33,25 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from tidegate_devenv.demoprocs import DemoPool
 from tidegate_devenv.routing import (
+    BackendRef,
     Route,
+    Rule,
     ServiceInfo,
     TemplateGroup,
+    mirror_targets,
     pick_backend,
     pick_template,
     pod_from_dict,
     ready_endpoints,
+    request_info,
     route_from_dict,
-    select_route,
+    select,
     service_from_dict,
     split_by_template,
 )
@@ -69,6 +78,9 @@ HOP_BY_HOP = frozenset(
 UPSTREAM_TIMEOUT = 30.0
 
 ServiceKey = tuple[str, str]
+# The purposes a route draws random choices for, each from its own generator.
+REQUESTS = ""
+MIRRORS = "mirror"
 
 
 @dataclass(frozen=True)
@@ -116,25 +128,41 @@ def build_snapshot(
 
 
 class GatewayMetrics:
+    """Per-backend request counts and latencies. Mirrored copies are counted for the backend
+    they were copied to, with mirrored="true", so that a canary's error rate and latency
+    include the traffic it only sees mirrored; queries that sum over the label see both."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "gateway_requests",
-            "Requests handled by the gateway, by route backend and status code.",
-            ["namespace", "route", "backend", "code"],
+            "Requests handled by the gateway, by route backend and status code; mirrored "
+            'copies with mirrored="true".',
+            ["namespace", "route", "backend", "code", "mirrored"],
             registry=self.registry,
         )
         self.duration = Histogram(
             "gateway_request_duration_seconds",
-            "Time from receiving a request to having the backend's response.",
-            ["namespace", "route", "backend"],
+            "Time from receiving a request (or sending its mirrored copy) to having the "
+            "backend's response.",
+            ["namespace", "route", "backend", "mirrored"],
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
 
-    def observe(self, namespace: str, route: str, backend: str, code: int, seconds: float) -> None:
-        self.requests.labels(namespace, route, backend, str(code)).inc()
-        self.duration.labels(namespace, route, backend).observe(seconds)
+    def observe(
+        self,
+        namespace: str,
+        route: str,
+        backend: str,
+        code: int,
+        seconds: float,
+        *,
+        mirrored: bool = False,
+    ) -> None:
+        copy = "true" if mirrored else "false"
+        self.requests.labels(namespace, route, backend, str(code), copy).inc()
+        self.duration.labels(namespace, route, backend, copy).observe(seconds)
 
 
 def render_targets(service_of: Mapping[str, ServiceKey], pool: DemoPool) -> list[dict[str, Any]]:
@@ -162,13 +190,28 @@ def write_atomically(path: Path, text: str) -> None:
 SEED_ENV = "TIDEGATE_GATEWAY_SEED"
 
 
+@dataclass(frozen=True)
+class Outgoing:
+    """A request as it is sent on to a backend, and copied to mirrors."""
+
+    method: str
+    path_qs: str
+    headers: CIMultiDict[str]
+    body: bytes
+
+
+async def outgoing(request: web.Request) -> Outgoing:
+    headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP)
+    return Outgoing(request.method, request.path_qs, headers, await request.read())
+
+
 class Gateway:
     def __init__(self, state_dir: Path, *, grace: float = 10.0, seed: int = 0) -> None:
         self.targets_path = state_dir / TARGETS_FILE
         self.snapshot = Snapshot()
         self.metrics = GatewayMetrics()
         self.seed = seed
-        self._rngs: dict[tuple[str, str], random.Random] = {}
+        self._rngs: dict[tuple[str, str, str], random.Random] = {}
         self.synced = False
         self.wake = asyncio.Event()
         self.pool = DemoPool(grace=grace, on_change=self.wake.set)
@@ -176,16 +219,23 @@ class Gateway:
         # Sticky, so a demo app keeps its service label during its grace period.
         self._service_of: dict[str, ServiceKey] = {}
         self._session: aiohttp.ClientSession | None = None
+        # Mirrored copies have a connection pool of their own, so that a slow mirror
+        # backend can never hold up the requests whose answers clients wait for.
+        self._mirror_session: aiohttp.ClientSession | None = None
+        self._mirrors: set[asyncio.Task[None]] = set()
 
     # --- state -------------------------------------------------------------------------
 
-    def rng_for(self, route: Route) -> random.Random:
-        """The route's own generator for backend and template choices."""
-        key = (route.namespace, route.name)
+    def rng_for(self, route: Route, purpose: str = REQUESTS) -> random.Random:
+        """The route's own generator for backend and template choices (REQUESTS), or for
+        which requests to mirror and where their copies go (MIRRORS)."""
+        key = (route.namespace, route.name, purpose)
         rng = self._rngs.get(key)
         if rng is None:
             # A str seed is hashed with SHA-512: the same on every run, unlike hash().
-            rng = self._rngs[key] = random.Random(f"{self.seed}/{key[0]}/{key[1]}")
+            # REQUESTS keeps the seed string it had before mirrors had a generator.
+            suffix = f"/{purpose}" if purpose else ""
+            rng = self._rngs[key] = random.Random(f"{self.seed}/{key[0]}/{key[1]}{suffix}")
         return rng
 
     def update(
@@ -237,7 +287,14 @@ class Gateway:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         start = time.perf_counter()
         snapshot = self.snapshot
-        match = select_route(snapshot.routes, request.host, request.path)
+        info = request_info(
+            request.host,
+            request.path,
+            request.method,
+            request.headers.items(),
+            request.query.items(),
+        )
+        match = select(snapshot.routes, info)
         if match is None:
             self.metrics.observe("", "", "", 404, time.perf_counter() - start)
             return _error(404, f"no HTTPRoute matches host {request.host!r} path {request.path!r}")
@@ -247,15 +304,28 @@ class Gateway:
         if backend is None:
             self.metrics.observe(route.namespace, route.name, "", 500, time.perf_counter() - start)
             return _error(500, f"HTTPRoute {route.namespace}/{route.name}: no backend with weight")
-        response = await self._forward(request, snapshot, (backend.namespace, backend.name), rng)
+        copies = self._mirror_endpoints(snapshot, route, match.rule)
+        sent = await outgoing(request)
+        for target, group in copies:
+            self._start_copy(route, target, group, sent)
+        response = await self._forward(sent, snapshot, (backend.namespace, backend.name), rng)
         elapsed = time.perf_counter() - start
         self.metrics.observe(route.namespace, route.name, backend.name, response.status, elapsed)
         response.headers["X-Tidegate-Backend"] = f"{backend.namespace}/{backend.name}"
         return response
 
     async def _forward(
-        self, request: web.Request, snapshot: Snapshot, service: ServiceKey, rng: random.Random
+        self, sent: Outgoing, snapshot: Snapshot, service: ServiceKey, rng: random.Random
     ) -> web.Response:
+        group = self._endpoint(snapshot, service, rng)
+        if isinstance(group, web.Response):
+            return group
+        return await self._send(sent, group, self._client())
+
+    def _endpoint(
+        self, snapshot: Snapshot, service: ServiceKey, rng: random.Random
+    ) -> TemplateGroup | web.Response:
+        """The pod template that serves a request to `service`, or the error answer."""
         if service not in snapshot.services:
             return _error(500, f"backend Service {service[0]}/{service[1]} not found")
         groups = snapshot.endpoints.get(service, {})
@@ -265,18 +335,21 @@ class Gateway:
         group = pick_template(up or groups, rng)
         if group is None:
             return _error(503, f"Service {service[0]}/{service[1]} has no ready endpoints")
+        return group
+
+    async def _send(
+        self, sent: Outgoing, group: TemplateGroup, session: aiohttp.ClientSession
+    ) -> web.Response:
         try:
             proc = await self.pool.ensure(group.key, group.spec)
         except RuntimeError as exc:
             return _error(503, str(exc))
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
-        body = await request.read()
         try:
-            async with self._client().request(
-                request.method,
-                f"http://{proc.address}{request.path_qs}",
-                headers=headers,
-                data=body,
+            async with session.request(
+                sent.method,
+                f"http://{proc.address}{sent.path_qs}",
+                headers=sent.headers,
+                data=sent.body,
             ) as upstream:
                 payload = await upstream.read()
                 out = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
@@ -284,16 +357,68 @@ class Gateway:
         except (aiohttp.ClientError, TimeoutError) as exc:
             return _error(502, f"upstream {proc.address} failed: {exc}")
 
+    # --- mirroring -----------------------------------------------------------------------
+
+    def _mirror_endpoints(
+        self, snapshot: Snapshot, route: Route, rule: Rule
+    ) -> list[tuple[BackendRef, TemplateGroup | web.Response]]:
+        """Where this request's copies go, if anywhere: their backends and, for each, its
+        pod template (or the error it meets). Chosen before the handler first awaits, so
+        the mirror generator is drawn from in the order requests arrive."""
+        rng = self.rng_for(route, MIRRORS)
+        return [
+            (target, self._endpoint(snapshot, (target.namespace, target.name), rng))
+            for target in mirror_targets(rule, rng)
+        ]
+
+    def _start_copy(
+        self, route: Route, target: BackendRef, group: TemplateGroup | web.Response, sent: Outgoing
+    ) -> None:
+        """Send a copy of `sent` in the background; only its status and time are kept, in
+        the metrics. The client's answer never waits for it."""
+        task = asyncio.create_task(self._send_copy(route, target, group, sent))
+        self._mirrors.add(task)
+        task.add_done_callback(self._mirrors.discard)
+
+    async def _send_copy(
+        self, route: Route, target: BackendRef, group: TemplateGroup | web.Response, sent: Outgoing
+    ) -> None:
+        start = time.perf_counter()
+        try:
+            if isinstance(group, web.Response):
+                status = group.status
+            else:
+                status = (await self._send(sent, group, self._mirror_client())).status
+        except Exception:  # a task nobody awaits: say what went wrong, count it as a 502
+            log.exception("mirroring to %s/%s failed", target.namespace, target.name)
+            status = 502
+        elapsed = time.perf_counter() - start
+        self.metrics.observe(
+            route.namespace, route.name, target.name, status, elapsed, mirrored=True
+        )
+
+    @property
+    def mirrors_in_flight(self) -> int:
+        return len(self._mirrors)
+
+    async def mirrors_done(self) -> None:
+        """Wait until every mirrored copy sent so far has its answer (or has failed)."""
+        while self._mirrors:
+            await asyncio.gather(*self._mirrors, return_exceptions=True)
+
     def _is_up(self, template: str) -> bool:
         process = self.pool.processes.get(template)
         return process is not None and process.alive
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=UPSTREAM_TIMEOUT), auto_decompress=False
-            )
+            self._session = _new_session()
         return self._session
+
+    def _mirror_client(self) -> aiohttp.ClientSession:
+        if self._mirror_session is None or self._mirror_session.closed:
+            self._mirror_session = _new_session()
+        return self._mirror_session
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -319,13 +444,23 @@ class Gateway:
         return app
 
     async def close(self) -> None:
+        for task in self._mirrors:
+            task.cancel()
+        await asyncio.gather(*self._mirrors, return_exceptions=True)
         await self.pool.close()
-        if self._session is not None:
-            await self._session.close()
+        for session in (self._session, self._mirror_session):
+            if session is not None:
+                await session.close()
         # Nothing is left to scrape.
         self._written_targets = None
         self.snapshot = Snapshot()
         self.write_targets()
+
+
+def _new_session() -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=UPSTREAM_TIMEOUT), auto_decompress=False
+    )
 
 
 def _error(status: int, message: str) -> web.Response:
