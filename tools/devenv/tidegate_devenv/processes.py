@@ -100,7 +100,9 @@ def stop_process_group(
                 os.waitpid(pid, os.WNOHANG)
         return stopped
 
-    signal_them(pid, signal.SIGTERM)
+    # A lone process already gone is not signalled: its pid may be another process's by now.
+    if group or running(pid):
+        signal_them(pid, signal.SIGTERM)
     try:
         wait_until(gone, f"process {pid} to exit on SIGTERM", timeout, interval=0.05)
     except WaitTimeout:
