@@ -10,15 +10,18 @@ route, of its own, no other test's requests change them.
 
 from __future__ import annotations
 
+import contextlib
 import os
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from rollout_support import Shop, running_shop, scratch_namespace
 
 from tidegate_devenv.cluster import KubectlRunner
 from tidegate_devenv.environment import EnvironmentInfo, start_environment, stop_environment
+from tidegate_devenv.operator_process import install_crd
 
 E2E_DIR = Path(__file__).parent
 GATEWAY_SEED = 20240611
@@ -52,12 +55,30 @@ def kubectl(environment: EnvironmentInfo) -> KubectlRunner:
 
 @pytest.fixture
 def namespace(kubectl: KubectlRunner) -> Iterator[str]:
-    name = f"t-{uuid.uuid4().hex[:8]}"
-    kubectl.check("create", "namespace", name)
-    try:
+    with scratch_namespace(kubectl) as name:
         yield name
-    finally:
-        # Routes first and for good: the dev gateway must not match a dying namespace's
-        # route for the next test's hostname.
-        kubectl.run("delete", "httproutes", "--all", "-n", name, "--wait=true")
-        kubectl.run("delete", "namespace", name, "--wait=false")
+
+
+@pytest.fixture(scope="session")
+def rollout_crd(kubectl: KubectlRunner) -> None:
+    install_crd(kubectl)
+
+
+@pytest.fixture
+def start_shop(
+    environment: EnvironmentInfo,
+    kubectl: KubectlRunner,
+    namespace: str,
+    rollout_crd: None,
+    tmp_path: Path,
+) -> Iterator[Callable[..., Shop]]:
+    """Starts an example in the test's namespace (`rollout_support.running_shop`'s options),
+    running until the test ends."""
+    with contextlib.ExitStack() as stack:
+
+        def start(rollout: str | None = None, **options: Any) -> Shop:
+            return stack.enter_context(
+                running_shop(environment, kubectl, namespace, tmp_path, rollout, **options)
+            )
+
+        yield start

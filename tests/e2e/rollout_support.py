@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +74,20 @@ def set_version(
 def events(kubectl: KubectlRunner, namespace: str) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = get(kubectl, namespace, "events")["items"]
     return [e for e in items if e["involvedObject"].get("kind") == "ProgressiveRollout"]
+
+
+@contextlib.contextmanager
+def scratch_namespace(kubectl: KubectlRunner, prefix: str = "t") -> Iterator[str]:
+    """A namespace of its own for a test, deleted after it."""
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    kubectl.check("create", "namespace", name)
+    try:
+        yield name
+    finally:
+        # Routes first and for good: the dev gateway must not match a dying namespace's
+        # route for the next test's hostname.
+        kubectl.run("delete", "httproutes", "--all", "-n", name, "--wait=true")
+        kubectl.run("delete", "namespace", name, "--wait=false")
 
 
 # --- an example application with its rollout, operator and load ----------------------------

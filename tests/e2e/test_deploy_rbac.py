@@ -11,11 +11,9 @@ grant fails here, and so does a grant nothing needs.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +21,14 @@ from typing import Any
 
 import pytest
 import yaml
-from rollout_support import canary_weight_in_route, events, get, set_version, unique_host
+from rollout_support import (
+    canary_weight_in_route,
+    events,
+    get,
+    scratch_namespace,
+    set_version,
+    unique_host,
+)
 
 from tidegate_devenv import audit
 from tidegate_devenv.audit import ApiCall, AuditedRequest
@@ -136,18 +141,6 @@ class OperatorRun:
     failure: str | None  # why the run did not get to the end, if it did not
 
 
-@contextlib.contextmanager
-def scratch_namespace(kubectl: KubectlRunner) -> Iterator[str]:
-    name = f"t-rbac-{uuid.uuid4().hex[:8]}"
-    kubectl.check("create", "namespace", name)
-    try:
-        yield name
-    finally:
-        # As conftest's `namespace`: routes first, so the dev gateway forgets this host.
-        kubectl.run("delete", "httproutes", "--all", "-n", name, "--wait=true")
-        kubectl.run("delete", "namespace", name, "--wait=false")
-
-
 def service_account_kubeconfig(kubectl: KubectlRunner, path: Path) -> Path:
     """The admin kubeconfig's cluster, with the ServiceAccount's token as the user."""
     token = kubectl.check("create", "token", ACCOUNT_NAME, "-n", ACCOUNT_NAMESPACE).strip()
@@ -206,7 +199,7 @@ def operator_run(
     workdir = tmp_path_factory.mktemp("operator-as-service-account")
     kubeconfig = service_account_kubeconfig(kubectl, workdir / "sa.kubeconfig")
     log = workdir / "operator.log"
-    with scratch_namespace(kubectl) as namespace:
+    with scratch_namespace(kubectl, "t-rbac") as namespace:
         operator = start_operator(environment, log, namespaces=[namespace], kubeconfig=kubeconfig)
         weights: list[int] = []
         failure = None

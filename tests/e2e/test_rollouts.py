@@ -6,7 +6,7 @@ import itertools
 import json
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +17,12 @@ from rollout_support import (
     events,
     get,
     resource_versions,
-    running_shop,
     set_version,
 )
 
 from tidegate_devenv.cluster import KubectlRunner
 from tidegate_devenv.environment import EnvironmentInfo
 from tidegate_devenv.operator_process import (
-    install_crd,
     read_status,
     start_operator,
 )
@@ -35,34 +33,16 @@ from tidegate_devenv.waiting import wait_until
 OPERATED = "progressiverollout,httproute,deployment,service"
 
 
-@pytest.fixture(scope="session")
-def rollout_crd(kubectl: KubectlRunner) -> None:
-    install_crd(kubectl)
+@pytest.fixture
+def shop(start_shop: Callable[..., Shop]) -> Shop:
+    """The canary example's app with its rollout, each on a hostname of its own."""
+    return start_shop()
 
 
 @pytest.fixture
-def shop(
-    environment: EnvironmentInfo,
-    kubectl: KubectlRunner,
-    namespace: str,
-    rollout_crd: None,
-    tmp_path: Path,
-) -> Iterator[Shop]:
-    with running_shop(environment, kubectl, namespace, tmp_path) as started:
-        yield started
-
-
-@pytest.fixture
-def example_shop(
-    environment: EnvironmentInfo,
-    kubectl: KubectlRunner,
-    namespace: str,
-    rollout_crd: None,
-    tmp_path: Path,
-) -> Iterator[Shop]:
+def example_shop(start_shop: Callable[..., Shop]) -> Shop:
     """examples/canary applied exactly as a user would apply it (then given its own host)."""
-    with running_shop(environment, kubectl, namespace, tmp_path, as_is=True) as started:
-        yield started
+    return start_shop(as_is=True)
 
 
 def record_weights_until(
@@ -272,26 +252,21 @@ spec:
 """
 
 
-def test_query_returning_no_data_never_promotes(
-    environment: EnvironmentInfo,
-    kubectl: KubectlRunner,
-    namespace: str,
-    rollout_crd: None,
-    tmp_path: Path,
-) -> None:
-    with running_shop(environment, kubectl, namespace, tmp_path, NO_DATA_ROLLOUT) as shop:
-        set_version(kubectl, namespace, "1.1.0")
-        timeline = record_weights_until(shop, {"Failed", "Succeeded", "Promoting"}, timeout=60)
-        status = shop.status()
-        assert status["phase"] == "Failed", status
-        assert {w for _, w in timeline} <= {0, 20}
-        assert status["metrics"] == [  # type: ignore[comparison-overlap]
-            {**status["metrics"][0], "phase": "NoData"}  # type: ignore[index]
-        ]
-        assert "no data" in str(status["message"])
-        assert status["failedChecks"] == 4
-        recent = shop.traffic_after(time.monotonic(), 90)
-        assert {version for _, version, _ in recent} == {"1.0.0"}
+def test_query_returning_no_data_never_promotes(start_shop: Callable[..., Shop]) -> None:
+    shop = start_shop(NO_DATA_ROLLOUT)
+    kubectl, namespace = shop.kubectl, shop.namespace
+    set_version(kubectl, namespace, "1.1.0")
+    timeline = record_weights_until(shop, {"Failed", "Succeeded", "Promoting"}, timeout=60)
+    status = shop.status()
+    assert status["phase"] == "Failed", status
+    assert {w for _, w in timeline} <= {0, 20}
+    assert status["metrics"] == [  # type: ignore[comparison-overlap]
+        {**status["metrics"][0], "phase": "NoData"}  # type: ignore[index]
+    ]
+    assert "no data" in str(status["message"])
+    assert status["failedChecks"] == 4
+    recent = shop.traffic_after(time.monotonic(), 90)
+    assert {version for _, version, _ in recent} == {"1.0.0"}
 
 
 BAD_SPECS = {

@@ -4,9 +4,10 @@ server, Prometheus, and real requests through the dev gateway."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +21,13 @@ from rollout_support import (
     events,
     get,
     resource_versions,
-    running_shop,
     set_version,
 )
 
 from tidegate_devenv.cluster import KubectlRunner
 from tidegate_devenv.environment import EnvironmentInfo
 from tidegate_devenv.loadgen import generate
-from tidegate_devenv.operator_process import install_crd, read_status, start_operator
+from tidegate_devenv.operator_process import read_status, start_operator
 from tidegate_devenv.paths import REPO
 from tidegate_devenv.waiting import wait_until
 
@@ -35,24 +35,10 @@ BLUE_GREEN = REPO / "examples" / "blue-green"
 AB_TESTING = REPO / "examples" / "ab-testing"
 
 
-@pytest.fixture(scope="session")
-def rollout_crd(kubectl: KubectlRunner) -> None:
-    install_crd(kubectl)
-
-
 @pytest.fixture
-def blue_green(
-    environment: EnvironmentInfo,
-    kubectl: KubectlRunner,
-    namespace: str,
-    rollout_crd: None,
-    tmp_path: Path,
-) -> Iterator[Shop]:
+def blue_green(start_shop: Callable[..., Shop]) -> Shop:
     """examples/blue-green applied as it is (each route then given a hostname of its own)."""
-    with running_shop(
-        environment, kubectl, namespace, tmp_path, example=BLUE_GREEN, as_is=True
-    ) as started:
-        yield started
+    return start_shop(example=BLUE_GREEN, as_is=True)
 
 
 def blue_green_rollout(**strategy: Any) -> str:
@@ -101,21 +87,29 @@ def requests_counted(environment: EnvironmentInfo, namespace: str, backend: str)
 # --- blue/green -------------------------------------------------------------------------------
 
 
-def test_blue_green_is_previewed_then_switched_in_one_write(
-    blue_green: Shop, environment: EnvironmentInfo
-) -> None:
-    shop = blue_green
+@contextlib.contextmanager
+def previewed(shop: Shop) -> Iterator[tuple[RouteWatch, BackgroundLoad]]:
+    """The live route watched, and load on the preview host, while the block runs."""
     watch = RouteWatch(shop.kubectl, shop.namespace, "shop")
-    preview = BackgroundLoad(environment.gateway_url, shop.host("shop-preview"), rps=30)
+    preview = BackgroundLoad(shop.environment.gateway_url, shop.host("shop-preview"), rps=30)
     try:
+        yield watch, preview
+    finally:
+        preview.stop()
+        watch.stop()
+
+
+def test_blue_green_is_previewed_then_switched_in_one_write(blue_green: Shop) -> None:
+    shop = blue_green
+    with previewed(shop) as (watch, preview):
         started = time.monotonic()
         set_version(shop.kubectl, shop.namespace, "1.1.0")
         # Green answers on the preview host while every live request stays on blue.
-        previewed = shop.wait_status(
+        in_preview = shop.wait_status(
             lambda s: s.get("currentStepName") == "Preview" and s.get("previewActive") is True,
             "green in preview",
         )
-        assert previewed["canaryWeight"] == 0
+        assert in_preview["canaryWeight"] == 0
         wait_until(lambda: preview.seen("1.1.0"), "green on the preview host", 30)
         green = get(shop.kubectl, shop.namespace, "deployment", "shop-canary")
         assert green["spec"]["replicas"] == 1  # previewReplicaCount
@@ -137,9 +131,6 @@ def test_blue_green_is_previewed_then_switched_in_one_write(
         assert pods_running(shop.kubectl, shop.namespace, "1.0.0")  # blue kept up meanwhile
         status = shop.wait_phase("Succeeded", 120)
         ended = time.monotonic()
-    finally:
-        preview.stop()
-        watch.stop()
 
     # The live route went from blue to green in one write and back to the (now green)
     # stable Service in one more: never a split.
@@ -160,21 +151,14 @@ def test_blue_green_is_previewed_then_switched_in_one_write(
     assert [r["name"] for r in preview_route["spec"]["rules"][0]["backendRefs"]] == ["shop-stable"]
 
 
-def test_blue_green_bad_green_never_takes_live_traffic(
-    blue_green: Shop, environment: EnvironmentInfo
-) -> None:
+def test_blue_green_bad_green_never_takes_live_traffic(blue_green: Shop) -> None:
     shop = blue_green
-    watch = RouteWatch(shop.kubectl, shop.namespace, "shop")
-    preview = BackgroundLoad(environment.gateway_url, shop.host("shop-preview"), rps=30)
-    try:
+    with previewed(shop) as (watch, preview):
         started = time.monotonic()
         set_version(shop.kubectl, shop.namespace, "1.2.0", error_rate=0.5)
         status = shop.wait_phase("Failed", 120)
         ended = time.monotonic()
         assert preview.seen("1.2.0")  # it was previewed, and failed there
-    finally:
-        preview.stop()
-        watch.stop()
     assert "error-rate" in str(status["message"])
     assert status["currentStepIndex"] == 0 and status.get("currentStepName") == "Preview"
     assert set(watch.weights()) == {0}
@@ -183,129 +167,111 @@ def test_blue_green_bad_green_never_takes_live_traffic(
     assert get(shop.kubectl, shop.namespace, "deployment", "shop-canary")["spec"]["replicas"] == 0
 
 
-def test_blue_green_failing_after_the_switch_switches_back(
-    environment: EnvironmentInfo,
-    kubectl: KubectlRunner,
-    namespace: str,
-    rollout_crd: None,
-    tmp_path: Path,
-) -> None:
+def test_blue_green_failing_after_the_switch_switches_back(start_shop: Callable[..., Shop]) -> None:
     rollout = blue_green_rollout(prePromotionAnalysis=None)
-    with running_shop(
-        environment, kubectl, namespace, tmp_path, rollout, example=BLUE_GREEN
-    ) as shop:
-        watch = RouteWatch(kubectl, namespace, "shop")
-        try:
-            set_version(kubectl, namespace, "1.2.0", error_rate=0.5)
-            shop.wait_status(lambda s: s.get("canaryWeight") == 100, "the switch", 120)
-            status = shop.wait_phase("Failed", 60)
-            back = time.monotonic()
-        finally:
-            watch.stop()
-        # One measurement after the switch (failureLimit 1) took it back to blue, which
-        # was still up: no second interval went by on green.
-        assert status["failedChecks"] == 1 and status["passedChecks"] == 0, status
-        assert status["currentStepName"] == "Switched"
-        assert watch.weights() == [0, 100, 0], watch.weights()
-        after = shop.traffic_after(back, 300)
-        on_blue = sum(1 for _, v, code in after if v == "1.0.0" and code == 200)
-        assert on_blue / len(after) >= 0.99, versions(after)
+    shop = start_shop(rollout, example=BLUE_GREEN)
+    kubectl, namespace = shop.kubectl, shop.namespace
+    watch = RouteWatch(kubectl, namespace, "shop")
+    try:
+        set_version(kubectl, namespace, "1.2.0", error_rate=0.5)
+        shop.wait_status(lambda s: s.get("canaryWeight") == 100, "the switch", 120)
+        status = shop.wait_phase("Failed", 60)
+        back = time.monotonic()
+    finally:
+        watch.stop()
+    # One measurement after the switch (failureLimit 1) took it back to blue, which
+    # was still up: no second interval went by on green.
+    assert status["failedChecks"] == 1 and status["passedChecks"] == 0, status
+    assert status["currentStepName"] == "Switched"
+    assert watch.weights() == [0, 100, 0], watch.weights()
+    after = shop.traffic_after(back, 300)
+    on_blue = sum(1 for _, v, code in after if v == "1.0.0" and code == 200)
+    assert on_blue / len(after) >= 0.99, versions(after)
 
 
 def test_blue_green_without_auto_promotion_waits_in_preview(
-    environment: EnvironmentInfo,
-    kubectl: KubectlRunner,
-    namespace: str,
-    rollout_crd: None,
-    tmp_path: Path,
+    start_shop: Callable[..., Shop],
 ) -> None:
     rollout = blue_green_rollout(autoPromotionEnabled=False, prePromotionAnalysis=None)
-    with running_shop(
-        environment, kubectl, namespace, tmp_path, rollout, example=BLUE_GREEN
-    ) as shop:
-        set_version(kubectl, namespace, "1.1.0")
-        waiting = shop.wait_phase("Paused", 60)
-        assert waiting["currentStepName"] == "Preview"
-        assert "paused until promoted" in str(waiting["message"])
-        # Woken twice with nothing to do: it looks, and changes nothing (no switch).
-        held = resource_versions(kubectl, namespace, "progressiverollout,httproute")
-        reconciles = shop.operator.reconciles()
-        for poke in (1, 2):
-            kubectl.check(
-                "annotate", "--overwrite", "-n", namespace, "deployment/shop",
-                f"e2e.tidegate.io/poke={poke}",
-            )  # fmt: skip
-            wait_until(
-                shop.operator.reconciles, f"reconcile {poke}", 30,
-                until=lambda count, poke=poke: count >= reconciles + poke,  # type: ignore[misc]
-            )  # fmt: skip
-        assert resource_versions(kubectl, namespace, "progressiverollout,httproute") == held
-        assert shop.weight() == 0
-        started = time.monotonic()
-        shop.promote()
-        shop.wait_phase("Succeeded", 120)
-        recent = shop.traffic_after(started, 60)
-        assert recent[-1][1] == "1.1.0"
-        annotations = get(kubectl, namespace, "pro", "shop")["metadata"].get("annotations", {})
-        assert "tidegate.io/promote" not in annotations
+    shop = start_shop(rollout, example=BLUE_GREEN)
+    kubectl, namespace = shop.kubectl, shop.namespace
+    set_version(kubectl, namespace, "1.1.0")
+    waiting = shop.wait_phase("Paused", 60)
+    assert waiting["currentStepName"] == "Preview"
+    assert "paused until promoted" in str(waiting["message"])
+    # Woken twice with nothing to do: it looks, and changes nothing (no switch).
+    held = resource_versions(kubectl, namespace, "progressiverollout,httproute")
+    reconciles = shop.operator.reconciles()
+    for poke in (1, 2):
+        kubectl.check(
+            "annotate", "--overwrite", "-n", namespace, "deployment/shop",
+            f"e2e.tidegate.io/poke={poke}",
+        )  # fmt: skip
+        wait_until(
+            shop.operator.reconciles, f"reconcile {poke}", 30,
+            until=lambda count, poke=poke: count >= reconciles + poke,  # type: ignore[misc]
+        )  # fmt: skip
+    assert resource_versions(kubectl, namespace, "progressiverollout,httproute") == held
+    assert shop.weight() == 0
+    started = time.monotonic()
+    shop.promote()
+    shop.wait_phase("Succeeded", 120)
+    recent = shop.traffic_after(started, 60)
+    assert recent[-1][1] == "1.1.0"
+    annotations = get(kubectl, namespace, "pro", "shop")["metadata"].get("annotations", {})
+    assert "tidegate.io/promote" not in annotations
 
 
 # --- A/B testing and mirroring ----------------------------------------------------------------
 
 
-def test_header_route_then_mirror_then_weights(
-    environment: EnvironmentInfo,
-    kubectl: KubectlRunner,
-    namespace: str,
-    rollout_crd: None,
-    tmp_path: Path,
-) -> None:
-    with running_shop(
-        environment, kubectl, namespace, tmp_path, example=AB_TESTING, as_is=True
-    ) as shop:
-        host = shop.host()
-        set_version(kubectl, namespace, "1.1.0")
-        paused = shop.wait_phase("Paused", 60)
-        assert paused["currentStepIndex"] == 1 and paused["headerRoute"]
-        # With the header: the canary answers. Without it: the weights, 0% to the canary.
-        with_header = requests(environment, host, 500, {"X-Canary": "always"})
-        assert with_header[("1.1.0", 200)] >= 495, with_header
-        without = requests(environment, host, 500)
-        assert without == Counter({("1.0.0", 200): 500}), without
+def test_header_route_then_mirror_then_weights(start_shop: Callable[..., Shop]) -> None:
+    shop = start_shop(example=AB_TESTING, as_is=True)
+    environment, kubectl, namespace = shop.environment, shop.kubectl, shop.namespace
+    host = shop.host()
+    set_version(kubectl, namespace, "1.1.0")
+    paused = shop.wait_phase("Paused", 60)
+    assert paused["currentStepIndex"] == 1 and paused["headerRoute"]
+    # With the header: the canary answers. Without it: the weights, 0% to the canary.
+    with_header = requests(environment, host, 500, {"X-Canary": "always"})
+    assert with_header[("1.1.0", 200)] >= 495, with_header
+    without = requests(environment, host, 500)
+    assert without == Counter({("1.0.0", 200): 500}), without
 
-        # Promoted by hand: copies of half the requests reach the canary, the clients still
-        # get the stable version's answers only.
-        canary_before = requests_counted(environment, namespace, "shop-canary")
-        shop.promote()
-        mirroring = shop.wait_status(
-            lambda s: s.get("mirrorPercent") == 50 and s.get("currentStepIndex", 0) >= 3,
-            "mirroring, analysed",
-        )
-        assert mirroring["canaryWeight"] == 0
-        mirrored_from = time.monotonic()
-        wait_until(
-            lambda: requests_counted(environment, namespace, "shop-canary"),
-            "the canary's request counter to rise", 30,
-            until=lambda count: count > canary_before + 20,
-        )  # fmt: skip
-        seen = shop.traffic_after(mirrored_from, 120)
-        assert {v for _, v, _ in seen} == {"1.0.0"}, versions(seen)
+    # Promoted by hand: copies of half the requests reach the canary, the clients still
+    # get the stable version's answers only.
+    canary_before = requests_counted(environment, namespace, "shop-canary")
+    shop.promote()
+    mirroring = shop.wait_status(
+        lambda s: s.get("mirrorPercent") == 50 and s.get("currentStepIndex", 0) >= 3,
+        "mirroring, analysed",
+    )
+    assert mirroring["canaryWeight"] == 0
+    mirrored_from = time.monotonic()
+    wait_until(
+        lambda: requests_counted(environment, namespace, "shop-canary"),
+        "the canary's request counter to rise", 30,
+        until=lambda count: count > canary_before + 20,
+    )  # fmt: skip
+    seen = shop.traffic_after(mirrored_from, 120)
+    assert {v for _, v, _ in seen} == {"1.0.0"}, versions(seen)
 
-        status = shop.wait_phase("Succeeded", 120)
-        assert "headerRoute" not in status and status["mirrorPercent"] == 0
-        rules = get(kubectl, namespace, "httproute", "shop")["spec"]["rules"]
-        assert len(rules) == 1  # the header rule is gone
-        assert not [f for f in rules[0].get("filters", []) if f["type"] == "RequestMirror"]
-        assert requests(environment, host, 200, {"X-Canary": "always"}) == Counter(
-            {("1.1.0", 200): 200}
-        )
+    status = shop.wait_phase("Succeeded", 120)
+    assert "headerRoute" not in status and status["mirrorPercent"] == 0
+    rules = get(kubectl, namespace, "httproute", "shop")["spec"]["rules"]
+    assert len(rules) == 1  # the header rule is gone
+    assert not [f for f in rules[0].get("filters", []) if f["type"] == "RequestMirror"]
+    assert requests(environment, host, 200, {"X-Canary": "always"}) == Counter(
+        {("1.1.0", 200): 200}
+    )
 
 
 # --- specs refused ----------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("rollout_crd")
 def test_both_strategies_are_refused_naming_the_field(
-    kubectl: KubectlRunner, namespace: str, rollout_crd: None
+    kubectl: KubectlRunner, namespace: str
 ) -> None:
     rollout = yaml.safe_load((BLUE_GREEN / "rollout.yaml").read_text())
     rollout["spec"]["strategy"]["canary"] = {"steps": [{"setWeight": 10}]}
@@ -328,12 +294,9 @@ spec:
 """
 
 
+@pytest.mark.usefixtures("rollout_crd")
 def test_a_mirror_step_on_a_router_that_cannot_mirror_is_refused_naming_it(
-    environment: EnvironmentInfo,
-    kubectl: KubectlRunner,
-    namespace: str,
-    rollout_crd: None,
-    tmp_path: Path,
+    environment: EnvironmentInfo, kubectl: KubectlRunner, namespace: str, tmp_path: Path
 ) -> None:
     strategy = "{canary: {steps: [{setWeight: 10}, {setMirrorRoute: {percentage: 20}}]}}"
     kubectl.check("apply", "-n", namespace, "-f", str(AB_TESTING / "app.yaml"))
@@ -360,31 +323,26 @@ def test_a_mirror_step_on_a_router_that_cannot_mirror_is_refused_naming_it(
     assert get(kubectl, namespace, "service", "shop")["spec"]["selector"] == {"app": "shop"}
 
 
-def test_blue_green_through_a_service_selector(
-    environment: EnvironmentInfo,
-    kubectl: KubectlRunner,
-    namespace: str,
-    rollout_crd: None,
-    tmp_path: Path,
-) -> None:
+def test_blue_green_through_a_service_selector(start_shop: Callable[..., Shop]) -> None:
     rollout = SERVICE_ROUTED.replace("{STRATEGY}", "{blueGreen: {scaleDownDelaySeconds: 2}}")
-    with running_shop(environment, kubectl, namespace, tmp_path, rollout) as shop:
-        assert get(kubectl, namespace, "service", "shop")["spec"]["selector"] == {
-            "app": "shop",
-            "tidegate.io/role": "stable",
-        }
-        started = time.monotonic()
-        set_version(kubectl, namespace, "1.1.0")
-        shop.wait_status(lambda s: s.get("canaryWeight") == 100, "the switch", 90)
-        switched = get(kubectl, namespace, "service", "shop")["spec"]["selector"]
-        assert switched["tidegate.io/role"] == "canary"
-        shop.wait_phase("Succeeded", 90)
-        ended = time.monotonic()
-        live = shop.load.samples_between(started, ended)
-        assert all(code == 200 for _, _, code in live), versions(live)
-        recent = shop.traffic_after(ended, 90)
-        assert {v for _, v, _ in recent} == {"1.1.0"}, versions(recent)
-        assert get(kubectl, namespace, "service", "shop")["spec"]["selector"] == {
-            "app": "shop",
-            "tidegate.io/role": "stable",
-        }
+    shop = start_shop(rollout)
+    kubectl, namespace = shop.kubectl, shop.namespace
+    assert get(kubectl, namespace, "service", "shop")["spec"]["selector"] == {
+        "app": "shop",
+        "tidegate.io/role": "stable",
+    }
+    started = time.monotonic()
+    set_version(kubectl, namespace, "1.1.0")
+    shop.wait_status(lambda s: s.get("canaryWeight") == 100, "the switch", 90)
+    switched = get(kubectl, namespace, "service", "shop")["spec"]["selector"]
+    assert switched["tidegate.io/role"] == "canary"
+    shop.wait_phase("Succeeded", 90)
+    ended = time.monotonic()
+    live = shop.load.samples_between(started, ended)
+    assert all(code == 200 for _, _, code in live), versions(live)
+    recent = shop.traffic_after(ended, 90)
+    assert {v for _, v, _ in recent} == {"1.1.0"}, versions(recent)
+    assert get(kubectl, namespace, "service", "shop")["spec"]["selector"] == {
+        "app": "shop",
+        "tidegate.io/role": "stable",
+    }

@@ -3,58 +3,16 @@ that stores routes as the API server would hand them back."""
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import pytest
-from lightkube import ApiError
+from fake_lightkube import FakeClient
 
 from tidegate.adapters.gatewayapi import HEADER_RULE, GatewayAPIRouter
 from tidegate.plan import STABLE_ONLY, HeaderMatch, Traffic
 from tidegate.ports import RoutingError
 
 Obj = dict[str, Any]
-
-
-class Stored:
-    def __init__(self, obj: Obj) -> None:
-        self.obj = obj
-
-    def to_dict(self) -> Obj:
-        return copy.deepcopy(self.obj)
-
-
-class FakeClient:
-    """Routes by name; a merge patch replaces spec.rules and bumps the resourceVersion."""
-
-    def __init__(self, *routes: Obj) -> None:
-        self.routes = {r["metadata"]["name"]: r for r in routes}
-        self.patches: list[tuple[str, Obj]] = []
-        self.conflicts = 0  # the next N patches fail with 409, as a concurrent writer causes
-
-    async def get(self, kind: Any, name: str, namespace: str) -> Stored:
-        if name not in self.routes:
-            raise ApiError(response=_Response(404))
-        return Stored(self.routes[name])
-
-    async def patch(self, kind: Any, name: str, patch: Obj, **_: Any) -> None:
-        if self.conflicts:
-            self.conflicts -= 1
-            self.routes[name]["metadata"]["resourceVersion"] += "x"
-            raise ApiError(response=_Response(409))
-        route = self.routes[name]
-        assert patch["metadata"]["resourceVersion"] == route["metadata"]["resourceVersion"]
-        self.patches.append((name, patch))
-        route["spec"]["rules"] = copy.deepcopy(patch["spec"]["rules"])
-        route["metadata"]["resourceVersion"] += "+"
-
-
-class _Response:
-    def __init__(self, code: int) -> None:
-        self.status_code = code
-
-    def json(self) -> Obj:
-        return {"code": self.status_code, "message": "fake", "status": "Failure"}
 
 
 def user_route(name: str = "shop", backend: str = "shop") -> Obj:
@@ -110,7 +68,7 @@ async def test_every_intent_reads_back_as_written_and_a_second_write_is_skipped(
 async def test_the_shapes_written() -> None:
     client = FakeClient(user_route(), user_route("shop-preview"))
     await router(client, preview="shop-preview").apply(AB)
-    rules = client.routes["shop"]["spec"]["rules"]
+    rules = client.objects["shop"]["spec"]["rules"]
     managed, header = rules
     assert [(r["name"], r["weight"]) for r in managed["backendRefs"]] == [
         ("shop-stable", 80),
@@ -134,9 +92,9 @@ async def test_the_shapes_written() -> None:
     ]
     assert [f["type"] for f in header["filters"]] == ["RequestHeaderModifier"]
     assert [r["name"] for r in header["backendRefs"]] == ["shop-canary"]
-    preview = client.routes["shop-preview"]["spec"]["rules"][0]["backendRefs"]
+    preview = client.objects["shop-preview"]["spec"]["rules"][0]["backendRefs"]
     assert [r["name"] for r in preview] == ["shop-canary"]
-    assert client.routes["shop"]["spec"]["hostnames"] == ["shop.example.com"]
+    assert client.objects["shop"]["spec"]["hostnames"] == ["shop.example.com"]
 
 
 async def test_ending_removes_the_header_rule_and_the_mirror_but_not_the_users_filters() -> None:
@@ -144,9 +102,9 @@ async def test_ending_removes_the_header_rule_and_the_mirror_but_not_the_users_f
     shop = router(client, preview="shop-preview")
     await shop.apply(AB)
     await shop.apply(STABLE_ONLY)
-    (managed,) = client.routes["shop"]["spec"]["rules"]
+    (managed,) = client.objects["shop"]["spec"]["rules"]
     assert [f["type"] for f in managed["filters"]] == ["RequestHeaderModifier"]
-    preview = client.routes["shop-preview"]["spec"]["rules"][0]["backendRefs"]
+    preview = client.objects["shop-preview"]["spec"]["rules"][0]["backendRefs"]
     assert [r["name"] for r in preview] == ["shop-stable"]
 
 
@@ -155,7 +113,7 @@ async def test_a_rule_without_matches_gets_a_header_rule_for_every_path() -> Non
     del route["spec"]["rules"][0]["matches"]
     client = FakeClient(route)
     await router(client).apply(Traffic(header_route=(HeaderMatch("X-Canary", "1"),)))
-    header = client.routes["shop"]["spec"]["rules"][1]
+    header = client.objects["shop"]["spec"]["rules"][1]
     assert header["matches"][0]["path"] == {"type": "PathPrefix", "value": "/"}
 
 
