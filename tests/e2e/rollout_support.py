@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -208,7 +209,7 @@ class RouteWatch:
     what a watcher of the route really sees, not a sample of it."""
 
     def __init__(self, kubectl: KubectlRunner, namespace: str, route: str) -> None:
-        self.seen: list[dict[str, Any]] = []
+        self.seen: list[tuple[float, dict[str, Any]]] = []  # (time.monotonic(), the route)
         self._process = kubectl.popen(
             "get", "-n", namespace, f"httproute/{route}", "--watch", "--output-watch-events",
             "-o", "json",
@@ -227,16 +228,27 @@ class RouteWatch:
                 except json.JSONDecodeError:
                     break  # an object still arriving
                 text = text.lstrip()[end:]
-                self.seen.append(event["object"])
+                self.seen.append((time.monotonic(), event["object"]))
 
     def weights(self, backend: str = "shop-canary") -> list[int]:
         """The weight each reported version gave `backend`, repeats collapsed."""
         found: list[int] = []
-        for route in list(self.seen):
+        for _, route in list(self.seen):
             weight = backend_weight(route, backend) or 0
             if not found or found[-1] != weight:
                 found.append(weight)
         return found
+
+    def first_seen(self, weight: int, backend: str = "shop-canary") -> float | None:
+        """When a version giving `backend` that weight was first reported."""
+        return next(
+            (
+                at
+                for at, route in list(self.seen)
+                if (backend_weight(route, backend) or 0) == weight
+            ),
+            None,
+        )
 
     def stop(self) -> None:
         self._process.terminate()

@@ -113,12 +113,14 @@ def test_blue_green_is_previewed_then_switched_in_one_write(blue_green: Shop) ->
         wait_until(lambda: preview.seen("1.1.0"), "green on the preview host", 30)
         green = get(shop.kubectl, shop.namespace, "deployment", "shop-canary")
         assert green["spec"]["replicas"] == 1  # previewReplicaCount
-        switched = shop.wait_status(
-            lambda s: s.get("currentStepName") == "Switched", "the switch", 120
-        )
-        live_before_switch = shop.load.samples_between(started, time.monotonic())
+        switched = shop.wait_status(lambda s: s.get("canaryWeight") == 100, "the switch", 120)
+        assert switched["currentStepName"] == "Switched"
+        switch_seen = wait_until(lambda: watch.first_seen(100), "the switch on the route", 10)
+        # Up to the switch (less the time the gateway may have been ahead of this watch),
+        # every live answer came from blue.
+        live_before_switch = shop.load.samples_between(started, switch_seen - 0.5)
+        assert len(live_before_switch) > 100
         assert {v for _, v, _ in live_before_switch if v} == {"1.0.0"}
-        assert switched["canaryWeight"] == 100
         # Blue is still there, at full size, after the switch.
         blue = get(shop.kubectl, shop.namespace, "deployment", "shop-stable")
         blue_env = blue["spec"]["template"]["spec"]["containers"][0]["env"]
