@@ -428,9 +428,11 @@ class Metric(_SpecModel):
 
 
 class PrometheusProvider(_SpecModel):
-    """Where to send queries; without an address the operator-wide default is used."""
+    """Where to send queries; without an address the operator-wide default is used. Its TLS
+    certificate is verified unless insecureSkipVerify is set."""
 
     address: Annotated[str, StringConstraints(max_length=2048)] | None = None
+    insecure_skip_verify: bool = False
 
 
 def _list_map(key: str) -> JsonDict:

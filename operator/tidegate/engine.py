@@ -240,7 +240,8 @@ def _judge(metric: Metric, measurement: Measurement | None, now: datetime) -> _V
     value = None if measurement is None else measurement.value
     subject = f'metric "{name}"'
     if measurement is not None and measurement.error is not None:
-        phase, text = MetricPhase.ERROR, f"{subject} query failed: {measurement.error}"
+        # Cut: an error's text can be any length, the status's message cannot.
+        phase, text = MetricPhase.ERROR, f"{subject} query failed: {measurement.error[:2000]}"
     elif value is None:
         phase, text = MetricPhase.NO_DATA, f"{subject} returned no data"
     elif bounds.contains(value):

@@ -15,13 +15,12 @@ from typing import Any
 import kopf
 
 from tidegate import api, metrics
-from tidegate.adapters.kube import make_client
+from tidegate.adapters.kube import Kube, make_api_client
 from tidegate.adapters.wiring import kube_ports
-from tidegate.reconciler import Reconciler
+from tidegate.reconciler import Reconciler, backoff
 
 # With nothing due, a rollout is still looked at this often (reads only; no writes).
 IDLE_RESYNC_SECONDS = 60.0
-ERROR_RETRY_SECONDS = 2.0
 
 log = logging.getLogger("tidegate.handlers")
 Key = tuple[str, str]
@@ -62,15 +61,25 @@ class Rollouts:
     async def _loop(self, key: Key) -> None:
         namespace, name = key
         wakeup = self.wakeups[key]
+        failures, last_error = 0, ""
         while True:
             wakeup.clear()
             try:
                 delay = await self.reconciler.reconcile(namespace, name)
                 metrics.RECONCILES.labels("ok").inc()
-            except Exception:
-                log.exception("%s/%s: reconcile failed; retrying", namespace, name)
+                failures, last_error = 0, ""
+            except Exception as error:
+                # What the reconciler could not even report on the rollout (it could not read
+                # it, or a bug): the traceback once, then a line per retry, backing off.
+                failures += 1
                 metrics.RECONCILES.labels("error").inc()
-                delay = ERROR_RETRY_SECONDS
+                text = f"{type(error).__name__}: {error}"
+                if text != last_error:
+                    log.exception("%s/%s: reconcile failed; retrying", namespace, name)
+                else:
+                    log.warning("%s/%s: reconcile failed again (%s)", namespace, name, text)
+                last_error = text
+                delay = backoff(failures)
             with contextlib.suppress(TimeoutError):
                 timeout = IDLE_RESYNC_SECONDS if delay is None else delay
                 await asyncio.wait_for(wakeup.wait(), timeout)
@@ -85,15 +94,15 @@ def _key(namespace: str | None, name: str) -> Key:
 async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     settings.posting.level = logging.WARNING  # kopf's own events: warnings and errors only
     settings.watching.server_timeout = 300
-    memo.client = make_client(memo.kubeconfig)
-    memo.rollouts = Rollouts(Reconciler(kube_ports(memo.client), memo.prometheus_url))
+    memo.api_client = make_api_client(memo.kubeconfig)
+    memo.rollouts = Rollouts(Reconciler(kube_ports(Kube(memo.api_client)), memo.prometheus_url))
     memo.ready = True
 
 
 @kopf.on.cleanup()
 async def close(memo: Any, **_: Any) -> None:
     await memo.rollouts.stop_all()
-    await memo.client.close()
+    memo.api_client.close()
 
 
 @kopf.index(api.GROUP, api.VERSION, api.PLURAL)

@@ -21,12 +21,32 @@ Role = Literal["stable", "canary"]
 EventType = Literal["Normal", "Warning"]
 
 
-class WorkloadError(RuntimeError):
+class AdapterError(RuntimeError):
+    """What kept a port from doing what was asked: `reason` is one CamelCase word for the
+    status condition and the Event, the message says the rest."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class WorkloadError(AdapterError):
     """The workloads cannot be brought to what the engine asked; the message says why."""
 
+    def __init__(self, message: str, reason: str = "WorkloadFailed") -> None:
+        super().__init__(reason, message)
 
-class RoutingError(RuntimeError):
+
+class RoutingError(AdapterError):
     """The traffic cannot be routed as the engine asked; the message says why."""
+
+    def __init__(self, message: str, reason: str = "RoutingFailed") -> None:
+        super().__init__(reason, message)
+
+
+# On the target Deployment: the ProgressiveRollout that rolls it out. A second rollout of
+# the same Deployment is refused while the first exists.
+CLAIM_ANNOTATION = "tidegate.io/claimed-by"
 
 
 def role_service(service: str, role: Role) -> str:
@@ -47,7 +67,9 @@ class Workloads(Protocol):
         ...
 
     async def observe(self, role: Role) -> tuple[Obj | None, WorkloadState | None]:
-        """That copy as stored, and what the engine needs to know of it (None: missing)."""
+        """That copy as stored, and what the engine needs to know of it (None: missing).
+        A Deployment of that name that is not this rollout's raises WorkloadError with
+        reason NameConflict: tidegate never writes an object it did not create."""
         ...
 
     async def ensure(self, role: Role, revision: str, replicas: int, target: Obj) -> None:
@@ -58,6 +80,10 @@ class Workloads(Protocol):
 
     async def release_target(self, target: Obj) -> None:
         """Scale the user's Deployment to zero: the stable copy serves in its place."""
+        ...
+
+    async def claim_target(self, target: Obj) -> None:
+        """Mark the target as this rollout's (CLAIM_ANNOTATION)."""
         ...
 
 
@@ -83,7 +109,12 @@ class Metrics(Protocol):
     """Runs a rollout's metric queries; every failure is a measurement with no value."""
 
     async def measure_all(
-        self, address: str, metrics: Sequence[api.Metric], variables: Mapping[str, str]
+        self,
+        address: str,
+        metrics: Sequence[api.Metric],
+        variables: Mapping[str, str],
+        *,
+        verify_tls: bool = True,
     ) -> tuple[Measurement, ...]: ...
 
 

@@ -16,11 +16,12 @@ from pydantic import ValidationError
 from tidegate import api, engine
 from tidegate.durations import parse_duration
 from tidegate.ports import (
+    CLAIM_ANNOTATION,
+    AdapterError,
     EventType,
     Obj,
     Ports,
     Router,
-    RoutingError,
     WorkloadError,
     Workloads,
     role_service,
@@ -29,8 +30,16 @@ from tidegate.revisions import template_revision
 from tidegate.strategies import plan_for
 
 PROMOTE_ANNOTATION = "tidegate.io/promote"
-# A spec the engine cannot act on is retried this often, in case what it names appears.
-RETRY_SECONDS = 10.0
+# A failed reconcile is retried after 1, 2, 4 ... seconds, at most a minute apart.
+BACKOFF_FIRST_SECONDS = 1.0
+BACKOFF_MAX_SECONDS = 60.0
+
+
+def backoff(failures: int) -> float:
+    """Seconds before the next try after `failures` failed reconciles in a row."""
+    doubled: float = BACKOFF_FIRST_SECONDS * 2.0 ** max(failures - 1, 0)
+    return min(BACKOFF_MAX_SECONDS, doubled)
+
 
 log = logging.getLogger("tidegate.reconciler")
 Clock = Callable[[], datetime]
@@ -100,13 +109,36 @@ class Reconciler:
         self.clock = clock
         # What last kept each rollout's actions from being carried out (this process only).
         self._problems: dict[tuple[str, str], Problem] = {}
+        # Failed reconciles in a row, for the backoff.
+        self._failures: dict[tuple[str, str], int] = {}
 
     async def reconcile(self, namespace: str, name: str) -> float | None:
-        """Run one reconcile; return seconds until the next one is due (None: on change)."""
+        """Run one reconcile; return seconds until the next one is due (None: on change).
+
+        Whatever a port fails at (a read or a write) is reported on the rollout as Degraded,
+        with the port's reason and message and one Event, and tried again after a backoff.
+        """
+        key = (namespace, name)
         rollout = await self.ports.rollouts.get(namespace, name)
         if rollout is None or rollout["metadata"].get("deletionTimestamp"):
+            self._problems.pop(key, None)
+            self._failures.pop(key, None)
             return None
-        raw_status: Obj = rollout.get("status") or {}
+        stored: list[Obj] = [rollout.get("status") or {}]  # the status as last written
+        try:
+            delay = await self._reconcile(rollout, stored)
+        except AdapterError as error:
+            self._problems[key] = (error.reason, str(error))
+            self._failures[key] = self._failures.get(key, 0) + 1
+            await self._refuse(rollout, stored[-1], error.reason, str(error))
+            return backoff(self._failures[key])
+        self._failures.pop(key, None)
+        return delay
+
+    async def _reconcile(self, rollout: Obj, stored: list[Obj]) -> float | None:
+        meta = rollout["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        raw_status = stored[-1]
         try:
             spec = api.RolloutSpec.model_validate(rollout.get("spec") or {})
             status = api.RolloutStatus.model_validate(raw_status)
@@ -133,19 +165,15 @@ class Reconciler:
         target = await workloads.target()
         if target is None:
             message = f"target Deployment {namespace}/{spec.target_ref.name} does not exist"
-            await self._refuse(rollout, raw_status, "TargetNotFound", message)
-            return RETRY_SECONDS
-
+            raise WorkloadError(message, reason="TargetNotFound")
+        await self._claim(workloads, target, namespace, name)
         await workloads.ensure_services(target)
         target_revision = template_revision(target["spec"]["template"])
         asked_replicas = int(target["spec"].get("replicas", 1))
         now = self.clock()
         _, stable = await workloads.observe("stable")
         _, canary = await workloads.observe("canary")
-        try:
-            held = await router.observe()
-        except RoutingError:
-            held = None  # the same error comes back from the write below, and is reported
+        held = await router.observe()
         measurements = None
         if engine.needs_measurement(spec, status, now):
             measurements = await self._measure(spec, status, namespace, now)
@@ -173,25 +201,20 @@ class Reconciler:
             )
         if new_status != raw_status:
             await self._patch_status(namespace, name, status_patch(raw_status, new_status))
-        try:
-            for action in decision.actions:
-                await self._apply(action, rollout, target, workloads, router)
-            wanted = engine.status_traffic(decision.status)
-            if _routes_traffic(decision) and held != wanted and await router.apply(wanted):
-                # Someone else (a GitOps sync, a hand edit) changed what tidegate owns.
-                log.warning(
-                    "%s/%s: restored the routes (%s) they had drifted from",
-                    namespace,
-                    name,
-                    wanted.describe(),
-                )
-        except (RoutingError, WorkloadError) as error:
-            # Retried: the engine asks for missing workloads again, and the route is put back
-            # to the status's weights, once what is wrong is fixed.
-            reason = "RoutingFailed" if isinstance(error, RoutingError) else "WorkloadFailed"
-            self._problems[key] = (reason, str(error))
-            await self._refuse(rollout, new_status, reason, str(error))
-            return RETRY_SECONDS
+            stored.append(new_status)
+        # A failure from here on is retried: the engine asks for missing workloads again, and
+        # the route is put back to the status's traffic, once what is wrong is fixed.
+        for action in decision.actions:
+            await self._apply(action, rollout, target, workloads, router)
+        wanted = engine.status_traffic(decision.status)
+        if _routes_traffic(decision) and held != wanted and await router.apply(wanted):
+            # Someone else (a GitOps sync, a hand edit) changed what tidegate owns.
+            log.warning(
+                "%s/%s: restored the routes (%s) they had drifted from",
+                namespace,
+                name,
+                wanted.describe(),
+            )
         if self._problems.pop(key, None):
             await self._patch_status(
                 namespace, name, status_patch(new_status, _wire(decision.status))
@@ -202,6 +225,21 @@ class Reconciler:
         ):
             await workloads.release_target(target)
         return decision.requeue_after
+
+    async def _claim(self, workloads: Workloads, target: Obj, namespace: str, name: str) -> None:
+        """Mark the target as this rollout's, unless another rollout that still exists has it."""
+        claimant = target["metadata"].get("annotations", {}).get(CLAIM_ANNOTATION)
+        if claimant == name:
+            return
+        if claimant:
+            other = await self.ports.rollouts.get(namespace, claimant)
+            if other is not None and not other["metadata"].get("deletionTimestamp"):
+                raise WorkloadError(
+                    f"Deployment {namespace}/{target['metadata']['name']} is already rolled out "
+                    f"by ProgressiveRollout {namespace}/{claimant}",
+                    reason="TargetClaimed",
+                )
+        await workloads.claim_target(target)
 
     async def _measure(
         self,
@@ -235,7 +273,10 @@ class Reconciler:
             "interval": analysis.interval,
             "window": f"{window_seconds}s",
         }
-        return await self.ports.metrics.measure_all(url, analysis.metrics, variables)
+        verify = not (analysis.prometheus and analysis.prometheus.insecure_skip_verify)
+        return await self.ports.metrics.measure_all(
+            url, analysis.metrics, variables, verify_tls=verify
+        )
 
     async def _apply(
         self,
@@ -264,12 +305,26 @@ class Reconciler:
         await self.ports.rollouts.patch_status(namespace, name, patch)
 
     async def _refuse(self, rollout: Obj, status: Obj, reason: str, message: str) -> None:
-        """Record why nothing can be done: a Degraded condition and an Event, once."""
+        """Record why nothing can be done: a Degraded condition and an Event, once per
+        distinct problem. When not even that can be written, it is logged (once)."""
         meta = rollout["metadata"]
         degraded = with_problem(status, (reason, message), self._timestamp(), meta, status)
         if degraded == status:
             return
-        await self._patch_status(meta["namespace"], meta["name"], status_patch(status, degraded))
+        try:
+            await self._patch_status(
+                meta["namespace"], meta["name"], status_patch(status, degraded)
+            )
+        except AdapterError as error:
+            log.warning(
+                "%s/%s: %s: %s (and the status could not say so: %s)",
+                meta["namespace"],
+                meta["name"],
+                reason,
+                message,
+                error,
+            )
+            return
         await self._event(rollout, "Warning", reason, message)
 
     def _timestamp(self) -> str:

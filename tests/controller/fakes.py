@@ -21,7 +21,15 @@ import yaml
 from tidegate import api
 from tidegate.engine import Measurement, WorkloadState
 from tidegate.plan import STABLE_ONLY, Traffic
-from tidegate.ports import EventType, Obj, Ports, Role, RoutingError, WorkloadError
+from tidegate.ports import (
+    CLAIM_ANNOTATION,
+    EventType,
+    Obj,
+    Ports,
+    Role,
+    RoutingError,
+    WorkloadError,
+)
 from tidegate.revisions import template_revision
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "canary" / "rollout.yaml"
@@ -69,6 +77,8 @@ class Copy:
 class World:
     clock_start: datetime = EPOCH
     rollout: Obj | None = None
+    # Other ProgressiveRollouts in the namespace, by name.
+    others: dict[str, Obj] = field(default_factory=dict)
     target: Obj | None = None
     copies: dict[Role, Copy] = field(default_factory=dict)
     services: set[Role] = field(default_factory=set)
@@ -90,12 +100,14 @@ class World:
 
     # --- set-up -------------------------------------------------------------------------
 
-    def add_rollout(self, spec: Obj | None = None, status: Obj | None = None) -> None:
-        self.rollout = {
+    def add_rollout(
+        self, spec: Obj | None = None, status: Obj | None = None, name: str = NAME
+    ) -> None:
+        rollout = {
             "apiVersion": api.API_VERSION,
             "kind": api.KIND,
             "metadata": {
-                "name": NAME,
+                "name": name,
                 "namespace": NAMESPACE,
                 "uid": "uid-1",
                 "generation": 1,
@@ -104,12 +116,24 @@ class World:
             "spec": spec if spec is not None else example_spec(),
             "status": status or {},
         }
+        if name == NAME:
+            self.rollout = rollout
+        else:
+            self.others[name] = rollout
+
+    def named(self, name: str) -> Obj | None:
+        return self.rollout if name == NAME else self.others.get(name)
 
     def add_target(self, version: str = "1.0.0", replicas: int = 3) -> None:
         self.target = {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
-            "metadata": {"name": "shop", "namespace": NAMESPACE},
+            "metadata": {
+                "name": "shop",
+                "namespace": NAMESPACE,
+                "resourceVersion": "1",
+                "annotations": {},
+            },
             "spec": {
                 "replicas": replicas,
                 "selector": {"matchLabels": {"app": "shop"}},
@@ -178,7 +202,7 @@ class World:
             rollouts=FakeRollouts(self),
             events=FakeEvents(self),
             metrics=FakeMetrics(self),
-            workloads=lambda namespace, rollout, spec: FakeWorkloads(self, spec),
+            workloads=lambda namespace, rollout, spec: FakeWorkloads(self, rollout, spec),
             router=lambda namespace, spec: FakeRouter(self),
         )
 
@@ -193,17 +217,19 @@ class FakeRollouts:
 
     async def get(self, namespace: str, name: str) -> Obj | None:
         self.world.record("get_rollout", namespace, name)
-        return copy.deepcopy(self.world.rollout)
+        return copy.deepcopy(self.world.named(name))
 
     async def patch_status(self, namespace: str, name: str, patch: Obj) -> None:
         self.world.record("patch_status", patch)
-        assert self.world.rollout is not None
-        self.world.rollout["status"] = merge_patch(self.world.status, patch)
+        rollout = self.world.named(name)
+        assert rollout is not None
+        rollout["status"] = merge_patch(rollout.get("status") or {}, patch)
 
     async def remove_annotation(self, namespace: str, name: str, key: str) -> None:
         self.world.record("remove_annotation", key)
-        assert self.world.rollout is not None
-        self.world.rollout["metadata"]["annotations"].pop(key, None)
+        rollout = self.world.named(name)
+        assert rollout is not None
+        rollout["metadata"]["annotations"].pop(key, None)
 
 
 class FakeEvents:
@@ -221,15 +247,21 @@ class FakeMetrics:
         self.world = world
 
     async def measure_all(
-        self, address: str, metrics: Sequence[api.Metric], variables: Mapping[str, str]
+        self,
+        address: str,
+        metrics: Sequence[api.Metric],
+        variables: Mapping[str, str],
+        *,
+        verify_tls: bool = True,
     ) -> tuple[Measurement, ...]:
-        self.world.record("measure_all", address, dict(variables))
+        self.world.record("measure_all", address, dict(variables), verify_tls)
         return tuple(Measurement(m.name, self.world.metric_value) for m in metrics)
 
 
 class FakeWorkloads:
-    def __init__(self, world: World, spec: api.RolloutSpec) -> None:
+    def __init__(self, world: World, rollout: str, spec: api.RolloutSpec) -> None:
         self.world = world
+        self.rollout = rollout
         self.spec = spec
 
     async def target(self) -> Obj | None:
@@ -264,6 +296,11 @@ class FakeWorkloads:
         self.world.record("scale", role, replicas)
         if role in self.world.copies:
             self.world.copies[role].replicas = replicas
+
+    async def claim_target(self, target: Obj) -> None:
+        self.world.record("claim_target", self.rollout)
+        assert self.world.target is not None
+        self.world.target["metadata"]["annotations"][CLAIM_ANNOTATION] = self.rollout
 
     async def release_target(self, target: Obj) -> None:
         self.world.record("release_target")

@@ -17,7 +17,7 @@ import pytest
 from fakes import EPOCH, NAME, NAMESPACE, World
 
 from tidegate import handlers, metrics
-from tidegate.handlers import ERROR_RETRY_SECONDS, IDLE_RESYNC_SECONDS, Rollouts
+from tidegate.handlers import IDLE_RESYNC_SECONDS, Rollouts
 from tidegate.reconciler import Reconciler
 
 KEY = (NAMESPACE, NAME)
@@ -126,16 +126,22 @@ async def test_a_finished_loop_is_started_again() -> None:
 
 
 @pytest.mark.looptime
-async def test_a_failing_reconcile_is_retried_and_counted() -> None:
+async def test_a_failing_reconcile_is_retried_and_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     world = initialized_world()
     world.fail["get_rollout"] = ConnectionError("the API server went away")
     rollouts, recorded = looping(world)
     errors_before = reconciles("error")
     rollouts.ensure_running(KEY)
-    await recorded.wait_for(lambda: len(recorded.times) >= 3, timeout=60)
-    gaps = {b - a for a, b in zip(recorded.times, recorded.times[1:], strict=False)}
-    assert gaps == {ERROR_RETRY_SECONDS}
-    assert reconciles("error") - errors_before >= 3
+    await recorded.wait_for(lambda: len(recorded.times) >= 5, timeout=60)
+    gaps = [b - a for a, b in zip(recorded.times, recorded.times[1:], strict=False)]
+    assert gaps[:4] == [1, 2, 4, 8]  # backing off
+    assert reconciles("error") - errors_before >= 5
+    # The traceback once; after that a line per retry.
+    tracebacks = [r for r in caplog.records if r.exc_info]
+    assert len(tracebacks) == 1 and "reconcile failed; retrying" in tracebacks[0].getMessage()
+    assert any("reconcile failed again" in r.getMessage() for r in caplog.records)
     # Once the API server answers again the rollout proceeds.
     del world.fail["get_rollout"]
     await recorded.wait_for(lambda: world.status.get("phase") == "Initialized", timeout=60)
@@ -247,6 +253,7 @@ async def test_startup_wires_the_operator_and_cleanup_stops_it(tmp_path: Path) -
     assert memo.ready is True
     assert isinstance(memo.rollouts, Rollouts)
     assert memo.rollouts.reconciler.default_prometheus_url == "http://prometheus.test"
+    assert memo.api_client.configuration.host == "https://127.0.0.1:1"
     assert settings.watching.server_timeout == 300
     memo.rollouts.ensure_running(KEY)  # its first reconcile fails: nothing listens there
     await handlers.close(memo=memo)

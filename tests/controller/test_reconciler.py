@@ -11,8 +11,8 @@ from fakes import NAME, NAMESPACE, Killed, World, example_spec
 
 from tidegate import api
 from tidegate.plan import Traffic
-from tidegate.ports import RoutingError, WorkloadError
-from tidegate.reconciler import PROMOTE_ANNOTATION, RETRY_SECONDS, Reconciler
+from tidegate.ports import CLAIM_ANNOTATION, AdapterError, RoutingError, WorkloadError
+from tidegate.reconciler import PROMOTE_ANNOTATION, Reconciler, backoff
 
 PROMETHEUS = "http://prometheus.test:9090"
 
@@ -140,6 +140,19 @@ async def test_the_rollouts_own_prometheus_address_wins() -> None:
     await settle(world, {"Succeeded"})
     addresses = {c[1] for c in world.calls if c[0] == "measure_all"}
     assert addresses == {"http://other.test:9090"}
+    assert {c[3] for c in world.calls if c[0] == "measure_all"} == {True}  # TLS verified
+
+
+async def test_tls_verification_is_skipped_only_when_the_rollout_says_so() -> None:
+    spec = example_spec()
+    spec["analysis"]["prometheus"] = {"address": "https://p.test", "insecureSkipVerify": True}
+    world = World()
+    world.add_target()
+    world.add_rollout(spec)
+    await settle(world, {"Initialized"})
+    world.set_version("1.1.0")
+    await settle(world, {"Succeeded"})
+    assert {c[3] for c in world.calls if c[0] == "measure_all"} == {False}
 
 
 async def test_status_is_written_before_any_action() -> None:
@@ -199,7 +212,7 @@ async def test_a_routing_failure_is_degraded_once_then_cleared() -> None:
     world = await initialized_world()
     world.route_exists = False
     rec = reconciler(world)
-    assert await rec.reconcile(NAMESPACE, NAME) == RETRY_SECONDS
+    assert await rec.reconcile(NAMESPACE, NAME) == backoff(1) == 1
     degraded = world.condition("Degraded")
     assert degraded is not None and degraded["status"] == "True"
     assert degraded["reason"] == "RoutingFailed"
@@ -208,18 +221,26 @@ async def test_a_routing_failure_is_degraded_once_then_cleared() -> None:
     assert ready is not None and ready["status"] == "False"
     assert [(t, r) for t, r, _ in world.events()] == [("Warning", "RoutingFailed")]
 
-    # Still broken: reported once, no flapping of the status, no second Event.
+    # Still broken: reported once, no flapping of the status, no second Event; each retry
+    # waits twice as long, up to a minute.
     world.calls.clear()
-    world.advance(RETRY_SECONDS)
-    assert await rec.reconcile(NAMESPACE, NAME) == RETRY_SECONDS
+    delays = []
+    for _ in range(8):
+        world.advance(60)
+        delays.append(await rec.reconcile(NAMESPACE, NAME))
+    assert delays == [2, 4, 8, 16, 32, 60, 60, 60]
     assert "patch_status" not in world.names()
     assert world.events() == []
     assert world.condition("Degraded") == degraded
 
-    # Fixed: the route is put back and the condition cleared.
+    # Fixed: the route is put back, the condition cleared and the backoff reset.
     world.route_exists = True
     world.calls.clear()
-    world.advance(RETRY_SECONDS)
+    world.advance(60)
+    assert await rec.reconcile(NAMESPACE, NAME) is None
+    world.route_exists = False
+    assert await rec.reconcile(NAMESPACE, NAME) == 1
+    world.route_exists = True
     await rec.reconcile(NAMESPACE, NAME)
     assert world.condition("Degraded") is None or world.condition("Degraded")["status"] != "True"  # type: ignore[index]
     ready = world.condition("Ready")
@@ -241,7 +262,7 @@ async def test_a_routing_failure_mid_rollout_keeps_the_decided_weight_for_later(
     degraded = world.condition("Degraded")
     assert degraded is not None and degraded["message"] == "the API server said 500"
     del world.fail["set_traffic"]
-    world.advance(RETRY_SECONDS)
+    world.advance(60)
     await rec.reconcile(NAMESPACE, NAME)
     # The route catches up with what is stored. (The step timers ran on meanwhile, so that
     # may already be a later step: the engine does not wait for the route to be fixed.)
@@ -252,7 +273,7 @@ async def test_a_routing_failure_mid_rollout_keeps_the_decided_weight_for_later(
 async def test_a_workload_failure_is_reported_as_such() -> None:
     world = adopted_world()
     world.fail["ensure"] = WorkloadError("quota exceeded")
-    assert await reconciler(world).reconcile(NAMESPACE, NAME) == RETRY_SECONDS
+    assert await reconciler(world).reconcile(NAMESPACE, NAME) == backoff(1)
     degraded = world.condition("Degraded")
     assert degraded is not None and degraded["reason"] == "WorkloadFailed"
     assert ("Warning", "WorkloadFailed", "quota exceeded") in world.events()
@@ -263,13 +284,13 @@ async def test_a_missing_target_is_reported_then_picked_up() -> None:
     world = World()
     world.add_rollout()
     rec = reconciler(world)
-    assert await rec.reconcile(NAMESPACE, NAME) == RETRY_SECONDS
+    assert await rec.reconcile(NAMESPACE, NAME) == backoff(1)
     degraded = world.condition("Degraded")
     assert degraded is not None and degraded["reason"] == "TargetNotFound"
     assert f"{NAMESPACE}/shop does not exist" in degraded["message"]
     # Asked again while still missing: nothing new is written or posted.
     world.calls.clear()
-    assert await rec.reconcile(NAMESPACE, NAME) == RETRY_SECONDS
+    assert await rec.reconcile(NAMESPACE, NAME) == backoff(2)
     assert "patch_status" not in world.names() and world.events() == []
     world.add_target()
     await settle(world, {"Initialized"}, rec)
@@ -448,3 +469,87 @@ async def test_header_and_mirror_routes_are_gone_after_a_rollback() -> None:
     assert any(t.header_route and t.mirror_percent == 50 and t.canary_weight == 10 for t in held)
     assert world.route == Traffic()
     assert "headerRoute" not in world.status and world.status["mirrorPercent"] == 0
+
+
+# --- ownership and API errors -------------------------------------------------------------------
+
+
+async def test_a_second_rollout_of_the_same_target_is_refused_while_the_first_exists() -> None:
+    world = await initialized_world()
+    assert world.target is not None
+    assert world.target["metadata"]["annotations"][CLAIM_ANNOTATION] == NAME
+    world.add_rollout(name="shop-2")  # another rollout naming the same Deployment
+    world.calls.clear()
+    assert await reconciler(world).reconcile(NAMESPACE, "shop-2") == backoff(1)
+    refused = world.others["shop-2"]["status"]
+    degraded = next(c for c in refused["conditions"] if c["type"] == "Degraded")
+    assert degraded["reason"] == "TargetClaimed"
+    assert f"already rolled out by ProgressiveRollout {NAMESPACE}/{NAME}" in degraded["message"]
+    assert ("Warning", "TargetClaimed") in {(t, r) for t, r, _ in world.events()}
+    assert not {"claim_target", "ensure", "ensure_services", "set_traffic"} & set(world.names())
+    # Once the first is deleted, the second takes the target over.
+    world.rollout = None
+    await settle_named(world, "shop-2")
+    assert world.target["metadata"]["annotations"][CLAIM_ANNOTATION] == "shop-2"
+
+
+async def settle_named(world: World, name: str) -> None:
+    rec = reconciler(world)
+    for _ in range(20):
+        delay = await rec.reconcile(NAMESPACE, name)
+        if world.others[name].get("status", {}).get("phase") == "Initialized":
+            return
+        world.advance(delay if delay is not None else 60)
+    raise AssertionError(world.others[name].get("status"))
+
+
+async def test_a_claim_left_by_a_deleted_rollout_is_taken_over() -> None:
+    world = World()
+    world.add_target()
+    assert world.target is not None
+    world.target["metadata"]["annotations"][CLAIM_ANNOTATION] = "gone"
+    world.add_rollout()
+    await settle(world, {"Initialized"})
+    assert world.target["metadata"]["annotations"][CLAIM_ANNOTATION] == NAME
+
+
+async def test_a_forbidden_write_names_the_verb_and_resource_and_recovers() -> None:
+    world = await initialized_world()
+    world.set_version("1.1.0")
+    forbidden = AdapterError(
+        "Forbidden",
+        'patch deployments shop-ns/shop-canary: deployments.apps "shop-canary" is forbidden: '
+        'User "system:serviceaccount:tidegate:tidegate" cannot patch resource "deployments"',
+    )
+    world.fail["ensure"] = forbidden
+    rec = reconciler(world)
+    await rec.reconcile(NAMESPACE, NAME)
+    degraded = world.condition("Degraded")
+    assert degraded is not None and degraded["reason"] == "Forbidden"
+    assert 'cannot patch resource "deployments"' in degraded["message"]
+    del world.fail["ensure"]
+    await settle(world, {"Succeeded"}, rec)
+    degraded = world.condition("Degraded")
+    assert degraded is not None and degraded["status"] == "False"
+
+
+async def test_a_name_taken_by_someone_else_is_reported_and_not_written() -> None:
+    world = adopted_world()
+    world.fail["observe"] = WorkloadError(
+        "Deployment shop-ns/shop-stable exists and was not made by tidegate", reason="NameConflict"
+    )
+    await reconciler(world).reconcile(NAMESPACE, NAME)
+    degraded = world.condition("Degraded")
+    assert degraded is not None and degraded["reason"] == "NameConflict"
+    assert not {"ensure", "scale", "release_target", "set_traffic"} & set(world.names())
+
+
+async def test_when_not_even_the_status_can_be_written_it_is_logged_and_retried(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    world = adopted_world()
+    world.fail["patch_status"] = AdapterError("Forbidden", "patch progressiverollouts/status: no")
+    with caplog.at_level(logging.WARNING, "tidegate.reconciler"):
+        assert await reconciler(world).reconcile(NAMESPACE, NAME) == backoff(1)
+    assert "the status could not say so" in caplog.text
+    assert world.events() == []  # no Event for what the status could not record either

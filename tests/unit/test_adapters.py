@@ -160,3 +160,39 @@ def test_a_problem_is_reported_once_and_holds_its_transition_time() -> None:
     # The engine's fresh status, overlaid again later, equals what is stored: no write.
     again = with_problem(healthy, problem, "2026-01-01T00:09:00Z", meta, reported)
     assert again == reported
+
+
+def test_prometheus_connections_verify_tls_unless_told_and_stay_few() -> None:
+    from tidegate.adapters import prometheus
+
+    prometheus._connections.clear()
+    verified = prometheus._connection("https://prom.example:9090", True)
+    assert verified._session.verify is not False
+    unverified = prometheus._connection("https://prom.example:9090", False)
+    assert unverified._session.verify is False
+    assert prometheus._connection("https://prom.example:9090", True) is verified
+    closed: list[str] = []
+    verified._session.close = lambda: closed.append("verified")  # type: ignore[method-assign]
+    for n in range(prometheus.MAX_CONNECTIONS):
+        prometheus._connection(f"http://prom-{n}.example:9090", True)
+    assert len(prometheus._connections) == prometheus.MAX_CONNECTIONS
+    assert closed == ["verified"]  # the least recently used, closed as it was dropped
+    prometheus._connections.clear()
+
+
+async def test_a_prometheus_error_of_any_length_is_cut_for_the_status(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tidegate import api
+    from tidegate.adapters import prometheus
+
+    class Failing:
+        def custom_query(self, query: str) -> object:
+            raise RuntimeError("x" * 100_000)
+
+    monkeypatch.setattr(prometheus, "_connection", lambda url, verify: Failing())
+    metric = api.Metric(name="m", query="up", threshold_range=api.ThresholdRange(max=1))
+    measured = await prometheus.measure("http://p:9090", metric, {})
+    assert measured.value is None and measured.error is not None
+    assert len(measured.error) == prometheus.ERROR_TEXT_LIMIT
+    assert measured.error.startswith("RuntimeError: xxx") and measured.error.endswith("…")

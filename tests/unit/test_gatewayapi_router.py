@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from fake_lightkube import FakeClient
+from fake_kube import FakeKube
 
 from tidegate.adapters.gatewayapi import HEADER_RULE, GatewayAPIRouter
 from tidegate.plan import STABLE_ONLY, HeaderMatch, Traffic
@@ -36,7 +36,7 @@ def user_route(name: str = "shop", backend: str = "shop") -> Obj:
     }
 
 
-def router(client: FakeClient, preview: str | None = None) -> GatewayAPIRouter:
+def router(client: FakeKube, preview: str | None = None) -> GatewayAPIRouter:
     return GatewayAPIRouter(
         client, "ns", "shop", 0, "shop-stable", "shop-canary", 80, preview_route=preview
     )  # type: ignore[arg-type]
@@ -51,11 +51,11 @@ AB = Traffic(
 
 
 async def test_a_route_as_the_user_wrote_it_is_not_in_tidegates_shape() -> None:
-    assert await router(FakeClient(user_route())).observe() is None
+    assert await router(FakeKube(user_route())).observe() is None
 
 
 async def test_every_intent_reads_back_as_written_and_a_second_write_is_skipped() -> None:
-    client = FakeClient(user_route(), user_route("shop-preview"))
+    client = FakeKube(user_route(), user_route("shop-preview"))
     shop = router(client, preview="shop-preview")
     for traffic in (STABLE_ONLY, AB, Traffic(canary_weight=100, preview=True), STABLE_ONLY):
         assert await shop.apply(traffic) is True
@@ -66,7 +66,7 @@ async def test_every_intent_reads_back_as_written_and_a_second_write_is_skipped(
 
 
 async def test_the_shapes_written() -> None:
-    client = FakeClient(user_route(), user_route("shop-preview"))
+    client = FakeKube(user_route(), user_route("shop-preview"))
     await router(client, preview="shop-preview").apply(AB)
     rules = client.objects["shop"]["spec"]["rules"]
     managed, header = rules
@@ -98,7 +98,7 @@ async def test_the_shapes_written() -> None:
 
 
 async def test_ending_removes_the_header_rule_and_the_mirror_but_not_the_users_filters() -> None:
-    client = FakeClient(user_route(), user_route("shop-preview"))
+    client = FakeKube(user_route(), user_route("shop-preview"))
     shop = router(client, preview="shop-preview")
     await shop.apply(AB)
     await shop.apply(STABLE_ONLY)
@@ -111,21 +111,21 @@ async def test_ending_removes_the_header_rule_and_the_mirror_but_not_the_users_f
 async def test_a_rule_without_matches_gets_a_header_rule_for_every_path() -> None:
     route = user_route()
     del route["spec"]["rules"][0]["matches"]
-    client = FakeClient(route)
+    client = FakeKube(route)
     await router(client).apply(Traffic(header_route=(HeaderMatch("X-Canary", "1"),)))
     header = client.objects["shop"]["spec"]["rules"][1]
     assert header["matches"][0]["path"] == {"type": "PathPrefix", "value": "/"}
 
 
 async def test_a_preview_route_pointing_elsewhere_is_not_in_tidegates_shape() -> None:
-    client = FakeClient(user_route(), user_route("shop-preview", backend="somebody-else"))
+    client = FakeKube(user_route(), user_route("shop-preview", backend="somebody-else"))
     shop = router(client, preview="shop-preview")
     await shop._edit("shop", lambda r: shop._live(r, STABLE_ONLY))
     assert await shop.observe() is None
 
 
 async def test_conflicting_writes_are_retried_then_given_up() -> None:
-    client = FakeClient(user_route())
+    client = FakeKube(user_route())
     client.conflicts = 2
     assert await router(client).apply(Traffic(canary_weight=10)) is True
     client.conflicts = 10
@@ -135,9 +135,9 @@ async def test_conflicting_writes_are_retried_then_given_up() -> None:
 
 async def test_missing_routes_and_rules_are_routing_errors() -> None:
     with pytest.raises(RoutingError, match="ns/shop does not exist"):
-        await router(FakeClient()).observe()
+        await router(FakeKube()).observe()
     with pytest.raises(RoutingError, match="ns/shop-preview does not exist"):
-        await router(FakeClient(user_route()), preview="shop-preview").apply(STABLE_ONLY)
-    far = GatewayAPIRouter(FakeClient(user_route()), "ns", "shop", 3, "a", "b", 80)  # type: ignore[arg-type]
+        await router(FakeKube(user_route()), preview="shop-preview").apply(STABLE_ONLY)
+    far = GatewayAPIRouter(FakeKube(user_route()), "ns", "shop", 3, "a", "b", 80)  # type: ignore[arg-type]
     with pytest.raises(RoutingError, match="rule 3 does not exist"):
         await far.observe()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from fake_lightkube import FakeClient
+from fake_kube import FakeKube
 
 from tidegate.adapters.service_router import ServiceSelectorRouter
 from tidegate.adapters.workloads import ROLE_LABEL
@@ -15,8 +15,8 @@ from tidegate.ports import RoutingError
 Obj = dict[str, Any]
 
 
-def services(*names: str) -> FakeClient:
-    return FakeClient(
+def services(*names: str) -> FakeKube:
+    return FakeKube(
         *(
             {"metadata": {"name": n, "resourceVersion": "1"}, "spec": {"selector": {"app": "shop"}}}
             for n in names
@@ -24,7 +24,7 @@ def services(*names: str) -> FakeClient:
     )
 
 
-def selector(client: FakeClient, name: str) -> dict[str, str]:
+def selector(client: FakeKube, name: str) -> dict[str, str]:
     found: dict[str, str] = client.objects[name]["spec"]["selector"]
     return found
 

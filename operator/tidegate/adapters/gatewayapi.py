@@ -13,10 +13,7 @@ import copy
 from collections.abc import Callable
 from typing import Any
 
-from lightkube import ApiError, AsyncClient
-from lightkube.types import PatchType
-
-from tidegate.adapters.kube import HTTPRoute, Obj, get_or_none
+from tidegate.adapters.kube import Kube, KubeError, Obj
 from tidegate.plan import HeaderMatch, Traffic
 from tidegate.ports import RoutingError
 
@@ -91,7 +88,7 @@ class GatewayAPIRouter:
 
     def __init__(
         self,
-        client: AsyncClient,
+        kube: Kube,
         namespace: str,
         route: str,
         rule_index: int,
@@ -100,7 +97,7 @@ class GatewayAPIRouter:
         port: int,
         preview_route: str | None = None,
     ) -> None:
-        self.client = client
+        self.kube = kube
         self.namespace = namespace
         self.route = route
         self.rule_index = rule_index
@@ -112,7 +109,7 @@ class GatewayAPIRouter:
     # -- reading --
 
     async def _get(self, name: str) -> Obj:
-        route = await get_or_none(self.client, HTTPRoute, name, self.namespace)
+        route = await self.kube.http_route(self.namespace, name)
         if route is None:
             raise RoutingError(f"HTTPRoute {self.namespace}/{name} does not exist")
         return route
@@ -213,11 +210,9 @@ class GatewayAPIRouter:
                 "spec": {"rules": rules},
             }
             try:
-                await self.client.patch(
-                    HTTPRoute, name, patch, namespace=self.namespace, patch_type=PatchType.MERGE
-                )
+                await self.kube.patch_http_route(self.namespace, name, patch)
                 return True
-            except ApiError as error:
-                if error.status.code != 409:
+            except KubeError as error:
+                if error.status != 409:
                     raise
         raise RoutingError(f"HTTPRoute {name} kept changing; not updated")

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, cast
-
-from lightkube import AsyncClient
-from lightkube.resources.core_v1 import Event
-from lightkube.types import PatchType
+import os
+import socket
+from datetime import datetime
 
 from tidegate import api
-from tidegate.adapters.kube import Obj, ProgressiveRollout, get_or_none
+from tidegate.adapters.kube import Kube, KubeError, Obj
 from tidegate.ports import EventType
 
 COMPONENT = "tidegate"
@@ -19,42 +17,42 @@ log = logging.getLogger("tidegate.events")
 
 
 class KubeRollouts:
-    def __init__(self, client: AsyncClient) -> None:
-        self.client = client
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
 
     async def get(self, namespace: str, name: str) -> Obj | None:
-        return await get_or_none(self.client, ProgressiveRollout, name, namespace)
+        return await self.kube.rollout(namespace, name)
 
     async def patch_status(self, namespace: str, name: str, patch: Obj) -> None:
-        await self.client.patch(
-            ProgressiveRollout.Status,
-            name,
-            {"status": patch},
-            namespace=namespace,
-            patch_type=PatchType.MERGE,
-        )
+        await self.kube.patch_rollout(namespace, name, {"status": patch}, status=True)
 
     async def remove_annotation(self, namespace: str, name: str, key: str) -> None:
-        await self.client.patch(
-            ProgressiveRollout,
-            name,
-            {"metadata": {"annotations": {key: None}}},
-            namespace=namespace,
-            patch_type=PatchType.MERGE,
+        await self.kube.patch_rollout(
+            namespace, name, {"metadata": {"annotations": {key: None}}}, status=False
         )
+
+
+def _instance() -> str:
+    """Which operator process posted an Event (the pod's name in a cluster)."""
+    return os.environ.get("POD_NAME") or socket.gethostname()
 
 
 class KubeEvents:
-    def __init__(self, client: AsyncClient) -> None:
-        self.client = client
+    """Events through events.k8s.io/v1, about the rollout (`regarding`)."""
+
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
+        self.instance = f"{COMPONENT}-{_instance()}"[:128]
 
     async def post(
         self, rollout: Obj, type_: EventType, reason: str, message: str, timestamp: str
     ) -> None:
         meta = rollout["metadata"]
-        event: dict[str, Any] = {
+        event: Obj = {
+            "apiVersion": "events.k8s.io/v1",
+            "kind": "Event",
             "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-            "involvedObject": {
+            "regarding": {
                 "apiVersion": api.API_VERSION,
                 "kind": api.KIND,
                 "name": meta["name"],
@@ -63,14 +61,19 @@ class KubeEvents:
             },
             "type": type_,
             "reason": reason,
-            "message": message[:1024],
-            "source": {"component": COMPONENT},
-            "reportingComponent": COMPONENT,
-            "firstTimestamp": timestamp,
-            "lastTimestamp": timestamp,
-            "count": 1,
+            "note": message[:1024],
+            "action": reason,
+            "reportingController": f"{api.GROUP}/{COMPONENT}",
+            "reportingInstance": self.instance,
+            # events.k8s.io/v1 wants microseconds here.
+            "eventTime": _micro(timestamp),
         }
         try:
-            await self.client.create(cast(Event, Event.from_dict(event)))
-        except Exception:  # an Event lost is not worth stopping a rollback for
-            log.exception("could not post event %s %s", reason, message)
+            await self.kube.create_event(meta["namespace"], event)
+        except KubeError:  # an Event lost is not worth stopping a rollback for
+            log.warning("could not post event %s %s", reason, message, exc_info=True)
+
+
+def _micro(timestamp: str) -> str:
+    parsed = datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ")
+    return parsed.strftime("%Y-%m-%dT%H:%M:%S.000000Z")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import math
 import re
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from functools import cache
 
 from prometheus_api_client import PrometheusConnect
 
@@ -14,6 +14,10 @@ from tidegate import api
 from tidegate.engine import Measurement
 
 QUERY_TIMEOUT_SECONDS = 10.0
+# Connections (each an HTTP session) kept for reuse; the least recently used is closed.
+MAX_CONNECTIONS = 8
+# An error's text is cut to this length for the status and the Event.
+ERROR_TEXT_LIMIT = 1000
 _VARIABLE = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 
 
@@ -31,9 +35,23 @@ def render_query(query: str, variables: Mapping[str, str]) -> str:
     return _VARIABLE.sub(substitute, query)
 
 
-@cache
-def _connection(url: str) -> PrometheusConnect:
-    return PrometheusConnect(url=url, disable_ssl=True)
+_connections: OrderedDict[tuple[str, bool], PrometheusConnect] = OrderedDict()
+
+
+def _connection(url: str, verify_tls: bool) -> PrometheusConnect:
+    """A connection to `url`, reused while it is among the few most recently used."""
+    key = (url, verify_tls)
+    if key in _connections:
+        _connections.move_to_end(key)
+        return _connections[key]
+    connection = PrometheusConnect(
+        url=url, disable_ssl=not verify_tls, timeout=int(QUERY_TIMEOUT_SECONDS)
+    )
+    _connections[key] = connection
+    while len(_connections) > MAX_CONNECTIONS:
+        _, evicted = _connections.popitem(last=False)
+        evicted._session.close()
+    return connection
 
 
 def single_value(result: list[dict[str, object]]) -> float | None:
@@ -49,28 +67,41 @@ def single_value(result: list[dict[str, object]]) -> float | None:
     return None if math.isnan(value) else value
 
 
-async def measure(url: str, metric: api.Metric, variables: Mapping[str, str]) -> Measurement:
+async def measure(
+    url: str, metric: api.Metric, variables: Mapping[str, str], verify_tls: bool = True
+) -> Measurement:
     try:
         query = render_query(metric.query, variables)
         result = await asyncio.wait_for(
-            asyncio.to_thread(_connection(url).custom_query, query=query),
+            asyncio.to_thread(_connection(url, verify_tls).custom_query, query=query),
             QUERY_TIMEOUT_SECONDS,
         )
         return Measurement(metric=metric.name, value=single_value(result))
     except Exception as error:  # every failure is a failed measurement, never a pass
-        return Measurement(metric=metric.name, value=None, error=f"{type(error).__name__}: {error}")
+        text = f"{type(error).__name__}: {error}"
+        if len(text) > ERROR_TEXT_LIMIT:
+            text = text[: ERROR_TEXT_LIMIT - 1] + "…"
+        return Measurement(metric=metric.name, value=None, error=text)
 
 
 async def measure_all(
-    url: str, metrics: Sequence[api.Metric], variables: Mapping[str, str]
+    url: str,
+    metrics: Sequence[api.Metric],
+    variables: Mapping[str, str],
+    verify_tls: bool = True,
 ) -> tuple[Measurement, ...]:
-    return tuple(await asyncio.gather(*(measure(url, m, variables) for m in metrics)))
+    return tuple(await asyncio.gather(*(measure(url, m, variables, verify_tls) for m in metrics)))
 
 
 class PrometheusMetrics:
     """The `Metrics` port on Prometheus' HTTP API."""
 
     async def measure_all(
-        self, address: str, metrics: Sequence[api.Metric], variables: Mapping[str, str]
+        self,
+        address: str,
+        metrics: Sequence[api.Metric],
+        variables: Mapping[str, str],
+        *,
+        verify_tls: bool = True,
     ) -> tuple[Measurement, ...]:
-        return await measure_all(address, metrics, variables)
+        return await measure_all(address, metrics, variables, verify_tls)

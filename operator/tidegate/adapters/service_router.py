@@ -8,10 +8,7 @@ It carries blue/green only: no split, no header route, no mirror.
 
 from __future__ import annotations
 
-from lightkube import AsyncClient
-from lightkube.types import PatchType
-
-from tidegate.adapters.kube import Obj, Service, get_or_none
+from tidegate.adapters.kube import Kube, Obj
 from tidegate.adapters.workloads import ROLE_LABEL
 from tidegate.plan import Traffic
 from tidegate.ports import Role, RoutingError
@@ -23,15 +20,15 @@ class ServiceSelectorRouter:
     capabilities = frozenset({"switch", "preview"})
 
     def __init__(
-        self, client: AsyncClient, namespace: str, service: str, preview_service: str | None
+        self, kube: Kube, namespace: str, service: str, preview_service: str | None
     ) -> None:
-        self.client = client
+        self.kube = kube
         self.namespace = namespace
         self.service = service
         self.preview_service = preview_service
 
     async def _get(self, name: str) -> Obj:
-        found = await get_or_none(self.client, Service, name, self.namespace)
+        found = await self.kube.service(self.namespace, name)
         if found is None:
             raise RoutingError(f"Service {self.namespace}/{name} does not exist")
         return found
@@ -72,7 +69,5 @@ class ServiceSelectorRouter:
             "metadata": {"resourceVersion": service["metadata"]["resourceVersion"]},
             "spec": {"selector": selector},
         }
-        await self.client.patch(
-            Service, name, patch, namespace=self.namespace, patch_type=PatchType.MERGE
-        )
+        await self.kube.patch_service(self.namespace, name, patch)
         return True

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from lightkube import AsyncClient
-
 from tidegate import api
 from tidegate.adapters.gatewayapi import GatewayAPIRouter
+from tidegate.adapters.kube import Kube
 from tidegate.adapters.kube_rollouts import KubeEvents, KubeRollouts
 from tidegate.adapters.prometheus import PrometheusMetrics
 from tidegate.adapters.service_router import ServiceSelectorRouter
@@ -19,11 +18,11 @@ from tidegate.adapters.workloads import KubeWorkloads
 from tidegate.ports import Ports, Router, role_service
 
 
-def gateway_api_router(client: AsyncClient, namespace: str, spec: api.RolloutSpec) -> Router:
+def gateway_api_router(kube: Kube, namespace: str, spec: api.RolloutSpec) -> Router:
     route = spec.traffic_routing.gateway_api
     assert route is not None
     return GatewayAPIRouter(
-        client,
+        kube,
         namespace,
         route.http_route,
         route.rule_index,
@@ -34,30 +33,30 @@ def gateway_api_router(client: AsyncClient, namespace: str, spec: api.RolloutSpe
     )
 
 
-def service_router(client: AsyncClient, namespace: str, spec: api.RolloutSpec) -> Router:
+def service_router(kube: Kube, namespace: str, spec: api.RolloutSpec) -> Router:
     routing = spec.traffic_routing.service
     assert routing is not None
-    return ServiceSelectorRouter(client, namespace, spec.service.name, routing.preview_service)
+    return ServiceSelectorRouter(kube, namespace, spec.service.name, routing.preview_service)
 
 
-ROUTERS: dict[str, Callable[[AsyncClient, str, api.RolloutSpec], Router]] = {
+ROUTERS: dict[str, Callable[[Kube, str, api.RolloutSpec], Router]] = {
     "gatewayAPI": gateway_api_router,
     "service": service_router,
 }
 
 
-def kube_ports(client: AsyncClient) -> Ports:
+def kube_ports(kube: Kube) -> Ports:
     def workloads(namespace: str, rollout: str, spec: api.RolloutSpec) -> KubeWorkloads:
         return KubeWorkloads(
-            client, namespace, rollout, spec.target_ref.name, spec.service.name, spec.service.port
+            kube, namespace, rollout, spec.target_ref.name, spec.service.name, spec.service.port
         )
 
     def router(namespace: str, spec: api.RolloutSpec) -> Router:
-        return ROUTERS[spec.traffic_routing.router](client, namespace, spec)
+        return ROUTERS[spec.traffic_routing.router](kube, namespace, spec)
 
     return Ports(
-        rollouts=KubeRollouts(client),
-        events=KubeEvents(client),
+        rollouts=KubeRollouts(kube),
+        events=KubeEvents(kube),
         metrics=PrometheusMetrics(),
         workloads=workloads,
         router=router,

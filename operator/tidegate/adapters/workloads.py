@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import copy
 
-from lightkube import AsyncClient
-from lightkube.types import PatchType
-
-from tidegate.adapters.kube import Deployment, Obj, Service, get_or_none
+from tidegate.adapters.kube import Kube, Obj
 from tidegate.engine import WorkloadState
-from tidegate.ports import Role, WorkloadError, role_service
+from tidegate.ports import CLAIM_ANNOTATION, Role, WorkloadError, role_service
 from tidegate.revisions import template_revision
 
 ROLE_LABEL = "tidegate.io/role"
@@ -31,6 +28,7 @@ _COPIED_SPEC_FIELDS = (
 _DROPPED_METADATA = (
     "kubectl.kubernetes.io/last-applied-configuration",
     "deployment.kubernetes.io/revision",
+    CLAIM_ANNOTATION,
 )
 
 
@@ -97,14 +95,14 @@ class KubeWorkloads:
 
     def __init__(
         self,
-        client: AsyncClient,
+        kube: Kube,
         namespace: str,
         rollout: str,
         target: str,
         service: str,
         port: int,
     ) -> None:
-        self.client = client
+        self.kube = kube
         self.namespace = namespace
         self.rollout = rollout
         self.target_name = target
@@ -118,10 +116,24 @@ class KubeWorkloads:
         return role_service(self.service_name, role)
 
     async def target(self) -> Obj | None:
-        return await get_or_none(self.client, Deployment, self.target_name, self.namespace)
+        return await self.kube.deployment(self.namespace, self.target_name)
+
+    def _check_owned(self, kind: str, found: Obj) -> None:
+        """Raise NameConflict unless `found` carries this rollout's label."""
+        labels = found["metadata"].get("labels") or {}
+        if labels.get(ROLLOUT_LABEL) != self.rollout:
+            name = found["metadata"]["name"]
+            raise WorkloadError(
+                f"{kind} {self.namespace}/{name} exists and was not made by tidegate for this "
+                f"rollout (it lacks the label {ROLLOUT_LABEL}={self.rollout}); tidegate does "
+                "not touch it: rename or delete it",
+                reason="NameConflict",
+            )
 
     async def observe(self, role: Role) -> tuple[Obj | None, WorkloadState | None]:
-        found = await get_or_none(self.client, Deployment, self.name(role), self.namespace)
+        found = await self.kube.deployment(self.namespace, self.name(role))
+        if found is not None:
+            self._check_owned("Deployment", found)
         return found, workload_state(found)
 
     async def ensure(self, role: Role, revision: str, replicas: int, target: Obj) -> None:
@@ -132,7 +144,7 @@ class KubeWorkloads:
             return
         source = await self._template_source(revision, target)
         desired = workload_copy(source, self.rollout, role, revision, replicas)
-        await self.client.apply(Deployment.from_dict(desired), force=True)
+        await self.kube.apply(desired)
 
     async def _template_source(self, revision: str, target: Obj) -> Obj:
         """Where the pod template of `revision` can be copied from.
@@ -155,36 +167,40 @@ class KubeWorkloads:
         _, state = await self.observe(role)
         if state is None or state.replicas == replicas:
             return
-        await self.client.patch(
-            Deployment,
-            self.name(role),
-            {"spec": {"replicas": replicas}},
-            namespace=self.namespace,
-            patch_type=PatchType.MERGE,
+        await self.kube.patch_deployment(
+            self.namespace, self.name(role), {"spec": {"replicas": replicas}}
         )
 
     async def release_target(self, target: Obj) -> None:
         """Scale the user's Deployment to zero: the stable copy serves in its place."""
         if target["spec"].get("replicas", 1) == 0:
             return
-        await self.client.patch(
-            Deployment,
-            self.target_name,
-            {"spec": {"replicas": 0}},
-            namespace=self.namespace,
-            patch_type=PatchType.MERGE,
+        await self.kube.patch_deployment(
+            self.namespace, self.target_name, {"spec": {"replicas": 0}}
         )
+
+    async def claim_target(self, target: Obj) -> None:
+        # The resourceVersion makes two rollouts claiming at once fail one of them (409).
+        patch = {
+            "metadata": {
+                "resourceVersion": target["metadata"]["resourceVersion"],
+                "annotations": {CLAIM_ANNOTATION: self.rollout},
+            }
+        }
+        await self.kube.patch_deployment(self.namespace, self.target_name, patch)
 
     async def ensure_services(self, target: Obj) -> None:
         """Create `<service>-stable` and `<service>-canary` if missing; ports as the user's."""
-        missing: list[Role] = [
-            role
-            for role in ("stable", "canary")
-            if await get_or_none(self.client, Service, self.service(role), self.namespace) is None
-        ]
+        missing: list[Role] = []
+        for role in ("stable", "canary"):
+            found = await self.kube.service(self.namespace, self.service(role))
+            if found is None:
+                missing.append(role)
+            else:
+                self._check_owned("Service", found)
         if not missing:
             return  # the usual case, on every reconcile: no need to read the user's Service
-        user_service = await get_or_none(self.client, Service, self.service_name, self.namespace)
+        user_service = await self.kube.service(self.namespace, self.service_name)
         ports = (user_service or {}).get("spec", {}).get("ports") or [
             {"name": "http", "port": self.port, "targetPort": self.port}
         ]
@@ -200,4 +216,4 @@ class KubeWorkloads:
                 },
                 "spec": {"selector": _role_labels(target, role), "ports": ports},
             }
-            await self.client.apply(Service.from_dict(service), force=True)
+            await self.kube.apply(service)
