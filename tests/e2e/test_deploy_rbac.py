@@ -320,3 +320,53 @@ def test_service_account_cannot_delete_or_read_secrets(kubectl: KubectlRunner) -
     for verb, resource in [("delete", "deployments.apps"), ("get", "secrets")]:
         result = kubectl.run("auth", "can-i", verb, resource, f"--as={ACCOUNT}", "-n", "default")
         assert result.stdout.strip() == "no", (verb, resource, result.stdout, result.stderr)
+
+
+def test_a_grant_removed_at_run_time_is_reported_by_verb_and_resource_then_recovered(
+    environment: EnvironmentInfo,
+    kubectl: KubectlRunner,
+    installed_rbac: list[dict[str, Any]],
+    tmp_path: Path,
+) -> None:
+    role = next(o for o in installed_rbac if o["kind"] == "ClusterRole")
+    without_patch = _restorable(role)
+    for rule in without_patch["rules"]:
+        if "deployments" in rule.get("resources", []):
+            rule["verbs"] = [v for v in rule["verbs"] if v != "patch"]
+    kubeconfig = service_account_kubeconfig(kubectl, tmp_path / "sa.kubeconfig")
+    with scratch_namespace(kubectl, "t-rbac") as namespace:
+        kubectl.check("apply", "-f", "-", stdin=yaml.safe_dump(without_patch))
+        operator = start_operator(
+            environment, tmp_path / "operator.log", namespaces=[namespace], kubeconfig=kubeconfig
+        )
+        try:
+            apply_example(kubectl, namespace)
+
+            def forbidden() -> dict[str, Any] | None:
+                conditions = read_status(kubectl, namespace, "shop").get("conditions", [])
+                found = [c for c in conditions if c["reason"] == "Forbidden"]
+                return found[0] if found else None
+
+            condition = wait_until(forbidden, "the missing grant reported", 60)
+            assert condition["type"] == "Degraded" and condition["status"] == "True"
+            assert 'cannot patch resource "deployments"' in condition["message"], condition
+            assert ACCOUNT in condition["message"]
+        finally:
+            kubectl.check("apply", "-f", "-", stdin=yaml.safe_dump(_restorable(role)))
+        try:
+            # Granted again: the next try (at most a minute later) goes through.
+            wait_until(
+                lambda: read_status(kubectl, namespace, "shop"), "the rollout to recover", 90,
+                until=lambda s: s.get("phase") == "Initialized"
+                and all(c["reason"] != "Forbidden" for c in s.get("conditions", [])),
+            )  # fmt: skip
+        finally:
+            stop_operator(operator)
+
+
+def _restorable(obj: dict[str, Any]) -> dict[str, Any]:
+    """A copy to apply again: what the server adds to metadata left out."""
+    restored = json.loads(json.dumps(obj))
+    for key in ("resourceVersion", "uid", "creationTimestamp", "managedFields"):
+        restored["metadata"].pop(key, None)
+    return restored
