@@ -482,13 +482,14 @@ async def _serve(app: web.Application, address: tuple[str, int]) -> web.AppRunne
 
 
 async def _mirror_cluster(gateway: Gateway, kubeconfig: str | None) -> None:
-    # Imported here so the pure parts above don't need lightkube at import time.
-    from lightkube import AsyncClient, KubeConfig
+    # Imported here so the pure parts above don't need the Kubernetes client at import time.
+    from kubernetes import config
 
     from tidegate_devenv.kubewatch import ClusterMirror
 
-    config = KubeConfig.from_file(kubeconfig) if kubeconfig else None
-    client = AsyncClient(config=config)
+    # A client of its own, not the library's global default; reading the kubeconfig is file
+    # I/O, so off the loop. Without a file: $KUBECONFIG, else ~/.kube/config.
+    api_client = await asyncio.to_thread(config.new_client_from_config, config_file=kubeconfig)
     mirror: ClusterMirror | None = None
 
     def changed() -> None:
@@ -498,11 +499,11 @@ async def _mirror_cluster(gateway: Gateway, kubeconfig: str | None) -> None:
             mirror.routes.items.values(), mirror.services.items.values(), mirror.pods.items.values()
         )
 
-    mirror = ClusterMirror(client, changed)
+    mirror = ClusterMirror(api_client, changed)
     try:
         await mirror.run()
     finally:
-        await client.close()
+        await asyncio.to_thread(api_client.close)
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -556,8 +557,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    for noisy in ("httpx", "httpx2"):  # lightkube's HTTP client logs every request at INFO
-        logging.getLogger(noisy).setLevel(logging.WARNING)
     asyncio.run(run(parse_args(argv)))
 
 
