@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from tidegate_devenv.demo import (
     Outcome,
+    latest_event_text,
     metrics_text,
     render,
     render_line,
@@ -163,3 +164,19 @@ def test_summary_tells_the_blue_green_switch() -> None:
     assert text.endswith("blue/green 2.0.0 switched and promoted in 35 s with 0 failed requests")
     failed = summary(good, bad, None, Outcome("2.0.0", "", 0.0))
     assert failed.endswith("blue/green 2.0.0: no outcome")
+
+
+def test_latest_event_is_the_newest_of_core_and_events_k8s_io_ones() -> None:
+    core = [
+        {"metadata": {"resourceVersion": "12"}, "reason": "StepStarted", "message": "step 1"},
+        {"metadata": {"resourceVersion": "30"}, "reason": "Promoted", "message": "all live"},
+    ]
+    # events.k8s.io/v1 says `note` where core/v1 says `message`.
+    new = [{"metadata": {"resourceVersion": "41"}, "reason": "RolledBack", "note": "errors"}]
+    assert latest_event_text(core, new) == "RolledBack: errors"
+    assert latest_event_text(core, []) == "Promoted: all live"
+    # Versions compare as numbers, not as text.
+    older = {"metadata": {"resourceVersion": "9"}, "reason": "Paused", "note": "by hand"}
+    newer = {"metadata": {"resourceVersion": "100"}, "reason": "Resumed", "note": "by hand"}
+    assert latest_event_text([older], [newer]) == "Resumed: by hand"
+    assert latest_event_text([], []) == ""

@@ -9,21 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import yaml
-from lightkube.resources.core_v1 import Event
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
 
-from tidegate.adapters.kube import ProgressiveRollout, get_or_none, make_client
 from tidegate_devenv.cluster import KubectlRunner, StartupError
 from tidegate_devenv.environment import EnvironmentInfo, start_environment, stop_environment
 from tidegate_devenv.operator_process import (
@@ -55,6 +56,9 @@ ROLLOUT_TIMEOUT = 180.0
 AFTERMATH_SECONDS = 3.0
 ENDED = frozenset({"Succeeded", "Failed", "Cancelled"})
 UNDER_WAY = frozenset({"Progressing", "Paused", "Promoting"})
+ROLLOUT_GROUP, ROLLOUT_VERSION, ROLLOUT_PLURAL = "tidegate.io", "v1alpha1", "progressiverollouts"
+# Seconds one API request may take: a stuck request must not freeze the live view for good.
+API_TIMEOUT = 10.0
 
 
 @dataclass
@@ -179,11 +183,36 @@ def _status(rollout: Mapping[str, Any]) -> dict[str, Any]:
     return status
 
 
-def _resource_version(event: Any) -> int:
+def _resource_version(event: Mapping[str, Any]) -> int:
     try:
-        return int(event.metadata.resourceVersion)
+        return int(str((event.get("metadata") or {}).get("resourceVersion")))
     except (TypeError, ValueError):
         return 0
+
+
+def event_text(event: Mapping[str, Any]) -> str:
+    """`reason: message` of a core/v1 Event, or `reason: note` of an events.k8s.io/v1 one."""
+    return f"{event.get('reason')}: {event.get('message') or event.get('note') or ''}"
+
+
+def latest_event_text(*listings: list[dict[str, Any]]) -> str:
+    """The newest of the events in `listings`, by resourceVersion (core/v1 and
+    events.k8s.io/v1 Events are one kind of object in one store, so their versions compare);
+    "" when there are none."""
+    events = [event for listing in listings for event in listing]
+    if not events:
+        return ""
+    return event_text(max(events, key=_resource_version))
+
+
+def _items(lister: Callable[..., Any], *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+    """A list call's items as the API returns them (camelCase dicts, no models). Blocking."""
+    response = lister(*args, _preload_content=False, _request_timeout=API_TIMEOUT, **kwargs)
+    try:
+        items: list[dict[str, Any]] = json.loads(response.data).get("items") or []
+    finally:
+        response.release_conn()
+    return items
 
 
 class Demo:
@@ -192,7 +221,11 @@ class Demo:
         self.kubectl = kubectl
         self.out = out
         self.tty = out.isatty()
-        self.client = make_client(info.kubeconfig)
+        # A client of its own: the library's global default configuration is left alone.
+        self.api_client = config.new_client_from_config(config_file=info.kubeconfig)  # type: ignore[no-untyped-call]
+        self.custom = client.CustomObjectsApi(self.api_client)
+        self.core = client.CoreV1Api(self.api_client)
+        self.events = client.EventsV1Api(self.api_client)
         self.load = LiveLoad(info.gateway_url, HOST, rps=RPS)
         self.versions: dict[str, str] = {}
         self.done: list[str] = []
@@ -201,22 +234,41 @@ class Demo:
         return await asyncio.to_thread(self.kubectl.check, *args)
 
     async def rollout(self, namespace: str = NAMESPACE) -> dict[str, Any]:
-        found = await get_or_none(self.client, ProgressiveRollout, NAME, namespace)
-        return found or {}
+        """The ProgressiveRollout as the API returns it; {} while there is none."""
+        try:
+            found = await asyncio.to_thread(
+                self.custom.get_namespaced_custom_object,
+                ROLLOUT_GROUP,
+                ROLLOUT_VERSION,
+                namespace,
+                ROLLOUT_PLURAL,
+                NAME,
+                _request_timeout=API_TIMEOUT,
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return {}
+            raise
+        return cast(dict[str, Any], found)  # a custom object comes back as the API's dict
 
     async def latest_event(self, namespace: str = NAMESPACE) -> str:
-        events = [
-            e
-            async for e in self.client.list(
-                Event,
-                namespace=namespace,
-                fields={"involvedObject.kind": "ProgressiveRollout", "involvedObject.name": NAME},
-            )
-        ]
-        if not events:
-            return ""
-        latest = max(events, key=_resource_version)
-        return f"{latest.reason}: {latest.message}"
+        """The rollout's newest Event: core/v1 ones, and the events.k8s.io/v1 ones the
+        operator is moving to, whichever is newer."""
+        core, new = await asyncio.gather(
+            asyncio.to_thread(
+                _items,
+                self.core.list_namespaced_event,
+                namespace,
+                field_selector=f"involvedObject.kind=ProgressiveRollout,involvedObject.name={NAME}",
+            ),
+            asyncio.to_thread(
+                _items,
+                self.events.list_namespaced_event,
+                namespace,
+                field_selector=f"regarding.kind=ProgressiveRollout,regarding.name={NAME}",
+            ),
+        )
+        return latest_event_text(core, new)
 
     async def wait_phase(
         self, phase: str, timeout: float, namespace: str = NAMESPACE
@@ -354,7 +406,7 @@ class Demo:
         finally:
             load_task.cancel()
             await asyncio.gather(load_task, return_exceptions=True)
-            await self.client.close()
+            await asyncio.to_thread(self.api_client.close)
         stable_share = aftermath.share("1.1.0") if aftermath.total else None
         self.say(summary(good, bad, stable_share, switched, failed_requests))
         passed = good.phase == "Succeeded" and bad.phase == "Failed"
