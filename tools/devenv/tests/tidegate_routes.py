@@ -13,24 +13,18 @@ Obj = dict[str, Any]
 NAMESPACE = "shop"
 
 
-class _Stored:
-    def __init__(self, obj: Obj) -> None:
-        self.obj = obj
-
-    def to_dict(self) -> Obj:
-        return copy.deepcopy(self.obj)
-
-
 class _Routes:
-    """Just enough of lightkube's client for the router: get, and a patch of spec.rules."""
+    """Just enough of `tidegate.adapters.kube.Kube` for the router: an HTTPRoute read, and
+    a merge patch of its spec.rules."""
 
     def __init__(self, routes: list[Obj]) -> None:
         self.routes = {r["metadata"]["name"]: r for r in routes}
 
-    async def get(self, kind: Any, name: str, namespace: str) -> _Stored:
-        return _Stored(self.routes[name])
+    async def http_route(self, namespace: str, name: str, *, fresh: bool = False) -> Obj | None:
+        found = self.routes.get(name)
+        return copy.deepcopy(found) if found is not None else None
 
-    async def patch(self, kind: Any, name: str, patch: Obj, **_: Any) -> None:
+    async def patch_http_route(self, namespace: str, name: str, patch: Obj) -> None:
         self.routes[name]["spec"]["rules"] = copy.deepcopy(patch["spec"]["rules"])
 
 
