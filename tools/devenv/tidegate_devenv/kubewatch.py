@@ -218,7 +218,7 @@ class Informer:
 
         kwargs: dict[str, Any] = {
             "timeout_seconds": WATCH_SERVER_TIMEOUT,
-            # Bookmarks keep `version` recent on quiet resources, so re-opening is no 410.
+            # Bookmarks keep `version` recent on quiet resources: re-opening rarely meets 410.
             "allow_watch_bookmarks": True,
             "_request_timeout": REQUEST_TIMEOUT,
         }
