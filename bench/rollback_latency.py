@@ -29,10 +29,12 @@ from types import FrameType
 from typing import Any
 
 import yaml
+from kubernetes import client, config
 
-from tidegate.adapters.kube import HTTPRoute, ProgressiveRollout, make_client
+from tidegate import api
 from tidegate_devenv.cluster import KubectlRunner
 from tidegate_devenv.environment import EnvironmentInfo, start_environment, stop_environment
+from tidegate_devenv.kubewatch import HTTPROUTE_GROUP, HTTPROUTE_PLURAL, HTTPROUTE_VERSION, Informer
 from tidegate_devenv.operator_process import (
     OperatorProcess,
     install_crd,
@@ -84,9 +86,19 @@ def wall_of(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-async def watch(client: Any, kind: Any, namespace: str, into: Watched) -> None:
-    async for _, obj in client.watch(kind, namespace=namespace, fields={"metadata.name": NAME}):
-        into.events.append((time.time(), obj.to_dict()))
+def watching(
+    api_client: client.ApiClient, resource: tuple[str, str, str], namespace: str, into: Watched
+) -> Informer:
+    """An informer that records each version of this run's object as it arrives."""
+
+    def changed() -> None:
+        obj = informer.items.get((namespace, NAME))
+        if obj is not None and (not into.events or into.events[-1][1] != obj):
+            into.events.append((time.time(), obj))
+
+    lister = client.CustomObjectsApi(api_client).list_cluster_custom_object
+    informer = Informer(resource[2], lister, changed, resource)
+    return informer
 
 
 def manifests(host: str) -> str:
@@ -110,12 +122,14 @@ async def one_run(info: EnvironmentInfo, kubectl: KubectlRunner, index: int) -> 
     await asyncio.to_thread(
         kubectl.check, "apply", "--server-side", "-n", namespace, "-f", "-", stdin=manifests(host)
     )
-    client = make_client(info.kubeconfig)
+    api_client = config.new_client_from_config(config_file=info.kubeconfig)  # type: ignore[no-untyped-call]
     routes, rollouts = Watched(), Watched()
     load = LiveLoad(info.gateway_url, host, rps=RPS)
+    route_resource = (HTTPROUTE_GROUP, HTTPROUTE_VERSION, HTTPROUTE_PLURAL)
+    rollout_resource = (api.GROUP, api.VERSION, api.PLURAL)
     tasks = [
-        asyncio.create_task(watch(client, HTTPRoute, namespace, routes)),
-        asyncio.create_task(watch(client, ProgressiveRollout, namespace, rollouts)),
+        asyncio.create_task(watching(api_client, route_resource, namespace, routes).run()),
+        asyncio.create_task(watching(api_client, rollout_resource, namespace, rollouts).run()),
     ]
     try:
         await rollouts.wait_for("the rollout Initialized", lambda o: phase_of(o) == "Initialized")
@@ -141,7 +155,7 @@ async def one_run(info: EnvironmentInfo, kubectl: KubectlRunner, index: int) -> 
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await client.close()
+        await asyncio.to_thread(api_client.close)
     await asyncio.to_thread(kubectl.run, "delete", "namespace", namespace, "--wait=false")
 
     failing = [m for m in failed["status"]["metrics"] if m.get("phase") != "Passed"]

@@ -55,7 +55,8 @@ from tidegate.strategies import plan_for
 
 Role = Literal["stable", "canary"]
 
-READINESS_POLL_SECONDS = 1.0
+# The shortest requeue: for "right away" (a newer revision waiting after a promotion).
+SOON_SECONDS = 0.1
 
 STEADY_PHASES = frozenset(
     {
@@ -311,11 +312,11 @@ class _Reconciler:
         return self.obs.traffic == traffic
 
     def _wake_at(self, when: datetime) -> None:
-        seconds = (when - self.now).total_seconds()
-        self.wakeups.append(seconds if seconds > 0 else READINESS_POLL_SECONDS)
+        self.wakeups.append(max((when - self.now).total_seconds(), SOON_SECONDS))
 
-    def _poll(self) -> None:
-        self.wakeups.append(READINESS_POLL_SECONDS)
+    def _await_change(self) -> None:
+        """Nothing to do until something watched changes (a Deployment becomes ready, the
+        route is updated): those wake the rollout. No timer."""
 
     def _say(self, reason: str, message: str) -> None:
         self.reason = reason
@@ -351,7 +352,7 @@ class _Reconciler:
             self._event("Normal", "Initialized", st.message)
         else:
             self._say("Initializing", f"Waiting for stable revision {st.stable_revision}")
-            self._poll()
+            self._await_change()
 
     # -- steady phases --
 
@@ -434,7 +435,7 @@ class _Reconciler:
                     f"Step {index + 1}/{len(steps)} ({step.name}): waiting for the routes to "
                     f"hold {step.traffic.describe()}",
                 )
-                self._poll()
+                self._await_change()
                 return
             if not self._run_step(index, step):
                 return
@@ -456,7 +457,7 @@ class _Reconciler:
             )
             return
         self._say("WaitingForCanary", f"Waiting for canary revision {rev} to become ready")
-        self._poll()
+        self._wake_at(deadline)
 
     def _run_step(self, index: int, step: PlanStep) -> bool:
         """Run the current step, whose traffic the routes hold; True when it is complete."""
@@ -589,7 +590,7 @@ class _Reconciler:
         self._heal("stable", self.obs.stable, rev)
         if not _ready_at(self.obs.stable, rev, self.obs.target_replicas):
             self._say("Promoting", f"Waiting for the stable workload to run revision {rev}")
-            self._poll()
+            self._await_change()
             return
         self._end_rollout(RolloutPhase.SUCCEEDED)
         self._event("Normal", "Promoted", f"Revision {rev} promoted to stable")
@@ -598,7 +599,7 @@ class _Reconciler:
         st.current_step_name = None
         self._say("Promoted", f"Revision {rev} promoted to stable")
         if self.obs.target_revision != rev:
-            self._poll()  # a newer revision is waiting: the next call starts its rollout
+            self.wakeups.append(SOON_SECONDS)  # a newer revision waits: the next call starts it
 
     # -- conditions --
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from typing import Any
 
 import kopf
 
 from tidegate import api, metrics
+from tidegate.adapters.cache import Cache, Kind, Obj, trim
 from tidegate.adapters.kube import Kube, make_api_client
 from tidegate.adapters.wiring import kube_ports
 from tidegate.reconciler import Reconciler, backoff
@@ -33,6 +35,7 @@ class Rollouts:
         self.reconciler = reconciler
         self.wakeups: dict[Key, asyncio.Event] = {}
         self.tasks: dict[Key, asyncio.Task[None]] = {}
+        self.fingerprints: dict[Key, tuple[object, ...]] = {}
 
     def wake(self, key: Key) -> None:
         if key in self.wakeups:
@@ -46,7 +49,19 @@ class Rollouts:
         else:
             self.wake(key)
 
+    def notice(self, key: Key, fingerprint: tuple[object, ...]) -> None:
+        """A rollout seen by the watch: start its loop, or wake it if what changed is worth a
+        reconcile (not a status this operator wrote)."""
+        changed = self.fingerprints.get(key) != fingerprint
+        self.fingerprints[key] = fingerprint
+        task = self.tasks.get(key)
+        if task is None or task.done():
+            self.ensure_running(key)
+        elif changed:
+            self.wake(key)
+
     def forget(self, key: Key) -> None:
+        self.fingerprints.pop(key, None)
         task = self.tasks.pop(key, None)
         if task is not None:
             task.cancel()
@@ -80,22 +95,38 @@ class Rollouts:
                     log.warning("%s/%s: reconcile failed again (%s)", namespace, name, text)
                 last_error = text
                 delay = backoff(failures)
+            # asyncio.timeout, not wait_for: on Python 3.11, wait_for can swallow a cancel
+            # that comes as the event is set, and a forgotten loop would then run on.
             with contextlib.suppress(TimeoutError):
-                timeout = IDLE_RESYNC_SECONDS if delay is None else delay
-                await asyncio.wait_for(wakeup.wait(), timeout)
+                async with asyncio.timeout(IDLE_RESYNC_SECONDS if delay is None else delay):
+                    await wakeup.wait()
+            if self.tasks.get(key) is not asyncio.current_task():
+                return  # forgotten (or replaced) meanwhile
 
 
 def _key(namespace: str | None, name: str) -> Key:
-    # Rollouts and Deployments are namespaced: kopf's None never comes here.
+    # Everything tidegate watches is namespaced: kopf's None never comes here.
     return (namespace or "", name)
 
 
+def fingerprint(body: kopf.Body) -> tuple[object, ...]:
+    """What of a rollout, when it changes, is worth a reconcile: its spec (generation), its
+    annotations (a promotion request) and its deletion, but not its status, which only this
+    operator writes."""
+    meta = body.get("metadata", {})
+    annotations = json.dumps(meta.get("annotations") or {}, sort_keys=True)
+    return (meta.get("generation"), annotations, meta.get("deletionTimestamp"))
+
+
 @kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -> None:
     settings.posting.level = logging.WARNING  # kopf's own events: warnings and errors only
     settings.watching.server_timeout = 300
+    # The indices below are live: the reconciles read what the watches last saw.
+    cache = Cache({kind: kwargs[kind] for kind in CACHED})
     memo.api_client = make_api_client(memo.kubeconfig)
-    memo.rollouts = Rollouts(Reconciler(kube_ports(Kube(memo.api_client)), memo.prometheus_url))
+    kube = Kube(memo.api_client, cache)
+    memo.rollouts = Rollouts(Reconciler(kube_ports(kube), memo.prometheus_url))
     memo.ready = True
 
 
@@ -103,6 +134,36 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
 async def close(memo: Any, **_: Any) -> None:
     await memo.rollouts.stop_all()
     memo.api_client.close()
+
+
+# --- the cache: a trimmed copy of every object of these kinds -------------------------------
+
+CACHED: tuple[Kind, ...] = ("deployments", "services", "httproutes", "progressiverollouts")
+
+
+@kopf.index("apps", "v1", "deployments")
+def deployments(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Key, Obj]:
+    return {_key(namespace, name): trim("deployments", body)}
+
+
+@kopf.index("", "v1", "services")
+def services(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Key, Obj]:
+    return {_key(namespace, name): trim("services", body)}
+
+
+@kopf.index("gateway.networking.k8s.io", "v1", "httproutes")
+def httproutes(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Key, Obj]:
+    return {_key(namespace, name): trim("httproutes", body)}
+
+
+@kopf.index(api.GROUP, api.VERSION, api.PLURAL)
+def progressiverollouts(
+    namespace: str | None, name: str, body: kopf.Body, **_: Any
+) -> dict[Key, Obj]:
+    return {_key(namespace, name): trim("progressiverollouts", body)}
+
+
+# --- which rollouts look at which objects ----------------------------------------------------
 
 
 @kopf.index(api.GROUP, api.VERSION, api.PLURAL)
@@ -115,19 +176,52 @@ def rollouts_by_deployment(
     return {_key(namespace, d): name for d in (target, f"{target}-stable", f"{target}-canary")}
 
 
-# Async handlers run in the event loop, where the wake-up events and tasks live.
-@kopf.on.event("apps", "v1", "deployments")
-async def deployment_changed(namespace: str | None, name: str, memo: Any, **kwargs: Any) -> None:
-    index: kopf.Index[Key, str] = kwargs["rollouts_by_deployment"]
+@kopf.index(api.GROUP, api.VERSION, api.PLURAL)
+def rollouts_by_service(
+    namespace: str | None, name: str, spec: kopf.Spec, **_: Any
+) -> dict[Key, str]:
+    service = spec.get("service", {}).get("name")
+    preview = (spec.get("trafficRouting", {}).get("service") or {}).get("previewService")
+    names = [f"{service}-stable", f"{service}-canary", service] if service else []
+    return {_key(namespace, s): name for s in [*names, preview] if s}
+
+
+@kopf.index(api.GROUP, api.VERSION, api.PLURAL)
+def rollouts_by_route(
+    namespace: str | None, name: str, spec: kopf.Spec, **_: Any
+) -> dict[Key, str]:
+    routing = spec.get("trafficRouting", {}).get("gatewayAPI") or {}
+    routes = [routing.get("httpRoute"), routing.get("previewHTTPRoute")]
+    return {_key(namespace, r): name for r in routes if r}
+
+
+def _wake_users(memo: Any, index: kopf.Index[Key, str], namespace: str | None, name: str) -> None:
     for rollout in index.get(_key(namespace, name), []):
         memo.rollouts.wake(_key(namespace, rollout))
 
 
+# Async handlers run in the event loop, where the wake-up events and tasks live.
+@kopf.on.event("apps", "v1", "deployments")
+async def deployment_changed(namespace: str | None, name: str, memo: Any, **kwargs: Any) -> None:
+    _wake_users(memo, kwargs["rollouts_by_deployment"], namespace, name)
+
+
+@kopf.on.event("", "v1", "services")
+async def service_changed(namespace: str | None, name: str, memo: Any, **kwargs: Any) -> None:
+    _wake_users(memo, kwargs["rollouts_by_service"], namespace, name)
+
+
+@kopf.on.event("gateway.networking.k8s.io", "v1", "httproutes")
+async def route_changed(namespace: str | None, name: str, memo: Any, **kwargs: Any) -> None:
+    # A route edited by hand (or by a GitOps sync) is put back at once.
+    _wake_users(memo, kwargs["rollouts_by_route"], namespace, name)
+
+
 @kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
 async def rollout_changed(
-    type: str | None, namespace: str | None, name: str, memo: Any, **_: Any
+    type: str | None, namespace: str | None, name: str, body: kopf.Body, memo: Any, **_: Any
 ) -> None:
     if type == "DELETED":
         memo.rollouts.forget(_key(namespace, name))
     else:
-        memo.rollouts.ensure_running(_key(namespace, name))
+        memo.rollouts.notice(_key(namespace, name), fingerprint(body))

@@ -97,6 +97,9 @@ class World:
     # Port method name -> the process dies at a call of it with arguments that match.
     kill_when: dict[str, Callable[..., bool]] = field(default_factory=dict)
     now: datetime = EPOCH
+    # Called after each write to a watched object (not the rollout's status), as the watch
+    # events of the real cluster wake the rollout.
+    listeners: list[Callable[[], None]] = field(default_factory=list)
 
     # --- set-up -------------------------------------------------------------------------
 
@@ -197,6 +200,11 @@ class World:
         if method in self.kill_when and self.kill_when[method](*args):
             raise Killed(method)
 
+    def changed(self) -> None:
+        """A watched object changed: what its watch event would do."""
+        for listener in self.listeners:
+            listener()
+
     def ports(self) -> Ports:
         return Ports(
             rollouts=FakeRollouts(self),
@@ -270,7 +278,9 @@ class FakeWorkloads:
 
     async def ensure_services(self, target: Obj) -> None:
         self.world.record("ensure_services")
-        self.world.services |= {"stable", "canary"}
+        if self.world.services != {"stable", "canary"}:
+            self.world.services |= {"stable", "canary"}
+            self.world.changed()
 
     async def observe(self, role: Role) -> tuple[Obj | None, WorkloadState | None]:
         self.world.record("observe", role)
@@ -291,21 +301,25 @@ class FakeWorkloads:
         self.world.copies[role] = Copy(
             revision, replicas, copy.deepcopy(template), self.world.ready_on_write
         )
+        self.world.changed()
 
     async def scale(self, role: Role, replicas: int) -> None:
         self.world.record("scale", role, replicas)
-        if role in self.world.copies:
+        if role in self.world.copies and self.world.copies[role].replicas != replicas:
             self.world.copies[role].replicas = replicas
+            self.world.changed()
 
     async def claim_target(self, target: Obj) -> None:
         self.world.record("claim_target", self.rollout)
         assert self.world.target is not None
         self.world.target["metadata"]["annotations"][CLAIM_ANNOTATION] = self.rollout
+        self.world.changed()
 
     async def release_target(self, target: Obj) -> None:
         self.world.record("release_target")
         assert self.world.target is not None
         self.world.target["spec"]["replicas"] = 0
+        self.world.changed()
 
 
 class FakeRouter:
@@ -325,4 +339,6 @@ class FakeRouter:
             raise RoutingError(f"HTTPRoute {NAMESPACE}/shop does not exist")
         changed = self.world.route != traffic
         self.world.route = traffic
+        if changed:
+            self.world.changed()
         return changed

@@ -13,6 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
+import kopf
 import pytest
 from fakes import EPOCH, NAME, NAMESPACE, World
 
@@ -57,7 +58,10 @@ def looping(world: World) -> tuple[Rollouts, Recorded]:
         clock=lambda: EPOCH + timedelta(seconds=loop.time()),
     )
     recorded = Recorded(inner)
-    return Rollouts(recorded), recorded  # type: ignore[arg-type]
+    rollouts = Rollouts(recorded)  # type: ignore[arg-type]
+    # Whatever the reconcile writes comes back as a watch event that wakes the rollout.
+    world.listeners.append(lambda: rollouts.wake(KEY))
+    return rollouts, recorded
 
 
 def initialized_world() -> World:
@@ -200,13 +204,28 @@ async def test_rollout_events_start_wake_and_forget_loops() -> None:
     world = initialized_world()
     rollouts, recorded = looping(world)
     memo = SimpleNamespace(rollouts=rollouts)
-    await handlers.rollout_changed(type="ADDED", namespace=NAMESPACE, name=NAME, memo=memo)
+    body = kopf.Body({"metadata": {"generation": 1, "annotations": {}}})
+    await handlers.rollout_changed(
+        type="ADDED", namespace=NAMESPACE, name=NAME, body=body, memo=memo
+    )
     assert KEY in rollouts.tasks
     await recorded.wait_for(lambda: world.status.get("phase") == "Initialized", timeout=60)
     seen = len(recorded.times)
-    await handlers.rollout_changed(type="MODIFIED", namespace=NAMESPACE, name=NAME, memo=memo)
+    # Its status written (by this operator): nothing worth a reconcile.
+    await handlers.rollout_changed(
+        type="MODIFIED", namespace=NAMESPACE, name=NAME, body=body, memo=memo
+    )
+    with pytest.raises(TimeoutError):
+        await recorded.wait_for(lambda: len(recorded.times) > seen, timeout=1)
+    # A promotion asked for: a reconcile at once.
+    asked = kopf.Body({"metadata": {"generation": 1, "annotations": {"tidegate.io/promote": "1"}}})
+    await handlers.rollout_changed(
+        type="MODIFIED", namespace=NAMESPACE, name=NAME, body=asked, memo=memo
+    )
     await recorded.wait_for(lambda: len(recorded.times) > seen, timeout=1)
-    await handlers.rollout_changed(type="DELETED", namespace=NAMESPACE, name=NAME, memo=memo)
+    await handlers.rollout_changed(
+        type="DELETED", namespace=NAMESPACE, name=NAME, body=asked, memo=memo
+    )
     assert KEY not in rollouts.tasks
     await rollouts.stop_all()
 
@@ -249,7 +268,8 @@ async def test_startup_wires_the_operator_and_cleanup_stops_it(tmp_path: Path) -
         posting=SimpleNamespace(level=0), watching=SimpleNamespace(server_timeout=None)
     )
     memo = SimpleNamespace(kubeconfig=str(config), prometheus_url="http://prometheus.test")
-    await handlers.configure(settings=settings, memo=memo)  # type: ignore[arg-type]
+    indices: dict[str, dict[object, object]] = {kind: {} for kind in handlers.CACHED}
+    await handlers.configure(settings=settings, memo=memo, **indices)  # type: ignore[arg-type]
     assert memo.ready is True
     assert isinstance(memo.rollouts, Rollouts)
     assert memo.rollouts.reconciler.default_prometheus_url == "http://prometheus.test"

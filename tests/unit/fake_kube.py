@@ -28,7 +28,7 @@ class FakeKube:
         self.patches: list[tuple[str, Obj]] = []
         self.conflicts = 0  # the next N patches fail with 409, as a concurrent writer causes
 
-    async def _get(self, namespace: str, name: str) -> Obj | None:
+    async def _get(self, namespace: str, name: str, *, fresh: bool = False) -> Obj | None:
         return copy.deepcopy(self.objects.get(name))
 
     async def _patch(self, namespace: str, name: str, patch: Obj) -> None:

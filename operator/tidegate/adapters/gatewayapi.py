@@ -108,8 +108,8 @@ class GatewayAPIRouter:
 
     # -- reading --
 
-    async def _get(self, name: str) -> Obj:
-        route = await self.kube.http_route(self.namespace, name)
+    async def _get(self, name: str, fresh: bool = False) -> Obj:
+        route = await self.kube.http_route(self.namespace, name, fresh=fresh)
         if route is None:
             raise RoutingError(f"HTTPRoute {self.namespace}/{name} does not exist")
         return route
@@ -200,8 +200,9 @@ class GatewayAPIRouter:
     async def _edit(self, name: str, edit: Callable[[Obj], list[Obj]]) -> bool:
         """Replace the route's rules with `edit(route)`; False when they were already so. A
         conflicting write by someone else is read again and retried."""
-        for _ in range(_CONFLICT_RETRIES):
-            route = await self._get(name)
+        for attempt in range(_CONFLICT_RETRIES):
+            # After a conflict the cached copy is behind: ask the API server.
+            route = await self._get(name, fresh=attempt > 0)
             rules = edit(route)
             if rules == route.get("spec", {}).get("rules", []):
                 return False

@@ -18,6 +18,7 @@ from kubernetes.dynamic import DynamicClient
 from urllib3.exceptions import HTTPError
 
 from tidegate import api
+from tidegate.adapters.cache import Cache, Kind
 from tidegate.ports import AdapterError
 
 FIELD_MANAGER = "tidegate"
@@ -78,13 +79,15 @@ def make_api_client(kubeconfig: str | None = None) -> client.ApiClient:
 class Kube:
     """The calls tidegate makes, each off the event loop."""
 
-    def __init__(self, api_client: client.ApiClient) -> None:
+    def __init__(self, api_client: client.ApiClient, cache: Cache | None = None) -> None:
         self.api_client = api_client
+        # Reads come from here when it is set (the running operator); `fresh=True` asks the
+        # API server instead, for a write that needs the latest resourceVersion.
+        self.cache = cache
         self.apps = client.AppsV1Api(api_client)
         self.core = client.CoreV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
-        self.events = client.EventsV1Api(api_client)
-        self._dynamic: DynamicClient | None = None
+        self._dynamic_client: DynamicClient | None = None
 
     async def call(
         self, verb: str, resource: str, fn: Callable[..., Any], *args: Any, **kw: Any
@@ -107,6 +110,7 @@ class Kube:
     async def get_or_none(
         self, resource: str, fn: Callable[..., Any], *args: Any, **kw: Any
     ) -> Obj | None:
+        """A GET of one object; None when it does not exist."""
         try:
             found: Obj = await self.call("get", resource, fn, *args, **kw)
         except KubeError as error:
@@ -115,36 +119,56 @@ class Kube:
             raise
         return found
 
-    async def apply(self, obj: Obj) -> Obj:
-        """Server-side apply of `obj` as tidegate's field manager, taking over conflicts."""
-        resource = (
-            f"{obj['kind'].lower()}s {obj['metadata']['namespace']}/{obj['metadata']['name']}"
-        )
+    async def _dynamic(
+        self, verb: str, resource: str, operation: Callable[[DynamicClient], Any]
+    ) -> Obj:
+        """`operation` on the dynamic client, in a worker thread. The dynamic client sends
+        dicts as they are (the typed one turns some strings into datetimes on the way)."""
 
         def run() -> Obj:
-            if self._dynamic is None:  # discovery, once
-                self._dynamic = DynamicClient(self.api_client)  # type: ignore[no-untyped-call]
-            kind = self._dynamic.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
-            applied = kind.server_side_apply(
-                body=obj,
-                namespace=obj["metadata"]["namespace"],
-                field_manager=FIELD_MANAGER,
-                force_conflicts=True,
-                _request_timeout=REQUEST_TIMEOUT,
-            )
-            result: Obj = applied.to_dict()
-            return result
+            if self._dynamic_client is None:  # discovery, once
+                self._dynamic_client = DynamicClient(self.api_client)  # type: ignore[no-untyped-call]
+            answer: Obj = operation(self._dynamic_client).to_dict()
+            return answer
 
         try:
             return await asyncio.to_thread(run)
         except ApiException as error:
-            raise KubeError(error.status or 0, "apply", resource, _detail(error)) from None
+            raise KubeError(error.status or 0, verb, resource, _detail(error)) from None
         except (HTTPError, OSError) as error:
-            raise KubeError(0, "apply", resource, f"no answer: {error}") from None
+            raise KubeError(0, verb, resource, f"no answer: {error}") from None
+
+    async def apply(self, obj: Obj) -> Obj:
+        """Server-side apply of `obj` as tidegate's field manager, taking over conflicts."""
+        meta = obj["metadata"]
+        resource = f"{obj['kind'].lower()}s {meta['namespace']}/{meta['name']}"
+        return await self._dynamic(
+            "apply",
+            resource,
+            lambda dynamic: dynamic.resources.get(
+                api_version=obj["apiVersion"], kind=obj["kind"]
+            ).server_side_apply(
+                body=obj,
+                namespace=meta["namespace"],
+                field_manager=FIELD_MANAGER,
+                force_conflicts=True,
+                _request_timeout=REQUEST_TIMEOUT,
+            ),
+        )
 
     # -- the objects tidegate reads and writes --
 
-    async def deployment(self, namespace: str, name: str) -> Obj | None:
+    def _cached(
+        self, kind: Kind, namespace: str, name: str, fresh: bool
+    ) -> tuple[bool, Obj | None]:
+        if self.cache is None or fresh:
+            return False, None
+        return True, self.cache.get(kind, namespace, name)
+
+    async def deployment(self, namespace: str, name: str, *, fresh: bool = False) -> Obj | None:
+        hit, found = self._cached("deployments", namespace, name, fresh)
+        if hit:
+            return found
         return await self.get_or_none(
             f"deployments {namespace}/{name}", self.apps.read_namespaced_deployment, name, namespace
         )
@@ -160,7 +184,10 @@ class Kube:
             _content_type=MERGE_PATCH,
         )
 
-    async def service(self, namespace: str, name: str) -> Obj | None:
+    async def service(self, namespace: str, name: str, *, fresh: bool = False) -> Obj | None:
+        hit, found = self._cached("services", namespace, name, fresh)
+        if hit:
+            return found
         return await self.get_or_none(
             f"services {namespace}/{name}", self.core.read_namespaced_service, name, namespace
         )
@@ -176,7 +203,10 @@ class Kube:
             _content_type=MERGE_PATCH,
         )
 
-    async def http_route(self, namespace: str, name: str) -> Obj | None:
+    async def http_route(self, namespace: str, name: str, *, fresh: bool = False) -> Obj | None:
+        hit, found = self._cached("httproutes", namespace, name, fresh)
+        if hit:
+            return found
         return await self.get_or_none(
             f"httproutes.gateway.networking.k8s.io {namespace}/{name}",
             self.custom.get_namespaced_custom_object,
@@ -201,7 +231,10 @@ class Kube:
             _content_type=MERGE_PATCH,
         )
 
-    async def rollout(self, namespace: str, name: str) -> Obj | None:
+    async def rollout(self, namespace: str, name: str, *, fresh: bool = False) -> Obj | None:
+        hit, found = self._cached("progressiverollouts", namespace, name, fresh)
+        if hit:
+            return found
         return await self.get_or_none(
             f"progressiverollouts.{api.GROUP} {namespace}/{name}",
             self.custom.get_namespaced_custom_object,
@@ -212,7 +245,8 @@ class Kube:
             name,
         )
 
-    async def patch_rollout(self, namespace: str, name: str, patch: Obj, *, status: bool) -> None:
+    async def patch_rollout(self, namespace: str, name: str, patch: Obj, *, status: bool) -> Obj:
+        """Merge-patch the rollout (or its status); the object as it is after."""
         if status:
             verb, what, fn = (
                 "patch",
@@ -225,7 +259,7 @@ class Kube:
                 "progressiverollouts",
                 self.custom.patch_namespaced_custom_object,
             )
-        await self.call(
+        patched: Obj = await self.call(
             verb,
             f"{what}.{api.GROUP} {namespace}/{name}",
             fn,
@@ -237,12 +271,14 @@ class Kube:
             patch,
             _content_type=MERGE_PATCH,
         )
+        return patched
 
     async def create_event(self, namespace: str, event: Obj) -> None:
-        await self.call(
+        """An events.k8s.io/v1 Event (its eventTime must keep its microseconds)."""
+        await self._dynamic(
             "create",
             f"events.events.k8s.io {namespace}",
-            self.events.create_namespaced_event,
-            namespace,
-            event,
+            lambda dynamic: dynamic.resources.get(
+                api_version="events.k8s.io/v1", kind="Event"
+            ).create(body=event, namespace=namespace, _request_timeout=REQUEST_TIMEOUT),
         )

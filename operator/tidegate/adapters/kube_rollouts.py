@@ -16,15 +16,35 @@ COMPONENT = "tidegate"
 log = logging.getLogger("tidegate.events")
 
 
+def _version(obj: Obj | None) -> int:
+    try:
+        return int((obj or {}).get("metadata", {}).get("resourceVersion", 0))
+    except (TypeError, ValueError):
+        return 0
+
+
 class KubeRollouts:
+    """Reads from the cache, except a rollout this process has just written and whose watch
+    event has not come back yet: that one is read from the API server, so a reconcile never
+    decides from a status older than the one it wrote."""
+
     def __init__(self, kube: Kube) -> None:
         self.kube = kube
+        self._written: dict[tuple[str, str], int] = {}  # resourceVersion after our last write
 
     async def get(self, namespace: str, name: str) -> Obj | None:
-        return await self.kube.rollout(namespace, name)
+        key = (namespace, name)
+        found = await self.kube.rollout(namespace, name)
+        written = self._written.get(key)
+        if written is None or found is None or _version(found) >= written:
+            self._written.pop(key, None)
+            return found
+        return await self.kube.rollout(namespace, name, fresh=True)
 
     async def patch_status(self, namespace: str, name: str, patch: Obj) -> None:
-        await self.kube.patch_rollout(namespace, name, {"status": patch}, status=True)
+        patched = await self.kube.patch_rollout(namespace, name, {"status": patch}, status=True)
+        if self.kube.cache is not None:
+            self._written[(namespace, name)] = _version(patched)
 
     async def remove_annotation(self, namespace: str, name: str, key: str) -> None:
         await self.kube.patch_rollout(
@@ -51,7 +71,7 @@ class KubeEvents:
         event: Obj = {
             "apiVersion": "events.k8s.io/v1",
             "kind": "Event",
-            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "metadata": {"generateName": f"{meta['name']}-", "namespace": meta["namespace"]},
             "regarding": {
                 "apiVersion": api.API_VERSION,
                 "kind": api.KIND,

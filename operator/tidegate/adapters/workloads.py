@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 
-from tidegate.adapters.kube import Kube, Obj
+from tidegate.adapters.kube import Kube, KubeError, Obj
 from tidegate.engine import WorkloadState
 from tidegate.ports import CLAIM_ANNOTATION, Role, WorkloadError, role_service
 from tidegate.revisions import template_revision
@@ -187,7 +187,13 @@ class KubeWorkloads:
                 "annotations": {CLAIM_ANNOTATION: self.rollout},
             }
         }
-        await self.kube.patch_deployment(self.namespace, self.target_name, patch)
+        try:
+            await self.kube.patch_deployment(self.namespace, self.target_name, patch)
+        except KubeError as error:
+            # Someone changed the target meanwhile (or our cached copy is behind): the next
+            # reconcile, woken by that change, looks at the claim again.
+            if error.status != 409:
+                raise
 
     async def ensure_services(self, target: Obj) -> None:
         """Create `<service>-stable` and `<service>-canary` if missing; ports as the user's."""
