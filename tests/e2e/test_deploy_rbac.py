@@ -51,6 +51,11 @@ PROMOTE_ANNOTATION = "tidegate.io/promote"
 ALLOWED_UNUSED: dict[tuple[str, str, str], str] = {
     ("", "events", "create"): "kopf posts a core/v1 Event when one of its handlers fails; "
     "a healthy run has none",
+    ("tidegate.io", "progressiverollouts", "get"): "reads come from the watch; a rollout is "
+    "read from the API server only if this process wrote it and the watch has not yet "
+    "brought that write back",
+    ("gateway.networking.k8s.io", "httproutes", "get"): "reads come from the watch; a route "
+    "is read from the API server only after a write to it met a conflict",
 }
 
 Triple = tuple[str, str, str]
