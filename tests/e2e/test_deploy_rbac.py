@@ -315,8 +315,9 @@ def test_rbac_grants_nothing_the_operator_does_not_use(
             f"  {verb} {group or 'core'}/{resource}" for group, resource, verb in sorted(unused)
         )
     )
-    stale = {t for t in ALLOWED_UNUSED if t in used or t not in grants}
-    assert not stale, f"ALLOWED_UNUSED entries now used, or no longer granted: {sorted(stale)}"
+    # An entry may be used in some runs (a rare path); it is stale once no longer granted.
+    stale = {t for t in ALLOWED_UNUSED if t not in grants}
+    assert not stale, f"ALLOWED_UNUSED entries no longer granted: {sorted(stale)}"
 
 
 @pytest.mark.usefixtures("installed_rbac")

@@ -59,21 +59,34 @@ def test_a_foreign_deployment_with_the_stable_name_is_reported_and_never_written
     # A selector that matches the app's pods: a forced apply would have taken it over.
     kubectl.check("apply", "-n", namespace, "-f", "-", stdin=FOREIGN_STABLE)
     apply_app(kubectl, namespace)
+    # Settled first: its own rollout (pods becoming ready) changes its resourceVersion too.
+    kubectl.check(
+        "wait", "-n", namespace, "--for=condition=Available", "deployment/shop-stable",
+        "--timeout=60s",
+    )  # fmt: skip
+    kubectl.check("rollout", "status", "-n", namespace, "deployment/shop-stable", "--timeout=60s")
     before = get(kubectl, namespace, "deployment", "shop-stable")["metadata"]["resourceVersion"]
     kubectl.check("apply", "-n", namespace, "-f", str(CANARY_EXAMPLE / "rollout.yaml"))
     operator = start_operator(environment, tmp_path / "operator.log", namespaces=[namespace])
     try:
         condition = degraded(kubectl, namespace, "shop", "NameConflict")
         assert f"Deployment {namespace}/shop-stable exists" in condition["message"]
-        # Tried again and again (backing off: 1, 2, 4, 8, 16 s, about 30 s in all), and
-        # never written.
-        tries = operator.reconciles()
-        wait_until(
-            operator.reconciles, "six more tries", 90, until=lambda count: count >= tries + 6
-        )
+        # Tried again and again, and never written: each change to the target wakes the
+        # rollout (the backoff timer would too, but it is up to a minute by now).
+        for poke in range(1, 4):
+            tries = operator.reconciles()
+            kubectl.check(
+                "annotate", "--overwrite", "-n", namespace, "deployment/shop",
+                f"e2e.tidegate.io/poke={poke}",
+            )  # fmt: skip
+            wait_until(
+                operator.reconciles, f"try {poke}", 30, until=lambda count, t=tries: count > t
+            )
         after = get(kubectl, namespace, "deployment", "shop-stable")
         assert after["metadata"]["resourceVersion"] == before
         assert after["metadata"]["labels"] == {"app": "someone-else"}
+        managers = {m["manager"] for m in after["metadata"].get("managedFields", [])}
+        assert "tidegate" not in managers, managers
         conflicts = [e for e in events(kubectl, namespace) if e["reason"] == "NameConflict"]
         assert len(conflicts) == 1 and conflicts[0]["type"] == "Warning"
         # The user's Deployment still serves: it was never scaled to zero.
