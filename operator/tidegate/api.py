@@ -465,6 +465,11 @@ class Analysis(_SpecModel):
         return metrics
 
 
+class OnDelete(StrEnum):
+    HAND_BACK = "handBack"
+    KEEP = "keep"
+
+
 class RolloutSpec(_SpecModel):
     target_ref: TargetRef
     service: ServiceRef
@@ -474,6 +479,10 @@ class RolloutSpec(_SpecModel):
     progress_deadline_seconds: int = Field(default=600, ge=1)
     skip_analysis: bool = False
     paused: bool = False
+    # handBack: deleting the rollout gives the application back to the target Deployment
+    # (scaled up, ready, the route on the user's Service) before the copies go; keep: leaves
+    # everything as it is.
+    on_delete: OnDelete = OnDelete.HAND_BACK
 
 
 # --- status ---------------------------------------------------------------------------------

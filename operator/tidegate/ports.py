@@ -47,6 +47,8 @@ class RoutingError(AdapterError):
 # On the target Deployment: the ProgressiveRollout that rolls it out. A second rollout of
 # the same Deployment is refused while the first exists.
 CLAIM_ANNOTATION = "tidegate.io/claimed-by"
+# On the rollout: it is handed back before it goes (unless spec.onDelete is keep).
+HAND_BACK_FINALIZER = "tidegate.io/hand-back"
 
 
 def role_service(service: str, role: Role) -> str:
@@ -86,6 +88,23 @@ class Workloads(Protocol):
         """Mark the target as this rollout's (CLAIM_ANNOTATION)."""
         ...
 
+    async def restore_target(self, target: Obj, replicas: int) -> None:
+        """Scale the user's Deployment back to `replicas`."""
+        ...
+
+    def target_ready(self, target: Obj, replicas: int) -> bool:
+        """Whether the user's Deployment runs `replicas` ready pods of its template."""
+        ...
+
+    async def unclaim_target(self, target: Obj) -> None:
+        """Remove CLAIM_ANNOTATION from the target."""
+        ...
+
+    async def hand_over(self, owner: Obj) -> None:
+        """Make the rollout `owner` own the copies and tidegate's Services, so that they are
+        garbage-collected once it is gone."""
+        ...
+
 
 class Router(Protocol):
     """The routes of one rollout: the live split between the stable and canary Services, and
@@ -102,6 +121,11 @@ class Router(Protocol):
 
     async def apply(self, traffic: Traffic) -> bool:
         """Make the routes hold `traffic` (raises RoutingError); False when they already did."""
+        ...
+
+    async def release(self, service: str) -> None:
+        """Give the routes back to the user: everything tidegate owns in them goes, and the
+        traffic goes to `service` (the user's Service) as before tidegate."""
         ...
 
 
@@ -128,6 +152,10 @@ class Rollouts(Protocol):
         ...
 
     async def remove_annotation(self, namespace: str, name: str, key: str) -> None: ...
+
+    async def set_finalizer(self, rollout: Obj, finalizer: str, present: bool) -> None:
+        """Add or remove one finalizer, leaving the others as they are."""
+        ...
 
 
 class Events(Protocol):

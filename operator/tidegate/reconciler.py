@@ -17,6 +17,7 @@ from tidegate import api, engine
 from tidegate.durations import parse_duration
 from tidegate.ports import (
     CLAIM_ANNOTATION,
+    HAND_BACK_FINALIZER,
     AdapterError,
     EventType,
     Obj,
@@ -120,13 +121,16 @@ class Reconciler:
         """
         key = (namespace, name)
         rollout = await self.ports.rollouts.get(namespace, name)
-        if rollout is None or rollout["metadata"].get("deletionTimestamp"):
+        if rollout is None:
             self._problems.pop(key, None)
             self._failures.pop(key, None)
             return None
         stored: list[Obj] = [rollout.get("status") or {}]  # the status as last written
         try:
-            delay = await self._reconcile(rollout, stored)
+            if rollout["metadata"].get("deletionTimestamp"):
+                delay = await self._hand_back(rollout)
+            else:
+                delay = await self._reconcile(rollout, stored)
         except AdapterError as error:
             self._problems[key] = (error.reason, str(error))
             self._failures[key] = self._failures.get(key, 0) + 1
@@ -149,6 +153,11 @@ class Reconciler:
             )
             await self._refuse(rollout, raw_status, "InvalidSpec", f"invalid spec: {problems}")
             return None
+
+        # The finalizer that makes a deletion wait for the hand-back, as spec.onDelete says.
+        handing_back = spec.on_delete is api.OnDelete.HAND_BACK
+        if (HAND_BACK_FINALIZER in (meta.get("finalizers") or [])) != handing_back:
+            await self.ports.rollouts.set_finalizer(rollout, HAND_BACK_FINALIZER, handing_back)
 
         router = self.ports.router(namespace, spec)
         unsupported = [
@@ -225,6 +234,52 @@ class Reconciler:
         ):
             await workloads.release_target(target)
         return decision.requeue_after
+
+    async def _hand_back(self, rollout: Obj) -> float | None:
+        """A deleted rollout gives the application back to the target Deployment, one step
+        per pass (each step waits for what the watches report): the target scaled back to its
+        size and ready; then the routes on the user's Service again; then the copies and
+        tidegate's Services owned by the rollout (so that they go with it) and the claim
+        removed; then the finalizer, and the rollout is gone."""
+        meta = rollout["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        if HAND_BACK_FINALIZER not in (meta.get("finalizers") or []):
+            return None
+        try:
+            spec = api.RolloutSpec.model_validate(rollout.get("spec") or {})
+        except ValidationError:
+            spec = None  # nothing can be handed back to a target it cannot name
+        if spec is not None and spec.on_delete is api.OnDelete.HAND_BACK:
+            status = api.RolloutStatus.model_validate(rollout.get("status") or {})
+            workloads = self.ports.workloads(namespace, name, spec)
+            target = await workloads.target()
+            if target is not None:
+                replicas = status.replicas or 1
+                if int(target["spec"].get("replicas", 1)) != replicas:
+                    await self._event(
+                        rollout,
+                        "Normal",
+                        "HandingBack",
+                        f"Deleted: scaling Deployment {namespace}/{spec.target_ref.name} back "
+                        f"to {replicas} replicas before traffic goes back to it",
+                    )
+                    await workloads.restore_target(target, replicas)
+                    return None  # woken when it changes
+                if not workloads.target_ready(target, replicas):
+                    return None
+            await self.ports.router(namespace, spec).release(spec.service.name)
+            await workloads.hand_over(rollout)
+            if target is not None:
+                await workloads.unclaim_target(target)
+            await self._event(
+                rollout,
+                "Normal",
+                "HandedBack",
+                f"Traffic is back on Service {namespace}/{spec.service.name} and Deployment "
+                f"{namespace}/{spec.target_ref.name}; tidegate's copies go with the rollout",
+            )
+        await self.ports.rollouts.set_finalizer(rollout, HAND_BACK_FINALIZER, False)
+        return None
 
     async def _claim(self, workloads: Workloads, target: Obj, namespace: str, name: str) -> None:
         """Mark the target as this rollout's, unless another rollout that still exists has it."""

@@ -83,6 +83,10 @@ class World:
     copies: dict[Role, Copy] = field(default_factory=dict)
     services: set[Role] = field(default_factory=set)
     route_exists: bool = True
+    # The user's Deployment is ready at its replicas (after it was scaled back).
+    target_ready: bool = True
+    # The rollout uid the copies and Services were handed over to (owner references).
+    owned_by: str | None = None
     # What the routes hold; None: still as the user wrote them (not in tidegate's shape).
     route: Traffic | None = None
     # What the router can carry.
@@ -115,6 +119,7 @@ class World:
                 "uid": "uid-1",
                 "generation": 1,
                 "annotations": {},
+                "finalizers": [],
             },
             "spec": spec if spec is not None else example_spec(),
             "status": status or {},
@@ -233,6 +238,13 @@ class FakeRollouts:
         assert rollout is not None
         rollout["status"] = merge_patch(rollout.get("status") or {}, patch)
 
+    async def set_finalizer(self, rollout: Obj, finalizer: str, present: bool) -> None:
+        self.world.record("set_finalizer", finalizer, present)
+        stored = self.world.named(rollout["metadata"]["name"])
+        assert stored is not None
+        finalizers = [f for f in stored["metadata"].get("finalizers", []) if f != finalizer]
+        stored["metadata"]["finalizers"] = finalizers + ([finalizer] if present else [])
+
     async def remove_annotation(self, namespace: str, name: str, key: str) -> None:
         self.world.record("remove_annotation", key)
         rollout = self.world.named(name)
@@ -315,6 +327,25 @@ class FakeWorkloads:
         self.world.target["metadata"]["annotations"][CLAIM_ANNOTATION] = self.rollout
         self.world.changed()
 
+    async def restore_target(self, target: Obj, replicas: int) -> None:
+        self.world.record("restore_target", replicas)
+        assert self.world.target is not None
+        self.world.target["spec"]["replicas"] = replicas
+        self.world.target_ready = self.world.ready_on_write
+        self.world.changed()
+
+    def target_ready(self, target: Obj, replicas: int) -> bool:
+        return self.world.target_ready and int(target["spec"].get("replicas", 1)) == replicas
+
+    async def unclaim_target(self, target: Obj) -> None:
+        self.world.record("unclaim_target")
+        assert self.world.target is not None
+        self.world.target["metadata"]["annotations"].pop(CLAIM_ANNOTATION, None)
+
+    async def hand_over(self, owner: Obj) -> None:
+        self.world.record("hand_over", owner["metadata"]["uid"])
+        self.world.owned_by = owner["metadata"]["uid"]
+
     async def release_target(self, target: Obj) -> None:
         self.world.record("release_target")
         assert self.world.target is not None
@@ -332,6 +363,10 @@ class FakeRouter:
         if not self.world.route_exists:
             raise RoutingError(f"HTTPRoute {NAMESPACE}/shop does not exist")
         return self.world.route
+
+    async def release(self, service: str) -> None:
+        self.world.record("release_route", service)
+        self.world.route = None  # as the user wrote it: to their own Service
 
     async def apply(self, traffic: Traffic) -> bool:
         self.world.record("set_traffic", traffic)

@@ -278,3 +278,78 @@ async def test_startup_wires_the_operator_and_cleanup_stops_it(tmp_path: Path) -
     memo.rollouts.ensure_running(KEY)  # its first reconcile fails: nothing listens there
     await handlers.close(memo=memo)
     assert memo.rollouts.tasks == {}
+
+
+def test_the_cache_indices_keep_trimmed_copies_by_namespace_and_name() -> None:
+    deployment = kopf.Body(
+        {
+            "metadata": {
+                "name": "shop",
+                "namespace": "ns",
+                "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{...}"},
+                "managedFields": [{"manager": "kubectl"}],
+            },
+            "spec": {"replicas": 2, "template": {"spec": {}}, "paused": False},
+            "status": {"readyReplicas": 2, "conditions": [{"type": "Available"}]},
+        }
+    )
+    (key, trimmed), *_ = handlers.deployments(namespace="ns", name="shop", body=deployment).items()
+    assert key == ("ns", "shop")
+    assert trimmed == {
+        "metadata": {"name": "shop", "namespace": "ns", "annotations": {}},
+        "spec": {"replicas": 2, "template": {"spec": {}}},
+        "status": {"readyReplicas": 2},
+    }
+    service = kopf.Body({"metadata": {"name": "s"}, "spec": {"selector": {"a": "b"}, "type": "X"}})
+    assert handlers.services(namespace="ns", name="s", body=service)[("ns", "s")]["spec"] == {
+        "selector": {"a": "b"}
+    }
+    route = kopf.Body({"metadata": {"name": "r"}, "spec": {"rules": [], "hostnames": ["h"]}})
+    assert handlers.httproutes(namespace="ns", name="r", body=route)[("ns", "r")]["spec"] == {
+        "rules": []
+    }
+    rollout = kopf.Body({"metadata": {"name": "p"}, "spec": {"x": 1}, "status": {"phase": "P"}})
+    kept = handlers.progressiverollouts(namespace="ns", name="p", body=rollout)[("ns", "p")]
+    assert (kept["spec"], kept["status"]) == ({"x": 1}, {"phase": "P"})
+
+
+def test_rollouts_are_found_by_the_services_and_routes_they_use() -> None:
+    spec = {
+        "service": {"name": "shop"},
+        "trafficRouting": {
+            "gatewayAPI": {"httpRoute": "live", "previewHTTPRoute": "preview"},
+            "service": {"previewService": "shop-preview"},
+        },
+    }
+    by_service = handlers.rollouts_by_service(namespace="ns", name="r", spec=spec)  # type: ignore[arg-type]
+    assert set(by_service) == {
+        ("ns", "shop"),
+        ("ns", "shop-stable"),
+        ("ns", "shop-canary"),
+        ("ns", "shop-preview"),
+    }
+    by_route = handlers.rollouts_by_route(namespace="ns", name="r", spec=spec)  # type: ignore[arg-type]
+    assert set(by_route) == {("ns", "live"), ("ns", "preview")}
+    assert handlers.rollouts_by_route(namespace="ns", name="r", spec={}) == {}  # type: ignore[arg-type]
+
+
+@pytest.mark.looptime
+async def test_service_and_route_events_wake_the_rollouts_that_use_them() -> None:
+    world = initialized_world()
+    rollouts, recorded = looping(world)
+    memo = SimpleNamespace(rollouts=rollouts)
+    rollouts.ensure_running(KEY)
+    await recorded.wait_for(lambda: world.status.get("phase") == "Initialized", timeout=60)
+    for handler, index in (
+        (handlers.service_changed, "rollouts_by_service"),
+        (handlers.route_changed, "rollouts_by_route"),
+    ):
+        seen = len(recorded.times)
+        await handler(  # type: ignore[operator]
+            namespace=NAMESPACE,
+            name="edited",
+            memo=memo,
+            **{index: {(NAMESPACE, "edited"): [NAME]}},
+        )
+        await recorded.wait_for(lambda seen=seen: len(recorded.times) > seen, timeout=1)  # type: ignore[misc]
+    await rollouts.stop_all()

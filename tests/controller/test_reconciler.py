@@ -11,7 +11,13 @@ from fakes import NAME, NAMESPACE, Killed, World, example_spec
 
 from tidegate import api
 from tidegate.plan import Traffic
-from tidegate.ports import CLAIM_ANNOTATION, AdapterError, RoutingError, WorkloadError
+from tidegate.ports import (
+    CLAIM_ANNOTATION,
+    HAND_BACK_FINALIZER,
+    AdapterError,
+    RoutingError,
+    WorkloadError,
+)
 from tidegate.reconciler import PROMOTE_ANNOTATION, Reconciler, backoff
 
 PROMETHEUS = "http://prometheus.test:9090"
@@ -553,3 +559,75 @@ async def test_when_not_even_the_status_can_be_written_it_is_logged_and_retried(
         assert await reconciler(world).reconcile(NAMESPACE, NAME) == backoff(1)
     assert "the status could not say so" in caplog.text
     assert world.events() == []  # no Event for what the status could not record either
+
+
+# --- deletion -------------------------------------------------------------------------------
+
+
+def delete(world: World) -> None:
+    assert world.rollout is not None
+    world.rollout["metadata"]["deletionTimestamp"] = "2026-01-01T01:00:00Z"
+
+
+async def test_the_hand_back_finalizer_follows_on_delete() -> None:
+    world = await initialized_world()
+    assert world.rollout is not None
+    assert HAND_BACK_FINALIZER in world.rollout["metadata"]["finalizers"]
+    world.rollout["spec"]["onDelete"] = "keep"
+    await reconciler(world).reconcile(NAMESPACE, NAME)
+    assert HAND_BACK_FINALIZER not in world.rollout["metadata"]["finalizers"]
+
+
+async def test_a_deleted_rollout_hands_the_application_back_step_by_step() -> None:
+    world = await initialized_world()
+    world.set_version("1.1.0")
+    rec = reconciler(world)
+    for _ in range(5):  # mid-rollout
+        await rec.reconcile(NAMESPACE, NAME)
+        world.advance(1)
+    assert world.target is not None and world.target["spec"]["replicas"] == 0
+    world.ready_on_write = False  # the user's pods take a while to become ready
+    delete(world)
+    world.calls.clear()
+    assert await rec.reconcile(NAMESPACE, NAME) is None
+    assert world.target["spec"]["replicas"] == 3  # back to its size first
+    assert "release_route" not in world.names()  # not while nothing of it is ready
+    await rec.reconcile(NAMESPACE, NAME)
+    assert "release_route" not in world.names()
+    world.target_ready = True  # ready: now the traffic goes back to it
+    await rec.reconcile(NAMESPACE, NAME)
+    names = world.names()
+    assert names.index("release_route") < names.index("hand_over") < names.index("set_finalizer")
+    assert ("release_route", "shop") in world.calls
+    assert world.owned_by == "uid-1"
+    assert CLAIM_ANNOTATION not in world.target["metadata"]["annotations"]
+    assert world.rollout is not None
+    assert HAND_BACK_FINALIZER not in world.rollout["metadata"]["finalizers"]
+    assert [r for _, r, _ in world.events()] == ["HandingBack", "HandedBack"]
+
+
+async def test_a_deleted_rollout_with_on_delete_keep_touches_nothing() -> None:
+    world = await initialized_world()
+    assert world.rollout is not None
+    world.rollout["spec"]["onDelete"] = "keep"
+    world.rollout["metadata"]["finalizers"].append(HAND_BACK_FINALIZER)  # left by an older spec
+    delete(world)
+    world.calls.clear()
+    await reconciler(world).reconcile(NAMESPACE, NAME)
+    assert world.names() == ["get_rollout", "set_finalizer"]
+    assert world.target is not None and world.target["spec"]["replicas"] == 0
+
+
+async def test_a_hand_back_that_fails_is_reported_and_retried() -> None:
+    world = await initialized_world()
+    delete(world)
+    world.fail["release_route"] = RoutingError("HTTPRoute shop-ns/shop does not exist")
+    rec = reconciler(world)
+    await rec.reconcile(NAMESPACE, NAME)  # scales the target back
+    assert await rec.reconcile(NAMESPACE, NAME) == backoff(1)
+    degraded = world.condition("Degraded")
+    assert degraded is not None and degraded["reason"] == "RoutingFailed"
+    del world.fail["release_route"]
+    await rec.reconcile(NAMESPACE, NAME)
+    assert world.rollout is not None
+    assert HAND_BACK_FINALIZER not in world.rollout["metadata"]["finalizers"]

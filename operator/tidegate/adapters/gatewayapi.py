@@ -192,6 +192,29 @@ class GatewayAPIRouter:
             )
         return rules
 
+    async def release(self, service: str) -> None:
+        await self._edit(self.route, lambda route: self._released(route, service))
+        if self.preview_route is not None:
+            await self._edit(self.preview_route, lambda route: self._preview(route, service))
+
+    def _released(self, route: Obj, service: str) -> list[Obj]:
+        """The routes as before tidegate: the rule to the user's Service, nothing of ours."""
+        rules = [
+            r
+            for r in copy.deepcopy(self._rules(route, self.rule_index))
+            if r.get("name") != HEADER_RULE
+        ]
+        managed = rules[self.rule_index]
+        managed["backendRefs"] = [backend_ref(service, self.port)]
+        filters = [
+            f for f in managed.get("filters", []) if not _is_our_mirror(f, self.canary_service)
+        ]
+        if filters:
+            managed["filters"] = filters
+        else:
+            managed.pop("filters", None)
+        return rules
+
     def _preview(self, route: Obj, service: str) -> list[Obj]:
         rules = copy.deepcopy(self._rules(route, 0))
         rules[0]["backendRefs"] = [backend_ref(service, self.port)]

@@ -46,6 +46,20 @@ class KubeRollouts:
         if self.kube.cache is not None:
             self._written[(namespace, name)] = _version(patched)
 
+    async def set_finalizer(self, rollout: Obj, finalizer: str, present: bool) -> None:
+        meta = rollout["metadata"]
+        current = list(meta.get("finalizers") or [])
+        wanted = [f for f in current if f != finalizer] + ([finalizer] if present else [])
+        if wanted == current:
+            return
+        # The resourceVersion keeps others' finalizers safe from a list written over them.
+        patch = {"metadata": {"resourceVersion": meta["resourceVersion"], "finalizers": wanted}}
+        try:
+            await self.kube.patch_rollout(meta["namespace"], meta["name"], patch, status=False)
+        except KubeError as error:
+            if error.status != 409:  # changed meanwhile: the next reconcile sees it and retries
+                raise
+
     async def remove_annotation(self, namespace: str, name: str, key: str) -> None:
         await self.kube.patch_rollout(
             namespace, name, {"metadata": {"annotations": {key: None}}}, status=False

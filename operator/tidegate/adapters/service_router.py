@@ -59,11 +59,17 @@ class ServiceSelectorRouter:
             changed |= await self._select(self.preview_service, shown)
         return changed
 
-    async def _select(self, name: str, role: Role) -> bool:
+    async def release(self, service: str) -> None:
+        for name in (self.service, self.preview_service):
+            if name is not None:
+                await self._select(name, None)
+
+    async def _select(self, name: str, role: Role | None) -> bool:
         service = await self._get(name)
         selector = dict(service.get("spec", {}).get("selector") or {})
         if selector.get(ROLE_LABEL) == role:
             return False
+        # A merge patch: a key set to None is removed (the selector as the user wrote it).
         selector[ROLE_LABEL] = role
         patch = {
             "metadata": {"resourceVersion": service["metadata"]["resourceVersion"]},

@@ -9,6 +9,7 @@ the user's own Deployment is scaled to zero; its template stays the desired vers
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 from tidegate.adapters.kube import Kube, KubeError, Obj
 from tidegate.engine import WorkloadState
@@ -194,6 +195,51 @@ class KubeWorkloads:
             # reconcile, woken by that change, looks at the claim again.
             if error.status != 409:
                 raise
+
+    async def restore_target(self, target: Obj, replicas: int) -> None:
+        await self.kube.patch_deployment(
+            self.namespace, self.target_name, {"spec": {"replicas": replicas}}
+        )
+
+    def target_ready(self, target: Obj, replicas: int) -> bool:
+        state = workload_state(target)
+        return state is not None and state.ready and state.replicas == replicas
+
+    async def unclaim_target(self, target: Obj) -> None:
+        if CLAIM_ANNOTATION in (target["metadata"].get("annotations") or {}):
+            patch = {"metadata": {"annotations": {CLAIM_ANNOTATION: None}}}
+            await self.kube.patch_deployment(self.namespace, self.target_name, patch)
+
+    async def hand_over(self, owner: Obj) -> None:
+        reference = {
+            "apiVersion": owner.get("apiVersion", "tidegate.io/v1alpha1"),
+            "kind": owner.get("kind", "ProgressiveRollout"),
+            "name": owner["metadata"]["name"],
+            "uid": owner["metadata"]["uid"],
+        }
+        for role in ("stable", "canary"):
+            copy_, _ = await self.observe(role)
+            if copy_ is not None:
+                await self._own(copy_, reference, self.kube.patch_deployment)
+            service = await self.kube.service(self.namespace, self.service(role))
+            if service is not None:
+                self._check_owned("Service", service)
+                await self._own(service, reference, self.kube.patch_service)
+
+    async def _own(self, obj: Obj, reference: Obj, patch: Any) -> None:
+        """Add `reference` to the object's ownerReferences (no blockOwnerDeletion: it needs
+        more rights, and nothing waits on it)."""
+        meta = obj["metadata"]
+        owners = list(meta.get("ownerReferences") or [])
+        if any(o.get("uid") == reference["uid"] for o in owners):
+            return
+        body = {
+            "metadata": {
+                "resourceVersion": meta["resourceVersion"],
+                "ownerReferences": [*owners, reference],
+            }
+        }
+        await patch(self.namespace, meta["name"], body)
 
     async def ensure_services(self, target: Obj) -> None:
         """Create `<service>-stable` and `<service>-canary` if missing; ports as the user's."""
