@@ -88,7 +88,19 @@ def scratch_namespace(kubectl: KubectlRunner, prefix: str = "t") -> Iterator[str
         # Routes first and for good: the dev gateway must not match a dying namespace's
         # route for the next test's hostname.
         kubectl.run("delete", "httproutes", "--all", "-n", name, "--wait=true")
+        # No operator runs any more to hand the rollouts back: their finalizers go, as
+        # docs/workload-model.md tells a user to do, or the namespace would never go.
+        remove_finalizers(kubectl, name)
         kubectl.run("delete", "namespace", name, "--wait=false")
+
+
+def remove_finalizers(kubectl: KubectlRunner, namespace: str) -> None:
+    found = kubectl.run("get", "progressiverollouts", "-n", namespace, "-o", "name")
+    for rollout in found.stdout.split() if found.returncode == 0 else []:
+        kubectl.run(
+            "patch", "-n", namespace, rollout, "--type=merge", "-p",
+            '{"metadata":{"finalizers":null}}',
+        )  # fmt: skip
 
 
 # --- an example application with its rollout, operator and load ----------------------------
