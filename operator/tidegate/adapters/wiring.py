@@ -1,7 +1,8 @@
 """The running operator's ports: Kubernetes through one client, and Prometheus.
 
-Routers are found by the field set under `spec.trafficRouting`: a new router is a module in
-`tidegate.adapters` and one entry in ROUTERS.
+Routers are found by the field set under `spec.trafficRouting`, metric providers by the
+provider `spec.analysis` names: a new one is a module in `tidegate.adapters` and one entry
+in ROUTERS or METRIC_PROVIDERS (with its field in the API).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from tidegate.adapters.kube_rollouts import KubeEvents, KubeRollouts
 from tidegate.adapters.prometheus import PrometheusMetrics
 from tidegate.adapters.service_router import ServiceSelectorRouter
 from tidegate.adapters.workloads import KubeWorkloads
-from tidegate.ports import Ports, Router, role_service
+from tidegate.ports import Metrics, Ports, Router, role_service
 
 
 def gateway_api_router(kube: Kube, namespace: str, spec: api.RolloutSpec) -> Router:
@@ -39,6 +40,10 @@ def service_router(kube: Kube, namespace: str, spec: api.RolloutSpec) -> Router:
     return ServiceSelectorRouter(kube, namespace, spec.service.name, routing.preview_service)
 
 
+# Prometheus is the only provider so far (`spec.analysis.prometheus`, or the operator's
+# default address).
+METRIC_PROVIDERS: dict[str, Callable[[], Metrics]] = {"prometheus": PrometheusMetrics}
+
 ROUTERS: dict[str, Callable[[Kube, str, api.RolloutSpec], Router]] = {
     "gatewayAPI": gateway_api_router,
     "service": service_router,
@@ -57,7 +62,7 @@ def kube_ports(kube: Kube) -> Ports:
     return Ports(
         rollouts=KubeRollouts(kube),
         events=KubeEvents(kube),
-        metrics=PrometheusMetrics(),
+        metrics=METRIC_PROVIDERS["prometheus"](),
         workloads=workloads,
         router=router,
     )
