@@ -5,12 +5,44 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from importlib.metadata import version
 from typing import Any
 
+import aiohttp
 import kopf
 from aiohttp import web
 
-from tidegate import metrics
+from tidegate import __version__, metrics
+
+# What kopf's own requests (its lists and watches) carry, so that an API server's audit log
+# tells them from other kopf operators' (whose default is plain `kopf/<version>`). The
+# official client's (tidegate's reads and writes) is `tidegate/<version>`: make_api_client.
+USER_AGENT = f"tidegate/{__version__} kopf/{version('kopf')}"
+
+
+@kopf.on.login()
+async def login(**kwargs: Any) -> kopf.AiohttpSession | None:
+    """kopf's default login (through the official client's config loading: in-cluster, else
+    $KUBECONFIG), in a session of our own: kopf has no setting for the User-Agent, only this
+    documented way to hand it a session (kopf owns it from then on and closes it)."""
+    # Config loading may run an exec credential plugin: off the event loop.
+    info = await asyncio.to_thread(kopf.login_via_client, **kwargs)
+    if info is None:
+        return None
+    session = aiohttp.ClientSession(
+        # As kopf builds its own session from a ConnectionInfo.
+        connector=aiohttp.TCPConnector(limit=0, ssl=info.as_ssl_context()),
+        headers={**info.as_http_headers(), "User-Agent": USER_AGENT},
+        proxy=info.proxy_url,
+        trust_env=info.trust_env,
+    )
+    return kopf.AiohttpSession(
+        aiohttp_session=session,
+        server=info.server,
+        default_namespace=info.default_namespace,
+        priority=info.priority,
+        expiration=info.expiration,
+    )
 
 
 async def _health_server(listen: str, memo: Any) -> web.AppRunner:

@@ -64,16 +64,25 @@ def _detail(error: ApiException) -> str:
 
 def make_api_client(kubeconfig: str | None = None) -> client.ApiClient:
     """From a kubeconfig file, else $KUBECONFIG / ~/.kube/config, else the in-cluster
-    account. A client of its own: the library's global default is left alone."""
+    account. A client of its own: the library's global default is left alone.
+
+    Its requests say `tidegate/<version>` (not the generator's `OpenAPI-Generator/...`), so
+    that an API server's audit log tells tidegate's reads and writes from others made with
+    the same credentials; kopf's own requests carry `tidegate/<version> kopf/<version>`."""
+    from tidegate import __version__
+
     # (The library's loaders carry no type hints.)
     if kubeconfig:
-        return cast(client.ApiClient, config.new_client_from_config(config_file=kubeconfig))  # type: ignore[no-untyped-call]
-    try:
-        return cast(client.ApiClient, config.new_client_from_config())  # type: ignore[no-untyped-call]
-    except config.ConfigException:
-        configuration = client.Configuration()
-        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        return client.ApiClient(configuration)
+        api_client = cast(client.ApiClient, config.new_client_from_config(config_file=kubeconfig))  # type: ignore[no-untyped-call]
+    else:
+        try:
+            api_client = cast(client.ApiClient, config.new_client_from_config())  # type: ignore[no-untyped-call]
+        except config.ConfigException:
+            configuration = client.Configuration()
+            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            api_client = client.ApiClient(configuration)
+    api_client.user_agent = f"tidegate/{__version__}"
+    return api_client
 
 
 class Kube:

@@ -11,7 +11,8 @@ tools and operators did.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,12 @@ class ApiCall:
         return f"{self.verb} {self.group or 'core'}/{self.rbac_resource} ({scope})"
 
 
+# Verbs (as the audit log and RBAC name them) that change what is stored.
+WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
+# Verbs that read once; a `watch` (a stream, started once and then fed) is neither.
+READ_VERBS = frozenset({"get", "list"})
+
+
 @dataclass(frozen=True)
 class AuditedRequest:
     call: ApiCall | None  # None for a non-resource request (/api, /apis, /version, ...)
@@ -93,6 +100,18 @@ class AuditedRequest:
     uri: str
     code: int | None  # the response code; None while a response has not started
     annotations: dict[str, str]
+    verb: str = ""  # also for a non-resource request (`get /apis`)
+    name: str | None = None  # the object's, when the request names one
+    user: str = ""
+    user_agent: str = ""
+    audit_id: str = ""
+
+    def __str__(self) -> str:
+        """`patch apps/deployments (namespaced) ns/name`, or `get /apis`."""
+        if self.call is None:
+            return f"{self.verb} {self.uri.partition('?')[0]}"
+        where = "/".join(part for part in (self.namespace, self.name) if part)
+        return f"{self.call} {where}".rstrip()
 
 
 def read_events(log: Path) -> list[dict[str, Any]]:
@@ -109,29 +128,71 @@ def read_events(log: Path) -> list[dict[str, Any]]:
     return list(latest.values())
 
 
+def audited(event: dict[str, Any]) -> AuditedRequest:
+    """One event, as the request it records."""
+    ref = event.get("objectRef")
+    call = None
+    if ref is not None:
+        call = ApiCall(
+            group=ref.get("apiGroup", ""),
+            resource=ref["resource"],
+            subresource=ref.get("subresource", ""),
+            verb=event["verb"],
+            namespaced="namespace" in ref,
+        )
+    return AuditedRequest(
+        call=call,
+        namespace=(ref or {}).get("namespace"),
+        uri=event["requestURI"],
+        code=event.get("responseStatus", {}).get("code"),
+        annotations=event.get("annotations", {}),
+        verb=event["verb"],
+        name=(ref or {}).get("name"),
+        user=event.get("user", {}).get("username", ""),
+        user_agent=event.get("userAgent", ""),
+        audit_id=event["auditID"],
+    )
+
+
+def requests_where(
+    keep: Callable[[dict[str, Any]], bool], events: Iterable[dict[str, Any]]
+) -> list[AuditedRequest]:
+    return [audited(event) for event in events if keep(event)]
+
+
 def requests_by(user: str, events: Iterable[dict[str, Any]]) -> list[AuditedRequest]:
     """What `user` itself asked (not what someone impersonating it asked)."""
-    found = []
-    for event in events:
-        if event.get("user", {}).get("username") != user:
-            continue
-        ref = event.get("objectRef")
-        call = None
-        if ref is not None:
-            call = ApiCall(
-                group=ref.get("apiGroup", ""),
-                resource=ref["resource"],
-                subresource=ref.get("subresource", ""),
-                verb=event["verb"],
-                namespaced="namespace" in ref,
-            )
-        found.append(
-            AuditedRequest(
-                call=call,
-                namespace=(ref or {}).get("namespace"),
-                uri=event["requestURI"],
-                code=event.get("responseStatus", {}).get("code"),
-                annotations=event.get("annotations", {}),
-            )
-        )
-    return found
+    return requests_where(lambda e: e.get("user", {}).get("username") == user, events)
+
+
+def requests_with_agent(prefix: str, events: Iterable[dict[str, Any]]) -> list[AuditedRequest]:
+    """What clients whose User-Agent starts with `prefix` asked, whoever they were logged in
+    as: a program among others that share its credentials (the dev environment's admin)."""
+    return requests_where(lambda e: e.get("userAgent", "").startswith(prefix), events)
+
+
+def audit_ids(events: Iterable[dict[str, Any]]) -> frozenset[str]:
+    """A mark in the log: the requests logged so far. `since` leaves them out."""
+    return frozenset(event["auditID"] for event in events)
+
+
+def since(mark: Collection[str], events: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The events of requests not yet logged at `mark` (`audit_ids` of an earlier read).
+
+    By request, not by time: a watch opened before the mark and ending after it (its
+    ResponseComplete event comes then) is an old request, not a new one.
+    """
+    return [event for event in events if event["auditID"] not in mark]
+
+
+def count_by_verb(requests: Iterable[AuditedRequest]) -> Counter[str]:
+    return Counter(request.verb for request in requests)
+
+
+def count_by_call(requests: Iterable[AuditedRequest]) -> Counter[str]:
+    """How many of each call (`list apps/deployments (namespaced)`), with the non-resource
+    requests by path (`get /apis`)."""
+    return Counter(
+        str(request.call) if request.call else f"{request.verb} {request.uri.partition('?')[0]}"
+        for request in requests
+    )
