@@ -578,6 +578,7 @@ class _Reconciler:
         st.phase = RolloutPhase.PROMOTING
         st.step_started_at = None
         st.next_measurement_at = None
+        st.current_step_name = None  # past the last step: the phase says what happens
         self._event("Normal", "Promoting", f"Promoting revision {st.canary_revision} to stable")
         self._promoting()
 
