@@ -28,10 +28,12 @@ class FakeKube:
         self.patches: list[tuple[str, Obj]] = []
         self.conflicts = 0  # the next N patches fail with 409, as a concurrent writer causes
 
-    async def _get(self, namespace: str, name: str, *, fresh: bool = False) -> Obj | None:
+    async def read(
+        self, kind: str, namespace: str, name: str, *, fresh: bool = False
+    ) -> Obj | None:
         return copy.deepcopy(self.objects.get(name))
 
-    async def _patch(self, namespace: str, name: str, patch: Obj) -> None:
+    async def patch(self, kind: str, namespace: str, name: str, patch: Obj) -> None:
         stored = self.objects[name]
         if self.conflicts:
             self.conflicts -= 1
@@ -42,6 +44,3 @@ class FakeKube:
         self.patches.append((name, patch))
         merge(stored, {k: v for k, v in patch.items() if k != "metadata"})
         stored["metadata"]["resourceVersion"] += "+"
-
-    http_route = service = _get
-    patch_http_route = patch_service = _patch

@@ -109,7 +109,7 @@ class GatewayAPIRouter:
     # -- reading --
 
     async def _get(self, name: str, fresh: bool = False) -> Obj:
-        route = await self.kube.http_route(self.namespace, name, fresh=fresh)
+        route = await self.kube.read("httproutes", self.namespace, name, fresh=fresh)
         if route is None:
             raise RoutingError(f"HTTPRoute {self.namespace}/{name} does not exist")
         return route
@@ -234,7 +234,7 @@ class GatewayAPIRouter:
                 "spec": {"rules": rules},
             }
             try:
-                await self.kube.patch_http_route(self.namespace, name, patch)
+                await self.kube.patch("httproutes", self.namespace, name, patch)
                 return True
             except KubeError as error:
                 if error.status != 409:

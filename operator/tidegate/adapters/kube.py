@@ -27,6 +27,17 @@ REQUEST_TIMEOUT = 30
 Obj = dict[str, Any]
 
 MERGE_PATCH = "application/merge-patch+json"
+# How each kind is named in messages (as kubectl names it), and the custom ones' API.
+_RESOURCE: dict[Kind, str] = {
+    "deployments": "deployments",
+    "services": "services",
+    "httproutes": "httproutes.gateway.networking.k8s.io",
+    "progressiverollouts": f"progressiverollouts.{api.GROUP}",
+}
+_CUSTOM: dict[Kind, tuple[str, str]] = {
+    "httproutes": ("gateway.networking.k8s.io", "v1"),
+    "progressiverollouts": (api.GROUP, api.VERSION),
+}
 _REASONS = {
     400: "BadRequest",
     401: "Unauthorized",
@@ -167,119 +178,50 @@ class Kube:
 
     # -- the objects tidegate reads and writes --
 
-    def _cached(
-        self, kind: Kind, namespace: str, name: str, fresh: bool
-    ) -> tuple[bool, Obj | None]:
-        if self.cache is None or fresh:
-            return False, None
-        return True, self.cache.get(kind, namespace, name)
+    # -- the objects tidegate reads and writes --
 
-    async def deployment(self, namespace: str, name: str, *, fresh: bool = False) -> Obj | None:
-        hit, found = self._cached("deployments", namespace, name, fresh)
-        if hit:
-            return found
-        return await self.get_or_none(
-            f"deployments {namespace}/{name}", self.apps.read_namespaced_deployment, name, namespace
-        )
-
-    async def patch_deployment(self, namespace: str, name: str, patch: Obj) -> None:
-        await self.call(
-            "patch",
-            f"deployments {namespace}/{name}",
-            self.apps.patch_namespaced_deployment,
-            name,
-            namespace,
-            patch,
-            _content_type=MERGE_PATCH,
-        )
-
-    async def service(self, namespace: str, name: str, *, fresh: bool = False) -> Obj | None:
-        hit, found = self._cached("services", namespace, name, fresh)
-        if hit:
-            return found
-        return await self.get_or_none(
-            f"services {namespace}/{name}", self.core.read_namespaced_service, name, namespace
-        )
-
-    async def patch_service(self, namespace: str, name: str, patch: Obj) -> None:
-        await self.call(
-            "patch",
-            f"services {namespace}/{name}",
-            self.core.patch_namespaced_service,
-            name,
-            namespace,
-            patch,
-            _content_type=MERGE_PATCH,
-        )
-
-    async def http_route(self, namespace: str, name: str, *, fresh: bool = False) -> Obj | None:
-        hit, found = self._cached("httproutes", namespace, name, fresh)
-        if hit:
-            return found
-        return await self.get_or_none(
-            f"httproutes.gateway.networking.k8s.io {namespace}/{name}",
+    def _calls(self, kind: Kind) -> tuple[Callable[..., Any], Callable[..., Any], tuple[str, ...]]:
+        """The client's read and patch functions for a kind, and their leading arguments
+        (custom objects take group, version, namespace and plural before the name)."""
+        if kind == "deployments":
+            return self.apps.read_namespaced_deployment, self.apps.patch_namespaced_deployment, ()
+        if kind == "services":
+            return self.core.read_namespaced_service, self.core.patch_namespaced_service, ()
+        group, version = _CUSTOM[kind]
+        return (
             self.custom.get_namespaced_custom_object,
-            "gateway.networking.k8s.io",
-            "v1",
-            namespace,
-            "httproutes",
-            name,
-        )
-
-    async def patch_http_route(self, namespace: str, name: str, patch: Obj) -> None:
-        await self.call(
-            "patch",
-            f"httproutes.gateway.networking.k8s.io {namespace}/{name}",
             self.custom.patch_namespaced_custom_object,
-            "gateway.networking.k8s.io",
-            "v1",
-            namespace,
-            "httproutes",
-            name,
-            patch,
-            _content_type=MERGE_PATCH,
+            (group, version),
         )
 
-    async def rollout(self, namespace: str, name: str, *, fresh: bool = False) -> Obj | None:
-        hit, found = self._cached("progressiverollouts", namespace, name, fresh)
-        if hit:
-            return found
+    def _arguments(self, kind: Kind, namespace: str, name: str) -> tuple[str, ...]:
+        _, _, leading = self._calls(kind)
+        return (*leading, namespace, kind, name) if leading else (name, namespace)
+
+    async def read(
+        self, kind: Kind, namespace: str, name: str, *, fresh: bool = False
+    ) -> Obj | None:
+        """The object as the watches last saw it (when there is a cache), or as the API server
+        has it now (`fresh`, or no cache); None when it does not exist."""
+        if self.cache is not None and not fresh:
+            return self.cache.get(kind, namespace, name)
+        read, _, _ = self._calls(kind)
         return await self.get_or_none(
-            f"progressiverollouts.{api.GROUP} {namespace}/{name}",
-            self.custom.get_namespaced_custom_object,
-            api.GROUP,
-            api.VERSION,
-            namespace,
-            api.PLURAL,
-            name,
+            f"{_RESOURCE[kind]} {namespace}/{name}", read, *self._arguments(kind, namespace, name)
         )
 
-    async def patch_rollout(self, namespace: str, name: str, patch: Obj, *, status: bool) -> Obj:
-        """Merge-patch the rollout (or its status); the object as it is after."""
-        if status:
-            verb, what, fn = (
-                "patch",
-                "progressiverollouts/status",
-                self.custom.patch_namespaced_custom_object_status,
-            )
-        else:
-            verb, what, fn = (
-                "patch",
-                "progressiverollouts",
-                self.custom.patch_namespaced_custom_object,
-            )
+    async def patch(
+        self, kind: Kind, namespace: str, name: str, patch: Obj, *, status: bool = False
+    ) -> Obj:
+        """A JSON merge patch of the object (or of its status subresource); the object after."""
+        _, write, _ = self._calls(kind)
+        if status:  # only rollouts' status is written
+            write = self.custom.patch_namespaced_custom_object_status
+        what = f"{_RESOURCE[kind]}{'/status' if status else ''} {namespace}/{name}"
         patched: Obj = await self.call(
-            verb,
-            f"{what}.{api.GROUP} {namespace}/{name}",
-            fn,
-            api.GROUP,
-            api.VERSION,
-            namespace,
-            api.PLURAL,
-            name,
-            patch,
+            "patch", what, write, *self._arguments(kind, namespace, name), patch,
             _content_type=MERGE_PATCH,
-        )
+        )  # fmt: skip
         return patched
 
     async def create_event(self, namespace: str, event: Obj) -> None:

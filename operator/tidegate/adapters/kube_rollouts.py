@@ -34,15 +34,17 @@ class KubeRollouts:
 
     async def get(self, namespace: str, name: str) -> Obj | None:
         key = (namespace, name)
-        found = await self.kube.rollout(namespace, name)
+        found = await self.kube.read("progressiverollouts", namespace, name)
         written = self._written.get(key)
         if written is None or found is None or _version(found) >= written:
             self._written.pop(key, None)
             return found
-        return await self.kube.rollout(namespace, name, fresh=True)
+        return await self.kube.read("progressiverollouts", namespace, name, fresh=True)
 
     async def patch_status(self, namespace: str, name: str, patch: Obj) -> None:
-        patched = await self.kube.patch_rollout(namespace, name, {"status": patch}, status=True)
+        patched = await self.kube.patch(
+            "progressiverollouts", namespace, name, {"status": patch}, status=True
+        )
         if self.kube.cache is not None:
             self._written[(namespace, name)] = _version(patched)
 
@@ -55,14 +57,23 @@ class KubeRollouts:
         # The resourceVersion keeps others' finalizers safe from a list written over them.
         patch = {"metadata": {"resourceVersion": meta["resourceVersion"], "finalizers": wanted}}
         try:
-            await self.kube.patch_rollout(meta["namespace"], meta["name"], patch, status=False)
+            await self.kube.patch(
+                "progressiverollouts",
+                meta["namespace"],
+                meta["name"],
+                patch,
+            )
         except KubeError as error:
             if error.status != 409:  # changed meanwhile: the next reconcile sees it and retries
                 raise
 
     async def remove_annotation(self, namespace: str, name: str, key: str) -> None:
-        await self.kube.patch_rollout(
-            namespace, name, {"metadata": {"annotations": {key: None}}}, status=False
+        await self.kube.patch(
+            "progressiverollouts",
+            namespace,
+            name,
+            {"metadata": {"annotations": {key: None}}},
+            status=False,
         )
 
 

@@ -28,7 +28,7 @@ class ServiceSelectorRouter:
         self.preview_service = preview_service
 
     async def _get(self, name: str) -> Obj:
-        found = await self.kube.service(self.namespace, name)
+        found = await self.kube.read("services", self.namespace, name)
         if found is None:
             raise RoutingError(f"Service {self.namespace}/{name} does not exist")
         return found
@@ -75,5 +75,5 @@ class ServiceSelectorRouter:
             "metadata": {"resourceVersion": service["metadata"]["resourceVersion"]},
             "spec": {"selector": selector},
         }
-        await self.kube.patch_service(self.namespace, name, patch)
+        await self.kube.patch("services", self.namespace, name, patch)
         return True

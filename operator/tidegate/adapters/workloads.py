@@ -9,8 +9,8 @@ the user's own Deployment is scaled to zero; its template stays the desired vers
 from __future__ import annotations
 
 import copy
-from typing import Any
 
+from tidegate.adapters.cache import Kind
 from tidegate.adapters.kube import Kube, KubeError, Obj
 from tidegate.engine import WorkloadState
 from tidegate.ports import CLAIM_ANNOTATION, Role, WorkloadError, role_service
@@ -117,7 +117,7 @@ class KubeWorkloads:
         return role_service(self.service_name, role)
 
     async def target(self) -> Obj | None:
-        return await self.kube.deployment(self.namespace, self.target_name)
+        return await self.kube.read("deployments", self.namespace, self.target_name)
 
     def _check_owned(self, kind: str, found: Obj) -> None:
         """Raise NameConflict unless `found` carries this rollout's label."""
@@ -132,7 +132,7 @@ class KubeWorkloads:
             )
 
     async def observe(self, role: Role) -> tuple[Obj | None, WorkloadState | None]:
-        found = await self.kube.deployment(self.namespace, self.name(role))
+        found = await self.kube.read("deployments", self.namespace, self.name(role))
         if found is not None:
             self._check_owned("Deployment", found)
         return found, workload_state(found)
@@ -168,16 +168,16 @@ class KubeWorkloads:
         _, state = await self.observe(role)
         if state is None or state.replicas == replicas:
             return
-        await self.kube.patch_deployment(
-            self.namespace, self.name(role), {"spec": {"replicas": replicas}}
+        await self.kube.patch(
+            "deployments", self.namespace, self.name(role), {"spec": {"replicas": replicas}}
         )
 
     async def release_target(self, target: Obj) -> None:
         """Scale the user's Deployment to zero: the stable copy serves in its place."""
         if target["spec"].get("replicas", 1) == 0:
             return
-        await self.kube.patch_deployment(
-            self.namespace, self.target_name, {"spec": {"replicas": 0}}
+        await self.kube.patch(
+            "deployments", self.namespace, self.target_name, {"spec": {"replicas": 0}}
         )
 
     async def claim_target(self, target: Obj) -> None:
@@ -189,7 +189,7 @@ class KubeWorkloads:
             }
         }
         try:
-            await self.kube.patch_deployment(self.namespace, self.target_name, patch)
+            await self.kube.patch("deployments", self.namespace, self.target_name, patch)
         except KubeError as error:
             # Someone changed the target meanwhile (or our cached copy is behind): the next
             # reconcile, woken by that change, looks at the claim again.
@@ -197,8 +197,8 @@ class KubeWorkloads:
                 raise
 
     async def restore_target(self, target: Obj, replicas: int) -> None:
-        await self.kube.patch_deployment(
-            self.namespace, self.target_name, {"spec": {"replicas": replicas}}
+        await self.kube.patch(
+            "deployments", self.namespace, self.target_name, {"spec": {"replicas": replicas}}
         )
 
     def target_ready(self, target: Obj, replicas: int) -> bool:
@@ -208,7 +208,7 @@ class KubeWorkloads:
     async def unclaim_target(self, target: Obj) -> None:
         if CLAIM_ANNOTATION in (target["metadata"].get("annotations") or {}):
             patch = {"metadata": {"annotations": {CLAIM_ANNOTATION: None}}}
-            await self.kube.patch_deployment(self.namespace, self.target_name, patch)
+            await self.kube.patch("deployments", self.namespace, self.target_name, patch)
 
     async def hand_over(self, owner: Obj) -> None:
         reference = {
@@ -220,13 +220,13 @@ class KubeWorkloads:
         for role in ("stable", "canary"):
             copy_, _ = await self.observe(role)
             if copy_ is not None:
-                await self._own(copy_, reference, self.kube.patch_deployment)
-            service = await self.kube.service(self.namespace, self.service(role))
+                await self._own(copy_, reference, "deployments")
+            service = await self.kube.read("services", self.namespace, self.service(role))
             if service is not None:
                 self._check_owned("Service", service)
-                await self._own(service, reference, self.kube.patch_service)
+                await self._own(service, reference, "services")
 
-    async def _own(self, obj: Obj, reference: Obj, patch: Any) -> None:
+    async def _own(self, obj: Obj, reference: Obj, kind: Kind) -> None:
         """Add `reference` to the object's ownerReferences (no blockOwnerDeletion: it needs
         more rights, and nothing waits on it)."""
         meta = obj["metadata"]
@@ -239,20 +239,20 @@ class KubeWorkloads:
                 "ownerReferences": [*owners, reference],
             }
         }
-        await patch(self.namespace, meta["name"], body)
+        await self.kube.patch(kind, self.namespace, meta["name"], body)
 
     async def ensure_services(self, target: Obj) -> None:
         """Create `<service>-stable` and `<service>-canary` if missing; ports as the user's."""
         missing: list[Role] = []
         for role in ("stable", "canary"):
-            found = await self.kube.service(self.namespace, self.service(role))
+            found = await self.kube.read("services", self.namespace, self.service(role))
             if found is None:
                 missing.append(role)
             else:
                 self._check_owned("Service", found)
         if not missing:
             return  # the usual case, on every reconcile: no need to read the user's Service
-        user_service = await self.kube.service(self.namespace, self.service_name)
+        user_service = await self.kube.read("services", self.namespace, self.service_name)
         ports = (user_service or {}).get("spec", {}).get("ports") or [
             {"name": "http", "port": self.port, "targetPort": self.port}
         ]

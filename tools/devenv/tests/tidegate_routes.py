@@ -20,11 +20,13 @@ class _Routes:
     def __init__(self, routes: list[Obj]) -> None:
         self.routes = {r["metadata"]["name"]: r for r in routes}
 
-    async def http_route(self, namespace: str, name: str, *, fresh: bool = False) -> Obj | None:
+    async def read(
+        self, kind: str, namespace: str, name: str, *, fresh: bool = False
+    ) -> Obj | None:
         found = self.routes.get(name)
         return copy.deepcopy(found) if found is not None else None
 
-    async def patch_http_route(self, namespace: str, name: str, patch: Obj) -> None:
+    async def patch(self, kind: str, namespace: str, name: str, patch: Obj) -> None:
         self.routes[name]["spec"]["rules"] = copy.deepcopy(patch["spec"]["rules"])
 
 
