@@ -3,6 +3,7 @@ another rollout already rolls out, are reported and left alone."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,7 @@ def test_a_foreign_deployment_with_the_stable_name_is_reported_and_never_written
     operator = start_operator(environment, tmp_path / "operator.log", namespaces=[namespace])
     try:
         condition = degraded(kubectl, namespace, "shop", "NameConflict")
+        reported_at = time.monotonic()
         assert f"Deployment {namespace}/shop-stable exists" in condition["message"]
         # Tried again and again, and never written: each change to the target wakes the
         # rollout (the backoff timer would too, but it is up to a minute by now).
@@ -82,6 +84,12 @@ def test_a_foreign_deployment_with_the_stable_name_is_reported_and_never_written
             wait_until(
                 operator.reconciles, f"try {poke}", 30, until=lambda count, t=tries: count > t
             )
+        # And still looking 30 s after the conflict was reported (the backoff's own tries).
+        tries = operator.reconciles()
+        wait_until(
+            operator.reconciles, "30 s of tries", 120,
+            until=lambda count: count > tries and time.monotonic() - reported_at >= 30,
+        )  # fmt: skip
         after = get(kubectl, namespace, "deployment", "shop-stable")
         assert after["metadata"]["resourceVersion"] == before
         assert after["metadata"]["labels"] == {"app": "someone-else"}
