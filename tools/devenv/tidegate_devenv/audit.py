@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +33,17 @@ rules:
       - system:kube-scheduler
   - level: None
     userGroups: ["system:serviceaccounts:kube-system", "system:nodes"]
-  # Leader-election and node heartbeats.
+  # Node heartbeats (kwok's, as admin) and the control plane's own Leases; tidegate's
+  # leader-election Lease, elsewhere, is logged like any other request.
   - level: None
     resources: [{group: coordination.k8s.io, resources: [leases]}]
+    namespaces: [kube-node-lease, kube-system]
   - level: Metadata
 """
+
+
+# The verbs that change something.
+WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
 
 
 def audit_dir(state_dir: Path) -> Path:
@@ -93,6 +100,17 @@ class AuditedRequest:
     uri: str
     code: int | None  # the response code; None while a response has not started
     annotations: dict[str, str]
+    user: str = ""
+    user_agent: str = ""
+    name: str | None = None  # the object's, when the request names one
+    # When the API server received the request, and when it logged its latest stage (for a
+    # finished request: when its response was complete). The server's clock, to the µs.
+    received: datetime | None = None
+    completed: datetime | None = None
+
+    @property
+    def is_write(self) -> bool:
+        return self.call is not None and self.call.verb in WRITE_VERBS
 
 
 def read_events(log: Path) -> list[dict[str, Any]]:
@@ -109,29 +127,38 @@ def read_events(log: Path) -> list[dict[str, Any]]:
     return list(latest.values())
 
 
+def _time(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
+def audited_request(event: dict[str, Any]) -> AuditedRequest:
+    """One audit event, as a request."""
+    ref = event.get("objectRef")
+    call = None
+    if ref is not None:
+        call = ApiCall(
+            group=ref.get("apiGroup", ""),
+            resource=ref["resource"],
+            subresource=ref.get("subresource", ""),
+            verb=event["verb"],
+            namespaced="namespace" in ref,
+        )
+    return AuditedRequest(
+        call=call,
+        namespace=(ref or {}).get("namespace"),
+        uri=event["requestURI"],
+        code=event.get("responseStatus", {}).get("code"),
+        annotations=event.get("annotations", {}),
+        user=event.get("user", {}).get("username", ""),
+        user_agent=event.get("userAgent", ""),
+        name=(ref or {}).get("name"),
+        received=_time(event.get("requestReceivedTimestamp")),
+        completed=_time(event.get("stageTimestamp")),
+    )
+
+
 def requests_by(user: str, events: Iterable[dict[str, Any]]) -> list[AuditedRequest]:
     """What `user` itself asked (not what someone impersonating it asked)."""
-    found = []
-    for event in events:
-        if event.get("user", {}).get("username") != user:
-            continue
-        ref = event.get("objectRef")
-        call = None
-        if ref is not None:
-            call = ApiCall(
-                group=ref.get("apiGroup", ""),
-                resource=ref["resource"],
-                subresource=ref.get("subresource", ""),
-                verb=event["verb"],
-                namespaced="namespace" in ref,
-            )
-        found.append(
-            AuditedRequest(
-                call=call,
-                namespace=(ref or {}).get("namespace"),
-                uri=event["requestURI"],
-                code=event.get("responseStatus", {}).get("code"),
-                annotations=event.get("annotations", {}),
-            )
-        )
-    return found
+    return [
+        audited_request(event) for event in events if event.get("user", {}).get("username") == user
+    ]
