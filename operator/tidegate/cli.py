@@ -5,6 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tidegate.leadership import (
+    DEFAULT_LEASE_DURATION,
+    DEFAULT_LEASE_NAME,
+    DEFAULT_RENEW_DEADLINE,
+    DEFAULT_RETRY_PERIOD,
+    ElectionSettings,
+    default_identity,
+    default_namespace,
+)
+
 
 def _crds(args: argparse.Namespace) -> int:
     from tidegate.crd import render_crd
@@ -13,14 +23,35 @@ def _crds(args: argparse.Namespace) -> int:
     return 0
 
 
+def _election(args: argparse.Namespace, identity: str) -> ElectionSettings | None:
+    if not args.leader_election:
+        return None
+    return ElectionSettings(
+        lease_name=args.leader_election_id,
+        lease_namespace=args.leader_election_namespace or default_namespace(),
+        identity=identity,
+        lease_duration=args.leader_election_lease_duration,
+        renew_deadline=args.leader_election_renew_deadline,
+        retry_period=args.leader_election_retry_period,
+    )
+
+
 def _run(args: argparse.Namespace) -> int:
     from tidegate.runner import run_operator
 
+    identity = args.leader_election_identity or default_identity()
+    try:
+        election = _election(args, identity)
+    except ValueError as error:
+        sys.stderr.write(f"tidegate run: {error}\n")
+        return 2
     return run_operator(
         namespaces=args.namespace,
         all_namespaces=args.all_namespaces,
         prometheus_url=args.prometheus_url,
         health_listen=args.health_listen,
+        identity=identity,
+        election=election,
     )
 
 
@@ -38,6 +69,47 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")
     run.add_argument("--prometheus-url", help="default Prometheus for rollouts that name none")
     run.add_argument("--health-listen", default="0.0.0.0:8080", help="liveness/readiness endpoint")
+    election = run.add_argument_group(
+        "leader election",
+        "Replicas campaign for a coordination.k8s.io Lease; only its holder acts on rollouts.",
+    )
+    election.add_argument(
+        "--leader-election",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="act only while holding the Lease (default: on; --no-leader-election for a "
+        "single replica that acts at once)",
+    )
+    election.add_argument(
+        "--leader-election-id",
+        default=DEFAULT_LEASE_NAME,
+        metavar="NAME",
+        help=f"the Lease's name, starting with 'tidegate' (default: {DEFAULT_LEASE_NAME})",
+    )
+    election.add_argument(
+        "--leader-election-namespace",
+        metavar="NS",
+        help="the Lease's namespace (default: $POD_NAMESPACE, the pod's ServiceAccount "
+        "namespace, or 'default' out of a cluster)",
+    )
+    election.add_argument(
+        "--leader-election-identity",
+        metavar="ID",
+        help="this replica's name as Lease holder and in its user agent (default: $POD_NAME, "
+        "or host and pid, plus a random suffix)",
+    )
+    for flag, default, what in [
+        ("lease-duration", DEFAULT_LEASE_DURATION, "how long a standby waits on a silent leader"),
+        ("renew-deadline", DEFAULT_RENEW_DEADLINE, "a leader not renewed for this long exits"),
+        ("retry-period", DEFAULT_RETRY_PERIOD, "how often the Lease is renewed or tried"),
+    ]:
+        election.add_argument(
+            f"--leader-election-{flag}",
+            type=int,
+            default=default,
+            metavar="SECONDS",
+            help=f"{what} (default: {default})",
+        )
     run.set_defaults(handler=_run)
     return parser
 

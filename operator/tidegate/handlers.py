@@ -3,6 +3,10 @@
 The tasks are tidegate's own rather than kopf daemons: a kopf daemon puts a finalizer on
 its object, and a rollout (or its whole namespace) could then not be deleted while no
 operator runs. Nothing here needs one: all state is in `.status`.
+
+Every replica watches and keeps its cache, but only the one that leads runs the tasks
+(`tidegate.leadership`): a standby notes the rollouts it sees and starts a task for each of
+them the moment it is elected.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Any
 
 import kopf
 
-from tidegate import api, metrics
+from tidegate import __version__, api, metrics
 from tidegate.adapters.cache import Cache, Kind, Obj, trim
 from tidegate.adapters.kube import Kube, make_api_client
 from tidegate.adapters.wiring import kube_ports
@@ -26,22 +30,39 @@ IDLE_RESYNC_SECONDS = 60.0
 
 log = logging.getLogger("tidegate.handlers")
 Key = tuple[str, str]
+CRD_NAME = f"{api.PLURAL}.{api.GROUP}"
 
 
 class Rollouts:
-    """The running reconcile loops, one per rollout, and their wake-up events."""
+    """The running reconcile loops, one per rollout, and their wake-up events.
 
-    def __init__(self, reconciler: Reconciler) -> None:
+    Loops run only while `leading`. A standby (not leading) still notes every rollout it
+    sees, by its fingerprint, so that `lead()` can start them all at once.
+    """
+
+    def __init__(self, reconciler: Reconciler, *, leading: bool = True) -> None:
         self.reconciler = reconciler
+        self.leading = leading
         self.wakeups: dict[Key, asyncio.Event] = {}
         self.tasks: dict[Key, asyncio.Task[None]] = {}
         self.fingerprints: dict[Key, tuple[object, ...]] = {}
+
+    def lead(self) -> None:
+        """This process has become the one that acts: a loop for every rollout known."""
+        if not self.leading:
+            self.leading = True
+            log.info("acting on %d rollout(s) seen so far", len(self.fingerprints))
+            for key in list(self.fingerprints):
+                self.ensure_running(key)
+        metrics.LEADER.set(1)
 
     def wake(self, key: Key) -> None:
         if key in self.wakeups:
             self.wakeups[key].set()
 
     def ensure_running(self, key: Key) -> None:
+        if not self.leading:
+            return  # standing by: `lead()` starts it
         task = self.tasks.get(key)
         if task is None or task.done():
             self.wakeups[key] = asyncio.Event()
@@ -109,6 +130,14 @@ def _key(namespace: str | None, name: str) -> Key:
     return (namespace or "", name)
 
 
+def _is_our_crd(name: str, **_: Any) -> bool:
+    return name == CRD_NAME
+
+
+def user_agent(identity: str) -> str:
+    return f"tidegate/{__version__} ({identity})"
+
+
 def fingerprint(body: kopf.Body) -> tuple[object, ...]:
     """What of a rollout, when it changes, is worth a reconcile: its spec (generation), its
     annotations (a promotion request) and its deletion, but not its status, which only this
@@ -124,10 +153,32 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -
     settings.watching.server_timeout = 300
     # The indices below are live: the reconciles read what the watches last saw.
     cache = Cache({kind: kwargs[kind] for kind in CACHED})
-    memo.api_client = make_api_client(memo.kubeconfig)
-    kube = Kube(memo.api_client, cache)
-    memo.rollouts = Rollouts(Reconciler(kube_ports(kube), memo.prometheus_url))
-    memo.ready = True
+    # The replica's identity in the user agent: the API server's audit log tells who wrote.
+    memo.api_client = make_api_client(memo.kubeconfig, user_agent=user_agent(memo.identity))
+    may_write = memo.leadership.may_act if memo.leadership is not None else None
+    kube = Kube(memo.api_client, cache, may_write=may_write)
+    # Nothing acts before `watching` says the watches run (and, with leader election, before
+    # this process is elected).
+    memo.rollouts = Rollouts(Reconciler(kube_ports(kube), memo.prometheus_url), leading=False)
+
+
+# kopf holds every handler but the indexing ones back until each index has had its first
+# full list. The ProgressiveRollout CRD exists whenever the operator can work at all, so its
+# first event here comes as soon as the cache is whole, even in a namespace with nothing in
+# it: the sign for /readyz, and for a replica to start campaigning for the Lease (a replica
+# elected before it could see anything would only hold a take-over up).
+# (`memo.ready` is an asyncio.Event, set up by the runner: an attribute set here would be set
+# on kopf's per-object copy of the memo, not on the one /readyz reads.)
+@kopf.on.event("apiextensions.k8s.io", "v1", "customresourcedefinitions", when=_is_our_crd)
+async def watching(memo: Any, **_: Any) -> None:
+    if memo.ready.is_set():
+        return
+    memo.ready.set()
+    log.info("the watches run and the cache is filled: ready")
+    if memo.leadership is None:
+        memo.rollouts.lead()  # --no-leader-election: this process alone acts
+    else:
+        memo.leadership.start(on_elected=memo.rollouts.lead)
 
 
 @kopf.on.cleanup()

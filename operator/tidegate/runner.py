@@ -1,4 +1,9 @@
-"""`tidegate run`: the operator process, with liveness, readiness and metrics endpoints."""
+"""`tidegate run`: the operator process, with liveness, readiness and metrics endpoints.
+
+/readyz answers 200 once kopf has listed everything the cache holds and the watches run
+(`tidegate.handlers.watching`), on a standby as on the leader: a standby is a warm spare.
+/metrics has `tidegate_leader`, 1 on the replica that acts.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,9 @@ import kopf
 from aiohttp import web
 
 from tidegate import __version__, metrics
+from tidegate.adapters.kube import make_api_client
+from tidegate.handlers import user_agent
+from tidegate.leadership import ElectionSettings, Leadership
 
 # What kopf's own requests (its lists and watches) carry, so that an API server's audit log
 # tells them from other kopf operators' (whose default is plain `kopf/<version>`). The
@@ -50,7 +58,7 @@ async def _health_server(listen: str, memo: Any) -> web.AppRunner:
         return web.Response(text="ok")
 
     async def readyz(_: web.Request) -> web.Response:
-        ready = getattr(memo, "ready", False)
+        ready = memo.ready.is_set()
         return web.Response(text="ready" if ready else "starting", status=200 if ready else 503)
 
     async def metrics_page(_: web.Request) -> web.Response:
@@ -70,11 +78,14 @@ async def _health_server(listen: str, memo: Any) -> web.AppRunner:
 
 
 async def _main(
-    namespaces: list[str], clusterwide: bool, prometheus_url: str | None, health_listen: str
+    namespaces: list[str],
+    clusterwide: bool,
+    health_listen: str,
+    memo: kopf.Memo,
 ) -> None:
     import tidegate.handlers  # noqa: F401  (registers the handlers)
 
-    memo = kopf.Memo(prometheus_url=prometheus_url, kubeconfig=os.environ.get("KUBECONFIG"))
+    memo.ready = asyncio.Event()  # set by tidegate.handlers.watching
     health = await _health_server(health_listen, memo)
     try:
         await kopf.operator(
@@ -90,12 +101,38 @@ def run_operator(
     all_namespaces: bool,
     prometheus_url: str | None,
     health_listen: str,
+    identity: str,
+    election: ElectionSettings | None,
 ) -> int:
+    """Run until stopped. With `election`, this process acts only while it holds the Lease;
+    without, it acts from the start (a single replica)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    # Every request, and every watch event handled, is too much for INFO.
-    for noisy in ("httpx", "httpx2", "kopf.objects"):
+    # Every request, and every watch event handled, is too much for INFO; so is the leader
+    # election library's line per try (tidegate.leadership says when the holder changes).
+    for noisy in ("httpx", "httpx2", "kopf.objects", "leaderelection"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     prometheus_url = prometheus_url or os.environ.get("TIDEGATE_PROMETHEUS_URL")
     clusterwide = all_namespaces or not namespaces
-    asyncio.run(_main(namespaces, clusterwide, prometheus_url, health_listen))
+    kubeconfig = os.environ.get("KUBECONFIG")
+    metrics.LEADER.set(0)
+    leadership = None
+    if election is not None:
+        # A client of its own (the same kubeconfig as the operator's), so that the Lease's
+        # requests never wait behind the reconciles' in its connection pool.
+        leases = make_api_client(kubeconfig, user_agent=user_agent(identity))
+        leadership = Leadership(election, leases)
+    memo = kopf.Memo(
+        prometheus_url=prometheus_url,
+        kubeconfig=kubeconfig,
+        identity=identity,
+        leadership=leadership,
+    )
+    try:
+        asyncio.run(_main(namespaces, clusterwide, health_listen, memo))
+    finally:
+        # asyncio.run has returned: the loops are stopped, and every request they had in a
+        # worker thread has finished (it waits for the default executor). Only now may a
+        # standby start writing.
+        if leadership is not None:
+            leadership.release()
     return 0

@@ -267,14 +267,24 @@ async def test_startup_wires_the_operator_and_cleanup_stops_it(tmp_path: Path) -
     settings = SimpleNamespace(
         posting=SimpleNamespace(level=0), watching=SimpleNamespace(server_timeout=None)
     )
-    memo = SimpleNamespace(kubeconfig=str(config), prometheus_url="http://prometheus.test")
+    memo = SimpleNamespace(
+        kubeconfig=str(config),
+        prometheus_url="http://prometheus.test",
+        identity="pod-1_abcd",
+        leadership=None,
+        ready=asyncio.Event(),
+    )
     indices: dict[str, dict[object, object]] = {kind: {} for kind in handlers.CACHED}
     await handlers.configure(settings=settings, memo=memo, **indices)  # type: ignore[arg-type]
-    assert memo.ready is True
+    assert not memo.ready.is_set()  # not before the watches run
     assert isinstance(memo.rollouts, Rollouts)
+    assert not memo.rollouts.leading
     assert memo.rollouts.reconciler.default_prometheus_url == "http://prometheus.test"
     assert memo.api_client.configuration.host == "https://127.0.0.1:1"
+    assert memo.api_client.user_agent == "tidegate/0.1.0 (pod-1_abcd)"
     assert settings.watching.server_timeout == 300
+    await handlers.watching(memo=memo)  # without leader election: it acts at once
+    assert memo.ready.is_set() and memo.rollouts.leading
     memo.rollouts.ensure_running(KEY)  # its first reconcile fails: nothing listens there
     await handlers.close(memo=memo)
     assert memo.rollouts.tasks == {}
@@ -353,3 +363,62 @@ async def test_service_and_route_events_wake_the_rollouts_that_use_them() -> Non
         )
         await recorded.wait_for(lambda seen=seen: len(recorded.times) > seen, timeout=1)  # type: ignore[misc]
     await rollouts.stop_all()
+
+
+# --- leading and standing by -----------------------------------------------------------------
+
+
+@pytest.mark.looptime
+async def test_a_standby_notes_rollouts_and_runs_them_all_once_elected() -> None:
+    world = initialized_world()
+    rollouts, recorded = looping(world)
+    rollouts.leading = False  # as the operator starts: not before it is elected
+    memo = SimpleNamespace(rollouts=rollouts)
+    body = kopf.Body({"metadata": {"generation": 1, "annotations": {}}})
+    await handlers.rollout_changed(
+        type="ADDED", namespace=NAMESPACE, name=NAME, body=body, memo=memo
+    )
+    rollouts.ensure_running(KEY)  # and asked directly: still nothing
+    rollouts.wake(KEY)
+    await asyncio.sleep(3 * IDLE_RESYNC_SECONDS)
+    assert rollouts.tasks == {} and recorded.times == [] and world.status == {}
+    assert KEY in rollouts.fingerprints
+    rollouts.lead()
+    assert metrics.REGISTRY.get_sample_value("tidegate_leader") == 1
+    await recorded.wait_for(lambda: world.status.get("phase") == "Initialized", timeout=60)
+    rollouts.lead()  # twice is harmless: still the one loop
+    assert list(rollouts.tasks) == [KEY]
+    await rollouts.stop_all()
+
+
+@pytest.mark.looptime
+async def test_a_rollout_deleted_while_standing_by_is_not_started() -> None:
+    world = initialized_world()
+    rollouts = Rollouts(Reconciler(world.ports(), "http://prometheus.test"), leading=False)
+    memo = SimpleNamespace(rollouts=rollouts)
+    body = kopf.Body({"metadata": {"generation": 1}})
+    await handlers.rollout_changed(
+        type="ADDED", namespace=NAMESPACE, name=NAME, body=body, memo=memo
+    )
+    await handlers.rollout_changed(
+        type="DELETED", namespace=NAMESPACE, name=NAME, body=body, memo=memo
+    )
+    rollouts.lead()
+    assert rollouts.tasks == {}
+    await rollouts.stop_all()
+
+
+async def test_watching_makes_the_replica_ready_and_starts_its_campaign_once() -> None:
+    started: list[object] = []
+    leadership = SimpleNamespace(start=lambda on_elected: started.append(on_elected))
+    rollouts = SimpleNamespace(lead=lambda: None)
+    memo = SimpleNamespace(ready=asyncio.Event(), leadership=leadership, rollouts=rollouts)
+    await handlers.watching(memo=memo)
+    await handlers.watching(memo=memo)  # the CRD changed: nothing more to do
+    assert memo.ready.is_set()
+    assert started == [rollouts.lead]  # it acts only once elected
+
+
+def test_watching_waits_for_the_progressiverollouts_crd_only() -> None:
+    assert handlers._is_our_crd(name="progressiverollouts.tidegate.io")
+    assert not handlers._is_our_crd(name="httproutes.gateway.networking.k8s.io")

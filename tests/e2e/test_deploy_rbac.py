@@ -59,6 +59,7 @@ ALLOWED_UNUSED: dict[tuple[str, str, str], str] = {
 }
 
 Triple = tuple[str, str, str]
+Grant = tuple[str, str, str, str | None]  # a triple, and the namespace it is granted in
 
 
 @pytest.fixture(scope="module")
@@ -74,60 +75,80 @@ def installed_rbac(kubectl: KubectlRunner) -> list[dict[str, Any]]:
 # --- what the rules grant --------------------------------------------------------------------
 
 
-def account_rules(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The rules the installed objects grant the ServiceAccount, cluster-wide.
-
-    Only ClusterRoleBindings are read: the operator watches cluster-scoped objects (CRDs,
-    namespaces) and, as deployed (-A), every namespace, which no RoleBinding can grant.
+def account_grants(objects: list[dict[str, Any]]) -> set[Grant]:
+    """What the installed objects grant the ServiceAccount: (apiGroup, resource[/subresource],
+    verb, namespace), the namespace None for a grant at every scope (a ClusterRoleBinding's)
+    and a RoleBinding's own namespace for one of its grants. The operator watches
+    cluster-scoped objects (CRDs, namespaces) and, as deployed (-A), every namespace: that is
+    the ClusterRole's; the leader-election Lease is the Role's, in the operator's namespace.
     """
     subject = {"kind": "ServiceAccount", "name": ACCOUNT_NAME, "namespace": ACCOUNT_NAMESPACE}
-    roles = {o["metadata"]["name"]: o for o in objects if o["kind"] == "ClusterRole"}
-    rules: list[dict[str, Any]] = []
+    roles = {
+        (o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]): o
+        for o in objects
+        if o["kind"] in ("ClusterRole", "Role")
+    }
+    grants: set[Grant] = set()
     for binding in objects:
         if subject not in binding.get("subjects", []):
             continue
-        assert binding["kind"] == "ClusterRoleBinding", (
-            f"{binding['kind']} {binding['metadata']['name']}: this test reads only "
-            "ClusterRoleBindings; teach account_rules() about namespaced grants"
-        )
-        assert binding["roleRef"]["kind"] == "ClusterRole", binding["roleRef"]
-        rules += roles[binding["roleRef"]["name"]]["rules"]
-    assert rules, f"nothing in {KUSTOMIZE} binds a role to {ACCOUNT}"
-    for rule in rules:
-        # Wildcards and resourceNames would need more than set arithmetic below.
-        assert "resourceNames" not in rule and "nonResourceURLs" not in rule, rule
-        assert not any("*" in rule[key] for key in ("apiGroups", "resources", "verbs")), rule
-    return rules
+        assert binding["kind"] in ("ClusterRoleBinding", "RoleBinding"), binding["kind"]
+        ref = binding["roleRef"]
+        namespace = binding["metadata"].get("namespace")  # None for a ClusterRoleBinding
+        role_namespace = namespace if ref["kind"] == "Role" else None
+        rules = roles[(ref["kind"], role_namespace, ref["name"])]["rules"]
+        for rule in rules:
+            # Wildcards and resourceNames would need more than set arithmetic below.
+            assert "resourceNames" not in rule and "nonResourceURLs" not in rule, rule
+            assert not any("*" in rule[key] for key in ("apiGroups", "resources", "verbs")), rule
+            grants |= {
+                (group, resource, verb, namespace)
+                for group in rule["apiGroups"]
+                for resource in rule["resources"]
+                for verb in rule["verbs"]
+            }
+    assert grants, f"nothing in {KUSTOMIZE} binds a role to {ACCOUNT}"
+    return grants
 
 
-def granted(rules: list[dict[str, Any]]) -> set[Triple]:
-    """Every (apiGroup, resource[/subresource], verb) the rules allow, at any scope."""
-    return {
-        (group, resource, verb)
-        for rule in rules
-        for group in rule["apiGroups"]
-        for resource in rule["resources"]
-        for verb in rule["verbs"]
-    }
+def allows(grants: set[Grant], call: ApiCall, namespace: str | None) -> bool:
+    """Whether `grants` allow `call`, made in `namespace` (None: cluster-scoped or across
+    namespaces, which only a cluster-wide grant allows)."""
+    group, resource, verb = triple(call)
+    if (group, resource, verb, None) in grants:
+        return True
+    return namespace is not None and (group, resource, verb, namespace) in grants
+
+
+def describe_grant(grant: Grant) -> str:
+    group, resource, verb, namespace = grant
+    return f"  {verb} {group or 'core'}/{resource}" + (f" in {namespace}" if namespace else "")
 
 
 # --- what the operator asked -----------------------------------------------------------------
 
 
-def needed(requests: Iterable[AuditedRequest]) -> set[ApiCall]:
-    """The calls made, as RBAC must allow them.
+def needed_where(requests: Iterable[AuditedRequest]) -> set[tuple[ApiCall, str | None]]:
+    """The calls made, as RBAC must allow them, each with the namespace it was made in (None
+    for a cluster-scoped call or one across namespaces).
 
     A server-side apply that creates its object is a PATCH answered 201, which the API server
     also authorises as a create: the create is needed though no request says so.
     """
-    calls: set[ApiCall] = set()
+    calls: set[tuple[ApiCall, str | None]] = set()
     for request in requests:
         if request.call is None:
             continue
-        calls.add(request.call)
+        namespace = request.namespace if request.call.namespaced else None
+        calls.add((request.call, namespace))
         if request.call.verb == "patch" and request.code == 201:
-            calls.add(dataclasses.replace(request.call, verb="create"))
+            calls.add((dataclasses.replace(request.call, verb="create"), namespace))
     return calls
+
+
+def needed(requests: Iterable[AuditedRequest]) -> set[ApiCall]:
+    """The calls made, wherever they were made."""
+    return {call for call, _ in needed_where(requests)}
 
 
 def triple(call: ApiCall) -> Triple:
@@ -208,7 +229,14 @@ def operator_run(
     kubeconfig = service_account_kubeconfig(kubectl, workdir / "sa.kubeconfig")
     log = workdir / "operator.log"
     with scratch_namespace(kubectl, "t-rbac") as namespace:
-        operator = start_operator(environment, log, namespaces=[namespace], kubeconfig=kubeconfig)
+        # As deployed: the Lease in the operator's own namespace, where the Role grants it.
+        operator = start_operator(
+            environment,
+            log,
+            namespaces=[namespace],
+            kubeconfig=kubeconfig,
+            lease_namespace=ACCOUNT_NAMESPACE,
+        )
         weights: list[int] = []
         failure = None
         try:
@@ -294,29 +322,40 @@ def test_rbac_grants_every_call_the_operator_made(
     others = sorted({r.uri.partition("?")[0] for r in operator_requests if r.call is None})
     print(f"non-resource requests (Kubernetes grants these to every user): {others}")
     record_property("api_calls", [str(c) for c in sorted(calls)])
-    grants = granted(account_rules(installed_rbac))
-    missing = {c for c in calls if triple(c) not in grants}
+    grants = account_grants(installed_rbac)
+    missing = {
+        (call, namespace)
+        for call, namespace in needed_where(operator_requests)
+        if not allows(grants, call, namespace)
+    }
     assert not missing, (
         f"the operator made calls that {KUSTOMIZE / 'rbac.yaml'} does not grant; add them "
-        f"there and in the Helm chart's templates/rbac.yaml:\n{describe(missing)}"
+        f"there and in the Helm chart's templates/rbac.yaml:\n"
+        + "\n".join(f"  {call} in {namespace}" for call, namespace in sorted(missing, key=str))
     )
 
 
 def test_rbac_grants_nothing_the_operator_does_not_use(
     installed_rbac: list[dict[str, Any]], operator_requests: list[AuditedRequest]
 ) -> None:
-    used = {triple(c) for c in needed(operator_requests)}
-    grants = granted(account_rules(installed_rbac))
-    unused = grants - used - ALLOWED_UNUSED.keys()
+    needs = needed_where(operator_requests)
+    grants = account_grants(installed_rbac)
+
+    def used(grant: Grant) -> bool:
+        *granted_triple, where = grant
+        return any(
+            list(triple(call)) == granted_triple and (where is None or namespace == where)
+            for call, namespace in needs
+        )
+
+    unused = {g for g in grants if not used(g) and g[:3] not in ALLOWED_UNUSED}
     assert not unused, (
         "granted but never used by the operator; remove them from both RBAC manifests, or "
         "list them in ALLOWED_UNUSED with the reason they are needed:\n"
-        + "\n".join(
-            f"  {verb} {group or 'core'}/{resource}" for group, resource, verb in sorted(unused)
-        )
+        + "\n".join(describe_grant(g) for g in sorted(unused, key=str))
     )
     # An entry may be used in some runs (a rare path); it is stale once no longer granted.
-    stale = {t for t in ALLOWED_UNUSED if t not in grants}
+    stale = {t for t in ALLOWED_UNUSED if t not in {g[:3] for g in grants}}
     assert not stale, f"ALLOWED_UNUSED entries no longer granted: {sorted(stale)}"
 
 
@@ -343,7 +382,11 @@ def test_a_grant_removed_at_run_time_is_reported_by_verb_and_resource_then_recov
     with scratch_namespace(kubectl, "t-rbac") as namespace:
         kubectl.check("apply", "-f", "-", stdin=yaml.safe_dump(without_patch))
         operator = start_operator(
-            environment, tmp_path / "operator.log", namespaces=[namespace], kubeconfig=kubeconfig
+            environment,
+            tmp_path / "operator.log",
+            namespaces=[namespace],
+            kubeconfig=kubeconfig,
+            lease_namespace=ACCOUNT_NAMESPACE,
         )
         try:
             apply_example(kubectl, namespace)

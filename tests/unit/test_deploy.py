@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import textwrap
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -48,9 +49,9 @@ def render_helm_roughly(text: str) -> str:
     return re.sub(r"\{\{-?.*?-?\}\}", "placeholder", text)
 
 
-def helm_cluster_role() -> dict[str, Any]:
+def helm_rbac(kind: str) -> dict[str, Any]:
     docs = yaml.safe_load_all(render_helm_roughly((CHART / "templates" / "rbac.yaml").read_text()))
-    return one([d for d in docs if d], "ClusterRole")
+    return one([d for d in docs if d], kind)
 
 
 def container() -> dict[str, Any]:
@@ -105,16 +106,50 @@ def test_crd_copies_are_identical_to_the_generated_crd(copy: Path) -> None:
 # --- RBAC ------------------------------------------------------------------------------------
 
 
+ROLES = ("ClusterRole", "Role")
+
+
 def test_rbac_never_deletes_and_names_no_wildcards() -> None:
-    for rule in one(kustomize_objects(), "ClusterRole")["rules"]:
-        assert "delete" not in rule["verbs"] and "deletecollection" not in rule["verbs"]
-        for key in ("apiGroups", "resources", "verbs"):
-            assert "*" not in rule[key]
+    for kind in ROLES:
+        for rule in one(kustomize_objects(), kind)["rules"]:
+            assert "delete" not in rule["verbs"] and "deletecollection" not in rule["verbs"]
+            for key in ("apiGroups", "resources", "verbs"):
+                assert "*" not in rule[key]
 
 
-def test_helm_rbac_has_the_same_rules_as_kustomize() -> None:
-    kustomize_rules = one(kustomize_objects(), "ClusterRole")["rules"]
-    assert helm_cluster_role()["rules"] == kustomize_rules
+@pytest.mark.parametrize("kind", ROLES)
+def test_helm_rbac_has_the_same_rules_as_kustomize(kind: str) -> None:
+    kustomize_rules = one(kustomize_objects(), kind)["rules"]
+    assert helm_rbac(kind)["rules"] == kustomize_rules
+
+
+def test_leases_are_granted_in_the_operators_namespace_only() -> None:
+    objects = kustomize_objects()
+    cluster_wide = [r for r in one(objects, "ClusterRole")["rules"] if "leases" in r["resources"]]
+    assert cluster_wide == []
+    role, binding = one(objects, "Role"), one(objects, "RoleBinding")
+    namespace = one(objects, "Namespace")["metadata"]["name"]
+    assert role["rules"] == [
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "verbs": ["get", "create", "update"],
+        }
+    ]
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == namespace
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
+    account = one(objects, "ServiceAccount")["metadata"]["name"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": account, "namespace": namespace}
+    ]
+    # The Helm chart's, in the release's namespace, for the chart's ServiceAccount.
+    helm_binding = helm_rbac("RoleBinding")
+    assert helm_binding["roleRef"]["kind"] == "Role"
+    assert helm_binding["subjects"][0]["kind"] == "ServiceAccount"
 
 
 def test_binding_grants_the_role_to_the_deployment_service_account() -> None:
@@ -153,11 +188,42 @@ def test_probes_use_the_health_endpoints() -> None:
     assert spec["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
 
 
-def test_one_replica_never_two_at_once() -> None:
-    # kopf runs standalone: no peering, no leader election.
-    spec = one(kustomize_objects(), "Deployment")["spec"]
-    assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}
+def test_two_replicas_elect_the_one_that_acts() -> None:
+    deployment = one(kustomize_objects(), "Deployment")
+    spec = deployment["spec"]
+    assert spec["replicas"] == 2
+    # An upgrade never has fewer than two watching: a new pod is ready before an old one goes.
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    args = build_parser().parse_args(container()["args"])
+    assert args.leader_election  # on, by default
+    assert args.leader_election_id.startswith("tidegate")
+    assert args.leader_election_namespace is None  # the pod's own
+    env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container()["env"]}
+    assert env == {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace"}
+    # The Lease's namespace (the pod's) is where the Role grants it.
+    assert (
+        one(kustomize_objects(), "Role")["metadata"]["namespace"]
+        == (deployment["metadata"]["namespace"])
+    )
+
+
+def test_helm_runs_two_replicas_with_the_downward_api_too() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["replicaCount"] == 2
+    template = (CHART / "templates" / "deployment.yaml").read_text()
+    assert "replicas: {{ .Values.replicaCount }}" in template
+    # (The template's control flow is more than render_helm_roughly can read: its blocks.)
+    strategy = re.search(r"^  strategy:\n(?:    .*\n)+", template, re.MULTILINE)
+    env = re.search(r"^          env:\n(?:            .*\n)+", template, re.MULTILINE)
+    assert strategy and env
+    kustomize_spec = one(kustomize_objects(), "Deployment")["spec"]
+    assert yaml.safe_load(textwrap.dedent(strategy.group(0))) == {
+        "strategy": kustomize_spec["strategy"]
+    }
+    assert yaml.safe_load(textwrap.dedent(env.group(0))) == {"env": container()["env"]}
 
 
 def test_runs_as_non_root_on_a_read_only_root() -> None:

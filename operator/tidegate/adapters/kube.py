@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -73,7 +73,9 @@ def _detail(error: ApiException) -> str:
     return f"{error.status} {error.reason}".strip()
 
 
-def make_api_client(kubeconfig: str | None = None) -> client.ApiClient:
+def make_api_client(
+    kubeconfig: str | None = None, *, user_agent: str | None = None
+) -> client.ApiClient:
     """From a kubeconfig file, else $KUBECONFIG / ~/.kube/config, else the in-cluster
     account. A client of its own: the library's global default is left alone.
 
@@ -83,27 +85,38 @@ def make_api_client(kubeconfig: str | None = None) -> client.ApiClient:
     from tidegate import __version__
 
     # (The library's loaders carry no type hints.)
+    api_client: client.ApiClient
     if kubeconfig:
-        api_client = cast(client.ApiClient, config.new_client_from_config(config_file=kubeconfig))  # type: ignore[no-untyped-call]
+        api_client = config.new_client_from_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
     else:
         try:
-            api_client = cast(client.ApiClient, config.new_client_from_config())  # type: ignore[no-untyped-call]
+            api_client = config.new_client_from_config()  # type: ignore[no-untyped-call]
         except config.ConfigException:
             configuration = client.Configuration()
             config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
             api_client = client.ApiClient(configuration)
-    api_client.user_agent = f"tidegate/{__version__}"
+    api_client.user_agent = user_agent or f"tidegate/{__version__}"
     return api_client
 
 
 class Kube:
     """The calls tidegate makes, each off the event loop."""
 
-    def __init__(self, api_client: client.ApiClient, cache: Cache | None = None) -> None:
+    def __init__(
+        self,
+        api_client: client.ApiClient,
+        cache: Cache | None = None,
+        *,
+        may_write: Callable[[], bool] | None = None,
+    ) -> None:
         self.api_client = api_client
         # Reads come from here when it is set (the running operator); `fresh=True` asks the
         # API server instead, for a write that needs the latest resourceVersion.
         self.cache = cache
+        # Asked in the worker thread just before each write is sent: with leader election,
+        # whether this replica still holds the Lease (a process that was paused past its
+        # renew deadline must not send what it had queued).
+        self.may_write = may_write
         self.apps = client.AppsV1Api(api_client)
         self.core = client.CoreV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
@@ -116,6 +129,7 @@ class Kube:
         kw.setdefault("_request_timeout", REQUEST_TIMEOUT)
 
         def run() -> Any:
+            self._check_may_write(verb, resource)
             answer = fn(*args, _preload_content=False, **kw)
             data = answer.data
             return json.loads(data) if data else None
@@ -126,6 +140,10 @@ class Kube:
             raise KubeError(error.status or 0, verb, resource, _detail(error)) from None
         except (HTTPError, OSError) as error:
             raise KubeError(0, verb, resource, f"no answer: {error}") from None
+
+    def _check_may_write(self, verb: str, resource: str) -> None:
+        if verb != "get" and self.may_write is not None and not self.may_write():
+            raise KubeError(0, verb, resource, "not sent: this replica does not lead")
 
     async def get_or_none(
         self, resource: str, fn: Callable[..., Any], *args: Any, **kw: Any
@@ -148,6 +166,7 @@ class Kube:
         def run() -> Obj:
             if self._dynamic_client is None:  # discovery, once
                 self._dynamic_client = DynamicClient(self.api_client)  # type: ignore[no-untyped-call]
+            self._check_may_write(verb, resource)
             answer: Obj = operation(self._dynamic_client).to_dict()
             return answer
 

@@ -14,6 +14,7 @@ import json
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +34,17 @@ rules:
       - system:kube-scheduler
   - level: None
     userGroups: ["system:serviceaccounts:kube-system", "system:nodes"]
-  # Leader-election and node heartbeats.
+  # Node heartbeats (kwok's, as admin) and the control plane's own Leases; tidegate's
+  # leader-election Lease, elsewhere, is logged like any other request.
   - level: None
     resources: [{group: coordination.k8s.io, resources: [leases]}]
+    namespaces: [kube-node-lease, kube-system]
   - level: Metadata
 """
+
+
+# The verbs that change something.
+WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
 
 
 def audit_dir(state_dir: Path) -> Path:
@@ -105,6 +112,14 @@ class AuditedRequest:
     user: str = ""
     user_agent: str = ""
     audit_id: str = ""
+    # When the API server received the request, and when it logged its latest stage (for a
+    # finished request: when its response was complete). The server's clock, to the µs.
+    received: datetime | None = None
+    completed: datetime | None = None
+
+    @property
+    def is_write(self) -> bool:
+        return self.call is not None and self.call.verb in WRITE_VERBS
 
     def __str__(self) -> str:
         """`patch apps/deployments (namespaced) ns/name`, or `get /apis`."""
@@ -126,6 +141,10 @@ def read_events(log: Path) -> list[dict[str, Any]]:
                     event = json.loads(line)
                     latest[event["auditID"]] = event  # written in stage order
     return list(latest.values())
+
+
+def _time(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
 
 
 def audited(event: dict[str, Any]) -> AuditedRequest:
@@ -151,6 +170,8 @@ def audited(event: dict[str, Any]) -> AuditedRequest:
         user=event.get("user", {}).get("username", ""),
         user_agent=event.get("userAgent", ""),
         audit_id=event["auditID"],
+        received=_time(event.get("requestReceivedTimestamp")),
+        completed=_time(event.get("stageTimestamp")),
     )
 
 

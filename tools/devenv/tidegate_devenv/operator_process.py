@@ -16,6 +16,11 @@ For the demo, the benchmark and end-to-end tests:
 tail) when the operator does not become ready. `OperatorProcess.stop` stops the operator's
 whole process group and is safe to call twice. `read_status` and `wait_for_phase` go through
 kubectl, so they can be called from plain (non-async) code.
+
+Operators run with leader election, as deployed. Their Lease is in the first namespace they
+watch (a test's own, deleted with it), so that tests never wait on each other's Lease; each
+has an identity of its own (`OperatorProcess.identity`), which is also in its user agent.
+Two started on the same namespace share the Lease: one acts, the other stands by.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import os
 import subprocess
 import sys
 import urllib.request
+import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +48,7 @@ READY_TIMEOUT = 60.0
 # Long enough for kopf to finish its cleanup handlers on SIGTERM.
 STOP_TIMEOUT = 10.0
 RECONCILES = "tidegate_reconciles_total"
+LEADER = "tidegate_leader"
 
 
 def install_crd(kubectl: KubectlRunner) -> None:
@@ -65,22 +72,36 @@ class OperatorProcess:
     process: subprocess.Popen[bytes]
     health_url: str  # http://host:port of --health-listen: /healthz, /readyz, /metrics
     log: Path
+    identity: str = ""  # its --leader-election-identity, also in its user agent
 
     def metrics_text(self) -> str:
         with urllib.request.urlopen(f"{self.health_url}/metrics", timeout=2) as response:
             text: str = response.read().decode()
             return text
 
+    def _sample(self, name: str, **labels: str) -> float | None:
+        for family in text_string_to_metric_families(self.metrics_text()):
+            for sample in family.samples:
+                if sample.name == name and all(
+                    sample.labels.get(k) == v for k, v in labels.items()
+                ):
+                    return float(sample.value)
+        return None
+
     def reconciles(self, result: str = "ok") -> int:
         """tidegate_reconciles_total{result=...} from /metrics: reconciles this process ran.
 
         Raises OSError (URLError) when nothing answers, as when the operator is dead.
         """
-        for family in text_string_to_metric_families(self.metrics_text()):
-            for sample in family.samples:
-                if sample.name == RECONCILES and sample.labels.get("result") == result:
-                    return int(sample.value)
-        return 0  # no reconcile with that result yet: the labelled counter does not exist
+        # None: no reconcile with that result yet (the labelled counter does not exist).
+        return int(self._sample(RECONCILES, result=result) or 0)
+
+    def leading(self) -> bool:
+        """tidegate_leader from /metrics: whether this process is the one that acts.
+
+        Raises OSError (URLError) when nothing answers, as when the operator is dead.
+        """
+        return self._sample(LEADER) == 1
 
     def stop(self) -> None:
         """SIGTERM the operator's process group, SIGKILL what is left after STOP_TIMEOUT."""
@@ -95,15 +116,29 @@ def start_operator(
     namespaces: Sequence[str] = (),
     kubeconfig: Path | None = None,
     timeout: float = READY_TIMEOUT,
+    leader_election: bool = True,
+    lease_namespace: str | None = None,
 ) -> OperatorProcess:
     """Start `python -m tidegate run` against the environment's cluster and wait for /readyz.
 
     `prometheus_url` defaults to the environment's Prometheus and `kubeconfig` to its admin
     one (pass another to run as another identity); without `namespaces` it watches all of
     them. The process runs in a session of its own and appends to `log`.
+
+    With `leader_election` (as deployed), its Lease is `tidegate-leader` in
+    `lease_namespace`, by default the first of `namespaces` (else `default`). Ready means
+    watching, not leading: a second operator on the same Lease is ready as a standby.
     """
     log.parent.mkdir(parents=True, exist_ok=True)
     health = f"127.0.0.1:{free_port()}"
+    identity = f"dev-{uuid.uuid4().hex[:8]}"
+    election = [f"--leader-election-identity={identity}"]
+    if not leader_election:
+        election.append("--no-leader-election")
+    else:
+        lease_namespace = lease_namespace or (namespaces[0] if namespaces else None)
+        if lease_namespace:
+            election.append(f"--leader-election-namespace={lease_namespace}")
     argv = [
         sys.executable,
         "-m",
@@ -114,6 +149,7 @@ def start_operator(
         "--health-listen",
         health,
         *(f"--namespace={namespace}" for namespace in namespaces),
+        *election,
     ]
     with log.open("ab") as out:
         proc = subprocess.Popen(
@@ -124,7 +160,7 @@ def start_operator(
             start_new_session=True,
             env={**os.environ, "KUBECONFIG": str(kubeconfig or info.kubeconfig)},
         )
-    operator = OperatorProcess(proc, f"http://{health}", log)
+    operator = OperatorProcess(proc, f"http://{health}", log, identity)
 
     def ready() -> bool:
         if proc.poll() is not None:

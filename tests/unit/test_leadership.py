@@ -1,0 +1,335 @@
+"""Leader election (`tidegate.leadership`) against an in-memory Lease API.
+
+The fake API behaves as the API server does for what LeaseLock asks: 404 for a missing
+Lease, 409 for a create of one that exists, and 409 for a replace at a stale
+resourceVersion. The last test runs the official library's election loop itself, with two
+candidates and short (whole-second) timings, in real time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from tidegate import metrics
+from tidegate.adapters.kube import Kube, KubeError
+from tidegate.leadership import (
+    EXIT_LEASE_LOST,
+    ElectionSettings,
+    Leadership,
+    RecordingLeaseLock,
+    default_identity,
+    default_namespace,
+)
+
+NAMESPACE, NAME = "tidegate-system", "tidegate-leader"
+
+
+class FakeLeases:
+    """What LeaseLock calls of CoordinationV1Api, on one shared dict of Leases."""
+
+    def __init__(self) -> None:
+        self.leases: dict[tuple[str, str], client.V1Lease] = {}
+        self.version = 0
+        self.mutex = threading.Lock()
+        self.writes: list[tuple[str, str | None]] = []  # (verb, holder written)
+        self.refuse_writes_by: set[str] = set()  # identities whose writes time out
+
+    def _conflict(self, why: str) -> ApiException:
+        return ApiException(status=409, reason="Conflict", body=json.dumps({"code": 409, "m": why}))
+
+    def read_namespaced_lease(self, name: str, namespace: str, **_: Any) -> client.V1Lease:
+        with self.mutex:
+            if (namespace, name) not in self.leases:
+                raise ApiException(status=404, reason="Not Found", body=json.dumps({"code": 404}))
+            return copy.deepcopy(self.leases[(namespace, name)])
+
+    def _store(self, namespace: str, lease: client.V1Lease, verb: str) -> client.V1Lease:
+        holder = lease.spec.holder_identity if lease.spec else None
+        if holder in self.refuse_writes_by:
+            raise ApiException(status=504, reason="Timeout", body="")
+        self.version += 1
+        stored = copy.deepcopy(lease)
+        meta = stored.metadata
+        name = meta["name"] if isinstance(meta, dict) else meta.name
+        stored.metadata = client.V1ObjectMeta(
+            name=name, namespace=namespace, resource_version=str(self.version)
+        )
+        self.leases[(namespace, name)] = stored
+        self.writes.append((verb, holder))
+        return copy.deepcopy(stored)
+
+    def create_namespaced_lease(
+        self, namespace: str, body: client.V1Lease, **_: Any
+    ) -> client.V1Lease:
+        with self.mutex:
+            name = body.metadata["name"] if isinstance(body.metadata, dict) else body.metadata.name
+            if (namespace, name) in self.leases:
+                raise self._conflict("exists")
+            return self._store(namespace, body, "create")
+
+    def replace_namespaced_lease(
+        self, name: str, namespace: str, body: client.V1Lease, **_: Any
+    ) -> client.V1Lease:
+        with self.mutex:
+            current = self.leases.get((namespace, name))
+            if current is None:
+                raise ApiException(status=404, reason="Not Found", body=json.dumps({"code": 404}))
+            if body.metadata.resource_version != current.metadata.resource_version:
+                raise self._conflict("stale resourceVersion")
+            return self._store(namespace, body, "update")
+
+    def holder(self) -> str | None:
+        with self.mutex:
+            lease = self.leases.get((NAMESPACE, NAME))
+            return lease.spec.holder_identity if lease and lease.spec else None
+
+
+def record(identity: str, at: str = "2024-06-11 10:00:00.000001") -> Any:
+    from kubernetes.leaderelection.leaderelectionrecord import LeaderElectionRecord
+
+    return LeaderElectionRecord(identity, "15", at, at)
+
+
+def lock_on(api: FakeLeases, identity: str, clock: Callable[[], float]) -> RecordingLeaseLock:
+    return RecordingLeaseLock(NAME, NAMESPACE, identity, api, clock)  # type: ignore[arg-type]
+
+
+class Ticks:
+    """A clock that reads what the test sets."""
+
+    def __init__(self, now: float = 100.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# --- settings and defaults -------------------------------------------------------------------
+
+
+def test_default_timings_are_accepted_and_bad_ones_refused() -> None:
+    settings = ElectionSettings(NAME, NAMESPACE, "me")
+    assert (settings.lease_duration, settings.renew_deadline, settings.retry_period) == (15, 10, 2)
+    assert settings.request_timeout < settings.renew_deadline
+    with pytest.raises(ValueError, match="start with 'tidegate'"):
+        ElectionSettings("leader", NAMESPACE, "me")
+    with pytest.raises(ValueError, match="longer than the renew deadline"):
+        ElectionSettings(NAME, NAMESPACE, "me", lease_duration=10, renew_deadline=10)
+    with pytest.raises(ValueError, match=r"1\.2 retry periods"):
+        ElectionSettings(NAME, NAMESPACE, "me", renew_deadline=2, retry_period=2)
+    with pytest.raises(ValueError, match="at least 1 s"):
+        ElectionSettings(NAME, NAMESPACE, "me", retry_period=0)
+
+
+def test_identity_is_the_pod_name_with_a_suffix_new_at_each_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("POD_NAME", "tidegate-7c9d-x2x")
+    first, second = default_identity(), default_identity()
+    assert first.startswith("tidegate-7c9d-x2x_") and second.startswith("tidegate-7c9d-x2x_")
+    assert first != second  # a restarted container is not taken for its predecessor
+    monkeypatch.delenv("POD_NAME")
+    assert "-" in default_identity().rpartition("_")[0]  # host-pid
+
+
+def test_the_lease_namespace_is_the_pods_else_default(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    mounted = tmp_path / "namespace"
+    monkeypatch.delenv("POD_NAMESPACE", raising=False)
+    assert default_namespace(mounted) == "default"  # out of a cluster
+    mounted.write_text("tidegate-system\n")
+    assert default_namespace(mounted) == "tidegate-system"
+    monkeypatch.setenv("POD_NAMESPACE", "from-downward-api")
+    assert default_namespace(mounted) == "from-downward-api"
+
+
+# --- the lock --------------------------------------------------------------------------------
+
+
+def test_a_won_write_dates_the_lease_from_the_read_before_it() -> None:
+    api, clock = FakeLeases(), Ticks(100.0)
+    lock = lock_on(api, "a", clock)
+    found, _ = lock.get(NAME, NAMESPACE)
+    assert not found
+    clock.now = 100.4  # the write comes later; the Lease was ours from the read on
+    assert lock.create(NAME, NAMESPACE, record("a"))
+    assert lock.renewed_at == 100.0
+    clock.now = 102.0
+    assert lock.get(NAME, NAMESPACE)[0]
+    assert lock.update(NAME, NAMESPACE, record("a"))
+    assert lock.renewed_at == 102.0
+
+
+def test_a_lost_write_changes_nothing() -> None:
+    api, clock = FakeLeases(), Ticks(100.0)
+    a, b = lock_on(api, "a", clock), lock_on(api, "b", clock)
+    a.get(NAME, NAMESPACE)
+    assert a.create(NAME, NAMESPACE, record("a"))
+    clock.now = 101.0
+    assert b.get(NAME, NAMESPACE)[0]
+    assert a.get(NAME, NAMESPACE)[0] and a.update(NAME, NAMESPACE, record("a"))  # a renews
+    clock.now = 102.0
+    assert not b.update(NAME, NAMESPACE, record("b"))  # at the resourceVersion it read
+    assert b.renewed_at is None and api.holder() == "a"
+
+
+def test_release_clears_the_holder_once_and_stops_every_write() -> None:
+    api, clock = FakeLeases(), Ticks()
+    a, b = lock_on(api, "a", clock), lock_on(api, "b", clock)
+    a.get(NAME, NAMESPACE)
+    a.create(NAME, NAMESPACE, record("a"))
+    assert not b.release()  # not b's to give up
+    assert api.holder() == "a"
+    assert a.release()
+    assert api.holder() is None
+    a.get(NAME, NAMESPACE)
+    assert not a.update(NAME, NAMESPACE, record("a"))  # closed: no more writes
+    assert api.writes == [("create", "a"), ("update", None)]
+
+
+# --- the process's part ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def exits() -> list[int]:
+    return []
+
+
+def leadership(
+    api: FakeLeases, identity: str, exits: list[int], clock: Callable[[], float], **timings: int
+) -> Leadership:
+    settings = ElectionSettings(NAME, NAMESPACE, identity, **timings)
+    found = Leadership(settings, client.ApiClient(), exit=exits.append, clock=clock)
+    found.lock.api_instance = api
+    return found
+
+
+def test_the_watchdog_ends_a_leader_at_the_renew_deadline(exits: list[int]) -> None:
+    clock = Ticks(100.0)
+    leader = leadership(FakeLeases(), "a", exits, clock)
+    leader.lock.renewed_at = 100.0
+    metrics.LEADER.set(1)
+    readings = iter([109.9, 110.0])
+    leader._clock = lambda: next(readings)  # 0.1 s short of the deadline, then at it
+    leader._watch()
+    assert exits == [EXIT_LEASE_LOST]
+    assert metrics.REGISTRY.get_sample_value("tidegate_leader") == 0
+
+
+def test_losing_the_lease_ends_the_process_unless_it_is_stopping(exits: list[int]) -> None:
+    leader = leadership(FakeLeases(), "a", exits, Ticks())
+    leader._stopped_leading()
+    leader._stopped_leading()  # (the watchdog and the library may both say so)
+    assert exits == [EXIT_LEASE_LOST]
+    stopping = leadership(FakeLeases(), "b", exits, Ticks())
+    stopping.release()  # an orderly stop: the election may end now without an exit
+    stopping._stopped_leading()
+    assert exits == [EXIT_LEASE_LOST]
+
+
+async def test_election_is_handed_to_the_event_loop(exits: list[int]) -> None:
+    api = FakeLeases()
+    leader = leadership(api, "a", exits, time.monotonic)
+    elected = asyncio.Event()
+    on_loop: list[bool] = []
+
+    def on_elected() -> None:
+        on_loop.append(asyncio.get_running_loop() is not None)
+        elected.set()
+
+    leader.start(on_elected)
+    try:
+        await asyncio.wait_for(elected.wait(), 5)
+        assert on_loop == [True] and api.holder() == "a"
+    finally:
+        leader.release()
+    assert api.holder() is None and exits == []
+
+
+# --- the library's loop with two candidates ----------------------------------------------------
+
+
+async def test_a_standby_takes_over_only_after_the_silent_leader_has_exited() -> None:
+    """A leader whose renewals stop reaching the API server: it exits at its renew deadline,
+    and the standby is elected only after that, a lease duration after the last renewal."""
+    api = FakeLeases()
+    events: list[tuple[str, str, float]] = []  # (identity, what, when)
+    timings = {"lease_duration": 3, "renew_deadline": 2, "retry_period": 1}
+    elected = {name: asyncio.Event() for name in ("a", "b")}
+
+    def candidate(name: str) -> Leadership:
+        def exit(code: int) -> None:
+            events.append((name, f"exit {code}", time.monotonic()))
+
+        def on_elected() -> None:
+            events.append((name, "elected", time.monotonic()))
+            elected[name].set()
+
+        found = leadership(api, name, [], time.monotonic, **timings)
+        found._exit = exit
+        found.start(on_elected)
+        return found
+
+    a = candidate("a")
+    await asyncio.wait_for(elected["a"].wait(), 5)
+    b = candidate("b")
+    try:
+        await asyncio.sleep(0)
+        assert api.holder() == "a"
+        api.refuse_writes_by.add("a")  # a's renewals time out from now on
+        stopped = time.monotonic()
+        await asyncio.wait_for(elected["b"].wait(), 10)
+    finally:
+        b.release()
+        a._stopping.set()
+    order = [(who, what) for who, what, _ in events]
+    assert order == [("a", "elected"), ("a", f"exit {EXIT_LEASE_LOST}"), ("b", "elected")], events
+    a_exit, b_elected = events[1][2], events[2][2]
+    assert a_exit - stopped <= timings["renew_deadline"] + 0.5
+    assert b_elected - stopped >= timings["lease_duration"] - timings["retry_period"]
+
+
+# --- the gate on every write -----------------------------------------------------------------
+
+
+def test_may_act_only_while_elected_and_within_the_renew_deadline(exits: list[int]) -> None:
+    clock = Ticks(100.0)
+    leader = leadership(FakeLeases(), "a", exits, clock)
+    assert not leader.may_act()  # standing by
+    leader.elected.set()
+    leader.lock.renewed_at = 100.0
+    clock.now = 109.9
+    assert leader.may_act() and exits == []
+    clock.now = 110.0  # e.g. the whole process was paused, its watchdog too
+    assert not leader.may_act()
+    assert exits == [EXIT_LEASE_LOST]
+
+
+async def test_a_write_the_gate_refuses_is_never_sent() -> None:
+    sent: list[str] = []
+
+    def patch(*_: Any, **__: Any) -> Any:
+        sent.append("patch")
+        raise AssertionError("sent")
+
+    def read(*_: Any, **__: Any) -> Any:
+        sent.append("get")
+        return type("Answer", (), {"data": b'{"kind": "Deployment"}'})()
+
+    kube = Kube(client.ApiClient(), may_write=lambda: False)
+    with pytest.raises(KubeError, match="not sent: this replica does not lead"):
+        await kube.call("patch", "deployments ns/shop", patch)
+    assert await kube.call("get", "deployments ns/shop", read) == {"kind": "Deployment"}
+    assert sent == ["get"]  # reads are not gated: a standby's cache is kopf's anyway
