@@ -66,7 +66,7 @@ def writes(
     log = audit.audit_log(Path(environment.state_dir))
     found = [
         request
-        for request in map(audit.audited_request, audit.read_events(log))
+        for request in map(audit.audited, audit.read_events(log))
         if request.namespace == namespace
         and request.is_write
         and request.call is not None
@@ -82,7 +82,7 @@ def kopf_writes(environment: EnvironmentInfo, namespace: str) -> list[AuditedReq
     log = audit.audit_log(Path(environment.state_dir))
     return [
         request
-        for request in map(audit.audited_request, audit.read_events(log))
+        for request in map(audit.audited, audit.read_events(log))
         if request.namespace == namespace
         and request.is_write
         and request.user_agent.startswith("kopf/")
