@@ -72,6 +72,8 @@ BATCH = 100
 INTERVAL = "2s"
 STEPS = (20, 60)
 STEP_LATENCY = "tidegate_step_latency_seconds"
+# The histogram's largest finite bucket (tidegate.metrics.STEP_LATENCY).
+STEP_BUCKET_MAX = 30.0
 GOAL_RSS_MIB = 512
 GOAL_STEP_P99 = 2.0
 
@@ -269,7 +271,7 @@ def quantile(q: float, buckets: list[tuple[float, float]]) -> float | None:
     for bound, count in buckets:
         if count >= rank:
             if math.isinf(bound):
-                return lower  # beyond the last finite bucket: its bound is all one knows
+                return math.inf  # beyond the last finite bucket: printed as "over" it
             return lower + (bound - lower) * ((rank - below) / (count - below or 1))
         lower, below = bound, count
     return None
@@ -321,6 +323,8 @@ def report(f: Figures) -> str:
     )
 
     def sec(value: float | None) -> str:
+        if value is not None and math.isinf(value):
+            return f"over {STEP_BUCKET_MAX:.0f} s"
         return "n/a" if value is None else f"{value:.3f} s"
 
     rows = [
