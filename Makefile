@@ -7,7 +7,7 @@ export GOTOOLCHAIN := local
 # The controller layer must exercise this much of the reconcile loop and its kopf handlers.
 COVERAGE_MIN := 85
 
-.PHONY: venv setup binaries prometheus lint unit controller coverage e2e test demo crds bench clean \
+.PHONY: venv setup binaries prometheus lint unit controller coverage e2e test demo crds bench bench-scale clean \
 	dev-up dev-down
 
 # Both distributions in one virtualenv: the operator (with its test tools) and the local
@@ -64,6 +64,12 @@ demo: setup
 
 bench: setup
 	$(BIN)/python bench/rollback_latency.py
+
+# N rollouts at once (`make bench-scale N=100` for a quick run): the operator's memory, CPU,
+# idle API requests, time to all Succeeded and step latency. No demo apps: see bench/scale.py.
+N ?= 1000
+bench-scale: setup
+	$(BIN)/python bench/scale.py --rollouts $(N)
 
 dev-up: setup
 	$(BIN)/tidegate-dev up

@@ -8,12 +8,13 @@ reached through `tidegate.ports`.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 from pydantic import ValidationError
 
-from tidegate import api, engine
+from tidegate import api, engine, metrics
 from tidegate.durations import parse_duration
 from tidegate.ports import (
     CLAIM_ANNOTATION,
@@ -94,6 +95,16 @@ def _routes_traffic(decision: engine.Decision) -> bool:
     """Whether the route should hold the status's weights and the engine did not just set them."""
     adopted = decision.status.phase not in (None, api.RolloutPhase.INITIALIZING)
     return adopted and not any(isinstance(a, engine.SetTraffic) for a in decision.actions)
+
+
+def _analysis_passed(
+    measurements: tuple[engine.Measurement, ...] | None, decision: engine.Decision
+) -> bool:
+    """Whether this reconcile measured and every metric passed."""
+    if measurements is None:
+        return False
+    results = decision.status.metrics or []
+    return bool(results) and all(r.phase is api.MetricPhase.PASSED for r in results)
 
 
 def _wire(status: api.RolloutStatus) -> Obj:
@@ -180,6 +191,7 @@ class Reconciler:
         target_revision = template_revision(target["spec"]["template"])
         asked_replicas = int(target["spec"].get("replicas", 1))
         now = self.clock()
+        started = time.monotonic()
         _, stable = await workloads.observe("stable")
         _, canary = await workloads.observe("canary")
         held = await router.observe()
@@ -215,6 +227,10 @@ class Reconciler:
         # the route is put back to the status's traffic, once what is wrong is fixed.
         for action in decision.actions:
             await self._apply(action, rollout, target, workloads, router)
+        if _analysis_passed(measurements, decision) and any(
+            isinstance(a, engine.SetTraffic) for a in decision.actions
+        ):
+            metrics.STEP_LATENCY.observe(time.monotonic() - started)
         wanted = engine.status_traffic(decision.status)
         if _routes_traffic(decision) and held != wanted and await router.apply(wanted):
             # Someone else (a GitOps sync, a hand edit) changed what tidegate owns.

@@ -9,7 +9,7 @@ from collections.abc import Collection
 import pytest
 from fakes import NAME, NAMESPACE, Killed, World, example_spec
 
-from tidegate import api
+from tidegate import api, metrics
 from tidegate.plan import Traffic
 from tidegate.ports import (
     CLAIM_ANNOTATION,
@@ -111,6 +111,30 @@ async def test_a_healthy_canary_walks_every_step_and_is_promoted() -> None:
     # Exactly the variables the API documents, no more and no fewer.
     assert all(set(c[2]) == set(api.QUERY_VARIABLES) for c in queries)
     assert ("Normal", "Promoted") in {(t, r) for t, r, _ in world.events()}
+
+
+def _step_latencies() -> float:
+    value = metrics.REGISTRY.get_sample_value("tidegate_step_latency_seconds_count")
+    return value or 0.0
+
+
+async def test_each_step_taken_on_a_passing_analysis_is_timed() -> None:
+    world = await initialized_world()
+    world.set_version("1.1.0")
+    before = _step_latencies()
+    await settle(world, {"Succeeded"})
+    # 10% needs no analysis; 30% and 60% each follow a passing one. The promotion waits
+    # for the stable copy to run the new revision, not for an analysis.
+    assert _step_latencies() - before == 2
+
+
+async def test_a_failing_analysis_is_not_a_step_latency() -> None:
+    world = await initialized_world()
+    world.metric_value = 0.5
+    world.set_version("1.2.0")
+    before = _step_latencies()
+    await settle(world, {"Failed"})
+    assert _step_latencies() == before
 
 
 async def test_a_failing_canary_is_rolled_back_to_zero() -> None:

@@ -186,9 +186,13 @@ def start_control_plane(
                 f"--cluster-cidr={POD_CIDR}",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--controllers=*,-nodeipam,-cloud-node-lifecycle",
+                # Each controller's client may ask more than the default 20/s, so that
+                # thousands of Deployments changing at once are not held up here.
+                "--kube-api-qps=200",
+                "--kube-api-burst=400",
             ],
         ),
-        ("scheduler", binaries.kube_scheduler, []),
+        ("scheduler", binaries.kube_scheduler, ["--kube-api-qps=200"]),
     ]:
         kubeconfig = kubeconfigs[component]
         processes.start(
@@ -236,7 +240,8 @@ def start_control_plane(
 
 def _fake_node(name: str) -> dict[str, object]:
     # No taints, so a plain Deployment as a user writes it is scheduled here.
-    capacity = {"cpu": "32", "memory": "256Gi", "pods": "110"}
+    # Room for thousands of pods (the scale benchmark's), as kwok's pods cost nothing.
+    capacity = {"cpu": "32", "memory": "256Gi", "pods": "1000"}
     return {
         "apiVersion": "v1",
         "kind": "Node",

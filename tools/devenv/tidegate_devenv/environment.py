@@ -67,6 +67,7 @@ def start_environment(
     kubeconfig: Path | None = None,
     binaries: Binaries | None = None,
     gateway_seed: int | None = None,
+    gateway: bool = True,
 ) -> EnvironmentInfo:
     """Start everything in a fresh state directory; on any failure, stop what was started.
 
@@ -74,6 +75,12 @@ def start_environment(
     control plane; Prometheus and the gateway still run here, watching it. `gateway_seed`
     makes the gateway's weighted choices repeatable (see `gateway.py`); without it the
     gateway takes $TIDEGATE_GATEWAY_SEED, or a random seed it logs.
+
+    `gateway=False` starts no dev gateway, and so no demo-app processes (the gateway starts
+    one per pod template with ready pods, which does not scale to thousands of them): no
+    HTTP data plane, `gateway_url` and `gateway_metrics_url` are empty, and Prometheus only
+    has what is published to it otherwise. For runs whose analysis needs no traffic, such as
+    the scale benchmark.
     """
     began = time.monotonic()
     processes = ProcessTable(state_dir)
@@ -95,7 +102,9 @@ def start_environment(
         config = state_dir / "prometheus.yml"
         config.write_text(
             prometheus.render_config(
-                SCRAPE_INTERVAL, [f"127.0.0.1:{gateway_metrics_port}"], targets_dir
+                SCRAPE_INTERVAL,
+                [f"127.0.0.1:{gateway_metrics_port}"] if gateway else [],
+                targets_dir,
             )
         )
         prometheus_url = f"http://127.0.0.1:{prometheus_port}"
@@ -108,19 +117,15 @@ def start_environment(
                 f"127.0.0.1:{prometheus_port}",
             ),
         )
-        processes.start(
-            "gateway",
-            [
-                sys.executable,
-                "-m",
-                "tidegate_devenv.gateway",
-                f"--kubeconfig={control_plane.kubeconfig}",
-                f"--listen=127.0.0.1:{gateway_port}",
-                f"--metrics-listen=127.0.0.1:{gateway_metrics_port}",
-                f"--state-dir={state_dir}",
-                *([] if gateway_seed is None else [f"--seed={gateway_seed}"]),
-            ],
-        )
+        if gateway:
+            _start_gateway(
+                processes,
+                control_plane.kubeconfig,
+                state_dir,
+                gateway_seed,
+                gateway_port,
+                gateway_metrics_port,
+            )
         kubectl.check("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
         wait_until(
             lambda: http_ok(f"{prometheus_url}/-/ready"),
@@ -128,12 +133,13 @@ def start_environment(
             60,
             processes.log_dir / "prometheus.log",
         )
-        wait_until(
-            lambda: http_ok(f"http://127.0.0.1:{gateway_metrics_port}/metrics"),
-            "the gateway's /metrics",
-            30,
-            processes.log_dir / "gateway.log",
-        )
+        if gateway:
+            wait_until(
+                lambda: http_ok(f"http://127.0.0.1:{gateway_metrics_port}/metrics"),
+                "the gateway's /metrics",
+                30,
+                processes.log_dir / "gateway.log",
+            )
     except BaseException:
         processes.stop_all()
         raise
@@ -143,12 +149,35 @@ def start_environment(
         server=control_plane.server,
         kubectl=str(binaries.kubectl),
         prometheus_url=prometheus_url,
-        gateway_url=f"http://127.0.0.1:{gateway_port}",
-        gateway_metrics_url=f"http://127.0.0.1:{gateway_metrics_port}",
+        gateway_url=f"http://127.0.0.1:{gateway_port}" if gateway else "",
+        gateway_metrics_url=f"http://127.0.0.1:{gateway_metrics_port}" if gateway else "",
         started_in_seconds=round(time.monotonic() - began, 1),
     )
     info_path(state_dir).write_text(json.dumps(asdict(info), indent=1))
     return info
+
+
+def _start_gateway(
+    processes: ProcessTable,
+    kubeconfig: Path,
+    state_dir: Path,
+    seed: int | None,
+    port: int,
+    metrics_port: int,
+) -> None:
+    processes.start(
+        "gateway",
+        [
+            sys.executable,
+            "-m",
+            "tidegate_devenv.gateway",
+            f"--kubeconfig={kubeconfig}",
+            f"--listen=127.0.0.1:{port}",
+            f"--metrics-listen=127.0.0.1:{metrics_port}",
+            f"--state-dir={state_dir}",
+            *([] if seed is None else [f"--seed={seed}"]),
+        ],
+    )
 
 
 def stop_environment(state_dir: Path) -> None:
