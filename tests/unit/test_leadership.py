@@ -172,6 +172,21 @@ def test_a_won_write_dates_the_lease_from_the_read_before_it() -> None:
     assert lock.renewed_at == 102.0
 
 
+def test_a_refused_read_is_told_once_while_it_lasts(caplog: pytest.LogCaptureFixture) -> None:
+    api, clock = FakeLeases(), Ticks()
+    lock = lock_on(api, "a", clock)
+    forbidden = ApiException(status=403, reason="Forbidden", body=json.dumps({"code": 403}))
+
+    def refuse(*_: Any, **__: Any) -> Any:
+        raise forbidden
+
+    api.read_namespaced_lease = refuse  # type: ignore[method-assign]
+    for _ in range(3):
+        assert lock.get(NAME, NAMESPACE) == (False, forbidden)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [f"cannot read the Lease {NAMESPACE}/{NAME}: 403 Forbidden"]
+
+
 def test_a_lost_write_changes_nothing() -> None:
     api, clock = FakeLeases(), Ticks(100.0)
     a, b = lock_on(api, "a", clock), lock_on(api, "b", clock)
