@@ -16,8 +16,7 @@ import kopf
 from aiohttp import web
 
 from tidegate import metrics
-from tidegate.adapters.kube import make_api_client
-from tidegate.handlers import user_agent
+from tidegate.adapters.kube import make_api_client, user_agent
 from tidegate.leadership import ElectionSettings, Leadership
 
 
