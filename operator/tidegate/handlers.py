@@ -19,9 +19,9 @@ from typing import Any
 
 import kopf
 
-from tidegate import __version__, api, metrics
+from tidegate import api, metrics
 from tidegate.adapters.cache import Cache, Kind, Obj, trim
-from tidegate.adapters.kube import Kube, make_api_client
+from tidegate.adapters.kube import Kube, make_api_client, user_agent
 from tidegate.adapters.wiring import kube_ports
 from tidegate.reconciler import Reconciler, backoff
 
@@ -132,10 +132,6 @@ def _key(namespace: str | None, name: str) -> Key:
 
 def _is_our_crd(name: str, **_: Any) -> bool:
     return name == CRD_NAME
-
-
-def user_agent(identity: str) -> str:
-    return f"tidegate/{__version__} ({identity})"
 
 
 def fingerprint(body: kopf.Body) -> tuple[object, ...]:

@@ -156,6 +156,7 @@ class RecordingLeaseLock(LeaseLock):
         self._attempt_began: float | None = None
         self.renewed_at: float | None = None
         self.holder: str | None = None  # as last read
+        self._failure: str | None = None  # why the last read failed, if it did
         self.closed = False
 
     def get(self, name: str, namespace: str) -> tuple[bool, Any]:
@@ -163,10 +164,18 @@ class RecordingLeaseLock(LeaseLock):
             self._attempt_began = self._clock()
             found, record = super().get(name, namespace)  # type: ignore[no-untyped-call]
         if found:
+            self._failure = None
             holder = getattr(record, "holder_identity", None)
             if holder and holder != self.holder and holder != self.identity:
                 log.info("standing by: the Lease %s/%s is held by %s", namespace, name, holder)
             self.holder = holder
+        elif getattr(record, "status", None) != 404:
+            # The library says so at INFO on every try; once here, louder, while it lasts
+            # (a missing grant, an unreachable API server): no replica acts meanwhile.
+            failure = f"{getattr(record, 'status', '')} {getattr(record, 'reason', record)}"
+            if failure != self._failure:
+                log.warning("cannot read the Lease %s/%s: %s", namespace, name, failure)
+            self._failure = failure
         return found, record
 
     def create(self, name: str, namespace: str, election_record: Any) -> bool:

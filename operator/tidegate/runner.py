@@ -18,8 +18,7 @@ import kopf
 from aiohttp import web
 
 from tidegate import __version__, metrics
-from tidegate.adapters.kube import make_api_client
-from tidegate.handlers import user_agent
+from tidegate.adapters.kube import make_api_client, user_agent
 from tidegate.leadership import ElectionSettings, Leadership
 
 # What kopf's own requests (its lists and watches) carry, so that an API server's audit log

@@ -21,8 +21,9 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tidegate import metrics
+from tidegate import cli, metrics
 from tidegate.adapters.kube import Kube, KubeError
+from tidegate.cli import build_parser
 from tidegate.leadership import (
     EXIT_LEASE_LOST,
     ElectionSettings,
@@ -170,6 +171,21 @@ def test_a_won_write_dates_the_lease_from_the_read_before_it() -> None:
     assert lock.get(NAME, NAMESPACE)[0]
     assert lock.update(NAME, NAMESPACE, record("a"))
     assert lock.renewed_at == 102.0
+
+
+def test_a_refused_read_is_told_once_while_it_lasts(caplog: pytest.LogCaptureFixture) -> None:
+    api, clock = FakeLeases(), Ticks()
+    lock = lock_on(api, "a", clock)
+    forbidden = ApiException(status=403, reason="Forbidden", body=json.dumps({"code": 403}))
+
+    def refuse(*_: Any, **__: Any) -> Any:
+        raise forbidden
+
+    api.read_namespaced_lease = refuse  # type: ignore[method-assign]
+    for _ in range(3):
+        assert lock.get(NAME, NAMESPACE) == (False, forbidden)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [f"cannot read the Lease {NAMESPACE}/{NAME}: 403 Forbidden"]
 
 
 def test_a_lost_write_changes_nothing() -> None:
@@ -333,3 +349,38 @@ async def test_a_write_the_gate_refuses_is_never_sent() -> None:
         await kube.call("patch", "deployments ns/shop", patch)
     assert await kube.call("get", "deployments ns/shop", read) == {"kind": "Deployment"}
     assert sent == ["get"]  # reads are not gated: a standby's cache is kopf's anyway
+
+
+# --- the flags -------------------------------------------------------------------------------
+
+
+def test_leader_election_is_on_by_default_and_its_flags_reach_the_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("POD_NAMESPACE", "tidegate-system")
+    args = build_parser().parse_args(["run", "-A"])
+    assert cli._election(args, "me") == ElectionSettings(NAME, "tidegate-system", "me")
+    args = build_parser().parse_args(
+        [
+            "run",
+            "-A",
+            "--leader-election-id=tidegate-blue",
+            "--leader-election-namespace=ops",
+            "--leader-election-lease-duration=30",
+            "--leader-election-renew-deadline=20",
+        ]
+    )
+    settings = cli._election(args, "me")
+    assert settings is not None
+    assert (settings.lease_name, settings.lease_namespace) == ("tidegate-blue", "ops")
+    assert (settings.lease_duration, settings.renew_deadline) == (30, 20)
+    args = build_parser().parse_args(["run", "-A", "--no-leader-election"])
+    assert cli._election(args, "me") is None
+
+
+def test_bad_election_flags_are_refused_before_anything_runs(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = cli.main(["run", "-A", "--leader-election-renew-deadline=20"])  # > lease duration
+    assert code == 2
+    assert "longer than the renew deadline" in capsys.readouterr().err

@@ -17,7 +17,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from urllib3.exceptions import HTTPError
 
-from tidegate import api
+from tidegate import __version__, api
 from tidegate.adapters.cache import Cache, Kind
 from tidegate.ports import AdapterError
 
@@ -71,6 +71,11 @@ def _detail(error: ApiException) -> str:
     if isinstance(body, dict) and body.get("message"):
         return str(body["message"])
     return f"{error.status} {error.reason}".strip()
+
+
+def user_agent(identity: str) -> str:
+    """tidegate's user agent, naming the replica: the API server's audit log says who wrote."""
+    return f"tidegate/{__version__} ({identity})"
 
 
 def make_api_client(
