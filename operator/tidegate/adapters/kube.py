@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -25,6 +25,7 @@ FIELD_MANAGER = "tidegate"
 # Seconds a single API request may take before it counts as failed.
 REQUEST_TIMEOUT = 30
 Obj = dict[str, Any]
+_T = TypeVar("_T")
 
 MERGE_PATCH = "application/merge-patch+json"
 # How each kind is named in messages (as kubectl names it), and the custom ones' API.
@@ -104,6 +105,16 @@ def make_api_client(
     return api_client
 
 
+async def _off_the_loop(verb: str, resource: str, run: Callable[[], _T]) -> _T:
+    """`run()` in a worker thread; whatever the client raises comes out as a KubeError."""
+    try:
+        return await asyncio.to_thread(run)
+    except ApiException as error:
+        raise KubeError(error.status or 0, verb, resource, _detail(error)) from None
+    except (HTTPError, OSError) as error:
+        raise KubeError(0, verb, resource, f"no answer: {error}") from None
+
+
 class Kube:
     """The calls tidegate makes, each off the event loop."""
 
@@ -139,12 +150,7 @@ class Kube:
             data = answer.data
             return json.loads(data) if data else None
 
-        try:
-            return await asyncio.to_thread(run)
-        except ApiException as error:
-            raise KubeError(error.status or 0, verb, resource, _detail(error)) from None
-        except (HTTPError, OSError) as error:
-            raise KubeError(0, verb, resource, f"no answer: {error}") from None
+        return await _off_the_loop(verb, resource, run)
 
     def _check_may_write(self, verb: str, resource: str) -> None:
         if verb != "get" and self.may_write is not None and not self.may_write():
@@ -175,12 +181,7 @@ class Kube:
             answer: Obj = operation(self._dynamic_client).to_dict()
             return answer
 
-        try:
-            return await asyncio.to_thread(run)
-        except ApiException as error:
-            raise KubeError(error.status or 0, verb, resource, _detail(error)) from None
-        except (HTTPError, OSError) as error:
-            raise KubeError(0, verb, resource, f"no answer: {error}") from None
+        return await _off_the_loop(verb, resource, run)
 
     async def apply(self, obj: Obj) -> Obj:
         """Server-side apply of `obj` as tidegate's field manager, taking over conflicts."""
