@@ -159,30 +159,28 @@ async def test_no_prometheus_address_is_a_failed_measurement_never_a_pass() -> N
     assert messages and all("no Prometheus address" in m for m in messages)
 
 
-async def test_the_rollouts_own_prometheus_address_wins() -> None:
+async def queries_of_a_rollout(prometheus: dict[str, object]) -> list[tuple[object, ...]]:
+    """The metrics port's calls while a rollout with this `analysis.prometheus` is promoted."""
     spec = example_spec()
-    spec["analysis"]["prometheus"] = {"address": "http://other.test:9090"}
+    spec["analysis"]["prometheus"] = prometheus
     world = World()
     world.add_target()
     world.add_rollout(spec)
     await settle(world, {"Initialized"})
     world.set_version("1.1.0")
     await settle(world, {"Succeeded"})
-    addresses = {c[1] for c in world.calls if c[0] == "measure_all"}
-    assert addresses == {"http://other.test:9090"}
-    assert {c[3] for c in world.calls if c[0] == "measure_all"} == {True}  # TLS verified
+    return [c for c in world.calls if c[0] == "measure_all"]
+
+
+async def test_the_rollouts_own_prometheus_address_wins() -> None:
+    queries = await queries_of_a_rollout({"address": "http://other.test:9090"})
+    assert {c[1] for c in queries} == {"http://other.test:9090"}
+    assert {c[3] for c in queries} == {True}  # TLS verified
 
 
 async def test_tls_verification_is_skipped_only_when_the_rollout_says_so() -> None:
-    spec = example_spec()
-    spec["analysis"]["prometheus"] = {"address": "https://p.test", "insecureSkipVerify": True}
-    world = World()
-    world.add_target()
-    world.add_rollout(spec)
-    await settle(world, {"Initialized"})
-    world.set_version("1.1.0")
-    await settle(world, {"Succeeded"})
-    assert {c[3] for c in world.calls if c[0] == "measure_all"} == {False}
+    queries = await queries_of_a_rollout({"address": "https://p.test", "insecureSkipVerify": True})
+    assert queries and {c[3] for c in queries} == {False}
 
 
 async def test_status_is_written_before_any_action() -> None:
