@@ -289,6 +289,12 @@ def test_operator_takes_a_canary_to_promotion_as_its_service_account(
     rollout = get(kubectl, namespace, "progressiverollout", "shop")
     assert rollout["status"]["phase"] == "Succeeded", rollout["status"]
     assert PROMOTE_ANNOTATION not in rollout["metadata"].get("annotations", {})
+    # The status is written before the actions it decides: the canary's scale-down may land
+    # a moment after the phase shows.
+    wait_until(
+        lambda: get(kubectl, namespace, "deploy", "shop-canary")["spec"]["replicas"],
+        "the canary scaled to zero", 30, until=lambda replicas: replicas == 0,
+    )  # fmt: skip
     deployments = {d["metadata"]["name"]: d for d in get(kubectl, namespace, "deploy")["items"]}
     assert deployments["shop"]["spec"]["replicas"] == 0
     assert deployments["shop-canary"]["spec"]["replicas"] == 0

@@ -118,6 +118,12 @@ def test_healthy_version_is_promoted_and_traffic_follows_each_step(example_shop:
     assert all(version == "1.1.0" and code == 200 for _, version, code in recent), Counter(
         (version, code) for _, version, code in recent
     )
+    # The status is written before the actions it decides: the canary's scale-down may land
+    # a moment after the phase shows.
+    wait_until(
+        lambda: get(shop.kubectl, shop.namespace, "deployment", "shop-canary")["spec"]["replicas"],
+        "the canary scaled to zero", 30, until=lambda replicas: replicas == 0,
+    )  # fmt: skip
     deployments = {
         d["metadata"]["name"]: d for d in get(shop.kubectl, shop.namespace, "deployments")["items"]
     }
