@@ -10,6 +10,7 @@ K8S_VERSION="${K8S_VERSION:-v1.35.4}"
 ETCD_VERSION="${ETCD_VERSION:-v3.6.5}"
 KWOK_VERSION="${KWOK_VERSION:-v0.8.0}"
 GATEWAY_API_VERSION="${GATEWAY_API_VERSION:-v1.4.1}"
+HELM_VERSION="${HELM_VERSION:-v3.22.0}"
 
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
 cache_root="${TIDEGATE_CACHE:-$HOME/.cache/tidegate}"
@@ -80,16 +81,31 @@ build_kwok() {
     mv "$bin/kwok-stages.yaml.tmp" "$bin/kwok-stages.yaml"
 }
 
+# Helm for the chart's lint and install tests; it has no local replaces, so a plain
+# `go install` works. Kept in its own versioned directory: it is not part of the cluster.
+build_helm() {
+    local helm_bin="$cache_root/helm-$HELM_VERSION/bin"
+    if [[ ! -x "$helm_bin/helm" ]]; then
+        log "building helm $HELM_VERSION"
+        mkdir -p "$helm_bin"
+        GOBIN="$helm_bin" go install -trimpath \
+            -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
+            "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+    fi
+    echo "$helm_bin/helm"
+}
+
 case "${1:-all}" in
     all) build_etcd; build_kwok; build_kubernetes ;;
     etcd) build_etcd ;;
     kwok) build_kwok ;;
     kubernetes) build_kubernetes ;;
+    helm) build_helm; exit 0 ;;
     gateway-api-crds)
         # Standard-channel CRDs from the module, fetched at test time, never committed.
         go mod download -json "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION" >/dev/null
         echo "$(go env GOMODCACHE)/sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION/config/crd/standard"
         exit 0 ;;
-    *) echo "usage: $0 [all|etcd|kwok|kubernetes|gateway-api-crds]" >&2; exit 2 ;;
+    *) echo "usage: $0 [all|etcd|kwok|kubernetes|helm|gateway-api-crds]" >&2; exit 2 ;;
 esac
 echo "$bin"

@@ -7,7 +7,6 @@ so every call runs in a worker thread, off the event loop. Every failure comes o
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -18,6 +17,7 @@ from kubernetes.dynamic import DynamicClient
 from urllib3.exceptions import HTTPError
 
 from tidegate import __version__, api
+from tidegate.adapters import threads
 from tidegate.adapters.cache import Cache, Kind
 from tidegate.ports import AdapterError
 
@@ -91,14 +91,20 @@ def make_api_client(
     from tidegate import __version__
 
     # (The library's loaders carry no type hints.)
+    # One pooled connection for each worker thread (the library's default is five per CPU).
+    configuration = client.Configuration()
+    configuration.connection_pool_maxsize = threads.KUBE_THREADS
     api_client: client.ApiClient
     if kubeconfig:
-        api_client = config.new_client_from_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+        api_client = config.new_client_from_config(  # type: ignore[no-untyped-call]
+            config_file=kubeconfig, client_configuration=configuration
+        )
     else:
         try:
-            api_client = config.new_client_from_config()  # type: ignore[no-untyped-call]
+            api_client = config.new_client_from_config(  # type: ignore[no-untyped-call]
+                client_configuration=configuration
+            )
         except config.ConfigException:
-            configuration = client.Configuration()
             config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
             api_client = client.ApiClient(configuration)
     api_client.user_agent = user_agent or f"tidegate/{__version__}"
@@ -108,7 +114,7 @@ def make_api_client(
 async def _off_the_loop(verb: str, resource: str, run: Callable[[], _T]) -> _T:
     """`run()` in a worker thread; whatever the client raises comes out as a KubeError."""
     try:
-        return await asyncio.to_thread(run)
+        return await threads.run_in("kube", run)
     except ApiException as error:
         raise KubeError(error.status or 0, verb, resource, _detail(error)) from None
     except (HTTPError, OSError) as error:

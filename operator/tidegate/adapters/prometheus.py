@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import re
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 
 from prometheus_api_client import PrometheusConnect
+from requests.adapters import HTTPAdapter
 
 from tidegate import api
+from tidegate.adapters import threads
 from tidegate.engine import Measurement
 
 QUERY_TIMEOUT_SECONDS = 10.0
@@ -47,6 +50,12 @@ def _connection(url: str, verify_tls: bool) -> PrometheusConnect:
     connection = PrometheusConnect(
         url=url, disable_ssl=not verify_tls, timeout=int(QUERY_TIMEOUT_SECONDS)
     )
+    # As many pooled connections as query threads (requests keeps 10), and no retries of
+    # its own: a failed query is that interval's measurement, and the next interval asks
+    # again, so a retry would only hold the thread.
+    connection._session.mount(
+        url, HTTPAdapter(pool_connections=1, pool_maxsize=threads.PROMETHEUS_THREADS, max_retries=0)
+    )
     _connections[key] = connection
     while len(_connections) > MAX_CONNECTIONS:
         _, evicted = _connections.popitem(last=False)
@@ -72,9 +81,11 @@ async def measure(
 ) -> Measurement:
     try:
         query = render_query(metric.query, variables)
-        result = await asyncio.wait_for(
-            asyncio.to_thread(_connection(url, verify_tls).custom_query, query=query),
-            QUERY_TIMEOUT_SECONDS,
+        connection = _connection(url, verify_tls)
+        # The client's own HTTP timeout bounds the query once a thread runs it; a wait for
+        # a free thread is not the query's fault, so it is not counted against it.
+        result = await threads.run_in(
+            "prometheus", functools.partial(connection.custom_query, query=query)
         )
         return Measurement(metric=metric.name, value=single_value(result))
     except Exception as error:  # every failure is a failed measurement, never a pass

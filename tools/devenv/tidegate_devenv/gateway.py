@@ -127,6 +127,11 @@ def build_snapshot(
     )
 
 
+# What the demo app answers (200, 500) and what the gateway itself answers when a backend
+# cannot be reached (502, 503).
+PREINITIALISED_CODES = ("200", "500", "502", "503")
+
+
 class GatewayMetrics:
     """Per-backend request counts and latencies. Mirrored copies are counted for the backend
     they were copied to, with mirrored="true", so that a canary's error rate and latency
@@ -149,6 +154,7 @@ class GatewayMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self._seen: set[tuple[str, str, str, str]] = set()
 
     def observe(
         self,
@@ -161,6 +167,14 @@ class GatewayMetrics:
         mirrored: bool = False,
     ) -> None:
         copy = "true" if mirrored else "false"
+        if (namespace, route, backend, copy) not in self._seen:
+            # A series that appears with its first error has a single sample at the next
+            # analysis, which rate() cannot use: an error rate would read 0 while the
+            # backend fails. Creating the usual codes at zero on a backend's first request
+            # makes them all start together, as Prometheus advises for known labels.
+            self._seen.add((namespace, route, backend, copy))
+            for usual in PREINITIALISED_CODES:
+                self.requests.labels(namespace, route, backend, usual, copy)
         self.requests.labels(namespace, route, backend, str(code), copy).inc()
         self.duration.labels(namespace, route, backend, copy).observe(seconds)
 

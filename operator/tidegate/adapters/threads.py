@@ -1,0 +1,38 @@
+"""Worker threads for the blocking clients, one pool for each kind of call.
+
+The official clients block, so their calls run in threads. asyncio's default pool has
+min(32, CPUs + 4) threads — six on a 2-core machine — and with a thousand rollouts due
+at once, queries and writes queued there for longer than their own timeouts. Each kind of
+call gets a pool sized for the connections its client keeps, so a burst of Prometheus
+queries never delays a route write and no call waits for a connection once it runs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+_T = TypeVar("_T")
+
+# Connections each client keeps open, and the threads that use them.
+KUBE_THREADS = 16
+PROMETHEUS_THREADS = 32
+
+_pools: dict[str, ThreadPoolExecutor] = {}
+_SIZES = {"kube": KUBE_THREADS, "prometheus": PROMETHEUS_THREADS}
+
+
+def pool(kind: str) -> ThreadPoolExecutor:
+    """The pool for `kind` ("kube" or "prometheus"), made on first use."""
+    if kind not in _pools:
+        _pools[kind] = ThreadPoolExecutor(_SIZES[kind], thread_name_prefix=f"tidegate-{kind}")
+    return _pools[kind]
+
+
+async def run_in(kind: str, function: Callable[[], _T]) -> _T:
+    """`function()` in the pool for `kind`, with the caller's context (as to_thread does)."""
+    call = functools.partial(contextvars.copy_context().run, function)
+    return await asyncio.get_running_loop().run_in_executor(pool(kind), call)
