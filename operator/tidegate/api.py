@@ -496,7 +496,30 @@ class RolloutPhase(StrEnum):
     PROMOTING = "Promoting"
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
+    ABORTED = "Aborted"  # rolled back because a person (or a script) asked
     CANCELLED = "Cancelled"
+
+
+# --- requests -------------------------------------------------------------------------------
+# A person, a script or GitOps asks the operator for something by annotating the
+# ProgressiveRollout; the value names who asked (any text; `kubectl tidegate` writes the
+# user). The operator removes the annotation once it has acted on it, or has said in an
+# Event why it could not.
+
+# End the current pause (a `pause: {}` step, a blue/green preview).
+PROMOTE_ANNOTATION = "tidegate.io/promote"
+# Skip the remaining steps and analysis and promote the canary now.
+PROMOTE_FULL_ANNOTATION = "tidegate.io/promote-full"
+# Roll back now: all traffic to stable, phase Aborted.
+ABORT_ANNOTATION = "tidegate.io/abort"
+# Run a failed or aborted revision again from the first step.
+RETRY_ANNOTATION = "tidegate.io/retry"
+REQUEST_ANNOTATIONS = (
+    PROMOTE_ANNOTATION,
+    PROMOTE_FULL_ANNOTATION,
+    ABORT_ANNOTATION,
+    RETRY_ANNOTATION,
+)
 
 
 class MetricPhase(StrEnum):

@@ -50,6 +50,7 @@ def _run(args: argparse.Namespace) -> int:
         all_namespaces=args.all_namespaces,
         prometheus_url=args.prometheus_url,
         health_listen=args.health_listen,
+        metrics_listen=args.metrics_listen,
         identity=identity,
         election=election,
     )
@@ -69,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")
     run.add_argument("--prometheus-url", help="default Prometheus for rollouts that name none")
     run.add_argument("--health-listen", default="0.0.0.0:8080", help="liveness/readiness endpoint")
+    run.add_argument(
+        "--metrics-listen", default="0.0.0.0:9090", help="Prometheus metrics at /metrics"
+    )
     election = run.add_argument_group(
         "leader election",
         "Replicas campaign for a coordination.k8s.io Lease; only its holder acts on rollouts.",

@@ -18,6 +18,7 @@ import kopf
 from aiohttp import web
 
 from tidegate import __version__, metrics
+from tidegate.adapters import threads
 from tidegate.adapters.kube import make_api_client, user_agent
 from tidegate.leadership import ElectionSettings, Leadership
 
@@ -60,15 +61,24 @@ async def _health_server(listen: str, memo: Any) -> web.AppRunner:
         ready = memo.ready.is_set()
         return web.Response(text="ready" if ready else "starting", status=200 if ready else 503)
 
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return await _serve(app, listen)
+
+
+async def _metrics_server(listen: str) -> web.AppRunner:
     async def metrics_page(_: web.Request) -> web.Response:
         return web.Response(
             body=metrics.exposition(), headers={"Content-Type": metrics.CONTENT_TYPE}
         )
 
     app = web.Application()
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_page)
+    return await _serve(app, listen)
+
+
+async def _serve(app: web.Application, listen: str) -> web.AppRunner:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     host, _, port = listen.rpartition(":")
@@ -80,18 +90,21 @@ async def _main(
     namespaces: list[str],
     clusterwide: bool,
     health_listen: str,
+    metrics_listen: str,
     memo: kopf.Memo,
 ) -> None:
     import tidegate.handlers  # noqa: F401  (registers the handlers)
 
     memo.ready = asyncio.Event()  # set by tidegate.handlers.watching
     health = await _health_server(health_listen, memo)
+    served_metrics = await _metrics_server(metrics_listen)
     try:
         await kopf.operator(
             clusterwide=clusterwide, namespaces=namespaces, standalone=True, memo=memo
         )
     finally:
         await health.cleanup()
+        await served_metrics.cleanup()
 
 
 def run_operator(
@@ -100,6 +113,7 @@ def run_operator(
     all_namespaces: bool,
     prometheus_url: str | None,
     health_listen: str,
+    metrics_listen: str,
     identity: str,
     election: ElectionSettings | None,
 ) -> int:
@@ -127,11 +141,11 @@ def run_operator(
         leadership=leadership,
     )
     try:
-        asyncio.run(_main(namespaces, clusterwide, health_listen, memo))
+        asyncio.run(_main(namespaces, clusterwide, health_listen, metrics_listen, memo))
     finally:
-        # asyncio.run has returned: the loops are stopped, and every request they had in a
-        # worker thread has finished (it waits for the default executor). Only now may a
-        # standby start writing.
+        # asyncio.run has returned: the loops are stopped. Once every request they left in
+        # a worker thread has finished, and only then, may a standby start writing.
+        threads.shutdown()
         if leadership is not None:
             leadership.release()
     return 0

@@ -101,6 +101,7 @@ def test_enums_patterns_and_defaults() -> None:
         "Promoting",
         "Succeeded",
         "Failed",
+        "Aborted",
         "Cancelled",
     ]
     assert at("status.metrics.[].phase")["enum"] == ["Passed", "Failed", "NoData", "Error"]

@@ -36,3 +36,12 @@ async def run_in(kind: str, function: Callable[[], _T]) -> _T:
     """`function()` in the pool for `kind`, with the caller's context (as to_thread does)."""
     call = functools.partial(contextvars.copy_context().run, function)
     return await asyncio.get_running_loop().run_in_executor(pool(kind), call)
+
+
+def shutdown() -> None:
+    """Wait for every call still running in a worker thread, then drop the pools. The
+    operator calls this before giving up its Lease: a write still in flight must land
+    before a standby may act."""
+    while _pools:
+        _, executor = _pools.popitem()
+        executor.shutdown(wait=True)

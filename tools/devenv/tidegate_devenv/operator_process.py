@@ -70,12 +70,13 @@ class OperatorProcess:
     """A running `tidegate run`: its process (a test may kill it), its health server, its log."""
 
     process: subprocess.Popen[bytes]
-    health_url: str  # http://host:port of --health-listen: /healthz, /readyz, /metrics
+    health_url: str  # http://host:port of --health-listen: /healthz, /readyz
     log: Path
     identity: str = ""  # its --leader-election-identity, also in its user agent
+    metrics_url: str = ""  # http://host:port of --metrics-listen: /metrics
 
     def metrics_text(self) -> str:
-        with urllib.request.urlopen(f"{self.health_url}/metrics", timeout=2) as response:
+        with urllib.request.urlopen(f"{self.metrics_url}/metrics", timeout=2) as response:
             text: str = response.read().decode()
             return text
 
@@ -131,6 +132,7 @@ def start_operator(
     """
     log.parent.mkdir(parents=True, exist_ok=True)
     health = f"127.0.0.1:{free_port()}"
+    metrics_listen = f"127.0.0.1:{free_port()}"
     identity = f"dev-{uuid.uuid4().hex[:8]}"
     election = [f"--leader-election-identity={identity}"]
     if not leader_election:
@@ -148,6 +150,8 @@ def start_operator(
         prometheus_url or info.prometheus_url,
         "--health-listen",
         health,
+        "--metrics-listen",
+        metrics_listen,
         *(f"--namespace={namespace}" for namespace in namespaces),
         *election,
     ]
@@ -160,7 +164,7 @@ def start_operator(
             start_new_session=True,
             env={**os.environ, "KUBECONFIG": str(kubeconfig or info.kubeconfig)},
         )
-    operator = OperatorProcess(proc, f"http://{health}", log, identity)
+    operator = OperatorProcess(proc, f"http://{health}", log, identity, f"http://{metrics_listen}")
 
     def ready() -> bool:
         if proc.poll() is not None:
