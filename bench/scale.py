@@ -300,6 +300,7 @@ class Figures:
     idle_window: float = 0.0
     idle_by_verb: Counter[str] = field(default_factory=Counter)
     idle_by_call: Counter[str] = field(default_factory=Counter)
+    idle_lease_requests: int = 0  # leader election's, apart: one replica's, not per rollout
     change_s: float = 0.0
     to_succeeded_s: float | None = None
     failed: int = 0
@@ -346,6 +347,11 @@ def report(f: Figures) -> str:
             f"idle API requests ({f.idle_window:.0f} s)",
             f"{idle_total} in all ({by_verb or 'none'}); {writes} writes; "
             f"{per_hour:.3f} per rollout per hour   (goal 0, 0 writes)",
+        ),
+        (
+            "leader election, idle",
+            f"{f.idle_lease_requests} Lease requests (get and update every retry period, "
+            "whatever N; not counted above)",
         ),
         ("template change on all N", f"{f.change_s:.1f} s of kubectl set env"),
         (
@@ -401,10 +407,17 @@ def run(
     f.rss_idle = pid_stat(pid)[1]
     idle_events = audit.since(mark, audit.read_events(audit_file))
     f.idle_window = time.monotonic() - idle_began
-    idle = audit.requests_with_agent(OPERATOR_AGENT, idle_events)
+    everything = audit.requests_with_agent(OPERATOR_AGENT, idle_events)
+    # The Lease is renewed every retry period whatever the number of rollouts: counted
+    # apart, so that the per-rollout figure is what rollouts cost.
+    idle = [r for r in everything if not (r.call and r.call.resource == "leases")]
+    f.idle_lease_requests = len(everything) - len(idle)
     f.idle_by_verb = audit.count_by_verb(idle)
     f.idle_by_call = audit.count_by_call(idle)
-    log(f"idle: {len(idle)} requests from the operator; RSS {mib(f.rss_idle)}")
+    log(
+        f"idle: {len(idle)} requests from the operator for rollouts, "
+        f"{f.idle_lease_requests} for its Lease; RSS {mib(f.rss_idle)}"
+    )
 
     steps_before = histogram(operator.metrics_text(), STEP_LATENCY)
     cpu_before = pid_stat(pid)[0]

@@ -19,15 +19,25 @@ Choices worth knowing:
   version with no header or mirror route, then scales the canary to zero.
 - Initialisation (adopting the first stable revision) also runs while spec.paused is set; a
   promotion already under way stays in Promoting (without acting) while paused.
+- Requests (annotations: promote, promote-full, abort, retry) are each answered once: acted
+  on, or refused with a Warning Event saying why, and then cleared, so a request never lingers
+  to act later by surprise. The one exception is a promote made while the rollout is paused
+  for promotion but this call did not reach the pause (its route was being restored): it stays
+  for the next call. Abort acts even under spec.paused: taking traffic back is never held.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
 from tidegate.api import (
+    ABORT_ANNOTATION,
+    PROMOTE_ANNOTATION,
+    PROMOTE_FULL_ANNOTATION,
+    RETRY_ANNOTATION,
     Condition,
     ConditionStatus,
     ConditionType,
@@ -55,6 +65,13 @@ from tidegate.strategies import plan_for
 
 Role = Literal["stable", "canary"]
 
+_REQUEST_NAMES = {
+    PROMOTE_ANNOTATION: "promote",
+    PROMOTE_FULL_ANNOTATION: "promote --full",
+    ABORT_ANNOTATION: "abort",
+    RETRY_ANNOTATION: "retry",
+}
+
 # The shortest requeue: for "right away" (a newer revision waiting after a promotion).
 SOON_SECONDS = 0.1
 
@@ -63,9 +80,12 @@ STEADY_PHASES = frozenset(
         RolloutPhase.INITIALIZED,
         RolloutPhase.SUCCEEDED,
         RolloutPhase.FAILED,
+        RolloutPhase.ABORTED,
         RolloutPhase.CANCELLED,
     }
 )
+# Ended by a rollback: the canary's revision is not tried again unless asked (retry).
+_ROLLED_BACK_PHASES = frozenset({RolloutPhase.FAILED, RolloutPhase.ABORTED})
 _READY_PHASES = frozenset(
     {RolloutPhase.INITIALIZED, RolloutPhase.SUCCEEDED, RolloutPhase.CANCELLED}
 )
@@ -104,7 +124,8 @@ class Observation:
     target_replicas: int  # replicas the user wants
     stable: WorkloadState | None  # None: the stable workload does not exist yet
     canary: WorkloadState | None  # None: no canary workload exists
-    promote_requested: bool = False  # a user asked to promote (ends an indefinite pause)
+    # Requests found on the rollout: annotation (tidegate.api.*_ANNOTATION) -> who asked.
+    requests: Mapping[str, str] = field(default_factory=dict)
     measurements: tuple[Measurement, ...] | None = None  # only when needs_measurement() said so
     traffic: Traffic | None = None  # what the routes hold now (None: could not be read)
 
@@ -142,11 +163,13 @@ class EmitEvent:
 
 
 @dataclass(frozen=True)
-class ClearPromoteRequest:
-    pass
+class ClearRequest:
+    """Remove the request's annotation: it has been answered."""
+
+    annotation: str
 
 
-Action = EnsureWorkload | ScaleWorkload | SetTraffic | EmitEvent | ClearPromoteRequest
+Action = EnsureWorkload | ScaleWorkload | SetTraffic | EmitEvent | ClearRequest
 
 
 @dataclass(frozen=True)
@@ -268,6 +291,7 @@ class _Reconciler:
     wakeups: list[float] = field(default_factory=list)
     # Names what is happening, for the conditions; None leaves them as they are.
     reason: str | None = None
+    answered: set[str] = field(default_factory=set)  # request annotations answered
 
     def __post_init__(self) -> None:
         self.status = self.original.model_copy(deep=True)
@@ -280,7 +304,9 @@ class _Reconciler:
 
     def run(self) -> Decision:
         phase = self.status.phase
-        if phase is None or self.status.stable_revision is None:
+        if self._act_on_requests():
+            pass  # the request decided this call
+        elif phase is None or self.status.stable_revision is None:
             self._initialize()
         elif phase is RolloutPhase.INITIALIZING:
             self._initializing()
@@ -290,10 +316,104 @@ class _Reconciler:
             self._promoting()
         else:
             self._steady()
+        self._refuse_unanswered_requests()
         self.status.observed_generation = self.obs.generation
         self._update_conditions()
         requeue = min(self.wakeups) if self.wakeups else None
         return Decision(status=self.status, actions=tuple(self.actions), requeue_after=requeue)
+
+    # -- requests --
+
+    def _answer(self, annotation: str) -> str:
+        """Mark a request answered (its annotation is removed); returns who asked."""
+        self.answered.add(annotation)
+        self._emit(ClearRequest(annotation))
+        return self.obs.requests[annotation]
+
+    def _act_on_requests(self) -> bool:
+        """Abort, retry and promote-full, when the rollout is where they make sense. True when
+        one of them has decided this call. (Promote is answered by the pause it ends.)"""
+        st, requests = self.status, self.obs.requests
+        running = st.phase in (RolloutPhase.PROGRESSING, RolloutPhase.PAUSED)
+        current = self.obs.target_revision == st.canary_revision
+        if ABORT_ANNOTATION in requests and running:
+            self._abort(self._answer(ABORT_ANNOTATION))
+            return True
+        if (
+            RETRY_ANNOTATION in requests
+            and st.phase in _ROLLED_BACK_PHASES
+            and current
+            and not self.spec.paused
+        ):
+            who = self._answer(RETRY_ANNOTATION)
+            self._start_rollout("RolloutRetried", f"; retry asked by {who}")
+            return True
+        if PROMOTE_FULL_ANNOTATION in requests and running and current and not self.spec.paused:
+            who = self._answer(PROMOTE_FULL_ANNOTATION)
+            index = (st.current_step_index or 0) + 1
+            self._event(
+                "Normal",
+                "PromotedFully",
+                f"Skipping steps {index}-{len(self.plan.steps)} and their analysis of revision "
+                f"{st.canary_revision}: full promotion asked by {who}",
+            )
+            self._begin_promotion()
+            return True
+        return False
+
+    def _refuse_unanswered_requests(self) -> None:
+        """Every request this call could not act on is refused, with the reason, and cleared;
+        except a promote for a pause this call did not reach."""
+        st = self.status
+        phase = st.phase.value if st.phase is not None else "new"
+        for annotation in sorted(self.obs.requests):
+            if annotation in self.answered:
+                continue
+            if annotation == PROMOTE_ANNOTATION and self._pause_ahead():
+                continue
+            if annotation not in _REQUEST_NAMES:
+                continue
+            if self.spec.paused and annotation != ABORT_ANNOTATION:
+                why = "spec.paused is set; resume the rollout first"
+            elif annotation == RETRY_ANNOTATION:
+                why = (
+                    f"the rollout is {phase}; only a Failed or Aborted rollout can be retried, "
+                    "while the target still has the revision that failed"
+                )
+            elif annotation == PROMOTE_ANNOTATION:
+                why = f"nothing is paused for promotion; the rollout is {phase}"
+            elif st.phase in (RolloutPhase.PROGRESSING, RolloutPhase.PAUSED):
+                why = "a newer revision of the target is about to be rolled out"
+            else:
+                why = f"no rollout is in progress; the rollout is {phase}"
+            who = self._answer(annotation)
+            self._event(
+                "Warning",
+                "RequestRefused",
+                f"{_REQUEST_NAMES[annotation]} asked by {who} was not done: {why}",
+            )
+
+    def _pause_ahead(self) -> bool:
+        """Whether the rollout is at a pause for promotion that this call did not reach."""
+        st = self.status
+        step = _current_step(self.plan, st)
+        return (
+            not self.spec.paused
+            and st.phase in (RolloutPhase.PROGRESSING, RolloutPhase.PAUSED)
+            and step is not None
+            and isinstance(step.wait, AwaitPromotion)
+        )
+
+    def _abort(self, who: str) -> None:
+        st = self.status
+        revision = st.canary_revision
+        self._end_rollout(RolloutPhase.ABORTED)
+        text = (
+            f"Aborted the rollout of revision {revision} (asked by {who}): all traffic is on "
+            f"the stable revision {st.stable_revision}"
+        )
+        self._event("Warning", "Aborted", text)
+        self._say("Aborted", text)
 
     # -- small utilities --
 
@@ -361,7 +481,7 @@ class _Reconciler:
         assert st.stable_revision is not None
         if self.spec.paused:
             return
-        failed_before = st.phase is RolloutPhase.FAILED and target == st.canary_revision
+        failed_before = st.phase in _ROLLED_BACK_PHASES and target == st.canary_revision
         if target != st.stable_revision and not failed_before:
             self._start_rollout("RolloutStarted")
             return
@@ -372,7 +492,7 @@ class _Reconciler:
 
     # -- rollout --
 
-    def _start_rollout(self, event_reason: str) -> None:
+    def _start_rollout(self, event_reason: str, note: str = "") -> None:
         st, rev = self.status, self.obs.target_revision
         st.phase = RolloutPhase.PROGRESSING
         st.canary_revision = rev
@@ -387,7 +507,9 @@ class _Reconciler:
         st.current_step_name = None
         self._route(STABLE_ONLY)
         self._event(
-            "Normal", event_reason, f"Rolling out revision {rev} (stable is {st.stable_revision})"
+            "Normal",
+            event_reason,
+            f"Rolling out revision {rev} (stable is {st.stable_revision}{note})",
         )
         self._advance()
 
@@ -488,9 +610,10 @@ class _Reconciler:
         return False
 
     def _await_promotion(self, label: str, starting: bool, timeout: timedelta | None) -> bool:
-        if self.obs.promote_requested:
-            self._emit(ClearPromoteRequest())
-            self._event("Normal", "Resumed", f"{label}: promoted by request")
+        if PROMOTE_ANNOTATION in self.obs.requests and PROMOTE_ANNOTATION not in self.answered:
+            # (One request ends one pause, not the next one too.)
+            who = self._answer(PROMOTE_ANNOTATION)
+            self._event("Normal", "Resumed", f"{label}: promoted, asked by {who}")
             return True
         st = self.status
         assert st.step_started_at is not None
@@ -617,8 +740,8 @@ class _Reconciler:
             ),
             (
                 ConditionType.DEGRADED,
-                phase is RolloutPhase.FAILED,
-                self.reason if phase is RolloutPhase.FAILED and self.reason else "AsExpected",
+                phase in _ROLLED_BACK_PHASES,
+                self.reason if phase in _ROLLED_BACK_PHASES and self.reason else "AsExpected",
             ),
         ]
         ours = {type_ for type_, _, _ in wanted}

@@ -31,7 +31,6 @@ from tidegate.ports import (
 from tidegate.revisions import template_revision
 from tidegate.strategies import plan_for
 
-PROMOTE_ANNOTATION = "tidegate.io/promote"
 # A failed reconcile is retried after 1, 2, 4 ... seconds, at most a minute apart.
 BACKOFF_FIRST_SECONDS = 1.0
 BACKOFF_MAX_SECONDS = 60.0
@@ -89,6 +88,17 @@ def with_problem(status: Obj, problem: Problem, now: str, meta: Obj, previous: O
     conditions["Degraded"] = degraded
     conditions["Ready"] = {**degraded, "type": "Ready", "status": "False"}
     return {**status, "conditions": list(conditions.values())}
+
+
+def requests_of(rollout: Obj) -> dict[str, str]:
+    """The requests annotated on the rollout: annotation -> who asked (its value, or
+    "someone" when empty)."""
+    annotations = rollout["metadata"].get("annotations") or {}
+    return {
+        key: str(annotations[key]).strip() or "someone"
+        for key in api.REQUEST_ANNOTATIONS
+        if key in annotations
+    }
 
 
 def _routes_traffic(decision: engine.Decision) -> bool:
@@ -205,7 +215,7 @@ class Reconciler:
             target_replicas=asked_replicas or status.replicas or 1,
             stable=stable,
             canary=canary,
-            promote_requested=PROMOTE_ANNOTATION in rollout["metadata"].get("annotations", {}),
+            requests=requests_of(rollout),
             measurements=measurements,
             traffic=held,
         )
@@ -366,10 +376,10 @@ class Reconciler:
                 await workloads.scale(role, replicas)
             case engine.EmitEvent(type=type_, reason=reason, message=message):
                 await self._event(rollout, type_, reason, message)
-            case engine.ClearPromoteRequest():
+            case engine.ClearRequest(annotation=annotation):
                 meta = rollout["metadata"]
                 await self.ports.rollouts.remove_annotation(
-                    meta["namespace"], meta["name"], PROMOTE_ANNOTATION
+                    meta["namespace"], meta["name"], annotation
                 )
 
     async def _patch_status(self, namespace: str, name: str, patch: Obj) -> None:

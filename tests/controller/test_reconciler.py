@@ -10,6 +10,7 @@ import pytest
 from fakes import NAME, NAMESPACE, Killed, World, example_spec
 
 from tidegate import api, metrics
+from tidegate.api import PROMOTE_ANNOTATION
 from tidegate.plan import Traffic
 from tidegate.ports import (
     CLAIM_ANNOTATION,
@@ -18,7 +19,7 @@ from tidegate.ports import (
     RoutingError,
     WorkloadError,
 )
-from tidegate.reconciler import PROMOTE_ANNOTATION, Reconciler, backoff
+from tidegate.reconciler import Reconciler, backoff
 
 PROMETHEUS = "http://prometheus.test:9090"
 

@@ -4,9 +4,18 @@ from typing import Any
 
 import pytest
 
-from tidegate.api import CanaryStrategy, RolloutPhase, RolloutSpec, RolloutStatus
+from tidegate.api import (
+    ABORT_ANNOTATION,
+    PROMOTE_ANNOTATION,
+    PROMOTE_FULL_ANNOTATION,
+    RETRY_ANNOTATION,
+    CanaryStrategy,
+    RolloutPhase,
+    RolloutSpec,
+    RolloutStatus,
+)
 from tidegate.engine import (
-    ClearPromoteRequest,
+    ClearRequest,
     Decision,
     EmitEvent,
     EnsureWorkload,
@@ -445,10 +454,120 @@ def test_indefinite_pause_waits_for_promotion() -> None:
     assert condition(status, "Progressing") == "True"
     idle = step(spec, status, at(T0 + 10 * MINUTE))
     assert idle.actions == () and idle.status == status and idle.requeue_after is None
-    promoted = step(spec, status, at(T0 + 11 * MINUTE, promote_requested=True))
-    assert promoted.actions[0] == ClearPromoteRequest()
+    promoted = step(spec, status, at(T0 + 11 * MINUTE, requests={PROMOTE_ANNOTATION: "alice"}))
+    assert promoted.actions[0] == ClearRequest(PROMOTE_ANNOTATION)
     assert set_weight(50) in promoted.actions
     assert promoted.status.phase is RolloutPhase.PROGRESSING
+
+
+# --- requests: abort, retry, promote --full, promote ------------------------------------------
+
+
+def test_abort_mid_rollout_puts_all_traffic_on_stable_and_keeps_the_revision_out() -> None:
+    spec = make_spec()
+    status = rolling(spec)
+    aborted = step(spec, status, at(T0 + MINUTE, requests={ABORT_ANNOTATION: "alice"}))
+    assert aborted.actions[:3] == (
+        ClearRequest(ABORT_ANNOTATION),
+        set_weight(0),
+        ScaleWorkload(role="canary", replicas=0),
+    )
+    st = aborted.status
+    assert st.phase is RolloutPhase.ABORTED and st.canary_weight == 0
+    assert st.stable_revision == "v1" and st.canary_revision == "v2"
+    assert "asked by alice" in (st.message or "")
+    assert events(aborted) == ["Aborted"]
+    assert condition(st, "Degraded") == "True" and condition(st, "Ready") == "False"
+    # The aborted revision is not tried again by itself.
+    later = step(spec, st, observe("v2", now=T0 + 2 * MINUTE, stable=ready("v1")))
+    assert later.status.phase is RolloutPhase.ABORTED and weights(later) == []
+    # A new revision is rolled out as usual.
+    newer = step(spec, st, observe("v3", now=T0 + 3 * MINUTE, stable=ready("v1")))
+    assert newer.status.phase is RolloutPhase.PROGRESSING and newer.status.canary_revision == "v3"
+
+
+def test_abort_acts_under_spec_paused_too() -> None:
+    spec = make_spec()
+    status = rolling(spec)
+    paused = spec.model_copy(update={"paused": True})
+    aborted = step(paused, status, at(T0 + MINUTE, requests={ABORT_ANNOTATION: "bob"}))
+    assert aborted.status.phase is RolloutPhase.ABORTED and set_weight(0) in aborted.actions
+
+
+def test_retry_runs_an_aborted_or_failed_revision_again_from_the_first_step() -> None:
+    spec = make_spec()
+    aborted = step(spec, rolling(spec), at(T0 + MINUTE, requests={ABORT_ANNOTATION: "a"})).status
+    canary_down = ready("v2", replicas=0)
+    retried = step(
+        spec,
+        aborted,
+        observe(
+            "v2",
+            now=T0 + 2 * MINUTE,
+            stable=ready("v1"),
+            canary=canary_down,
+            requests={RETRY_ANNOTATION: "carol"},
+        ),
+    )
+    st = retried.status
+    assert retried.actions[0] == ClearRequest(RETRY_ANNOTATION)
+    assert st.phase is RolloutPhase.PROGRESSING and st.current_step_index == 0
+    assert st.canary_revision == "v2" and st.failed_checks == 0
+    assert st.rollout_started_at == T0 + 2 * MINUTE
+    assert events(retried) == ["RolloutRetried"]
+    assert EnsureWorkload(role="canary", revision="v2", replicas=REPLICAS) in retried.actions
+
+
+def test_retry_of_a_rollout_that_did_not_fail_is_refused_and_cleared() -> None:
+    spec = make_spec()
+    status = rolling(spec)
+    refused = step(spec, status, at(T0 + MINUTE, requests={RETRY_ANNOTATION: "dave"}))
+    assert ClearRequest(RETRY_ANNOTATION) in refused.actions
+    assert "RequestRefused" in events(refused)
+    assert refused.status.phase is RolloutPhase.PROGRESSING
+    assert refused.status.current_step_index == status.current_step_index
+
+
+def test_promote_full_skips_the_remaining_steps_and_analysis() -> None:
+    spec = make_spec(steps=[{"setWeight": 10}, {"setWeight": 30}, {"setWeight": 60}])
+    full = step(spec, rolling(spec), at(T0 + MINUTE, requests={PROMOTE_FULL_ANNOTATION: "erin"}))
+    assert full.actions[0] == ClearRequest(PROMOTE_FULL_ANNOTATION)
+    assert full.status.phase is RolloutPhase.PROMOTING
+    assert EnsureWorkload(role="stable", revision="v2", replicas=REPLICAS) in full.actions
+    assert "PromotedFully" in events(full)
+    done = step(
+        spec,
+        full.status,
+        observe("v2", now=T0 + 2 * MINUTE, stable=ready("v2"), canary=ready("v2")),
+    )
+    assert done.status.phase is RolloutPhase.SUCCEEDED and done.status.stable_revision == "v2"
+
+
+@pytest.mark.parametrize("annotation", [ABORT_ANNOTATION, PROMOTE_FULL_ANNOTATION])
+def test_requests_with_no_rollout_to_act_on_are_refused(annotation: str) -> None:
+    spec = make_spec()
+    status = initialized(spec)
+    refused = step(spec, status, observe("v1", stable=ready("v1"), requests={annotation: "x"}))
+    assert refused.actions[0] == ClearRequest(annotation)
+    assert events(refused) == ["RequestRefused"]
+    assert refused.status.phase is RolloutPhase.INITIALIZED
+
+
+def test_promote_without_a_pause_is_refused_but_waits_for_a_pause_it_did_not_reach() -> None:
+    spec = make_spec(steps=[{"setWeight": 10}, {"pause": {}}, {"setWeight": 50}], metrics=False)
+    analysing = make_spec()
+    refused = step(
+        analysing, rolling(analysing), at(T0 + MINUTE, requests={PROMOTE_ANNOTATION: "f"})
+    )
+    assert ClearRequest(PROMOTE_ANNOTATION) in refused.actions
+    assert "RequestRefused" in events(refused)
+    paused = step(spec, rolling(spec), at(T0 + MINUTE)).status
+    assert paused.phase is RolloutPhase.PAUSED
+    # The route was changed by hand: this call restores it and does not reach the pause.
+    elsewhere = at(T0 + 2 * MINUTE, requests={PROMOTE_ANNOTATION: "f"}, traffic=Traffic(0))
+    waiting = step(spec, paused, elsewhere)
+    assert ClearRequest(PROMOTE_ANNOTATION) not in waiting.actions
+    assert "RequestRefused" not in events(waiting)
 
 
 # --- promotion ------------------------------------------------------------------------------

@@ -8,11 +8,20 @@ from typing import Any
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from tidegate.api import RolloutPhase, RolloutSpec, RolloutStatus
+from tidegate.api import (
+    ABORT_ANNOTATION,
+    PROMOTE_ANNOTATION,
+    PROMOTE_FULL_ANNOTATION,
+    RETRY_ANNOTATION,
+    RolloutPhase,
+    RolloutSpec,
+    RolloutStatus,
+)
 from tidegate.engine import (
     STEADY_PHASES,
-    ClearPromoteRequest,
+    ClearRequest,
     Decision,
+    EmitEvent,
     EnsureWorkload,
     Measurement,
     Observation,
@@ -29,7 +38,18 @@ from tidegate.strategies.canary import expand_steps
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 REPLICAS = 2
 REVISIONS = ("v1", "v2", "v3")
-ENDED = (RolloutPhase.FAILED, RolloutPhase.SUCCEEDED, RolloutPhase.CANCELLED)
+ENDED = (
+    RolloutPhase.FAILED,
+    RolloutPhase.ABORTED,
+    RolloutPhase.SUCCEEDED,
+    RolloutPhase.CANCELLED,
+)
+REQUESTS = {
+    "promote": PROMOTE_ANNOTATION,
+    "promote-full": PROMOTE_FULL_ANNOTATION,
+    "abort": ABORT_ANNOTATION,
+    "retry": RETRY_ANNOTATION,
+}
 
 header_routes = st.one_of(
     st.just({}),
@@ -117,6 +137,7 @@ events = st.one_of(
     st.tuples(st.just("unready"), st.sampled_from(["stable", "canary"])),
     st.tuples(st.just("revision"), st.sampled_from(REVISIONS)),
     st.tuples(st.just("promote"), st.just(None)),
+    st.tuples(st.just("request"), st.sampled_from(sorted(REQUESTS))),
     st.tuples(st.just("toggle-pause"), st.just(None)),
     st.tuples(st.just("route-broken"), st.booleans()),
 )
@@ -140,7 +161,7 @@ class World:
     )
     traffic: Traffic = STABLE_ONLY
     route_broken: bool = False
-    promote_requested: bool = False
+    requests: dict[str, str] = field(default_factory=dict)  # annotation -> who asked
 
     def observe(self, measurements: tuple[Measurement, ...] | None = None) -> Observation:
         return Observation(
@@ -150,7 +171,7 @@ class World:
             target_replicas=REPLICAS,
             stable=self.workloads["stable"],
             canary=self.workloads["canary"],
-            promote_requested=self.promote_requested,
+            requests=dict(self.requests),
             measurements=measurements,
             traffic=None if self.route_broken else self.traffic,
         )
@@ -170,7 +191,9 @@ class World:
         elif kind == "revision":
             self.target = arg
         elif kind == "promote":
-            self.promote_requested = True
+            self.requests[PROMOTE_ANNOTATION] = "alice"
+        elif kind == "request":
+            self.requests[REQUESTS[arg]] = "alice"
         elif kind == "route-broken":
             self.route_broken = arg
 
@@ -198,8 +221,8 @@ class World:
                 current = self.workloads[action.role]
                 if current is not None:
                     self.workloads[action.role] = replace(current, replicas=action.replicas)
-            elif isinstance(action, ClearPromoteRequest):
-                self.promote_requested = False
+            elif isinstance(action, ClearRequest):
+                del self.requests[action.annotation]
 
 
 def stored(status: RolloutStatus) -> RolloutStatus:
@@ -327,11 +350,25 @@ def test_invariants_hold_on_every_decision(
                 assert status.stable_revision == last_good
             if not world.route_broken:
                 assert world.traffic == STABLE_ONLY
-        if status.phase is RolloutPhase.FAILED and not world.route_broken:
+        rolled_back = status.phase in (RolloutPhase.FAILED, RolloutPhase.ABORTED)
+        if rolled_back and not world.route_broken:
             assert world.traffic == STABLE_ONLY
-        if status.phase in (RolloutPhase.PROMOTING, RolloutPhase.SUCCEEDED) and before in (
-            RolloutPhase.PROGRESSING,
-            RolloutPhase.PAUSED,
+        # Every request is answered in the call that sees it (acted on, or refused with an
+        # Event), except a promote waiting for the pause it is meant to end.
+        cleared = {a.annotation for a in decision.actions if isinstance(a, ClearRequest)}
+        reasons = {a.reason for a in decision.actions if isinstance(a, EmitEvent)}
+        for annotation in observed.requests:
+            if annotation != PROMOTE_ANNOTATION:
+                assert annotation in cleared, f"{annotation} left unanswered"
+        if ABORT_ANNOTATION in cleared and "Aborted" in reasons:
+            assert status.phase is RolloutPhase.ABORTED
+            assert before in (RolloutPhase.PROGRESSING, RolloutPhase.PAUSED)
+        skipped = "PromotedFully" in reasons
+        running = (RolloutPhase.PROGRESSING, RolloutPhase.PAUSED)
+        if (
+            status.phase in (RolloutPhase.PROMOTING, RolloutPhase.SUCCEEDED)
+            and before in running
+            and not skipped
         ):
             for where, count in needed.items():
                 assert passes.get(where, 0) >= count, (
