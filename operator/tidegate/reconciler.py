@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from pydantic import ValidationError
 
-from tidegate import api, engine, metrics
+from tidegate import api, engine, metrics, validation
 from tidegate.durations import parse_duration
 from tidegate.ports import (
     CLAIM_ANNOTATION,
@@ -29,7 +29,6 @@ from tidegate.ports import (
     role_service,
 )
 from tidegate.revisions import template_revision
-from tidegate.strategies import plan_for
 
 # A failed reconcile is retried after 1, 2, 4 ... seconds, at most a minute apart.
 BACKOFF_FIRST_SECONDS = 1.0
@@ -164,15 +163,20 @@ class Reconciler:
         meta = rollout["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         raw_status = stored[-1]
+
+        def capabilities(spec: api.RolloutSpec) -> frozenset[str]:
+            return self.ports.router(namespace, spec).capabilities
+
+        parsed, problems = validation.spec_problems(rollout.get("spec"), capabilities)
+        if parsed is None or problems:
+            text = "; ".join(str(p) for p in problems)
+            await self._refuse(rollout, raw_status, "InvalidSpec", f"invalid spec: {text}")
+            return None
+        spec = parsed
         try:
-            spec = api.RolloutSpec.model_validate(rollout.get("spec") or {})
             status = api.RolloutStatus.model_validate(raw_status)
         except ValidationError as error:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}"
-                for e in error.errors()
-            )
-            await self._refuse(rollout, raw_status, "InvalidSpec", f"invalid spec: {problems}")
+            await self._refuse(rollout, raw_status, "InvalidStatus", f"unreadable status: {error}")
             return None
 
         # The finalizer that makes a deletion wait for the hand-back, as spec.onDelete says.
@@ -181,15 +185,6 @@ class Reconciler:
             await self.ports.rollouts.set_finalizer(rollout, HAND_BACK_FINALIZER, handing_back)
 
         router = self.ports.router(namespace, spec)
-        unsupported = [
-            f"{field}: the router cannot carry {need!r} routes"
-            for need, field in plan_for(spec).needs.items()
-            if need not in router.capabilities
-        ]
-        if unsupported:
-            message = "invalid spec: " + "; ".join(unsupported)
-            await self._refuse(rollout, raw_status, "InvalidSpec", message)
-            return None
 
         workloads = self.ports.workloads(namespace, name, spec)
         target = await workloads.target()

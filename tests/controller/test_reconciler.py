@@ -401,7 +401,10 @@ async def test_a_plan_the_router_cannot_carry_is_an_invalid_spec_naming_the_fiel
     assert degraded is not None and degraded["reason"] == "InvalidSpec"
     assert "spec.strategy.canary.steps[1].setMirrorRoute" in degraded["message"]
     assert "'mirror'" in degraded["message"]
-    assert "spec.strategy.canary: the router cannot carry 'weights'" in degraded["message"]
+    assert (
+        "spec.strategy.canary: the router spec.trafficRouting.gatewayAPI cannot carry 'weights'"
+        in (degraded["message"])
+    )
     assert not {"ensure", "set_traffic", "release_target"} & set(world.names())
 
 

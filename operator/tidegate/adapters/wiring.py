@@ -49,6 +49,16 @@ ROUTERS: dict[str, Callable[[Kube, str, api.RolloutSpec], Router]] = {
     "service": service_router,
 }
 
+# What each router can carry, known without a cluster (for `kubectl tidegate lint`).
+ROUTER_CAPABILITIES: dict[str, frozenset[str]] = {
+    "gatewayAPI": GatewayAPIRouter.capabilities,
+    "service": ServiceSelectorRouter.capabilities,
+}
+
+
+def router_capabilities(spec: api.RolloutSpec) -> frozenset[str]:
+    return ROUTER_CAPABILITIES[spec.traffic_routing.router]
+
 
 def kube_ports(kube: Kube) -> Ports:
     def workloads(namespace: str, rollout: str, spec: api.RolloutSpec) -> KubeWorkloads:
