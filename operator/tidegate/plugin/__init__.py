@@ -1,0 +1,1 @@
+"""`kubectl tidegate`: see and steer ProgressiveRollouts from a terminal or a CI job."""
