@@ -1,0 +1,155 @@
+"""kubectl tidegate's pure parts: the screens, the status verdict, lint."""
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tidegate.plugin import cli, lint, render
+
+NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+REPO = Path(__file__).resolve().parents[2]
+
+
+def rollout(**status: Any) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": "shop",
+            "namespace": "ns",
+            "generation": 3,
+            "creationTimestamp": "2026-01-01T11:58:00Z",
+        },
+        "spec": {
+            "targetRef": {"name": "shop"},
+            "service": {"name": "shop", "port": 80},
+            "trafficRouting": {"gatewayAPI": {"httpRoute": "shop"}},
+            "strategy": {
+                "canary": {"steps": [{"setWeight": 10}, {"pause": {}}, {"setWeight": 60}]}
+            },
+            "analysis": {
+                "metrics": [{"name": "error-rate", "query": "q", "thresholdRange": {"max": 0.05}}]
+            },
+        },
+        "status": {"observedGeneration": 3, **status},
+    }
+
+
+def test_the_screen_marks_the_current_step_and_shows_weights_metrics_and_events() -> None:
+    shown = render.detail(
+        rollout(
+            phase="Paused",
+            currentStepIndex=1,
+            canaryWeight=10,
+            stableRevision="aaa",
+            canaryRevision="bbb",
+            mirrorPercent=5,
+            metrics=[
+                {
+                    "name": "error-rate",
+                    "phase": "Passed",
+                    "value": 0.01,
+                    "measuredAt": "2026-01-01T11:59:50Z",
+                }
+            ],
+            conditions=[{"type": "Ready", "status": "False", "reason": "AwaitingPromotion"}],
+        ),
+        {"stable": ["demo:1.0.0"], "canary": ["demo:1.1.0"]},
+        [
+            {
+                "type": "Normal",
+                "reason": "AwaitingPromotion",
+                "note": "Step 2/3",
+                "eventTime": "2026-01-01T11:59:00Z",
+            }
+        ],
+        NOW,
+    )
+    assert "Step:        2/3" in shown
+    assert "  ✔ 1. setWeight 10" in shown and "  ▶ 2. pause" in shown
+    assert "    3. setWeight 60" in shown
+    assert "stable 90% / canary 10%; mirror 5% -> canary" in shown
+    assert "demo:1.1.0" in shown and "bbb" in shown
+    assert "error-rate" in shown and "[-inf, 0.05]" in shown and "Passed (10s ago)" in shown
+    assert "1m  Normal  AwaitingPromotion" in shown
+
+
+def test_the_table_has_the_step_and_the_last_decision() -> None:
+    text = render.table(
+        [rollout(phase="Progressing", currentStepIndex=0, canaryWeight=10, message="analysing")],
+        NOW,
+        all_namespaces=True,
+    )
+    header, row = text.splitlines()
+    assert header.split() == [
+        "NAMESPACE",
+        "NAME",
+        "STRATEGY",
+        "PHASE",
+        "STEP",
+        "WEIGHT",
+        "LAST",
+        "DECISION",
+        "AGE",
+    ]
+    assert row.split() == ["ns", "shop", "Canary", "Progressing", "1/3", "10%", "analysing", "2m"]
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        ({"phase": "Succeeded", "stableRevision": "new"}, cli.EXIT_DONE),
+        ({"phase": "Initialized", "stableRevision": "new"}, cli.EXIT_DONE),
+        ({"phase": "Succeeded", "stableRevision": "old"}, None),  # not seen the change yet
+        ({"phase": "Progressing", "canaryRevision": "new"}, None),
+        ({"phase": "Failed", "canaryRevision": "new"}, cli.EXIT_FAILED),
+        ({"phase": "Aborted", "canaryRevision": "new"}, cli.EXIT_FAILED),
+        ({"phase": "Failed", "canaryRevision": "older"}, None),
+        ({"phase": "Succeeded", "stableRevision": "new", "observedGeneration": 2}, None),
+    ],
+)
+def test_status_waits_for_the_targets_revision(
+    status: dict[str, Any], expected: int | None
+) -> None:
+    assert cli.outcome(rollout(**status), "new") == expected
+
+
+def test_lint_accepts_every_example() -> None:
+    files = sorted((REPO / "examples").rglob("*.yaml"))
+    problems, summary = lint.lint(files)
+    assert problems == []
+    assert sum(int(line.split(": ")[1].split()[0]) for line in summary) >= 3
+
+
+def test_lint_names_each_bad_field(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n---\n"
+        "apiVersion: tidegate.io/v1alpha1\nkind: ProgressiveRollout\nmetadata: {name: x}\n"
+        "spec:\n  targetRef: {name: a}\n  service: {name: a, port: 80}\n"
+        "  trafficRouting: {service: {}}\n"
+        "  strategy: {canary: {steps: [{setWeight: 120}, {setMirrorRoute: {percentage: 5}}]}}\n"
+        "  analysis: {interval: soon}\n"
+    )
+    problems, _ = lint.lint([bad])
+    assert len(problems) == 2, problems
+    assert all(p.startswith(f"{bad}: document 2 (ProgressiveRollout x): ") for p in problems)
+    assert any("spec.strategy.canary.steps[0].setWeight:" in p for p in problems)
+    assert any("spec.analysis.interval:" in p for p in problems)
+
+
+def test_lint_reports_unreadable_files(tmp_path: Path) -> None:
+    (tmp_path / "broken.yaml").write_text("a: [1,\n")
+    problems, _ = lint.lint([tmp_path / "broken.yaml", tmp_path / "missing.yaml"])
+    assert [p.split(": ")[1] for p in problems] == ["not YAML", "cannot read"]
+
+
+def test_lint_exit_code(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = REPO / "examples" / "canary" / "rollout.yaml"
+    assert cli.main(["lint", str(good)]) == 0
+    (tmp_path / "bad.yaml").write_text(
+        "kind: ProgressiveRollout\napiVersion: tidegate.io/v1alpha1\n"
+    )
+    assert cli.main(["lint", str(tmp_path / "bad.yaml")]) == 1
+    err = capsys.readouterr().err
+    assert "metadata.name: a name is required" in err and "spec: a spec is required" in err
