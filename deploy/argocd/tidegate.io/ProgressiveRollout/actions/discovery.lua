@@ -12,8 +12,9 @@ local function offer(enabled, icon, label)
 end
 
 local actions = {}
--- A `pause: {}` step (or a blue/green preview) waits for the promote annotation. While
--- spec.paused is set the operator would leave the annotation unread: resume first.
+-- A `pause: {}` step (or a blue/green preview) waits for the promote annotation. Paused by
+-- spec.paused, the rollout may be at no such step, and the annotation would linger until
+-- the next one: resume first.
 actions["promote"] = offer(phase == "Paused" and not paused, "fa fa-fw fa-forward", "Promote")
 actions["promote-full"] = offer(running, "fa fa-fw fa-fast-forward", "Promote fully")
 actions["abort"] = offer(running, "fa fa-fw fa-times-circle", "Abort")
