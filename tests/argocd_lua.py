@@ -107,9 +107,7 @@ def health(obj: dict[str, Any]) -> dict[str, str]:
 
 
 def discovery(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    result: dict[str, dict[str, Any]] = run_script(
-        CUSTOMIZATION / "actions" / "discovery.lua", obj
-    )
+    result: dict[str, dict[str, Any]] = run_script(CUSTOMIZATION / "actions" / "discovery.lua", obj)
     return result
 
 

@@ -83,12 +83,11 @@ def run_action(shop: Shop, action: str, name: str = "shop") -> dict[str, Any]:
     assert action in argocd_lua.enabled_actions(before), (action, before.get("status"))
     patch = argocd_lua.merge_patch(before, argocd_lua.act(action, before))
     assert patch, f"{action} changed nothing"
-    found: dict[str, Any] = json.loads(
-        shop.kubectl.check(
-            "patch", "-n", shop.namespace, f"pro/{name}", "--type=merge",
-            "-p", json.dumps(patch), "-o", "json",
-        )  # fmt: skip
-    )
+    patched = shop.kubectl.check(
+        "patch", "-n", shop.namespace, f"pro/{name}", "--type=merge",
+        "-p", json.dumps(patch), "-o", "json",
+    )  # fmt: skip
+    found: dict[str, Any] = json.loads(patched)
     return found
 
 
