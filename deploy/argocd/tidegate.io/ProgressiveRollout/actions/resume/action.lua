@@ -1,0 +1,3 @@
+-- resume: clear spec.paused; the rollout carries on from the step it was paused at.
+obj.spec.paused = false
+return obj
