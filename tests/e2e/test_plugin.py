@@ -157,7 +157,7 @@ def test_abort_then_retry_and_status_exit_codes(shop: Shop, plugin: Plugin) -> N
     shop.wait_phase("Paused")
     timed_out = plugin.run("status", "shop", "--timeout", "2s")
     assert timed_out.returncode == 2, (timed_out.stdout, timed_out.stderr)
-    assert "retry" in plugin.refused("retry", "shop")
+    assert "can be retried (phase Paused)" in plugin.refused("retry", "shop")
 
     route = RouteWatch(shop.kubectl, shop.namespace, "shop")
     asked = time.monotonic()
