@@ -1,7 +1,8 @@
-"""Running the helm binary against the chart, with a home of its own (no ~/.config/helm)."""
+"""Running the helm binary against the chart, with directories of its own (no ~/.config/helm)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ class HelmError(RuntimeError):
 
 class HelmRunner:
     """`helm` with its cache, config and data kept under `home`, talking to the cluster of
-    `kubeconfig` (none is needed for `lint` and `template`)."""
+    `kubeconfig` (none is needed for `lint` and `template`; without one, $KUBECONFIG)."""
 
     def __init__(self, helm: Path, home: Path, kubeconfig: Path | None = None) -> None:
         self.helm = helm
@@ -27,9 +28,10 @@ class HelmRunner:
         self.kubeconfig = kubeconfig
 
     def _environment(self) -> dict[str, str]:
-        env = {
-            "HOME": str(self.home),
-            "PATH": "/usr/bin:/bin",
+        # This process's environment (PATH and HOME for a kubeconfig's credential plugins),
+        # without any HELM_* setting of the caller's, and helm's own directories under `home`.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HELM_")}
+        env |= {
             "HELM_CACHE_HOME": str(self.home / "cache"),
             "HELM_CONFIG_HOME": str(self.home / "config"),
             "HELM_DATA_HOME": str(self.home / "data"),
