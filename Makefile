@@ -27,9 +27,11 @@ prometheus:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; \
 	fi
 
-# Built once into ~/.cache/tidegate/<versions>/bin; a second run builds nothing.
+# Built once into ~/.cache/tidegate/<versions>/bin (helm into its own helm-<version>/bin);
+# a second run builds nothing.
 binaries:
 	@bash hack/build-binaries.sh all
+	@bash hack/build-binaries.sh helm >/dev/null
 
 setup: venv prometheus binaries
 

@@ -19,8 +19,10 @@ from typing import Any
 import pytest
 from rollout_support import Shop, running_shop, scratch_namespace
 
+from tidegate_devenv.binaries import find_helm
 from tidegate_devenv.cluster import KubectlRunner
 from tidegate_devenv.environment import EnvironmentInfo, start_environment, stop_environment
+from tidegate_devenv.helm import HelmRunner
 from tidegate_devenv.operator_process import install_crd
 
 E2E_DIR = Path(__file__).parent
@@ -51,6 +53,18 @@ def environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Environmen
 @pytest.fixture(scope="session")
 def kubectl(environment: EnvironmentInfo) -> KubectlRunner:
     return KubectlRunner(Path(environment.kubectl), Path(environment.kubeconfig))
+
+
+@pytest.fixture(scope="session")
+def helm(tmp_path_factory: pytest.TempPathFactory) -> HelmRunner:
+    """The real helm binary (built once by hack/build-binaries.sh), with a home of its own;
+    no cluster: `lint` and `template` need none. See `helm_on_cluster` for the rest."""
+    return HelmRunner(find_helm(), tmp_path_factory.mktemp("helm-home"))
+
+
+@pytest.fixture(scope="session")
+def helm_on_cluster(helm: HelmRunner, environment: EnvironmentInfo) -> HelmRunner:
+    return HelmRunner(helm.helm, helm.home, Path(environment.kubeconfig))
 
 
 @pytest.fixture

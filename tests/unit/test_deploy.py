@@ -2,16 +2,15 @@
 
 Whether the RBAC grants what the operator needs, and nothing more, is not read from the code
 here: tests/e2e/test_deploy_rbac.py runs the operator as its ServiceAccount and compares the
-API server's audit log with deploy/kustomize/rbac.yaml. Here: that the Helm chart says the
-same, and the manifests' structure.
+API server's audit log with deploy/kustomize/rbac.yaml. Here: the kustomize manifests'
+structure, read as files. The Helm chart is rendered by the real helm binary, a process, so
+its tests (that it says the same as these manifests) are in tests/e2e/test_helm.py.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
-import textwrap
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from tidegate.cli import build_parser
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = REPO_ROOT / "deploy"
 KUSTOMIZE = DEPLOY / "kustomize"
+SERVICE_MONITOR = KUSTOMIZE / "servicemonitor"
 CHART = DEPLOY / "helm" / "tidegate"
 CRD = REPO_ROOT / "crds" / "progressiverollout.yaml"
 CRD_COPIES = (KUSTOMIZE / "crd.yaml", CHART / "crds" / "progressiverollout.yaml")
@@ -33,25 +33,15 @@ def load_all(path: Path) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
 
 
-def kustomize_objects() -> list[dict[str, Any]]:
-    kustomization = yaml.safe_load((KUSTOMIZE / "kustomization.yaml").read_text())
-    return [obj for name in kustomization["resources"] for obj in load_all(KUSTOMIZE / name)]
+def kustomize_objects(directory: Path = KUSTOMIZE) -> list[dict[str, Any]]:
+    kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
+    return [obj for name in kustomization["resources"] for obj in load_all(directory / name)]
 
 
 def one(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     found = [o for o in objects if o["kind"] == kind]
     assert len(found) == 1, f"expected one {kind}, found {len(found)}"
     return found[0]
-
-
-def render_helm_roughly(text: str) -> str:
-    """Blank out template actions: enough to read templates that use no control flow."""
-    return re.sub(r"\{\{-?.*?-?\}\}", "placeholder", text)
-
-
-def helm_rbac(kind: str) -> dict[str, Any]:
-    docs = yaml.safe_load_all(render_helm_roughly((CHART / "templates" / "rbac.yaml").read_text()))
-    return one([d for d in docs if d], kind)
 
 
 def container() -> dict[str, Any]:
@@ -117,12 +107,6 @@ def test_rbac_never_deletes_and_names_no_wildcards() -> None:
                 assert "*" not in rule[key]
 
 
-@pytest.mark.parametrize("kind", ROLES)
-def test_helm_rbac_has_the_same_rules_as_kustomize(kind: str) -> None:
-    kustomize_rules = one(kustomize_objects(), kind)["rules"]
-    assert helm_rbac(kind)["rules"] == kustomize_rules
-
-
 def test_leases_are_granted_in_the_operators_namespace_only() -> None:
     objects = kustomize_objects()
     cluster_wide = [r for r in one(objects, "ClusterRole")["rules"] if "leases" in r["resources"]]
@@ -146,10 +130,6 @@ def test_leases_are_granted_in_the_operators_namespace_only() -> None:
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": account, "namespace": namespace}
     ]
-    # The Helm chart's, in the release's namespace, for the chart's ServiceAccount.
-    helm_binding = helm_rbac("RoleBinding")
-    assert helm_binding["roleRef"]["kind"] == "Role"
-    assert helm_binding["subjects"][0]["kind"] == "ServiceAccount"
 
 
 def test_binding_grants_the_role_to_the_deployment_service_account() -> None:
@@ -178,8 +158,47 @@ def test_deployment_args_are_accepted_by_the_cli() -> None:
     assert args.command == "run"
     assert args.all_namespaces
     assert args.prometheus_url
-    port = int(args.health_listen.rpartition(":")[2])
-    assert container()["ports"] == [{"name": "health", "containerPort": port}]
+    health = int(args.health_listen.rpartition(":")[2])
+    metrics = int(args.metrics_listen.rpartition(":")[2])
+    assert health != metrics
+    assert container()["ports"] == [
+        {"name": "health", "containerPort": health},
+        {"name": "metrics", "containerPort": metrics},
+    ]
+
+
+def test_metrics_service_selects_the_operator_pods_on_the_metrics_port() -> None:
+    objects = kustomize_objects()
+    deployment = one(objects, "Deployment")
+    service = one(objects, "Service")
+    assert service["metadata"]["name"] == "tidegate-metrics"
+    assert service["metadata"]["namespace"] == deployment["metadata"]["namespace"]
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    args = build_parser().parse_args(container()["args"])
+    assert service["spec"]["ports"] == [
+        {
+            "name": "metrics",
+            "port": int(args.metrics_listen.rpartition(":")[2]),
+            "targetPort": "metrics",
+            "protocol": "TCP",
+        }
+    ]
+
+
+def test_the_service_monitor_is_apart_from_the_base_and_selects_the_metrics_service() -> None:
+    assert not [o for o in kustomize_objects() if o["apiVersion"].startswith("monitoring.")]
+    monitor = one(kustomize_objects(SERVICE_MONITOR), "ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    service = one(kustomize_objects(), "Service")
+    assert monitor["metadata"]["namespace"] == service["metadata"]["namespace"]
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= service["metadata"]["labels"].items()
+    # Only the metrics Service: the component label sets it apart from any other of the app.
+    assert selector["app.kubernetes.io/component"] == "metrics"
+    assert [(e["port"], e["path"]) for e in monitor["spec"]["endpoints"]] == [
+        ("metrics", "/metrics")
+    ]
 
 
 def test_probes_use_the_health_endpoints() -> None:
@@ -210,22 +229,6 @@ def test_two_replicas_elect_the_one_that_acts() -> None:
     )
 
 
-def test_helm_runs_two_replicas_with_the_downward_api_too() -> None:
-    values = yaml.safe_load((CHART / "values.yaml").read_text())
-    assert values["replicaCount"] == 2
-    template = (CHART / "templates" / "deployment.yaml").read_text()
-    assert "replicas: {{ .Values.replicaCount }}" in template
-    # (The template's control flow is more than render_helm_roughly can read: its blocks.)
-    strategy = re.search(r"^  strategy:\n(?:    .*\n)+", template, re.MULTILINE)
-    env = re.search(r"^          env:\n(?:            .*\n)+", template, re.MULTILINE)
-    assert strategy and env
-    kustomize_spec = one(kustomize_objects(), "Deployment")["spec"]
-    assert yaml.safe_load(textwrap.dedent(strategy.group(0))) == {
-        "strategy": kustomize_spec["strategy"]
-    }
-    assert yaml.safe_load(textwrap.dedent(env.group(0))) == {"env": container()["env"]}
-
-
 def test_runs_as_non_root_on_a_read_only_root() -> None:
     pod = one(kustomize_objects(), "Deployment")["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -245,13 +248,3 @@ def test_the_image_default_command_is_accepted_by_the_cli() -> None:
     assert json.loads(entrypoint.group(1)) == ["tidegate"]
     args = build_parser().parse_args(json.loads(cmd.group(1)))
     assert args.command == "run"
-
-
-def test_helm_deployment_only_passes_flags_the_cli_knows() -> None:
-    template = (CHART / "templates" / "deployment.yaml").read_text()
-    flags = set(re.findall(r"^\s*- (--[a-z-]+)", template, re.MULTILINE))
-    assert flags == {"--namespace", "--all-namespaces", "--prometheus-url", "--health-listen"}
-    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    run: argparse.ArgumentParser = commands.choices["run"]
-    known = {option for action in run._actions for option in action.option_strings}
-    assert flags <= known

@@ -72,6 +72,15 @@ def _run_build_script(*args: str) -> str:
     return out.strip().splitlines()[-1]
 
 
+def find_helm() -> Path:
+    """The helm binary: $TIDEGATE_HELM if set, else the build script's (built once)."""
+    explicit = os.environ.get("TIDEGATE_HELM")
+    helm = Path(explicit) if explicit else Path(_run_build_script("helm"))
+    if not (helm.is_file() and os.access(helm, os.X_OK)):
+        raise BinariesMissing(f"no executable helm at {helm}")
+    return helm
+
+
 def gateway_api_crd_directory() -> Path:
     """The standard-channel Gateway API CRDs, taken from the Go module at run time."""
     return Path(_run_build_script("gateway-api-crds"))

@@ -9,3 +9,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/name: tidegate
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
+
+{{- define "tidegate.metricsLabels" -}}
+{{ include "tidegate.labels" . }}
+app.kubernetes.io/component: metrics
+{{- end -}}

@@ -1,0 +1,228 @@
+"""The Helm chart, rendered by the real helm binary (no cluster): it lints, and what it renders
+says what deploy/kustomize says, for the default values and a few others.
+
+Not unit tests only because helm is a process; none of these needs the local control plane.
+tests/e2e/test_helm_install.py installs the chart into one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tidegate.cli import build_parser
+from tidegate_devenv.helm import CHART, HelmRunner
+from tidegate_devenv.paths import REPO
+
+KUSTOMIZE = REPO / "deploy" / "kustomize"
+RELEASE, NAMESPACE = "rel", "tg-ns"
+
+# name -> `helm template` value arguments.
+VALUE_SETS: dict[str, tuple[str, ...]] = {
+    "defaults": (),
+    "two-namespaces-one-replica": (
+        "--set", "watchNamespaces={team-a,team-b}",
+        "--set", "replicaCount=1",
+        "--set", "image.tag=9.9.9",
+    ),
+    "other-ports-no-prometheus-url": (
+        "--set", "healthPort=8181",
+        "--set", "metrics.port=9191",
+        "--set", "prometheusUrl=",
+    ),
+    "service-monitor": (
+        "--set", "metrics.serviceMonitor.enabled=true",
+        "--set", "metrics.serviceMonitor.interval=15s",
+        "--set", "metrics.serviceMonitor.labels.release=kube-prometheus-stack",
+    ),
+}  # fmt: skip
+
+
+def one(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    found = [o for o in objects if o["kind"] == kind]
+    assert len(found) == 1, f"expected one {kind}, found {len(found)}"
+    return found[0]
+
+
+def kustomize_objects() -> list[dict[str, Any]]:
+    kustomization = yaml.safe_load((KUSTOMIZE / "kustomization.yaml").read_text())
+    return [
+        doc
+        for name in kustomization["resources"]
+        for doc in yaml.safe_load_all((KUSTOMIZE / name).read_text())
+        if doc
+    ]
+
+
+def container(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    (found,) = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
+    return dict(found)
+
+
+def port_of(listen: str) -> int:
+    return int(listen.rpartition(":")[2])
+
+
+@pytest.fixture(scope="module", params=sorted(VALUE_SETS))
+def rendered(request: pytest.FixtureRequest, helm: HelmRunner) -> tuple[str, list[dict[str, Any]]]:
+    name: str = request.param
+    return name, helm.template(RELEASE, NAMESPACE, *VALUE_SETS[name])
+
+
+@pytest.fixture(scope="module")
+def defaults(helm: HelmRunner) -> list[dict[str, Any]]:
+    return helm.template(RELEASE, NAMESPACE)
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_chart_lints_strictly(helm: HelmRunner, name: str) -> None:
+    result = helm.run("lint", "--strict", str(CHART), "--namespace", NAMESPACE, *VALUE_SETS[name])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 chart(s) linted, 0 chart(s) failed" in result.stdout
+
+
+def test_lint_fails_on_a_broken_chart(helm: HelmRunner, tmp_path: Path) -> None:
+    """The lint above can fail: a template that does not parse is reported."""
+    broken = tmp_path / "tidegate"
+    broken.mkdir()
+    (broken / "Chart.yaml").write_text((CHART / "Chart.yaml").read_text())
+    (broken / "templates").mkdir()
+    (broken / "templates" / "bad.yaml").write_text("kind: {{ .Values.missing.field }\n")
+    result = helm.run("lint", "--strict", str(broken))
+    assert result.returncode != 0
+
+
+def test_deployment_args_are_the_clis_and_match_the_values(
+    rendered: tuple[str, list[dict[str, Any]]],
+) -> None:
+    name, objects = rendered
+    spec = container(objects)
+    args = build_parser().parse_args(spec["args"])  # an unknown flag exits here
+    assert args.command == "run"
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    if name == "two-namespaces-one-replica":
+        assert (args.namespace, args.all_namespaces) == (["team-a", "team-b"], False)
+        assert one(objects, "Deployment")["spec"]["replicas"] == 1
+        assert spec["image"] == f"{values['image']['repository']}:9.9.9"
+    else:
+        assert (args.namespace, args.all_namespaces) == ([], True)
+        assert one(objects, "Deployment")["spec"]["replicas"] == 2
+    if name == "other-ports-no-prometheus-url":
+        assert args.prometheus_url is None
+        assert (port_of(args.health_listen), port_of(args.metrics_listen)) == (8181, 9191)
+    else:
+        assert args.prometheus_url == values["prometheusUrl"]
+        assert (port_of(args.health_listen), port_of(args.metrics_listen)) == (8080, 9090)
+    assert spec["ports"] == [
+        {"name": "health", "containerPort": port_of(args.health_listen)},
+        {"name": "metrics", "containerPort": port_of(args.metrics_listen)},
+    ]
+    assert spec["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert spec["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+
+
+def test_metrics_service_selects_the_operator_pods_on_the_metrics_port(
+    rendered: tuple[str, list[dict[str, Any]]],
+) -> None:
+    _, objects = rendered
+    service = one(objects, "Service")
+    deployment = one(objects, "Deployment")
+    assert service["metadata"]["name"] == f"{RELEASE}-tidegate-metrics"
+    assert service["metadata"]["namespace"] == deployment["metadata"]["namespace"] == NAMESPACE
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    args = build_parser().parse_args(container(objects)["args"])
+    assert service["spec"]["ports"] == [
+        {
+            "name": "metrics",
+            "port": port_of(args.metrics_listen),
+            "targetPort": "metrics",
+            "protocol": "TCP",
+        }
+    ]
+
+
+def test_service_monitor_only_when_enabled_and_it_selects_the_metrics_service(
+    rendered: tuple[str, list[dict[str, Any]]],
+) -> None:
+    name, objects = rendered
+    monitors = [o for o in objects if o["kind"] == "ServiceMonitor"]
+    if name != "service-monitor":
+        assert monitors == []
+        return
+    (monitor,) = monitors
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["namespace"] == NAMESPACE
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    service = one(objects, "Service")
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
+    # Not the pods, nor any other Service of the release: the component label.
+    pod_labels = one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert not monitor["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert monitor["spec"]["endpoints"] == [
+        {"port": "metrics", "path": "/metrics", "interval": "15s"}
+    ]
+
+
+@pytest.mark.parametrize("kind", ["ClusterRole", "Role"])
+def test_rbac_has_the_same_rules_as_kustomize(defaults: list[dict[str, Any]], kind: str) -> None:
+    assert one(defaults, kind)["rules"] == one(kustomize_objects(), kind)["rules"]
+
+
+def test_bindings_grant_the_roles_to_the_charts_service_account_in_the_release_namespace(
+    defaults: list[dict[str, Any]],
+) -> None:
+    account = one(defaults, "ServiceAccount")["metadata"]
+    assert account["namespace"] == NAMESPACE
+    subject = {"kind": "ServiceAccount", "name": account["name"], "namespace": NAMESPACE}
+    for binding_kind, role_kind in [("ClusterRoleBinding", "ClusterRole"), ("RoleBinding", "Role")]:
+        binding, role = one(defaults, binding_kind), one(defaults, role_kind)
+        assert binding["subjects"] == [subject]
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": role_kind,
+            "name": role["metadata"]["name"],
+        }
+    # The Lease is granted where the pods run, the namespace they elect their leader in.
+    assert one(defaults, "Role")["metadata"]["namespace"] == NAMESPACE
+    assert one(defaults, "RoleBinding")["metadata"]["namespace"] == NAMESPACE
+    pod = one(defaults, "Deployment")["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == account["name"]
+
+
+def test_deployment_is_the_kustomize_one_but_for_names_and_labels(
+    defaults: list[dict[str, Any]],
+) -> None:
+    """Replicas, the rolling update, the downward API, probes and security: the same."""
+    helm_deployment = one(defaults, "Deployment")
+    kustomize_deployment = one(kustomize_objects(), "Deployment")
+    assert helm_deployment["spec"]["replicas"] == kustomize_deployment["spec"]["replicas"]
+    assert helm_deployment["spec"]["strategy"] == kustomize_deployment["spec"]["strategy"]
+    helm_pod = helm_deployment["spec"]["template"]["spec"]
+    kustomize_pod = kustomize_deployment["spec"]["template"]["spec"]
+    for key in ("securityContext", "volumes"):
+        assert helm_pod[key] == kustomize_pod[key], key
+    helm_container, kustomize_container = container(defaults), container(kustomize_objects())
+    for key in (
+        "env", "ports", "livenessProbe", "readinessProbe", "resources", "securityContext",
+        "volumeMounts",
+    ):  # fmt: skip
+        assert helm_container[key] == kustomize_container[key], key
+    helm_args = vars(build_parser().parse_args(helm_container["args"]))
+    kustomize_args = vars(build_parser().parse_args(kustomize_container["args"]))
+    del helm_args["handler"], kustomize_args["handler"]
+    assert helm_args == kustomize_args
+
+
+def test_crds_ship_in_the_charts_crds_directory_not_as_a_template(
+    defaults: list[dict[str, Any]],
+) -> None:
+    """So helm installs the CRD before the templates and never deletes it."""
+    assert [o for o in defaults if o["kind"] == "CustomResourceDefinition"] == []
+    (crd_file,) = (CHART / "crds").glob("*.yaml")
+    assert crd_file.read_text() == (REPO / "crds" / "progressiverollout.yaml").read_text()
