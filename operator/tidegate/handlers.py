@@ -82,6 +82,7 @@ class Rollouts:
             self.wake(key)
 
     def forget(self, key: Key) -> None:
+        metrics.forget_rollout(*key)
         self.fingerprints.pop(key, None)
         task = self.tasks.pop(key, None)
         if task is not None:

@@ -139,6 +139,13 @@ class Reconciler:
         Whatever a port fails at (a read or a write) is reported on the rollout as Degraded,
         with the port's reason and message and one Event, and tried again after a backoff.
         """
+        began = time.monotonic()
+        try:
+            return await self._reconcile_once(namespace, name)
+        finally:
+            metrics.RECONCILE_DURATION.observe(time.monotonic() - began)
+
+    async def _reconcile_once(self, namespace: str, name: str) -> float | None:
         key = (namespace, name)
         rollout = await self.ports.rollouts.get(namespace, name)
         if rollout is None:
@@ -228,6 +235,10 @@ class Reconciler:
         if new_status != raw_status:
             await self._patch_status(namespace, name, status_patch(raw_status, new_status))
             stored.append(new_status)
+        strategy = "canary" if spec.strategy.canary is not None else "blueGreen"
+        metrics.observe_rollout(
+            namespace, name, strategy, raw_status, new_status, measurements is not None, now
+        )
         # A failure from here on is retried: the engine asks for missing workloads again, and
         # the route is put back to the status's traffic, once what is wrong is fixed.
         for action in decision.actions:

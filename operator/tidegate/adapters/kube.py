@@ -16,7 +16,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from urllib3.exceptions import HTTPError
 
-from tidegate import __version__, api
+from tidegate import __version__, api, metrics
 from tidegate.adapters import threads
 from tidegate.adapters.cache import Cache, Kind
 from tidegate.ports import AdapterError
@@ -114,11 +114,15 @@ def make_api_client(
 async def _off_the_loop(verb: str, resource: str, run: Callable[[], _T]) -> _T:
     """`run()` in a worker thread; whatever the client raises comes out as a KubeError."""
     try:
-        return await threads.run_in("kube", run)
+        result = await threads.run_in("kube", run)
     except ApiException as error:
+        metrics.KUBE_REQUESTS.labels(verb, resource, str(error.status or 0)).inc()
         raise KubeError(error.status or 0, verb, resource, _detail(error)) from None
     except (HTTPError, OSError) as error:
+        metrics.KUBE_REQUESTS.labels(verb, resource, "0").inc()
         raise KubeError(0, verb, resource, f"no answer: {error}") from None
+    metrics.KUBE_REQUESTS.labels(verb, resource, "2xx").inc()
+    return result
 
 
 class Kube:

@@ -6,13 +6,14 @@ import asyncio
 import functools
 import math
 import re
+import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 
 from prometheus_api_client import PrometheusConnect
 from requests.adapters import HTTPAdapter
 
-from tidegate import api
+from tidegate import api, metrics
 from tidegate.adapters import threads
 from tidegate.engine import Measurement
 
@@ -63,6 +64,15 @@ def _connection(url: str, verify_tls: bool) -> PrometheusConnect:
     return connection
 
 
+def _timed_query(connection: PrometheusConnect, query: str) -> list[dict[str, object]]:
+    began = time.monotonic()
+    try:
+        result: list[dict[str, object]] = connection.custom_query(query=query)
+        return result
+    finally:
+        metrics.METRIC_QUERY_DURATION.observe(time.monotonic() - began)
+
+
 def single_value(result: list[dict[str, object]]) -> float | None:
     """One series gives its value; none, or a NaN (a rate over no requests), is no data."""
     if not result:
@@ -85,7 +95,7 @@ async def measure(
         # The client's own HTTP timeout bounds the query once a thread runs it; a wait for
         # a free thread is not the query's fault, so it is not counted against it.
         result = await threads.run_in(
-            "prometheus", functools.partial(connection.custom_query, query=query)
+            "prometheus", functools.partial(_timed_query, connection, query)
         )
         return Measurement(metric=metric.name, value=single_value(result))
     except Exception as error:  # every failure is a failed measurement, never a pass
