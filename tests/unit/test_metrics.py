@@ -5,8 +5,8 @@ from tidegate import metrics
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
 
-def value(name: str, **labels: str) -> float | None:
-    return metrics.REGISTRY.get_sample_value(name, labels)
+def value(sample: str, **labels: str) -> float | None:
+    return metrics.REGISTRY.get_sample_value(sample, labels)
 
 
 def test_a_rollouts_phase_weight_step_outcomes_and_end() -> None:
