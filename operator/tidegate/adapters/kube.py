@@ -112,16 +112,19 @@ def make_api_client(
 
 
 async def _off_the_loop(verb: str, resource: str, run: Callable[[], _T]) -> _T:
-    """`run()` in a worker thread; whatever the client raises comes out as a KubeError."""
+    """`run()` in a worker thread; whatever the client raises comes out as a KubeError.
+    `resource` may name the object ("deployments ns/name") for messages; the metrics count
+    by kind only."""
+    kind = resource.split(" ", 1)[0]
     try:
         result = await threads.run_in("kube", run)
     except ApiException as error:
-        metrics.KUBE_REQUESTS.labels(verb, resource, str(error.status or 0)).inc()
+        metrics.KUBE_REQUESTS.labels(verb, kind, str(error.status or 0)).inc()
         raise KubeError(error.status or 0, verb, resource, _detail(error)) from None
     except (HTTPError, OSError) as error:
-        metrics.KUBE_REQUESTS.labels(verb, resource, "0").inc()
+        metrics.KUBE_REQUESTS.labels(verb, kind, "0").inc()
         raise KubeError(0, verb, resource, f"no answer: {error}") from None
-    metrics.KUBE_REQUESTS.labels(verb, resource, "2xx").inc()
+    metrics.KUBE_REQUESTS.labels(verb, kind, "2xx").inc()
     return result
 
 

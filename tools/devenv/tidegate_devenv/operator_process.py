@@ -74,6 +74,7 @@ class OperatorProcess:
     log: Path
     identity: str = ""  # its --leader-election-identity, also in its user agent
     metrics_url: str = ""  # http://host:port of --metrics-listen: /metrics
+    scrape_file: Path | None = None  # its entry for the environment's Prometheus
 
     def metrics_text(self) -> str:
         with urllib.request.urlopen(f"{self.metrics_url}/metrics", timeout=2) as response:
@@ -105,8 +106,11 @@ class OperatorProcess:
         return self._sample(LEADER) == 1
 
     def stop(self) -> None:
-        """SIGTERM the operator's process group, SIGKILL what is left after STOP_TIMEOUT."""
+        """SIGTERM the operator's process group, SIGKILL what is left after STOP_TIMEOUT;
+        and Prometheus no longer scrapes it."""
         stop_operator(self.process)
+        if self.scrape_file is not None:
+            self.scrape_file.unlink(missing_ok=True)
 
 
 def start_operator(
@@ -164,7 +168,10 @@ def start_operator(
             start_new_session=True,
             env={**os.environ, "KUBECONFIG": str(kubeconfig or info.kubeconfig)},
         )
-    operator = OperatorProcess(proc, f"http://{health}", log, identity, f"http://{metrics_listen}")
+    scrape_file = _register_scrape_target(info, identity, metrics_listen)
+    operator = OperatorProcess(
+        proc, f"http://{health}", log, identity, f"http://{metrics_listen}", scrape_file
+    )
 
     def ready() -> bool:
         if proc.poll() is not None:
@@ -177,6 +184,26 @@ def start_operator(
         operator.stop()
         raise
     return operator
+
+
+# The environment's Prometheus reads scrape targets from the files in this directory
+# (tidegate_devenv.environment); an operator's file is there while it runs.
+SCRAPE_TARGETS = Path("prometheus-targets")
+SCRAPE_JOB = "tidegate"
+
+
+def _register_scrape_target(info: EnvironmentInfo, identity: str, address: str) -> Path | None:
+    """Have the environment's Prometheus scrape the operator's /metrics, as a ServiceMonitor
+    would in a cluster (job="tidegate")."""
+    targets = Path(info.state_dir) / SCRAPE_TARGETS
+    if not targets.is_dir():
+        return None
+    entry = [{"targets": [address], "labels": {"job": SCRAPE_JOB, "identity": identity}}]
+    path = targets / f"operator-{identity}.json"
+    partial = path.with_suffix(".tmp")  # Prometheus reads *.json only: never a half file
+    partial.write_text(json.dumps(entry))
+    os.replace(partial, path)
+    return path
 
 
 def stop_operator(operator: OperatorProcess | subprocess.Popen[bytes]) -> None:
