@@ -89,6 +89,15 @@ class TargetRef(_SpecModel):
     name: ObjectName
 
 
+class AutoscalerRef(_SpecModel):
+    """The user's HorizontalPodAutoscaler of the target Deployment: tidegate runs a copy of it
+    for each of its own copies of the Deployment."""
+
+    api_version: Literal["autoscaling/v2"] = "autoscaling/v2"
+    kind: Literal["HorizontalPodAutoscaler"] = "HorizontalPodAutoscaler"
+    name: ObjectName
+
+
 class ServiceRef(_SpecModel):
     """The Service in front of the workload; tidegate derives the stable and canary Services."""
 
@@ -483,6 +492,9 @@ class RolloutSpec(_SpecModel):
     # (scaled up, ready, the route on the user's Service) before the copies go; keep: leaves
     # everything as it is.
     on_delete: OnDelete = OnDelete.HAND_BACK
+    # The HPA that scales the target: copied for the stable and canary Deployments, whose
+    # replica counts are then the copies' to choose.
+    autoscaler_ref: AutoscalerRef | None = None
 
 
 # --- status ---------------------------------------------------------------------------------

@@ -24,6 +24,9 @@ Choices worth knowing:
   to act later by surprise. The one exception is a promote made while the rollout is paused
   for promotion but this call did not reach the pause (its route was being restored): it stays
   for the next call. Abort acts even under spec.paused: taking traffic back is never held.
+- With an autoscaler (spec.autoscalerRef), a copy's replica count is its HPA's: any non-zero
+  count is accepted, kept across a template change and never reset, and readiness means
+  "rolled out at its own count". A copy at zero that should run is still brought up.
 """
 
 from __future__ import annotations
@@ -252,6 +255,20 @@ def _drifted(workload: WorkloadState | None, revision: str, replicas: int) -> bo
     return workload is None or workload.revision != revision or workload.replicas != replicas
 
 
+def autoscaled_replicas(workload: WorkloadState | None, wanted: int) -> int:
+    """The replica count to hold a copy at when an HPA scales it: the count it runs, which
+    the HPA chose, unless it runs none while `wanted` says it should run."""
+    if workload is not None and workload.replicas > 0 and wanted > 0:
+        return workload.replicas
+    return wanted
+
+
+def canary_runs(status: RolloutStatus) -> bool:
+    """Whether the canary copy runs pods in this phase (a rollout is under way or being
+    promoted); between rollouts it is at zero."""
+    return status.phase in (RolloutPhase.PROGRESSING, RolloutPhase.PAUSED, RolloutPhase.PROMOTING)
+
+
 @dataclass(frozen=True)
 class _Verdict:
     metric: Metric
@@ -442,10 +459,21 @@ class _Reconciler:
         self.reason = reason
         self.status.message = message
 
+    def _sized(self, workload: WorkloadState | None, replicas: int) -> int:
+        """The replica count the copy should have: `replicas`, or with an autoscaler what
+        its HPA chose (see `autoscaled_replicas`)."""
+        if self.spec.autoscaler_ref is None:
+            return replicas
+        return autoscaled_replicas(workload, replicas)
+
+    def _ready(self, workload: WorkloadState | None, revision: str, replicas: int) -> bool:
+        return _ready_at(workload, revision, self._sized(workload, replicas))
+
     def _heal(
         self, role: Role, workload: WorkloadState | None, revision: str, replicas: int | None = None
     ) -> None:
         replicas = self.obs.target_replicas if replicas is None else replicas
+        replicas = self._sized(workload, replicas)
         if _drifted(workload, revision, replicas):
             self._emit(EnsureWorkload(role=role, revision=revision, replicas=replicas))
         self.status.replicas = self.obs.target_replicas
@@ -463,7 +491,7 @@ class _Reconciler:
         # Nothing serves canary traffic yet, so simply adopt whatever the template is now.
         st.stable_revision = self.obs.target_revision
         self._heal("stable", self.obs.stable, st.stable_revision)
-        if _ready_at(self.obs.stable, st.stable_revision, self.obs.target_replicas):
+        if self._ready(self.obs.stable, st.stable_revision, self.obs.target_replicas):
             # The route moves to the stable copy only once it can serve: adopting a live
             # application must not drop its traffic.
             self._route(STABLE_ONLY)
@@ -545,7 +573,7 @@ class _Reconciler:
                 self.obs.target_replicas if step.canary_replicas is None else step.canary_replicas
             )
             self._heal("canary", self.obs.canary, rev, replicas)
-            if not _ready_at(self.obs.canary, rev, replicas):
+            if not self._ready(self.obs.canary, rev, replicas):
                 self._wait_for_canary(rev)
                 return
             st.waiting_since = None
@@ -712,7 +740,7 @@ class _Reconciler:
             self._say("PausedBySpec", f"Promotion of revision {rev} paused: spec.paused is true")
             return
         self._heal("stable", self.obs.stable, rev)
-        if not _ready_at(self.obs.stable, rev, self.obs.target_replicas):
+        if not self._ready(self.obs.stable, rev, self.obs.target_replicas):
             self._say("Promoting", f"Waiting for the stable workload to run revision {rev}")
             self._await_change()
             return

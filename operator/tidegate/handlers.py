@@ -186,7 +186,13 @@ async def close(memo: Any, **_: Any) -> None:
 
 # --- the cache: a trimmed copy of every object of these kinds -------------------------------
 
-CACHED: tuple[Kind, ...] = ("deployments", "services", "httproutes", "progressiverollouts")
+CACHED: tuple[Kind, ...] = (
+    "deployments",
+    "services",
+    "httproutes",
+    "progressiverollouts",
+    "horizontalpodautoscalers",
+)
 
 
 @kopf.index("apps", "v1", "deployments")
@@ -202,6 +208,13 @@ def services(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dic
 @kopf.index("gateway.networking.k8s.io", "v1", "httproutes")
 def httproutes(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Key, Obj]:
     return {_key(namespace, name): trim("httproutes", body)}
+
+
+@kopf.index("autoscaling", "v2", "horizontalpodautoscalers")
+def horizontalpodautoscalers(
+    namespace: str | None, name: str, body: kopf.Body, **_: Any
+) -> dict[Key, Obj]:
+    return {_key(namespace, name): trim("horizontalpodautoscalers", body)}
 
 
 @kopf.index(api.GROUP, api.VERSION, api.PLURAL)
@@ -243,6 +256,18 @@ def rollouts_by_route(
     return {_key(namespace, r): name for r in routes if r}
 
 
+@kopf.index(api.GROUP, api.VERSION, api.PLURAL)
+def rollouts_by_autoscaler(
+    namespace: str | None, name: str, spec: kopf.Spec, **_: Any
+) -> dict[Key, str]:
+    """The user's HPA and the names of tidegate's copies of it (whether or not the rollout
+    names an autoscaler: copies left from an earlier one are removed)."""
+    target = spec.get("targetRef", {}).get("name")
+    source = (spec.get("autoscalerRef") or {}).get("name")
+    names = [f"{target}-stable", f"{target}-canary"] if target else []
+    return {_key(namespace, a): name for a in [*names, source] if a}
+
+
 def _wake_users(memo: Any, index: kopf.Index[Key, str], namespace: str | None, name: str) -> None:
     for rollout in index.get(_key(namespace, name), []):
         memo.rollouts.wake(_key(namespace, rollout))
@@ -263,6 +288,12 @@ async def service_changed(namespace: str | None, name: str, memo: Any, **kwargs:
 async def route_changed(namespace: str | None, name: str, memo: Any, **kwargs: Any) -> None:
     # A route edited by hand (or by a GitOps sync) is put back at once.
     _wake_users(memo, kwargs["rollouts_by_route"], namespace, name)
+
+
+@kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers")
+async def autoscaler_changed(namespace: str | None, name: str, memo: Any, **kwargs: Any) -> None:
+    # The user's HPA changed (its copies follow), or a copy was edited or deleted.
+    _wake_users(memo, kwargs["rollouts_by_autoscaler"], namespace, name)
 
 
 @kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)

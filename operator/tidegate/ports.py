@@ -106,6 +106,39 @@ class Workloads(Protocol):
         ...
 
 
+class AutoscalerError(AdapterError):
+    """The user's HorizontalPodAutoscaler (spec.autoscalerRef) cannot be used or copied: it
+    is missing (AutoscalerNotFound), scales something other than the target (InvalidSpec), or
+    a copy's name is taken (NameConflict)."""
+
+    def __init__(self, message: str, reason: str = "AutoscalerFailed") -> None:
+        super().__init__(reason, message)
+
+
+class Autoscalers(Protocol):
+    """The user's HorizontalPodAutoscaler of the target and tidegate's copies of it,
+    `<target>-stable` and `<target>-canary`, each scaling the Deployment copy of its name."""
+
+    async def source(self) -> Obj:
+        """The user's HPA, checked to scale the target Deployment (raises AutoscalerError)."""
+        ...
+
+    async def ensure(self, role: Role, source: Obj) -> None:
+        """Make that copy hold the source's bounds, metrics and behavior, scaling the
+        Deployment copy of the role; nothing is written when it already does. An HPA of that
+        name that is not this rollout's raises AutoscalerError with reason NameConflict."""
+        ...
+
+    async def remove(self, role: Role) -> None:
+        """Delete that copy, if it exists and is this rollout's (anything else of the name
+        is left alone)."""
+        ...
+
+    async def hand_over(self, owner: Obj) -> None:
+        """Make the rollout `owner` own the copies, so that they go with it."""
+        ...
+
+
 class Router(Protocol):
     """The routes of one rollout: the live split between the stable and canary Services, and
     the header, mirror and preview routes to the canary."""
@@ -176,6 +209,10 @@ class RouterFactory(Protocol):
     def __call__(self, namespace: str, spec: api.RolloutSpec) -> Router: ...
 
 
+class AutoscalersFactory(Protocol):
+    def __call__(self, namespace: str, rollout: str, spec: api.RolloutSpec) -> Autoscalers: ...
+
+
 @dataclass(frozen=True)
 class Ports:
     """Everything the reconciler acts through."""
@@ -185,3 +222,4 @@ class Ports:
     metrics: Metrics
     workloads: WorkloadsFactory
     router: RouterFactory
+    autoscalers: AutoscalersFactory

@@ -20,6 +20,7 @@ from tidegate.ports import (
     CLAIM_ANNOTATION,
     HAND_BACK_FINALIZER,
     AdapterError,
+    Autoscalers,
     EventType,
     Obj,
     Ports,
@@ -116,6 +117,26 @@ def _analysis_passed(
     return bool(results) and all(r.phase is api.MetricPhase.PASSED for r in results)
 
 
+async def _autoscale(
+    autoscalers: Autoscalers, source: Obj | None, status: api.RolloutStatus
+) -> None:
+    """The HPA copies as the spec and the phase want them. With spec.autoscalerRef: one for
+    the stable copy, and one for the canary copy while it runs (created as a rollout starts,
+    deleted once it ends and the canary is scaled away); without it, none."""
+    for role in ("stable", "canary"):
+        if source is not None and (role == "stable" or engine.canary_runs(status)):
+            await autoscalers.ensure(role, source)
+        else:
+            await autoscalers.remove(role)
+
+
+def _hand_back_size(spec: api.RolloutSpec, target: Obj, recorded: int) -> int:
+    """The size the target is handed back at: the recorded one; with an autoscaler, once the
+    target runs again, whatever count the user's HPA (acting again) gives it."""
+    current = int(target["spec"].get("replicas", 1))
+    return current if spec.autoscaler_ref is not None and current > 0 else recorded
+
+
 def _wire(status: api.RolloutStatus) -> Obj:
     dumped: Obj = status.model_dump(mode="json", by_alias=True, exclude_none=True)
     return dumped
@@ -200,6 +221,9 @@ class Reconciler:
             raise WorkloadError(message, reason="TargetNotFound")
         await self._claim(workloads, target, namespace, name)
         await workloads.ensure_services(target)
+        autoscalers = self.ports.autoscalers(namespace, name, spec)
+        # Checked before anything is decided: a rollout never goes on as if there were none.
+        autoscaler = await autoscalers.source() if spec.autoscaler_ref is not None else None
         target_revision = template_revision(target["spec"]["template"])
         asked_replicas = int(target["spec"].get("replicas", 1))
         now = self.clock()
@@ -243,6 +267,7 @@ class Reconciler:
         # the route is put back to the status's traffic, once what is wrong is fixed.
         for action in decision.actions:
             await self._apply(action, rollout, target, workloads, router)
+        await _autoscale(autoscalers, autoscaler, decision.status)
         if _analysis_passed(measurements, decision) and any(
             isinstance(a, engine.SetTraffic) for a in decision.actions
         ):
@@ -286,7 +311,7 @@ class Reconciler:
             workloads = self.ports.workloads(namespace, name, spec)
             target = await workloads.target()
             if target is not None:
-                replicas = status.replicas or 1
+                replicas = _hand_back_size(spec, target, status.replicas or 1)
                 if int(target["spec"].get("replicas", 1)) != replicas:
                     await self._event(
                         rollout,
@@ -301,6 +326,7 @@ class Reconciler:
                     return None
             await self.ports.router(namespace, spec).release(spec.service.name)
             await workloads.hand_over(rollout)
+            await self.ports.autoscalers(namespace, name, spec).hand_over(rollout)
             if target is not None:
                 await workloads.unclaim_target(target)
             await self._event(

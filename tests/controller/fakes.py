@@ -1,7 +1,8 @@
 """Recording fakes of the reconciler's ports (`tidegate.ports`), sharing one world.
 
 `World` holds what the cluster and Prometheus would: the rollout object, the user's
-Deployment, tidegate's copies, the route's canary weight and the next measurements. Every
+Deployment, tidegate's copies, the user's HPA and tidegate's copies of it, the route's canary
+weight and the next measurements. Every
 call on a port is appended to `World.calls` in order, so a test can check what was done and
 in which order. A port can be told to fail (`fail`) or to stop the process (`kill_when`),
 as a crashed operator would, at any call.
@@ -23,6 +24,7 @@ from tidegate.engine import Measurement, WorkloadState
 from tidegate.plan import STABLE_ONLY, Traffic
 from tidegate.ports import (
     CLAIM_ANNOTATION,
+    AutoscalerError,
     EventType,
     Obj,
     Ports,
@@ -74,6 +76,16 @@ class Copy:
 
 
 @dataclass
+class AutoscalerCopy:
+    """An HPA of a copy's name as the fake cluster holds it."""
+
+    rollout: str | None  # the rollout that made it; None: someone else's
+    scales: str  # the Deployment its scaleTargetRef names
+    spec: Obj  # minReplicas, maxReplicas, metrics, behavior
+    owned_by: str | None = None  # the rollout uid it was handed over to
+
+
+@dataclass
 class World:
     clock_start: datetime = EPOCH
     rollout: Obj | None = None
@@ -83,6 +95,9 @@ class World:
     copies: dict[Role, Copy] = field(default_factory=dict)
     services: set[Role] = field(default_factory=set)
     route_exists: bool = True
+    # The user's HorizontalPodAutoscaler (spec.autoscalerRef), and HPAs of the copies' names.
+    autoscaler: Obj | None = None
+    autoscaler_copies: dict[Role, AutoscalerCopy] = field(default_factory=dict)
     # The user's Deployment is ready at its replicas (after it was scaled back).
     target_ready: bool = True
     # The rollout uid the copies and Services were handed over to (owner references).
@@ -156,6 +171,20 @@ class World:
             },
         }
 
+    def add_autoscaler(
+        self, min_replicas: int = 2, max_replicas: int = 6, scales: str = "shop"
+    ) -> None:
+        """The user's HPA `shop`, scaling Deployment `scales`."""
+        self.autoscaler = {
+            "metadata": {"name": "shop", "namespace": NAMESPACE},
+            "spec": {
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": scales},
+                "minReplicas": min_replicas,
+                "maxReplicas": max_replicas,
+                "metrics": [{"type": "Resource", "resource": {"name": "cpu"}}],
+            },
+        }
+
     def set_version(self, version: str) -> None:
         assert self.target is not None
         self.target["spec"]["template"]["spec"]["containers"][0]["env"] = [
@@ -217,6 +246,7 @@ class World:
             metrics=FakeMetrics(self),
             workloads=lambda namespace, rollout, spec: FakeWorkloads(self, rollout, spec),
             router=lambda namespace, spec: FakeRouter(self),
+            autoscalers=lambda namespace, rollout, spec: FakeAutoscalers(self, rollout, spec),
         )
 
     def events(self) -> list[tuple[str, str, str]]:
@@ -377,3 +407,64 @@ class FakeRouter:
         if changed:
             self.world.changed()
         return changed
+
+
+class FakeAutoscalers:
+    """As `tidegate.adapters.autoscalers`: copies written only when they differ, a name that
+    is someone else's never written nor deleted. Writes are recorded as `write_autoscaler`
+    and `delete_autoscaler`."""
+
+    COPIED = ("minReplicas", "maxReplicas", "metrics", "behavior")
+
+    def __init__(self, world: World, rollout: str, spec: api.RolloutSpec) -> None:
+        self.world = world
+        self.rollout = rollout
+        self.target = spec.target_ref.name
+        self.source_name = spec.autoscaler_ref.name if spec.autoscaler_ref else None
+
+    async def source(self) -> Obj:
+        self.world.record("autoscaler_source")
+        found = self.world.autoscaler
+        if found is None:
+            raise AutoscalerError(
+                f"HorizontalPodAutoscaler {NAMESPACE}/{self.source_name} does not exist",
+                reason="AutoscalerNotFound",
+            )
+        scales = found["spec"]["scaleTargetRef"]["name"]
+        if scales != self.target:
+            raise AutoscalerError(
+                f"invalid spec: spec.autoscalerRef: it scales {scales}", reason="InvalidSpec"
+            )
+        return copy.deepcopy(found)
+
+    def _ours(self, role: Role) -> AutoscalerCopy | None:
+        found = self.world.autoscaler_copies.get(role)
+        if found is not None and found.rollout != self.rollout:
+            raise AutoscalerError(f"HorizontalPodAutoscaler shop-{role} exists", "NameConflict")
+        return found
+
+    async def ensure(self, role: Role, source: Obj) -> None:
+        self.world.record("ensure_autoscaler", role)
+        existing = self._ours(role)
+        spec = {k: copy.deepcopy(source["spec"][k]) for k in self.COPIED if k in source["spec"]}
+        wanted = AutoscalerCopy(self.rollout, f"{self.target}-{role}", spec)
+        if existing is not None and (existing.scales, existing.spec) == (wanted.scales, spec):
+            return
+        self.world.record("write_autoscaler", role, spec)
+        self.world.autoscaler_copies[role] = wanted
+        self.world.changed()
+
+    async def remove(self, role: Role) -> None:
+        self.world.record("remove_autoscaler", role)
+        found = self.world.autoscaler_copies.get(role)
+        if found is None or found.rollout != self.rollout:
+            return
+        self.world.record("delete_autoscaler", role)
+        del self.world.autoscaler_copies[role]
+        self.world.changed()
+
+    async def hand_over(self, owner: Obj) -> None:
+        self.world.record("hand_over_autoscalers", owner["metadata"]["uid"])
+        for found in self.world.autoscaler_copies.values():
+            if found.rollout == self.rollout:
+                found.owned_by = owner["metadata"]["uid"]

@@ -2,7 +2,8 @@
 
 The operator runs here as its ServiceAccount (with a token from the TokenRequest API),
 watching one namespace, and takes the example application through a canary: adoption, a
-weight step, a pause ended by the promote annotation, a second weight and promotion. The
+weight step, a pause ended by the promote annotation, a second weight and promotion, with an
+HPA on the Deployment (so its copies are created, and the canary's deleted at the end). The
 local API server's audit log then says which requests that account made. Each must have been
 allowed and be granted by the installed rules; and every verb the rules grant must have been
 used, or be listed in ALLOWED_UNUSED with the reason it is kept. So a new API call without a
@@ -186,8 +187,22 @@ def service_account_kubeconfig(kubectl: KubectlRunner, path: Path) -> Path:
     return path
 
 
+# On the example's Deployment: tidegate copies it for shop-stable and shop-canary.
+HPA = {
+    "apiVersion": "autoscaling/v2",
+    "kind": "HorizontalPodAutoscaler",
+    "metadata": {"name": "shop"},
+    "spec": {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "shop"},
+        "minReplicas": 2,
+        "maxReplicas": 4,
+    },
+}
+
+
 def apply_example(kubectl: KubectlRunner, namespace: str) -> None:
-    """examples/canary with a host of its own, and steps that end in a pause to promote from.
+    """examples/canary with a host of its own, and steps that end in a pause to promote from;
+    with an HPA (spec.autoscalerRef).
 
     No metrics: Prometheus is no Kubernetes API, and an analysed step makes the same calls.
     """
@@ -199,7 +214,8 @@ def apply_example(kubectl: KubectlRunner, namespace: str) -> None:
     steps = [{"setWeight": 10}, {"pause": {}}, {"setWeight": 50}]
     rollout["spec"]["strategy"]["canary"]["steps"] = steps
     rollout["spec"]["analysis"] = {"interval": "2s"}  # each weight is held this long
-    manifest = yaml.safe_dump_all([*app, rollout])
+    rollout["spec"]["autoscalerRef"] = {"name": "shop"}
+    manifest = yaml.safe_dump_all([*app, HPA, rollout])
     kubectl.check("apply", "-n", namespace, "-f", "-", stdin=manifest)
 
 
@@ -301,6 +317,11 @@ def test_operator_takes_a_canary_to_promotion_as_its_service_account(
     stable_env = deployments["shop-stable"]["spec"]["template"]["spec"]["containers"][0]["env"]
     assert {"name": "VERSION", "value": "1.1.0"} in stable_env
     kubectl.check("get", "-n", namespace, "svc/shop-stable", "svc/shop-canary")
+    kubectl.check("get", "-n", namespace, "hpa/shop-stable")
+    wait_until(
+        lambda: kubectl.run("get", "-n", namespace, "hpa/shop-canary").returncode,
+        "the canary's HPA copy deleted", 30, until=lambda code: code != 0,
+    )  # fmt: skip
     reasons = {e["reason"] for e in events(kubectl, namespace)}
     assert reasons >= {"Initialized", "AwaitingPromotion", "Resumed", "Promoted"}, reasons
 

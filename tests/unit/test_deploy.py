@@ -99,10 +99,18 @@ def test_crd_copies_are_identical_to_the_generated_crd(copy: Path) -> None:
 ROLES = ("ClusterRole", "Role")
 
 
-def test_rbac_never_deletes_and_names_no_wildcards() -> None:
+# The one exception: the canary's HPA copy is deleted when a rollout ends (by uid, and only
+# when it carries this rollout's label).
+DELETABLE = {("autoscaling", "horizontalpodautoscalers")}
+
+
+def test_rbac_deletes_only_hpa_copies_and_names_no_wildcards() -> None:
     for kind in ROLES:
         for rule in one(kustomize_objects(), kind)["rules"]:
-            assert "delete" not in rule["verbs"] and "deletecollection" not in rule["verbs"]
+            assert "deletecollection" not in rule["verbs"]
+            if "delete" in rule["verbs"]:
+                granted = {(g, r) for g in rule["apiGroups"] for r in rule["resources"]}
+                assert granted <= DELETABLE, rule
             for key in ("apiGroups", "resources", "verbs"):
                 assert "*" not in rule[key]
 

@@ -1,10 +1,10 @@
 """What reconciles read: the objects tidegate looks at, as its watches last saw them.
 
 kopf's indices (registered in `tidegate.handlers`) hold a trimmed copy of every Deployment,
-Service, HTTPRoute and ProgressiveRollout in the watched namespaces: only the fields tidegate
-reads, so that thousands of objects stay small. kopf fills them from its watches and starts
-no handler before every one has its first full list, so a reconcile never reads an empty
-cache. An idle rollout costs no API request.
+Service, HTTPRoute, HorizontalPodAutoscaler and ProgressiveRollout in the watched namespaces:
+only the fields tidegate reads, so that thousands of objects stay small. kopf fills them from
+its watches and starts no handler before every one has its first full list, so a reconcile
+never reads an empty cache. An idle rollout costs no API request.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from typing import Any, Literal
 
 Obj = dict[str, Any]
 Key = tuple[str, str]  # (namespace, name)
-Kind = Literal["deployments", "services", "httproutes", "progressiverollouts"]
+Kind = Literal[
+    "deployments", "services", "httproutes", "progressiverollouts", "horizontalpodautoscalers"
+]
 
 _METADATA = (
     "name",
@@ -45,6 +47,8 @@ _DEPLOYMENT_STATUS = (
     "readyReplicas",
     "availableReplicas",
 )
+# What an HPA copy is made of (its status is the HPA controller's business).
+_AUTOSCALER_SPEC = ("scaleTargetRef", "minReplicas", "maxReplicas", "metrics", "behavior")
 # kubectl's copy of the whole object would double what is kept, for nothing.
 _DROPPED_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration",)
 
@@ -74,6 +78,8 @@ def trim(kind: Kind, body: Mapping[str, Any]) -> Obj:
         trimmed["spec"] = _pick(body.get("spec"), ("selector", "ports"))
     elif kind == "httproutes":
         trimmed["spec"] = _pick(body.get("spec"), ("rules",))
+    elif kind == "horizontalpodautoscalers":
+        trimmed["spec"] = _pick(body.get("spec"), _AUTOSCALER_SPEC)
     else:
         trimmed["spec"] = copy.deepcopy(body.get("spec") or {})
         trimmed["status"] = copy.deepcopy(body.get("status") or {})

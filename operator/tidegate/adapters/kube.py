@@ -34,6 +34,7 @@ _RESOURCE: dict[Kind, str] = {
     "services": "services",
     "httproutes": "httproutes.gateway.networking.k8s.io",
     "progressiverollouts": f"progressiverollouts.{api.GROUP}",
+    "horizontalpodautoscalers": "horizontalpodautoscalers.autoscaling",
 }
 _CUSTOM: dict[Kind, tuple[str, str]] = {
     "httproutes": ("gateway.networking.k8s.io", "v1"),
@@ -149,6 +150,7 @@ class Kube:
         self.apps = client.AppsV1Api(api_client)
         self.core = client.CoreV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
+        self.autoscaling = client.AutoscalingV2Api(api_client)
         self._dynamic_client: DynamicClient | None = None
 
     async def call(
@@ -225,6 +227,12 @@ class Kube:
             return self.apps.read_namespaced_deployment, self.apps.patch_namespaced_deployment, ()
         if kind == "services":
             return self.core.read_namespaced_service, self.core.patch_namespaced_service, ()
+        if kind == "horizontalpodautoscalers":
+            return (
+                self.autoscaling.read_namespaced_horizontal_pod_autoscaler,
+                self.autoscaling.patch_namespaced_horizontal_pod_autoscaler,
+                (),
+            )
         group, version = _CUSTOM[kind]
         return (
             self.custom.get_namespaced_custom_object,
@@ -261,6 +269,25 @@ class Kube:
             _content_type=MERGE_PATCH,
         )  # fmt: skip
         return patched
+
+    async def delete(self, kind: Kind, namespace: str, name: str, uid: str) -> None:
+        """Delete the object with that uid (a precondition: never another object that took
+        its name meanwhile); one already gone is no error. Only HPA copies are ever deleted."""
+        if kind != "horizontalpodautoscalers":
+            raise ValueError(f"tidegate does not delete {kind}")
+        options = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid))
+        try:
+            await self.call(
+                "delete",
+                f"{_RESOURCE[kind]} {namespace}/{name}",
+                self.autoscaling.delete_namespaced_horizontal_pod_autoscaler,
+                name,
+                namespace,
+                body=options,
+            )
+        except KubeError as error:
+            if error.status != 404:
+                raise
 
     async def create_event(self, namespace: str, event: Obj) -> None:
         """An events.k8s.io/v1 Event (its eventTime must keep its microseconds)."""

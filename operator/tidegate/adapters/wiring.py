@@ -10,13 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from tidegate import api
+from tidegate.adapters.autoscalers import KubeAutoscalers
 from tidegate.adapters.gatewayapi import GatewayAPIRouter
 from tidegate.adapters.kube import Kube
 from tidegate.adapters.kube_rollouts import KubeEvents, KubeRollouts
 from tidegate.adapters.prometheus import PrometheusMetrics
 from tidegate.adapters.service_router import ServiceSelectorRouter
 from tidegate.adapters.workloads import KubeWorkloads
-from tidegate.ports import Metrics, Ports, Router, role_service
+from tidegate.ports import Autoscalers, Metrics, Ports, Router, role_service
 
 
 def gateway_api_router(kube: Kube, namespace: str, spec: api.RolloutSpec) -> Router:
@@ -69,10 +70,16 @@ def kube_ports(kube: Kube) -> Ports:
     def router(namespace: str, spec: api.RolloutSpec) -> Router:
         return ROUTERS[spec.traffic_routing.router](kube, namespace, spec)
 
+    def autoscalers(namespace: str, rollout: str, spec: api.RolloutSpec) -> Autoscalers:
+        # Without spec.autoscalerRef there is no source; the copies of an earlier one go.
+        source = spec.autoscaler_ref.name if spec.autoscaler_ref is not None else ""
+        return KubeAutoscalers(kube, namespace, rollout, spec.target_ref.name, source)
+
     return Ports(
         rollouts=KubeRollouts(kube),
         events=KubeEvents(kube),
         metrics=METRIC_PROVIDERS["prometheus"](),
         workloads=workloads,
         router=router,
+        autoscalers=autoscalers,
     )

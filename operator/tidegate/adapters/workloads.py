@@ -91,6 +91,32 @@ def as_template_source(workload: Obj, target_name: str) -> Obj:
     return source
 
 
+def owner_reference(owner: Obj) -> Obj:
+    """An owner reference to the rollout `owner`."""
+    return {
+        "apiVersion": owner.get("apiVersion", "tidegate.io/v1alpha1"),
+        "kind": owner.get("kind", "ProgressiveRollout"),
+        "name": owner["metadata"]["name"],
+        "uid": owner["metadata"]["uid"],
+    }
+
+
+async def add_owner(kube: Kube, kind: Kind, namespace: str, obj: Obj, reference: Obj) -> None:
+    """Add `reference` to the object's ownerReferences (no blockOwnerDeletion: it needs
+    more rights, and nothing waits on it)."""
+    meta = obj["metadata"]
+    owners = list(meta.get("ownerReferences") or [])
+    if any(o.get("uid") == reference["uid"] for o in owners):
+        return
+    body = {
+        "metadata": {
+            "resourceVersion": meta["resourceVersion"],
+            "ownerReferences": [*owners, reference],
+        }
+    }
+    await kube.patch(kind, namespace, meta["name"], body)
+
+
 class KubeWorkloads:
     """The `Workloads` port on the Kubernetes API."""
 
@@ -211,35 +237,15 @@ class KubeWorkloads:
             await self.kube.patch("deployments", self.namespace, self.target_name, patch)
 
     async def hand_over(self, owner: Obj) -> None:
-        reference = {
-            "apiVersion": owner.get("apiVersion", "tidegate.io/v1alpha1"),
-            "kind": owner.get("kind", "ProgressiveRollout"),
-            "name": owner["metadata"]["name"],
-            "uid": owner["metadata"]["uid"],
-        }
+        reference = owner_reference(owner)
         for role in ("stable", "canary"):
             copy_, _ = await self.observe(role)
             if copy_ is not None:
-                await self._own(copy_, reference, "deployments")
+                await add_owner(self.kube, "deployments", self.namespace, copy_, reference)
             service = await self.kube.read("services", self.namespace, self.service(role))
             if service is not None:
                 self._check_owned("Service", service)
-                await self._own(service, reference, "services")
-
-    async def _own(self, obj: Obj, reference: Obj, kind: Kind) -> None:
-        """Add `reference` to the object's ownerReferences (no blockOwnerDeletion: it needs
-        more rights, and nothing waits on it)."""
-        meta = obj["metadata"]
-        owners = list(meta.get("ownerReferences") or [])
-        if any(o.get("uid") == reference["uid"] for o in owners):
-            return
-        body = {
-            "metadata": {
-                "resourceVersion": meta["resourceVersion"],
-                "ownerReferences": [*owners, reference],
-            }
-        }
-        await self.kube.patch(kind, self.namespace, meta["name"], body)
+                await add_owner(self.kube, "services", self.namespace, service, reference)
 
     async def ensure_services(self, target: Obj) -> None:
         """Create `<service>-stable` and `<service>-canary` if missing; ports as the user's."""
