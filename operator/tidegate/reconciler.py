@@ -265,13 +265,15 @@ class Reconciler:
         )
         # A failure from here on is retried: the engine asks for missing workloads again, and
         # the route is put back to the status's traffic, once what is wrong is fixed.
-        for action in decision.actions:
+        # Events last: they tell what was done, and must not hold a route write up in the
+        # queue for the API server when a thousand rollouts step at once.
+        step_passed = _analysis_passed(measurements, decision)
+        for action in sorted(decision.actions, key=lambda a: isinstance(a, engine.EmitEvent)):
             await self._apply(action, rollout, target, workloads, router)
+            if step_passed and isinstance(action, engine.SetTraffic):
+                metrics.STEP_LATENCY.observe(time.monotonic() - started)
+                step_passed = False
         await _autoscale(autoscalers, autoscaler, decision.status)
-        if _analysis_passed(measurements, decision) and any(
-            isinstance(a, engine.SetTraffic) for a in decision.actions
-        ):
-            metrics.STEP_LATENCY.observe(time.monotonic() - started)
         wanted = engine.status_traffic(decision.status)
         if _routes_traffic(decision) and held != wanted and await router.apply(wanted):
             # Someone else (a GitOps sync, a hand edit) changed what tidegate owns.

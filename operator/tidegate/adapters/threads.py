@@ -18,7 +18,7 @@ from typing import TypeVar
 _T = TypeVar("_T")
 
 # Connections each client keeps open, and the threads that use them.
-KUBE_THREADS = 16
+KUBE_THREADS = 32
 PROMETHEUS_THREADS = 32
 
 _pools: dict[str, ThreadPoolExecutor] = {}
