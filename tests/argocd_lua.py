@@ -52,7 +52,7 @@ EXPECTED: dict[str, tuple[str, frozenset[str]]] = {
     "target-not-found": ("Degraded", frozenset({"pause"})),
     "failed": ("Degraded", frozenset({"retry", "pause"})),
     # Not from a run: "failed" with status.phase set to Aborted, until the engine writes it.
-    "aborted-derived-from-failed": ("Degraded", frozenset({"retry", "pause"})),
+    "aborted": ("Degraded", frozenset({"retry", "pause"})),
 }
 OPTIONAL = {"promoting"}
 

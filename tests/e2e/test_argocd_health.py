@@ -174,7 +174,34 @@ def test_failed_rollout_and_missing_target_are_degraded(
     failed = wait_live(shop, "phase Failed", lambda o: o["status"].get("phase") == "Failed")
     assert 'metric "error-rate"' in argocd_lua.health(failed)["message"]
     expect("failed", failed)
-    # The operator does not write Aborted yet: the same object, as an abort would leave it.
-    aborted = json.loads(json.dumps(failed))
-    aborted["status"]["phase"] = "Aborted"
-    expect("aborted-derived-from-failed", aborted)
+
+
+def test_aborted_then_retried_and_promoted_fully_through_argocd_actions(
+    start_shop: Callable[..., Shop],
+) -> None:
+    shop = start_shop(PAUSING_ROLLOUT)
+    set_version(shop.kubectl, shop.namespace, "1.1.0")
+    wait_live(
+        shop, "phase Progressing", lambda o: seen(o) and o["status"].get("phase") == "Progressing"
+    )
+    run_action(shop, "abort")
+    aborted = wait_live(shop, "phase Aborted", lambda o: o["status"].get("phase") == "Aborted")
+    assert aborted["status"]["canaryWeight"] == 0
+    assert "asked by argocd" in argocd_lua.health(aborted)["message"]
+    expect("aborted", aborted)
+
+    run_action(shop, "retry")
+    retried = wait_live(
+        shop,
+        "the revision rolled out again",
+        lambda o: (
+            o["status"].get("phase") == "Progressing"
+            and o["status"].get("rolloutStartedAt") != aborted["status"]["rolloutStartedAt"]
+        ),
+    )
+    assert retried["status"]["canaryRevision"] == aborted["status"]["canaryRevision"]
+    run_action(shop, "promote-full")
+    succeeded = wait_live(shop, "phase Succeeded", lambda o: o["status"].get("phase") == "Succeeded")
+    assert argocd_lua.health(succeeded)["status"] == "Healthy"
+    for request in ("tidegate.io/abort", "tidegate.io/retry", "tidegate.io/promote-full"):
+        assert request not in succeeded["metadata"].get("annotations", {})
