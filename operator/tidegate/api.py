@@ -448,9 +448,20 @@ def _list_map(key: str) -> JsonDict:
     return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": [key]}
 
 
+class OnInconclusive(StrEnum):
+    ROLL_BACK = "RollBack"
+    PAUSE = "Pause"
+
+
 class Analysis(_SpecModel):
     interval: Duration = "1m"
+    # Checks a metric failed (a value out of its range) that roll the rollout back.
     failure_limit: int = Field(default=2, ge=1, le=1000)
+    # Inconclusive checks in a row (no data, NaN, a query error or timeout: nothing to judge)
+    # after which the rollout rolls back, or pauses for a person (onInconclusive: Pause).
+    # Until then an inconclusive check holds the step: never advances, never promotes.
+    inconclusive_limit: int = Field(default=3, ge=1, le=1000)
+    on_inconclusive: OnInconclusive = OnInconclusive.ROLL_BACK
     prometheus: PrometheusProvider | None = None
     metrics: list[Metric] = Field(
         default_factory=list, max_length=MAX_METRICS, json_schema_extra=_list_map("name")
@@ -610,6 +621,10 @@ class RolloutStatus(_StatusModel):
     next_measurement_at: Timestamp | None = None
     passed_checks: int = Field(default=0, ge=0)
     failed_checks: int = Field(default=0, ge=0)
+    # Inconclusive checks in a row at the current step (a conclusive one resets it).
+    inconclusive_checks: int = Field(default=0, ge=0)
+    # Paused because of inconclusive checks (onInconclusive: Pause) until a promote.
+    inconclusive_pause: bool = False
     metrics: list[MetricResult] = Field(
         default_factory=list, max_length=MAX_METRICS, json_schema_extra=_list_map("name")
     )

@@ -31,6 +31,7 @@ Choices worth knowing:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -48,6 +49,7 @@ from tidegate.api import (
     Metric,
     MetricPhase,
     MetricResult,
+    OnInconclusive,
     RolloutPhase,
     RolloutSpec,
     RolloutStatus,
@@ -285,6 +287,8 @@ def _judge(metric: Metric, measurement: Measurement | None, now: datetime) -> _V
         phase, text = MetricPhase.ERROR, f"{subject} query failed: {measurement.error[:2000]}"
     elif value is None:
         phase, text = MetricPhase.NO_DATA, f"{subject} returned no data"
+    elif math.isnan(value):  # a ratio over nothing: there is nothing to judge
+        phase, text, value = MetricPhase.NO_DATA, f"{subject} returned NaN", None
     elif bounds.contains(value):
         phase, text = MetricPhase.PASSED, f"{subject} value {value:g} within {bounds.describe()}"
     else:
@@ -418,7 +422,7 @@ class _Reconciler:
             not self.spec.paused
             and st.phase in (RolloutPhase.PROGRESSING, RolloutPhase.PAUSED)
             and step is not None
-            and isinstance(step.wait, AwaitPromotion)
+            and (isinstance(step.wait, AwaitPromotion) or st.inconclusive_pause)
         )
 
     def _abort(self, who: str) -> None:
@@ -527,6 +531,8 @@ class _Reconciler:
         st.current_step_index = 0
         st.failed_checks = 0
         st.passed_checks = 0
+        st.inconclusive_checks = 0
+        st.inconclusive_pause = False
         st.rollout_started_at = self.now
         st.step_started_at = None
         st.next_measurement_at = None
@@ -593,6 +599,7 @@ class _Reconciler:
             st.step_started_at = None
             st.next_measurement_at = None
             st.passed_checks = 0
+            st.inconclusive_checks = 0
 
     def _wait_for_canary(self, rev: str) -> None:
         st = self.status
@@ -660,6 +667,8 @@ class _Reconciler:
 
     def _analyse(self, label: str, required: int) -> bool:
         st = self.status
+        if st.inconclusive_pause:
+            return self._paused_inconclusive(label)
         due = st.next_measurement_at
         assert due is not None
         if self.now < due or self.obs.measurements is None:
@@ -673,12 +682,10 @@ class _Reconciler:
         by_metric = {m.metric: m for m in self.obs.measurements}
         verdicts = [_judge(m, by_metric.get(m.name), self.now) for m in self.spec.analysis.metrics]
         st.metrics = [v.result for v in verdicts]
-        failures = [v for v in verdicts if not v.passed]
-        if not failures:
-            st.passed_checks += 1
-            if st.passed_checks >= required:
-                return True
-        else:
+        failures = [v for v in verdicts if v.result.phase is MetricPhase.FAILED]
+        unjudged = [v for v in verdicts if not v.passed and v not in failures]
+        if failures:
+            st.inconclusive_checks = 0
             st.failed_checks += 1
             limit = self.spec.analysis.failure_limit
             text = f"{failures[0].result.message} (failure {st.failed_checks} of limit {limit})"
@@ -686,6 +693,28 @@ class _Reconciler:
                 self._roll_back("AnalysisFailed", text)
                 return False
             self._event("Warning", "CheckFailed", f"{label}: {text}")
+        elif unjudged:
+            # Nothing to judge (no data, NaN, a failed query): the step holds, and only a run
+            # of these, with nothing conclusive between them, gives up.
+            st.inconclusive_checks += 1
+            limit = self.spec.analysis.inconclusive_limit
+            text = (
+                f"{unjudged[0].result.message} (inconclusive {st.inconclusive_checks} in a row "
+                f"of limit {limit})"
+            )
+            if st.inconclusive_checks >= limit:
+                if self.spec.analysis.on_inconclusive is OnInconclusive.PAUSE:
+                    st.inconclusive_pause = True
+                    self._event("Warning", "AnalysisInconclusive", f"{label}: {text}; paused")
+                    return self._paused_inconclusive(label)
+                self._roll_back("AnalysisInconclusive", text)
+                return False
+            self._event("Warning", "CheckInconclusive", f"{label}: {text}")
+        else:
+            st.inconclusive_checks = 0
+            st.passed_checks += 1
+            if st.passed_checks >= required:
+                return True
         st.next_measurement_at = self.now + self.interval
         self._say(
             "Analysing",
@@ -693,6 +722,27 @@ class _Reconciler:
             f"({st.passed_checks}/{required} checks passed, {st.failed_checks} failed)",
         )
         self._wake_at(st.next_measurement_at)
+        return False
+
+    def _paused_inconclusive(self, label: str) -> bool:
+        """Paused after too many inconclusive checks (onInconclusive: Pause): a promote
+        analyses the step again; an abort rolls back."""
+        st = self.status
+        if PROMOTE_ANNOTATION in self.obs.requests and PROMOTE_ANNOTATION not in self.answered:
+            who = self._answer(PROMOTE_ANNOTATION)
+            st.inconclusive_pause = False
+            st.inconclusive_checks = 0
+            st.next_measurement_at = self.now + self.interval
+            self._event("Normal", "Resumed", f"{label}: analysing again, asked by {who}")
+            self._say("Analysing", f"{label}: analysing again at weight {st.canary_weight}")
+            self._wake_at(st.next_measurement_at)
+            return False
+        st.phase = RolloutPhase.PAUSED
+        self._say(
+            "AnalysisInconclusive",
+            f"{label}: paused after {st.inconclusive_checks} inconclusive checks in a row; "
+            "promote to analyse again, abort to roll back",
+        )
         return False
 
     def _end_rollout(self, phase: RolloutPhase) -> None:
@@ -704,6 +754,7 @@ class _Reconciler:
         st.step_started_at = None
         st.next_measurement_at = None
         st.waiting_since = None
+        st.inconclusive_pause = False
 
     def _roll_back(self, reason: str, text: str) -> None:
         revision = self.status.canary_revision

@@ -271,8 +271,11 @@ def test_query_returning_no_data_never_promotes(start_shop: Callable[..., Shop])
     assert status["metrics"] == [  # type: ignore[comparison-overlap]
         {**status["metrics"][0], "phase": "NoData"}  # type: ignore[index]
     ]
+    # No data is nothing to judge: the step held, and the third in a row (the default
+    # inconclusiveLimit) rolled it back; none of them counted as a failed check.
     assert "no data" in str(status["message"])
-    assert status["failedChecks"] == 4
+    assert "inconclusive 3 in a row of limit 3" in str(status["message"])
+    assert (status["failedChecks"], status["inconclusiveChecks"]) == (0, 3)
     recent = shop.traffic_after(time.monotonic(), 90)
     assert {version for _, version, _ in recent} == {"1.0.0"}
 

@@ -222,6 +222,8 @@ def test_empty_status_is_a_valid_initial_status() -> None:
         "previewActive": False,
         "passedChecks": 0,
         "failedChecks": 0,
+        "inconclusiveChecks": 0,
+        "inconclusivePause": False,
         "metrics": [],
         "conditions": [],
     }

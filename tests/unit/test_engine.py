@@ -10,6 +10,7 @@ from tidegate.api import (
     PROMOTE_FULL_ANNOTATION,
     RETRY_ANNOTATION,
     CanaryStrategy,
+    OnInconclusive,
     RolloutPhase,
     RolloutSpec,
     RolloutStatus,
@@ -348,12 +349,8 @@ def test_passing_measurement_advances_to_the_next_step() -> None:
             'metric "error-rate" value 0.48 outside [0, 0.05]',
         ),
         (Measurement("error-rate", -1.0), "Failed", "value -1 outside [0, 0.05]"),
-        (Measurement("error-rate", float("nan")), "Failed", "value nan outside"),
-        (Measurement("error-rate", None), "NoData", 'metric "error-rate" returned no data'),
-        (Measurement("error-rate", 0.01, "timeout"), "Error", "query failed: timeout"),
-        (Measurement("other", 0.01), "NoData", "returned no data"),
     ],
-    ids=["too-high", "too-low", "nan", "no-data", "error", "missing"],
+    ids=["too-high", "too-low"],
 )
 def test_failed_measurement_counts_then_rolls_back(
     measurement: Measurement, phase: str, text: str
@@ -380,6 +377,74 @@ def test_failed_measurement_counts_then_rolls_back(
     assert condition(st, "Degraded") == "True"
     assert condition(st, "Ready") == "False"
     assert st.canary_revision == "v2"
+
+
+INCONCLUSIVE = [
+    (Measurement("error-rate", float("nan")), "NoData", 'metric "error-rate" returned NaN'),
+    (Measurement("error-rate", None), "NoData", 'metric "error-rate" returned no data'),
+    (Measurement("error-rate", 0.01, "timeout"), "Error", "query failed: timeout"),
+    (Measurement("other", 0.01), "NoData", "returned no data"),
+]
+INCONCLUSIVE_IDS = ["nan", "no-data", "error", "missing"]
+
+
+@pytest.mark.parametrize(("measurement", "phase", "text"), INCONCLUSIVE, ids=INCONCLUSIVE_IDS)
+def test_inconclusive_measurements_hold_the_step_then_roll_back_at_the_limit(
+    measurement: Measurement, phase: str, text: str
+) -> None:
+    spec = make_spec()  # inconclusiveLimit 3, onInconclusive RollBack (the defaults)
+    st = rolling(spec)
+    for n in (1, 2):
+        held = step(spec, st, at(T0 + n * MINUTE, measurements=(measurement,)))
+        st = held.status
+        assert st.phase is RolloutPhase.PROGRESSING
+        assert (st.failed_checks, st.inconclusive_checks) == (0, n)
+        assert (st.current_step_index, st.canary_weight) == (0, 20)
+        assert st.metrics[0].phase == phase and text in st.metrics[0].message
+        assert weights(held) == [] and events(held) == ["CheckInconclusive"]
+        assert st.next_measurement_at == T0 + (n + 1) * MINUTE
+    third = step(spec, st, at(T0 + 3 * MINUTE, measurements=(measurement,)))
+    st = third.status
+    assert st.phase is RolloutPhase.FAILED and weights(third) == [0]
+    assert "(inconclusive 3 in a row of limit 3)" in st.message
+    assert condition(st, "Degraded") == "True"
+
+
+def test_a_passing_or_failing_check_ends_a_run_of_inconclusive_ones() -> None:
+    spec = make_spec(steps=[{"analysis": {"iterations": 3}}, {"setWeight": 50}])
+    st = rolling(spec)
+    nothing = (Measurement("error-rate", None),)
+    script = [nothing, nothing, passing(), nothing, nothing, (Measurement("error-rate", 0.9),)]
+    for n, measurements in enumerate(script, start=1):
+        st = step(spec, st, at(T0 + n * MINUTE, measurements=measurements)).status
+    assert st.phase is RolloutPhase.PROGRESSING
+    assert (st.passed_checks, st.failed_checks, st.inconclusive_checks) == (1, 1, 0)
+    # Two more inconclusive ones and a pass: still at the step, never promoted on them.
+    for n, measurements in enumerate([nothing, nothing, passing(), passing()], start=7):
+        st = step(spec, st, at(T0 + n * MINUTE, measurements=measurements)).status
+    assert st.current_step_index == 1
+
+
+def test_on_inconclusive_pause_waits_for_a_person() -> None:
+    spec = make_spec()
+    spec.analysis.on_inconclusive = OnInconclusive.PAUSE
+    st = rolling(spec)
+    nothing = (Measurement("error-rate", None, "connection refused"),)
+    for n in (1, 2, 3):
+        decision = step(spec, st, at(T0 + n * MINUTE, measurements=nothing))
+        st = decision.status
+    assert st.phase is RolloutPhase.PAUSED and st.inconclusive_pause
+    assert "AnalysisInconclusive" in events(decision) and weights(decision) == []
+    assert not needs_measurement(spec, st, T0 + 10 * MINUTE)
+    idle = step(spec, st, at(T0 + 10 * MINUTE))
+    assert idle.actions == () and idle.status.phase is RolloutPhase.PAUSED
+    resumed = step(spec, st, at(T0 + 11 * MINUTE, requests={PROMOTE_ANNOTATION: "ops"}))
+    st = resumed.status
+    assert resumed.actions[0] == ClearRequest(PROMOTE_ANNOTATION)
+    assert st.phase is RolloutPhase.PROGRESSING and not st.inconclusive_pause
+    assert st.inconclusive_checks == 0 and st.next_measurement_at == T0 + 12 * MINUTE
+    done = step(spec, st, at(T0 + 12 * MINUTE, measurements=passing()))
+    assert set_weight(60) in done.actions
 
 
 def test_rollback_message_format() -> None:
