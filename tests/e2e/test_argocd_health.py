@@ -185,7 +185,15 @@ def test_aborted_then_retried_and_promoted_fully_through_argocd_actions(
         shop, "phase Progressing", lambda o: seen(o) and o["status"].get("phase") == "Progressing"
     )
     run_action(shop, "abort")
-    aborted = wait_live(shop, "phase Aborted", lambda o: o["status"].get("phase") == "Aborted")
+    # (The status is written first, then the request's annotation removed.)
+    aborted = wait_live(
+        shop,
+        "phase Aborted, the request answered",
+        lambda o: (
+            o["status"].get("phase") == "Aborted"
+            and "tidegate.io/abort" not in o["metadata"].get("annotations", {})
+        ),
+    )
     assert aborted["status"]["canaryWeight"] == 0
     assert "asked by argocd" in argocd_lua.health(aborted)["message"]
     expect("aborted", aborted)
