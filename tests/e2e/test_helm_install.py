@@ -48,6 +48,14 @@ OPERATOR_CALLS: list[tuple[str, str, tuple[str, ...], str]] = [
     ("apps", "deployments", ("list", "watch", "create", "patch"), "cluster"),
     # workloads.py ensure_services (apply), hand_over (patch); watched by handlers.py.
     ("", "services", ("list", "watch", "create", "patch"), "cluster"),
+    # autoscalers.py: the HPA copies (apply, patch, the canary's deleted at the end of a
+    # rollout); the user's HPAs watched by handlers.py.
+    (
+        "autoscaling",
+        "horizontalpodautoscalers",
+        ("list", "watch", "create", "patch", "delete"),
+        "cluster",
+    ),
     # gatewayapi.py: the route's backendRefs (get after a conflict, merge patch); watched.
     ("gateway.networking.k8s.io", "httproutes", ("get", "list", "watch", "patch"), "cluster"),
     # kube.py create_event (events.k8s.io/v1), and kopf's own core/v1 warnings.
