@@ -497,9 +497,6 @@ class WebhookType(StrEnum):
     ROLLBACK = "rollback"  # polled while the rollout runs; a 2xx rolls back
 
 
-# The webhooks that hold the rollout in place until they answer 2xx.
-CONFIRMING_WEBHOOKS = (WebhookType.CONFIRM_TRAFFIC_INCREASE, WebhookType.CONFIRM_PROMOTION)
-
 WebhookURL = Annotated[
     str, StringConstraints(min_length=8, max_length=2048, pattern=r"^https?://[^\s/?#]+")
 ]
