@@ -41,6 +41,7 @@ SHORT_NAMES = ("pro", "prollout")
 
 MAX_STEPS = 64
 MAX_METRICS = 32
+MAX_WEBHOOKS = 32
 
 # Kubernetes object names: DNS subdomains (253) for most kinds, DNS labels (63) for Services.
 ObjectName = Annotated[str, StringConstraints(min_length=1, max_length=253)]
@@ -485,6 +486,46 @@ class Analysis(_SpecModel):
         return metrics
 
 
+class WebhookType(StrEnum):
+    """When a webhook is called, and what its answer does (docs/api.md, Webhooks)."""
+
+    PRE_ROLLOUT = "preRollout"  # before the new version gets any traffic; non-2xx fails
+    ROLLOUT = "rollout"  # every analysis interval, a check beside the metrics
+    CONFIRM_TRAFFIC_INCREASE = "confirmTrafficIncrease"  # before each weight increase
+    CONFIRM_PROMOTION = "confirmPromotion"  # before promotion
+    POST_ROLLOUT = "postRollout"  # after the rollout ended; only reported
+    ROLLBACK = "rollback"  # polled while the rollout runs; a 2xx rolls back
+
+
+WebhookURL = Annotated[
+    str, StringConstraints(min_length=8, max_length=2048, pattern=r"^https?://[^\s/?#]+")
+]
+MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=253)]
+MetadataValue = Annotated[str, StringConstraints(max_length=4096)]
+
+
+class Webhook(_SpecModel):
+    """An HTTP(S) endpoint tidegate POSTs a JSON body to at one point of a rollout; a 2xx
+    answer is a yes."""
+
+    name: MetricName
+    type: WebhookType
+    url: WebhookURL = Field(description="http:// or https:// (the certificate is verified)")
+    timeout: Duration = "10s"
+    metadata: dict[MetadataKey, MetadataValue] = Field(
+        default_factory=dict,
+        max_length=64,
+        description="Sent as it is in the body's metadata field",
+    )
+
+    @field_validator("timeout")
+    @classmethod
+    def _positive_timeout(cls, value: str) -> str:
+        if parse_duration(value).total_seconds() <= 0:
+            raise ValueError("timeout must be greater than zero")
+        return value
+
+
 class OnDelete(StrEnum):
     HAND_BACK = "handBack"
     KEEP = "keep"
@@ -506,6 +547,23 @@ class RolloutSpec(_SpecModel):
     # The HPA that scales the target: copied for the stable and canary Deployments, whose
     # replica counts are then the copies' to choose.
     autoscaler_ref: AutoscalerRef | None = None
+    # HTTP calls at points of a rollout that gate it, check it, or are told how it ended.
+    webhooks: list[Webhook] = Field(
+        default_factory=list, max_length=MAX_WEBHOOKS, json_schema_extra=_list_map("name")
+    )
+
+    @field_validator("webhooks")
+    @classmethod
+    def _unique_webhook_names(cls, webhooks: list[Webhook]) -> list[Webhook]:
+        seen: set[str] = set()
+        for webhook in webhooks:
+            if webhook.name in seen:
+                raise ValueError(f"webhook name {webhook.name!r} is used more than once")
+            seen.add(webhook.name)
+        return webhooks
+
+    def webhooks_of(self, type_: WebhookType) -> list[Webhook]:
+        return [w for w in self.webhooks if w.type is type_]
 
 
 # --- status ---------------------------------------------------------------------------------
@@ -552,6 +610,12 @@ class MetricPhase(StrEnum):
     ERROR = "Error"
 
 
+class WebhookPhase(StrEnum):
+    PASSED = "Passed"  # answered 2xx
+    FAILED = "Failed"  # answered, not 2xx
+    ERROR = "Error"  # no answer: timeout, connection refused, TLS, ...
+
+
 class ConditionType(StrEnum):
     READY = "Ready"
     PROGRESSING = "Progressing"
@@ -587,6 +651,17 @@ class MetricResult(_StatusModel):
     def _finite(cls, value: float | None) -> float | None:
         # NaN and infinities have no JSON form; the message still tells what was seen.
         return value if value is None or math.isfinite(value) else None
+
+
+class WebhookResult(_StatusModel):
+    """The latest call of one webhook in the current (or last) rollout."""
+
+    name: MetricName
+    type: WebhookType
+    phase: WebhookPhase
+    code: int | None = Field(default=None, ge=0, le=999)
+    message: LongText = ""
+    called_at: Timestamp
 
 
 class Condition(_StatusModel):
@@ -628,6 +703,17 @@ class RolloutStatus(_StatusModel):
     metrics: list[MetricResult] = Field(
         default_factory=list, max_length=MAX_METRICS, json_schema_extra=_list_map("name")
     )
+    webhooks: list[WebhookResult] = Field(
+        default_factory=list, max_length=MAX_WEBHOOKS, json_schema_extra=_list_map("name")
+    )
+    # preRollout webhooks all answered 2xx in this rollout: the new version may get traffic.
+    pre_rollout_passed: bool = False
+    # The webhooks (of this type) the rollout waits for before it goes on, and when to ask
+    # them (again).
+    webhook_gate: WebhookType | None = None
+    next_webhook_at: Timestamp | None = None
+    # When the rollback webhooks are polled next.
+    next_rollback_poll_at: Timestamp | None = None
     conditions: list[Condition] = Field(
         default_factory=list, max_length=8, json_schema_extra=_list_map("type")
     )

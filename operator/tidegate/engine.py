@@ -24,6 +24,15 @@ Choices worth knowing:
   to act later by surprise. The one exception is a promote made while the rollout is paused
   for promotion but this call did not reach the pause (its route was being restored): it stays
   for the next call. Abort acts even under spec.paused: taking traffic back is never held.
+- Webhooks (spec.webhooks) are checks like the metrics: `due_webhooks()` says which to call
+  now, and their outcomes come in the observation. preRollout, confirmTrafficIncrease and
+  confirmPromotion gate a point of the plan (`status.webhookGate`): the rollout stops there,
+  the next call asks them, and they are asked again every interval while one refuses
+  (preRollout fails the rollout at once instead). rollout webhooks are judged with the
+  metrics; rollback webhooks are polled every interval while the rollout runs, before
+  anything else (a 2xx rolls back, even before a request of the same call); postRollout
+  webhooks are called (`CallWebhooks`) once a rollout ends, their outcome decides nothing.
+  A full promotion asked by a person skips the confirm gates, never preRollout.
 - With an autoscaler (spec.autoscalerRef), a copy's replica count is its HPA's: any non-zero
   count is accepted, kept across a template change and never reset, and readiness means
   "rolled out at its own count". A copy at zero that should run is still brought up.
@@ -54,6 +63,10 @@ from tidegate.api import (
     RolloutSpec,
     RolloutStatus,
     StringMatch,
+    Webhook,
+    WebhookPhase,
+    WebhookResult,
+    WebhookType,
 )
 from tidegate.durations import parse_duration
 from tidegate.plan import (
@@ -122,6 +135,14 @@ class Measurement:
 
 
 @dataclass(frozen=True)
+class WebhookOutcome:
+    webhook: str  # its name
+    code: int | None  # the HTTP status code; None: no answer (timeout, refused, TLS, ...)
+    error: str | None = None  # why there was no answer
+    body: str = ""  # the start of the answer's body
+
+
+@dataclass(frozen=True)
 class Observation:
     now: datetime  # timezone-aware UTC
     generation: int  # metadata.generation of the ProgressiveRollout
@@ -133,6 +154,7 @@ class Observation:
     requests: Mapping[str, str] = field(default_factory=dict)
     measurements: tuple[Measurement, ...] | None = None  # only when needs_measurement() said so
     traffic: Traffic | None = None  # what the routes hold now (None: could not be read)
+    webhooks: tuple[WebhookOutcome, ...] | None = None  # of those due_webhooks() named
 
 
 # --- actions --------------------------------------------------------------------------------
@@ -174,7 +196,15 @@ class ClearRequest:
     annotation: str
 
 
-Action = EnsureWorkload | ScaleWorkload | SetTraffic | EmitEvent | ClearRequest
+@dataclass(frozen=True)
+class CallWebhooks:
+    """Call every webhook of this type and report each outcome (log and Event): it decides
+    nothing, so it is done last and never waited for."""
+
+    webhook_type: WebhookType
+
+
+Action = EnsureWorkload | ScaleWorkload | SetTraffic | EmitEvent | ClearRequest | CallWebhooks
 
 
 @dataclass(frozen=True)
@@ -195,6 +225,51 @@ def needs_measurement(spec: RolloutSpec, status: RolloutStatus, now: datetime) -
         return False
     step = _current_step(plan_for(spec), status)
     return step is not None and isinstance(step.wait, Analyse) and now >= status.next_measurement_at
+
+
+def due_webhooks(spec: RolloutSpec, status: RolloutStatus, now: datetime) -> tuple[Webhook, ...]:
+    """The webhooks the next reconcile should be given the outcomes of: those of the gate the
+    rollout waits at, the rollout webhooks with each measurement, the rollback webhooks every
+    interval while the rollout runs."""
+    if status.phase not in (RolloutPhase.PROGRESSING, RolloutPhase.PAUSED):
+        return ()
+    due: list[Webhook] = []
+    gate, when = status.webhook_gate, status.next_webhook_at
+    if (
+        gate is not None
+        and when is not None
+        and now >= when
+        and not spec.paused
+        and status.phase is RolloutPhase.PROGRESSING
+    ):
+        due += spec.webhooks_of(gate)
+    if needs_measurement(spec, status, now):
+        due += spec.webhooks_of(WebhookType.ROLLOUT)
+    poll = status.next_rollback_poll_at
+    if poll is not None and now >= poll:
+        due += spec.webhooks_of(WebhookType.ROLLBACK)
+    return tuple(due)
+
+
+def webhook_body(
+    webhook: Webhook, namespace: str, name: str, status: RolloutStatus
+) -> dict[str, object]:
+    """The JSON body POSTed to a webhook (docs/api.md, Webhooks)."""
+    index = status.current_step_index
+    step = (
+        None
+        if index is None or status.current_step_name is None
+        else {"index": index, "name": status.current_step_name}
+    )
+    return {
+        "rollout": {"name": name, "namespace": namespace},
+        "phase": status.phase.value if status.phase is not None else None,
+        "revisions": {"stable": status.stable_revision, "canary": status.canary_revision},
+        "step": step,
+        "weight": status.canary_weight,
+        "webhook": {"name": webhook.name, "type": webhook.type.value},
+        "metadata": dict(webhook.metadata),
+    }
 
 
 def reconcile(spec: RolloutSpec, status: RolloutStatus, obs: Observation) -> Decision:
@@ -297,6 +372,37 @@ def _judge(metric: Metric, measurement: Measurement | None, now: datetime) -> _V
     return _Verdict(metric=metric, result=result, passed=phase is MetricPhase.PASSED)
 
 
+def judge_webhook(webhook: Webhook, outcome: WebhookOutcome | None, now: datetime) -> WebhookResult:
+    subject = f'webhook "{webhook.name}" ({webhook.type.value})'
+    code = None if outcome is None else outcome.code
+    if outcome is None:
+        phase, text = WebhookPhase.ERROR, f"{subject} was not called"
+    elif code is None:
+        phase, text = (
+            WebhookPhase.ERROR,
+            f"{subject} did not answer: {(outcome.error or '')[:2000]}",
+        )
+    elif 200 <= code < 300:
+        phase, text = WebhookPhase.PASSED, f"{subject} answered {code}"
+    else:
+        said = outcome.body.strip()[:500]
+        phase, text = (
+            WebhookPhase.FAILED,
+            f"{subject} answered {code}" + (f": {said}" if said else ""),
+        )
+    return WebhookResult(
+        name=webhook.name, type=webhook.type, phase=phase, code=code, message=text, called_at=now
+    )
+
+
+_JUDGED = (MetricPhase.PASSED, MetricPhase.FAILED)
+
+_GATE_HELD_REASONS = {
+    WebhookType.CONFIRM_TRAFFIC_INCREASE: "TrafficIncreaseHeld",
+    WebhookType.CONFIRM_PROMOTION: "PromotionHeld",
+}
+
+
 # --- the reconciler -------------------------------------------------------------------------
 
 
@@ -313,6 +419,7 @@ class _Reconciler:
     # Names what is happening, for the conditions; None leaves them as they are.
     reason: str | None = None
     answered: set[str] = field(default_factory=set)  # request annotations answered
+    gates_passed: set[WebhookType] = field(default_factory=set)  # by this call's outcomes
 
     def __post_init__(self) -> None:
         self.status = self.original.model_copy(deep=True)
@@ -325,7 +432,9 @@ class _Reconciler:
 
     def run(self) -> Decision:
         phase = self.status.phase
-        if self._act_on_requests():
+        if self._rollback_asked():
+            pass  # a rollback webhook said yes: rolled back
+        elif self._act_on_requests():
             pass  # the request decided this call
         elif phase is None or self.status.stable_revision is None:
             self._initialize()
@@ -338,6 +447,12 @@ class _Reconciler:
         else:
             self._steady()
         self._refuse_unanswered_requests()
+        poll = self.status.next_rollback_poll_at
+        if poll is not None and self.status.phase in (
+            RolloutPhase.PROGRESSING,
+            RolloutPhase.PAUSED,
+        ):
+            self._wake_at(poll)
         self.status.observed_generation = self.obs.generation
         self._update_conditions()
         requeue = min(self.wakeups) if self.wakeups else None
@@ -369,7 +484,13 @@ class _Reconciler:
             who = self._answer(RETRY_ANNOTATION)
             self._start_rollout("RolloutRetried", f"; retry asked by {who}")
             return True
-        if PROMOTE_FULL_ANNOTATION in requests and running and current and not self.spec.paused:
+        if (
+            PROMOTE_FULL_ANNOTATION in requests
+            and running
+            and current
+            and not self.spec.paused
+            and self._pre_rollout_done()
+        ):
             who = self._answer(PROMOTE_FULL_ANNOTATION)
             index = (st.current_step_index or 0) + 1
             self._event(
@@ -403,6 +524,12 @@ class _Reconciler:
                 )
             elif annotation == PROMOTE_ANNOTATION:
                 why = f"nothing is paused for promotion; the rollout is {phase}"
+            elif (
+                annotation == PROMOTE_FULL_ANNOTATION
+                and st.phase in (RolloutPhase.PROGRESSING, RolloutPhase.PAUSED)
+                and not self._pre_rollout_done()
+            ):
+                why = "the preRollout webhooks have not all answered 2xx yet"
             elif st.phase in (RolloutPhase.PROGRESSING, RolloutPhase.PAUSED):
                 why = "a newer revision of the target is about to be rolled out"
             else:
@@ -435,6 +562,112 @@ class _Reconciler:
         )
         self._event("Warning", "Aborted", text)
         self._say("Aborted", text)
+
+    # -- webhooks --
+
+    def _outcomes(self, hooks: list[Webhook]) -> list[WebhookOutcome] | None:
+        """The outcome of each of `hooks` in the observation; None unless all were called."""
+        by_name = {o.webhook: o for o in self.obs.webhooks or ()}
+        found = [by_name.get(h.name) for h in hooks]
+        return None if any(o is None for o in found) else [o for o in found if o is not None]
+
+    def _record(self, results: list[WebhookResult]) -> list[WebhookResult]:
+        """Keep each webhook's latest result in the status (in the order of spec.webhooks)."""
+        if results:
+            latest = {r.name: r for r in self.status.webhooks}
+            latest.update((r.name, r) for r in results)
+            order = [w.name for w in self.spec.webhooks]
+            self.status.webhooks = sorted(
+                latest.values(),
+                key=lambda r: order.index(r.name) if r.name in order else len(order),
+            )
+        return results
+
+    def _judged(self, hooks: list[Webhook]) -> list[WebhookResult] | None:
+        outcomes = self._outcomes(hooks)
+        if outcomes is None:
+            return None
+        return self._record(
+            [judge_webhook(h, o, self.now) for h, o in zip(hooks, outcomes, strict=True)]
+        )
+
+    def _rollback_asked(self) -> bool:
+        """Polls the rollback webhooks while the rollout runs: True when one answered 2xx and
+        the rollout was rolled back."""
+        st = self.status
+        hooks = self.spec.webhooks_of(WebhookType.ROLLBACK)
+        if not hooks or st.phase not in (RolloutPhase.PROGRESSING, RolloutPhase.PAUSED):
+            return False
+        due = st.next_rollback_poll_at
+        if due is None:  # webhooks added while the rollout runs
+            st.next_rollback_poll_at = self.now + self.interval
+            return False
+        if self.now < due:
+            return False
+        results = self._judged(hooks)
+        if results is None:
+            return False
+        st.next_rollback_poll_at = self.now + self.interval
+        yes = [r for r in results if r.phase is WebhookPhase.PASSED]
+        if not yes:
+            return False
+        self._roll_back("RolledBackByWebhook", f"{yes[0].message}: a rollback was asked")
+        return True
+
+    def _pre_rollout_done(self) -> bool:
+        return self.status.pre_rollout_passed or not self.spec.webhooks_of(WebhookType.PRE_ROLLOUT)
+
+    def _may_route(self, label: str, step: PlanStep) -> bool:
+        """Whether the webhooks let the routes take the step's traffic now."""
+        st = self.status
+        if step.traffic != STABLE_ONLY and not self._gate(WebhookType.PRE_ROLLOUT, label):
+            return False
+        increase = step.traffic.canary_weight > st.canary_weight
+        return not increase or self._gate(WebhookType.CONFIRM_TRAFFIC_INCREASE, label)
+
+    def _gate(self, type_: WebhookType, label: str) -> bool:
+        """Whether the rollout may go past a point the webhooks of `type_` gate: they all
+        answered 2xx in this call. Otherwise it waits there: asks them next call, or again
+        an interval after a refusal; a preRollout refusal rolls back."""
+        st = self.status
+        hooks = self.spec.webhooks_of(type_)
+        if not hooks or (type_ is WebhookType.PRE_ROLLOUT and st.pre_rollout_passed):
+            return True
+        asked = self.original.webhook_gate is type_ and type_ not in self.gates_passed
+        results = self._judged(hooks) if asked else None
+        if results is None:
+            if st.webhook_gate is not type_:
+                st.webhook_gate, st.next_webhook_at = type_, self.now
+            names = ", ".join(f'"{h.name}"' for h in hooks)
+            self._say("WaitingForWebhooks", f"{label}: asking the {type_.value} webhooks ({names})")
+            self._wake_at(st.next_webhook_at or self.now)
+            return False
+        refusing = [r for r in results if r.phase is not WebhookPhase.PASSED]
+        before = {r.name: r.phase for r in self.original.webhooks}
+        if not refusing:
+            st.webhook_gate, st.next_webhook_at = None, None
+            self.gates_passed.add(type_)
+            if type_ is WebhookType.PRE_ROLLOUT:
+                st.pre_rollout_passed = True
+            if any(
+                before.get(h.name, WebhookPhase.PASSED) is not WebhookPhase.PASSED for h in hooks
+            ):
+                self._event(
+                    "Normal", "WebhooksConfirmed", f"{label}: {type_.value} webhooks answered 2xx"
+                )
+            return True
+        first = refusing[0]
+        if type_ is WebhookType.PRE_ROLLOUT:
+            self._roll_back("PreRolloutWebhookFailed", first.message)
+            return False
+        st.next_webhook_at = self.now + self.interval
+        reason = _GATE_HELD_REASONS[type_]
+        text = f"{label}: held by {first.message}; asking again every {self.spec.analysis.interval}"
+        if before.get(first.name) is not first.phase:
+            self._event("Warning", reason, text)
+        self._say(reason, text)
+        self._wake_at(st.next_webhook_at)
+        return False
 
     # -- small utilities --
 
@@ -539,6 +772,12 @@ class _Reconciler:
         st.waiting_since = None
         st.metrics = []
         st.current_step_name = None
+        st.webhooks = []
+        st.pre_rollout_passed = False
+        st.webhook_gate = None
+        st.next_webhook_at = None
+        rollback_hooks = self.spec.webhooks_of(WebhookType.ROLLBACK)
+        st.next_rollback_poll_at = self.now + self.interval if rollback_hooks else None
         self._route(STABLE_ONLY)
         self._event(
             "Normal",
@@ -571,7 +810,11 @@ class _Reconciler:
         while st.phase is RolloutPhase.PROGRESSING:
             index = st.current_step_index or 0
             if index >= len(steps):
-                self._begin_promotion()
+                label = f"After step {len(steps)}/{len(steps)}"
+                if self._gate(WebhookType.PRE_ROLLOUT, label) and self._gate(
+                    WebhookType.CONFIRM_PROMOTION, label
+                ):
+                    self._begin_promotion()
                 return
             step = steps[index]
             st.current_step_name = step.name
@@ -584,6 +827,8 @@ class _Reconciler:
                 return
             st.waiting_since = None
             if status_traffic(st) != step.traffic:
+                if not self._may_route(f"Step {index + 1}/{len(steps)} ({step.name})", step):
+                    return
                 self._route(step.traffic)
             if not self._holds(step.traffic):
                 self._say(
@@ -682,13 +927,18 @@ class _Reconciler:
         by_metric = {m.metric: m for m in self.obs.measurements}
         verdicts = [_judge(m, by_metric.get(m.name), self.now) for m in self.spec.analysis.metrics]
         st.metrics = [v.result for v in verdicts]
-        failures = [v for v in verdicts if v.result.phase is MetricPhase.FAILED]
-        unjudged = [v for v in verdicts if not v.passed and v not in failures]
+        hooks = self.spec.webhooks_of(WebhookType.ROLLOUT)
+        outcomes = {o.webhook: o for o in self.obs.webhooks or ()}
+        checks = self._record([judge_webhook(h, outcomes.get(h.name), self.now) for h in hooks])
+        failures = [v.result.message for v in verdicts if v.result.phase is MetricPhase.FAILED]
+        failures += [c.message for c in checks if c.phase is WebhookPhase.FAILED]
+        unjudged = [v.result.message for v in verdicts if v.result.phase not in _JUDGED]
+        unjudged += [c.message for c in checks if c.phase is WebhookPhase.ERROR]
         if failures:
             st.inconclusive_checks = 0
             st.failed_checks += 1
             limit = self.spec.analysis.failure_limit
-            text = f"{failures[0].result.message} (failure {st.failed_checks} of limit {limit})"
+            text = f"{failures[0]} (failure {st.failed_checks} of limit {limit})"
             if st.failed_checks >= limit:
                 self._roll_back("AnalysisFailed", text)
                 return False
@@ -699,8 +949,7 @@ class _Reconciler:
             st.inconclusive_checks += 1
             limit = self.spec.analysis.inconclusive_limit
             text = (
-                f"{unjudged[0].result.message} (inconclusive {st.inconclusive_checks} in a row "
-                f"of limit {limit})"
+                f"{unjudged[0]} (inconclusive {st.inconclusive_checks} in a row of limit {limit})"
             )
             if st.inconclusive_checks >= limit:
                 if self.spec.analysis.on_inconclusive is OnInconclusive.PAUSE:
@@ -755,6 +1004,11 @@ class _Reconciler:
         st.next_measurement_at = None
         st.waiting_since = None
         st.inconclusive_pause = False
+        st.webhook_gate = None
+        st.next_webhook_at = None
+        st.next_rollback_poll_at = None
+        if self.spec.webhooks_of(WebhookType.POST_ROLLOUT):
+            self._emit(CallWebhooks(WebhookType.POST_ROLLOUT))
 
     def _roll_back(self, reason: str, text: str) -> None:
         revision = self.status.canary_revision
@@ -780,6 +1034,9 @@ class _Reconciler:
         st.phase = RolloutPhase.PROMOTING
         st.step_started_at = None
         st.next_measurement_at = None
+        st.webhook_gate = None
+        st.next_webhook_at = None
+        st.next_rollback_poll_at = None
         st.current_step_name = None  # past the last step: the phase says what happens
         self._event("Normal", "Promoting", f"Promoting revision {st.canary_revision} to stable")
         self._promoting()

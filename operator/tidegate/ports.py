@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from tidegate import api
-from tidegate.engine import Measurement, WorkloadState
+from tidegate.engine import Measurement, WebhookOutcome, WorkloadState
 from tidegate.plan import Traffic
 
 Obj = dict[str, Any]
@@ -175,6 +175,15 @@ class Metrics(Protocol):
     ) -> tuple[Measurement, ...]: ...
 
 
+class Webhooks(Protocol):
+    """Calls a rollout's webhooks (spec.webhooks)."""
+
+    async def call(self, webhook: api.Webhook, body: Mapping[str, object]) -> WebhookOutcome:
+        """POST `body` as JSON to the webhook's URL, within its timeout. Every failure is an
+        outcome with no code (and the error), never raised."""
+        ...
+
+
 class Rollouts(Protocol):
     """The ProgressiveRollout objects themselves."""
 
@@ -223,3 +232,4 @@ class Ports:
     workloads: WorkloadsFactory
     router: RouterFactory
     autoscalers: AutoscalersFactory
+    webhooks: Webhooks

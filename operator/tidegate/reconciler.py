@@ -7,6 +7,7 @@ reached through `tidegate.ports`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -137,6 +138,13 @@ def _hand_back_size(spec: api.RolloutSpec, target: Obj, recorded: int) -> int:
     return current if spec.autoscaler_ref is not None and current > 0 else recorded
 
 
+def _action_order(action: engine.Action) -> int:
+    """Writes first, then Events, then the webhooks told how a rollout ended."""
+    if isinstance(action, engine.CallWebhooks):
+        return 2
+    return 1 if isinstance(action, engine.EmitEvent) else 0
+
+
 def _wire(status: api.RolloutStatus) -> Obj:
     dumped: Obj = status.model_dump(mode="json", by_alias=True, exclude_none=True)
     return dumped
@@ -153,6 +161,8 @@ class Reconciler:
         self._problems: dict[tuple[str, str], Problem] = {}
         # Failed reconciles in a row, for the backoff.
         self._failures: dict[tuple[str, str], int] = {}
+        # postRollout webhook calls under way: nothing waits for them.
+        self._reports: set[asyncio.Task[None]] = set()
 
     async def reconcile(self, namespace: str, name: str) -> float | None:
         """Run one reconcile; return seconds until the next one is due (None: on change).
@@ -234,6 +244,8 @@ class Reconciler:
         measurements = None
         if engine.needs_measurement(spec, status, now):
             measurements = await self._measure(spec, status, namespace, now)
+        due = engine.due_webhooks(spec, status, now)
+        outcomes = await self._call_webhooks(due, namespace, name, status) if due else None
         observation = engine.Observation(
             now=now,
             generation=int(rollout["metadata"].get("generation", 0)),
@@ -244,6 +256,7 @@ class Reconciler:
             requests=requests_of(rollout),
             measurements=measurements,
             traffic=held,
+            webhooks=outcomes,
         )
         decision = engine.reconcile(spec, status, observation)
         # The status first: an operator killed between the two resumes from what was decided
@@ -268,7 +281,10 @@ class Reconciler:
         # Events last: they tell what was done, and must not hold a route write up in the
         # queue for the API server when a thousand rollouts step at once.
         step_passed = _analysis_passed(measurements, decision)
-        for action in sorted(decision.actions, key=lambda a: isinstance(a, engine.EmitEvent)):
+        for action in sorted(decision.actions, key=_action_order):
+            if isinstance(action, engine.CallWebhooks):
+                self._report_webhooks(rollout, spec, decision.status, action.webhook_type)
+                continue
             await self._apply(action, rollout, target, workloads, router)
             if step_passed and isinstance(action, engine.SetTraffic):
                 metrics.STEP_LATENCY.observe(time.monotonic() - started)
@@ -364,6 +380,8 @@ class Reconciler:
         now: datetime,
     ) -> tuple[engine.Measurement, ...]:
         analysis = spec.analysis
+        if not analysis.metrics:
+            return ()  # only rollout webhooks to check
         url = (analysis.prometheus.address if analysis.prometheus else None) or (
             self.default_prometheus_url
         )
@@ -392,6 +410,51 @@ class Reconciler:
         return await self.ports.metrics.measure_all(
             url, analysis.metrics, variables, verify_tls=verify
         )
+
+    async def _call_webhooks(
+        self,
+        webhooks: tuple[api.Webhook, ...],
+        namespace: str,
+        name: str,
+        status: api.RolloutStatus,
+    ) -> tuple[engine.WebhookOutcome, ...]:
+        """Each webhook called once, all at the same time."""
+        calls = (
+            self.ports.webhooks.call(w, engine.webhook_body(w, namespace, name, status))
+            for w in webhooks
+        )
+        return tuple(await asyncio.gather(*calls))
+
+    def _report_webhooks(
+        self,
+        rollout: Obj,
+        spec: api.RolloutSpec,
+        status: api.RolloutStatus,
+        type_: api.WebhookType,
+    ) -> None:
+        """Call the webhooks of `type_` (postRollout) in the background, and tell each
+        outcome in an Event: they decide nothing, so no reconcile waits for them."""
+        meta = rollout["metadata"]
+        webhooks = tuple(spec.webhooks_of(type_))
+
+        async def report() -> None:
+            outcomes = await self._call_webhooks(webhooks, meta["namespace"], meta["name"], status)
+            now = self.clock()
+            for webhook, outcome in zip(webhooks, outcomes, strict=True):
+                result = engine.judge_webhook(webhook, outcome, now)
+                if result.phase is api.WebhookPhase.PASSED:
+                    await self._event(rollout, "Normal", "WebhookCalled", result.message)
+                else:
+                    await self._event(rollout, "Warning", "WebhookFailed", result.message)
+
+        task = asyncio.create_task(report())
+        self._reports.add(task)
+        task.add_done_callback(self._reports.discard)
+
+    async def drain(self) -> None:
+        """Wait for the postRollout calls still under way."""
+        while self._reports:
+            await asyncio.gather(*self._reports, return_exceptions=True)
 
     async def _apply(
         self,

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from tidegate import api
-from tidegate.engine import Measurement, WorkloadState
+from tidegate.engine import Measurement, WebhookOutcome, WorkloadState
 from tidegate.plan import STABLE_ONLY, Traffic
 from tidegate.ports import (
     CLAIM_ANNOTATION,
@@ -110,6 +110,9 @@ class World:
     ready_on_write: bool = True
     # The value every metric query returns from now on; None: no data.
     metric_value: float | None = 0.0
+    # What each webhook (by name) answers: a status code, or None for no answer; 200 unless
+    # named.
+    webhook_answers: dict[str, int | None] = field(default_factory=dict)
     calls: list[Call] = field(default_factory=list)
     # Port method name -> the exception it raises (until removed).
     fail: dict[str, Exception] = field(default_factory=dict)
@@ -247,6 +250,7 @@ class World:
             workloads=lambda namespace, rollout, spec: FakeWorkloads(self, rollout, spec),
             router=lambda namespace, spec: FakeRouter(self),
             autoscalers=lambda namespace, rollout, spec: FakeAutoscalers(self, rollout, spec),
+            webhooks=FakeWebhooks(self),
         )
 
     def events(self) -> list[tuple[str, str, str]]:
@@ -306,6 +310,18 @@ class FakeMetrics:
     ) -> tuple[Measurement, ...]:
         self.world.record("measure_all", address, dict(variables), verify_tls)
         return tuple(Measurement(m.name, self.world.metric_value) for m in metrics)
+
+
+class FakeWebhooks:
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    async def call(self, webhook: api.Webhook, body: Mapping[str, object]) -> WebhookOutcome:
+        self.world.record("call_webhook", webhook.name, dict(body))
+        code = self.world.webhook_answers.get(webhook.name, 200)
+        if code is None:
+            return WebhookOutcome(webhook.name, None, error="no answer within 10s")
+        return WebhookOutcome(webhook.name, code, body="said so" if code >= 300 else "")
 
 
 class FakeWorkloads:

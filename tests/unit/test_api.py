@@ -225,6 +225,8 @@ def test_empty_status_is_a_valid_initial_status() -> None:
         "inconclusiveChecks": 0,
         "inconclusivePause": False,
         "metrics": [],
+        "webhooks": [],
+        "preRolloutPassed": False,
         "conditions": [],
     }
 

@@ -16,6 +16,7 @@ from tidegate.api import (
     RolloutPhase,
     RolloutSpec,
     RolloutStatus,
+    WebhookType,
 )
 from tidegate.engine import (
     STEADY_PHASES,
@@ -27,7 +28,9 @@ from tidegate.engine import (
     Observation,
     ScaleWorkload,
     SetTraffic,
+    WebhookOutcome,
     WorkloadState,
+    due_webhooks,
     needs_measurement,
     reconcile,
     status_traffic,
@@ -106,6 +109,11 @@ def specs(draw: st.DrawFn) -> RolloutSpec:
         strategy = {"canary": draw(canary_strategies())}
     else:
         strategy = {"blueGreen": draw(blue_green_strategies())}
+    hook_types = draw(st.lists(st.sampled_from(list(WebhookType)), unique=True, max_size=4))
+    webhooks = [
+        {"name": f"h-{t.value}", "type": t.value, "url": f"http://hooks/{t.value}"}
+        for t in hook_types
+    ]
     routing: dict[str, Any] = {"httpRoute": "app"}
     if draw(st.booleans()):
         routing["previewHTTPRoute"] = "app-preview"
@@ -122,9 +130,13 @@ def specs(draw: st.DrawFn) -> RolloutSpec:
             },
             "progressDeadlineSeconds": draw(st.integers(1, 600)),
             "skipAnalysis": draw(st.booleans()),
+            "webhooks": webhooks,
         }
     )
 
+
+# What a webhook answers: an HTTP status code, or None (no answer).
+answers = st.sampled_from([200, 204, 403, 500, None])
 
 # A measured value per metric: in range (mostly), out of range, no data, or a query error.
 outcomes = st.sampled_from(["pass"] * 8 + ["fail", "none", "error"])
@@ -140,6 +152,7 @@ events = st.one_of(
     st.tuples(st.just("request"), st.sampled_from(sorted(REQUESTS))),
     st.tuples(st.just("toggle-pause"), st.just(None)),
     st.tuples(st.just("route-broken"), st.booleans()),
+    *[st.tuples(st.just("answer"), st.tuples(st.sampled_from(list(WebhookType)), answers))] * 2,
 )
 
 
@@ -162,8 +175,21 @@ class World:
     traffic: Traffic = STABLE_ONLY
     route_broken: bool = False
     requests: dict[str, str] = field(default_factory=dict)  # annotation -> who asked
+    # What each type's webhook answers; the kill switch says no until a script says yes.
+    answers: dict[WebhookType, int | None] = field(
+        default_factory=lambda: {t: 404 if t is WebhookType.ROLLBACK else 200 for t in WebhookType}
+    )
 
-    def observe(self, measurements: tuple[Measurement, ...] | None = None) -> Observation:
+    def call(self, spec: RolloutSpec, status: RolloutStatus) -> tuple[WebhookOutcome, ...] | None:
+        """The webhooks the engine says are due, called."""
+        due = due_webhooks(spec, status, self.now)
+        return tuple(WebhookOutcome(h.name, self.answers[h.type]) for h in due) or None
+
+    def observe(
+        self,
+        measurements: tuple[Measurement, ...] | None = None,
+        webhooks: tuple[WebhookOutcome, ...] | None = None,
+    ) -> Observation:
         return Observation(
             now=self.now,
             generation=1,
@@ -174,6 +200,7 @@ class World:
             requests=dict(self.requests),
             measurements=measurements,
             traffic=None if self.route_broken else self.traffic,
+            webhooks=webhooks,
         )
 
     def happen(self, kind: str, arg: Any) -> None:
@@ -196,6 +223,8 @@ class World:
             self.requests[REQUESTS[arg]] = "alice"
         elif kind == "route-broken":
             self.route_broken = arg
+        elif kind == "answer":
+            self.answers[arg[0]] = arg[1]
 
     def apply(self, decision: Decision) -> None:
         self._carry_out(decision)
@@ -253,6 +282,16 @@ def required_passes(spec: RolloutSpec) -> dict[str, int]:
     return needed
 
 
+def said_yes(
+    spec: RolloutSpec, type_: WebhookType, outcomes: tuple[WebhookOutcome, ...] | None
+) -> bool:
+    """Whether every webhook of that type answered 2xx in these outcomes (none: vacuous)."""
+    codes = {o.webhook: o.code for o in outcomes or ()}
+    return all(
+        h.name in codes and (codes[h.name] or 0) // 100 == 2 for h in spec.webhooks_of(type_)
+    )
+
+
 def stage(spec: RolloutSpec, status: RolloutStatus) -> str:
     if spec.strategy.canary is not None:
         return f"step {status.current_step_index or 0}"
@@ -276,18 +315,27 @@ def assert_idle_is_quiet(spec: RolloutSpec, status: RolloutStatus, world: World)
 
 
 @settings(max_examples=500, deadline=None)
-@given(base_spec=specs(), script=st.lists(events, min_size=10, max_size=120))
+@given(
+    base_spec=specs(),
+    script=st.lists(events, min_size=10, max_size=120),
+    first_answers=st.dictionaries(st.sampled_from(list(WebhookType)), answers),
+)
 def test_invariants_hold_on_every_decision(
-    base_spec: RolloutSpec, script: list[tuple[str, Any]]
+    base_spec: RolloutSpec,
+    script: list[tuple[str, Any]],
+    first_answers: dict[WebhookType, int | None],
 ) -> None:
     paused_spec = base_spec.model_copy(update={"paused": True})
     blue_green = base_spec.strategy.blue_green is not None
     paused = False
     world = World()
+    world.answers.update(first_answers)
     status = RolloutStatus()
     needed = required_passes(base_spec)
     passes: dict[str, int] = {}
     rollout_key: tuple[object, ...] | None = None
+    # The rollouts (revision, start) whose preRollout webhooks all answered 2xx.
+    pre_rollout_passed: set[tuple[object, ...]] = set()
 
     # Most scripts should exercise a rollout: start from v1 and ask for v2 right away.
     prefix: list[tuple[str, Any]] = [("settle", None), ("settle", None), ("revision", "v2")]
@@ -317,12 +365,32 @@ def test_invariants_hold_on_every_decision(
             passes[where] = passes.get(where, 0) + 1
 
         before, last_good = status.phase, status.stable_revision
-        observed = world.observe(measurements)
+        weight_before, key_before = status.canary_weight, key
+        observed = world.observe(measurements, world.call(spec, status))
+        if said_yes(spec, WebhookType.PRE_ROLLOUT, observed.webhooks):
+            pre_rollout_passed.add(key)
         decision = reconcile(spec, stored(status), observed)
         world.apply(decision)
         status = decision.status
 
         assert stored(status) == status
+        running = (RolloutPhase.PROGRESSING, RolloutPhase.PAUSED)
+        webhooks = observed.webhooks
+        key_after = (status.canary_revision, status.rollout_started_at)
+        for action in decision.actions:
+            if isinstance(action, SetTraffic) and action.traffic != STABLE_ONLY:
+                # No traffic reaches a new version before its preRollout webhooks said yes.
+                assert not spec.webhooks_of(WebhookType.PRE_ROLLOUT) or (
+                    key_after in pre_rollout_passed
+                ), "traffic before the preRollout webhooks passed"
+        increased = status.canary_weight > weight_before
+        if before in running and status.phase in running and key_before == key_after and increased:
+            assert said_yes(spec, WebhookType.CONFIRM_TRAFFIC_INCREASE, webhooks), (
+                "the weight increased while a confirmTrafficIncrease webhook refused"
+            )
+        rollback_codes = [o.code for o in webhooks or () if o.webhook == "h-rollback"]
+        if before in running and any((c or 0) // 100 == 2 for c in rollback_codes):
+            assert status.phase is RolloutPhase.FAILED, "a rollback webhook said yes"
         for action in decision.actions:
             if isinstance(action, SetTraffic):
                 weight = action.traffic.canary_weight
@@ -364,12 +432,16 @@ def test_invariants_hold_on_every_decision(
             assert status.phase is RolloutPhase.ABORTED
             assert before in (RolloutPhase.PROGRESSING, RolloutPhase.PAUSED)
         skipped = "PromotedFully" in reasons
-        running = (RolloutPhase.PROGRESSING, RolloutPhase.PAUSED)
+        if status.phase in (RolloutPhase.PROMOTING, RolloutPhase.SUCCEEDED) and before in running:
+            assert not spec.webhooks_of(WebhookType.PRE_ROLLOUT) or key in pre_rollout_passed
         if (
             status.phase in (RolloutPhase.PROMOTING, RolloutPhase.SUCCEEDED)
             and before in running
             and not skipped
         ):
+            assert said_yes(spec, WebhookType.CONFIRM_PROMOTION, webhooks), (
+                "promoted while a confirmPromotion webhook refused"
+            )
             for where, count in needed.items():
                 assert passes.get(where, 0) >= count, (
                     f"promoted without {count} passing measurement(s) at {where}"

@@ -153,3 +153,32 @@ def test_lint_exit_code(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert cli.main(["lint", str(tmp_path / "bad.yaml")]) == 1
     err = capsys.readouterr().err
     assert "metadata.name: a name is required" in err and "spec: a spec is required" in err
+
+
+def test_the_screen_shows_each_webhooks_last_outcome() -> None:
+    with_hooks = rollout(
+        phase="Progressing",
+        webhooks=[
+            {
+                "name": "change-window",
+                "type": "confirmPromotion",
+                "phase": "Failed",
+                "code": 403,
+                "calledAt": "2026-01-01T11:59:56Z",
+            },
+            {"name": "kill-switch", "type": "rollback", "phase": "Error", "calledAt": None},
+        ],
+    )
+    shown = render.detail(with_hooks, {}, [], NOW)
+    lines = shown.splitlines()
+    at = lines.index("Webhooks:")
+    assert lines[at + 1].split() == [
+        "change-window",
+        "confirmPromotion",
+        "403",
+        "Failed",
+        "(4s",
+        "ago)",
+    ]
+    assert "kill-switch" in lines[at + 2] and "no answer" in lines[at + 2]
+    assert "Webhooks:" not in render.detail(rollout(phase="Progressing"), {}, [], NOW)

@@ -1,4 +1,5 @@
-"""The running operator's ports: Kubernetes through one client, and Prometheus.
+"""The running operator's ports: Kubernetes through one client, Prometheus, and webhooks
+over HTTP(S).
 
 Routers are found by the field set under `spec.trafficRouting`, metric providers by the
 provider `spec.analysis` names: a new one is a module in `tidegate.adapters` and one entry
@@ -16,6 +17,7 @@ from tidegate.adapters.kube import Kube
 from tidegate.adapters.kube_rollouts import KubeEvents, KubeRollouts
 from tidegate.adapters.prometheus import PrometheusMetrics
 from tidegate.adapters.service_router import ServiceSelectorRouter
+from tidegate.adapters.webhooks import HTTPWebhooks
 from tidegate.adapters.workloads import KubeWorkloads
 from tidegate.ports import Autoscalers, Metrics, Ports, Router, role_service
 
@@ -82,4 +84,5 @@ def kube_ports(kube: Kube) -> Ports:
         workloads=workloads,
         router=router,
         autoscalers=autoscalers,
+        webhooks=HTTPWebhooks(),
     )

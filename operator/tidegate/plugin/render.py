@@ -107,6 +107,15 @@ def _metric_line(metric: Mapping[str, Any], ranges: Mapping[str, str], now: date
     )
 
 
+def _webhook_line(webhook: Mapping[str, Any], now: datetime) -> str:
+    code = webhook.get("code")
+    answer = "no answer" if code is None else str(code)
+    return (
+        f"  {webhook.get('name', '?'):<16} {webhook.get('type', '?'):<22} {answer:>9}  "
+        f"{webhook.get('phase', '?')} ({_age(webhook.get('calledAt'), now)} ago)"
+    )
+
+
 def detail(
     rollout: Obj,
     images: Mapping[str, Sequence[str]],
@@ -145,6 +154,9 @@ def detail(
         ranges = {m.name: m.threshold_range.describe() for m in spec.analysis.metrics}
     lines.append("Metrics:" + ("" if status.get("metrics") else "     -"))
     lines += [_metric_line(m, ranges, now) for m in status.get("metrics") or []]
+    if status.get("webhooks") or (spec is not None and spec.webhooks):
+        lines.append("Webhooks:" + ("" if status.get("webhooks") else "    -"))
+        lines += [_webhook_line(w, now) for w in status.get("webhooks") or []]
     lines.append("Conditions:")
     for c in status.get("conditions") or []:
         lines.append(f"  {c.get('type', '?'):<12} {c.get('status', '?'):<6} {c.get('reason', '')}")

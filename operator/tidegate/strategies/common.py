@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from tidegate.api import HeaderRouteMatch, RolloutSpec
+from tidegate.api import HeaderRouteMatch, RolloutSpec, WebhookType
 from tidegate.plan import HeaderMatch
 
 
 def analysis_enabled(spec: RolloutSpec) -> bool:
-    return not spec.skip_analysis and bool(spec.analysis.metrics)
+    """Whether analysis steps measure: there is something to check (a metric or a rollout
+    webhook) and analysis is not skipped."""
+    checks = bool(spec.analysis.metrics) or bool(spec.webhooks_of(WebhookType.ROLLOUT))
+    return not spec.skip_analysis and checks
 
 
 def header_match(match: HeaderRouteMatch) -> HeaderMatch:
