@@ -247,6 +247,7 @@ class World:
             workloads=lambda namespace, rollout, spec: FakeWorkloads(self, rollout, spec),
             router=lambda namespace, spec: FakeRouter(self),
             autoscalers=lambda namespace, rollout, spec: FakeAutoscalers(self, rollout, spec),
+            load=FakeLoad(self),
         )
 
     def events(self) -> list[tuple[str, str, str]]:
@@ -306,6 +307,26 @@ class FakeMetrics:
     ) -> tuple[Measurement, ...]:
         self.world.record("measure_all", address, dict(variables), verify_tls)
         return tuple(Measurement(m.name, self.world.metric_value) for m in metrics)
+
+
+class FakeLoad:
+    """The loadtester: records each job handed to it (`drive`), its URL rendered."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    async def drive(
+        self,
+        loadtester: str,
+        job_id: str,
+        load: api.Load,
+        seconds: float,
+        variables: Mapping[str, str],
+    ) -> None:
+        url = load.url
+        for name, value in variables.items():
+            url = url.replace(f"{{{{ {name} }}}}", value)
+        self.world.record("drive_load", loadtester, job_id, url, load.rate, seconds)
 
 
 class FakeWorkloads:
