@@ -200,7 +200,11 @@ class Loadtester:
                 # After a stall, go on at the rate instead of catching up in a burst.
                 next_at = max(next_at + 1 / job.spec.rate, loop.time() - 1)
                 await asyncio.sleep(max(0.0, next_at - loop.time()))
+            # Over once its last request has its answer (each has a timeout).
+            await asyncio.gather(*job.in_flight, return_exceptions=True)
         finally:
+            for request in job.in_flight:
+                request.cancel()
             self.running.dec()
             if self.jobs.get(job.spec.id) is job:
                 del self.jobs[job.spec.id]
