@@ -453,6 +453,7 @@ MAX_LOAD_RATE = 1000
 MAX_LOAD_HEADERS = 32
 LOAD_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 HttpUrl = Annotated[str, StringConstraints(min_length=1, max_length=2048, pattern=r"^https?://")]
+_HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`|~]{1,256}")
 _TEMPLATE_VARIABLE = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 
 
@@ -466,13 +467,22 @@ class Load(_SpecModel):
     )
     rate: int = Field(ge=1, le=MAX_LOAD_RATE, description="requests per second")
     method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] = "GET"
-    headers: dict[HeaderName, Annotated[str, StringConstraints(max_length=4096)]] = Field(
+    # Names are checked by the validator below: a CRD schema cannot constrain map keys.
+    headers: dict[str, Annotated[str, StringConstraints(max_length=4096)]] = Field(
         default_factory=dict, max_length=MAX_LOAD_HEADERS
     )
     loadtester: HttpUrl | None = Field(
         default=None,
         description="The loadtester's address (default: the operator's --loadtester-url)",
     )
+
+    @field_validator("headers")
+    @classmethod
+    def _header_names(cls, headers: dict[str, str]) -> dict[str, str]:
+        bad = [name for name in headers if not _HEADER_NAME.fullmatch(name)]
+        if bad:
+            raise ValueError(f"invalid header name {bad[0]!r} in load.headers")
+        return headers
 
     @field_validator("url")
     @classmethod

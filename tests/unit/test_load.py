@@ -30,7 +30,7 @@ def test_load_defaults() -> None:
         ({"url": "ftp://x/"}, "should match pattern"),
         ({"url": "http://{{ canary }}.svc/"}, "unknown variable {{ canary }}"),
         ({"method": "TRACE"}, "'GET'"),
-        ({"headers": {"bad name": "x"}}, "should match pattern"),
+        ({"headers": {"bad name": "x"}}, "invalid header name 'bad name'"),
         ({"loadtester": "tidegate-loadtester:8080"}, "should match pattern"),
         ({"body": "x"}, "Extra inputs are not permitted"),
     ],
