@@ -159,7 +159,7 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -
     reconciler = Reconciler(
         kube_ports(kube),
         memo.prometheus_url,
-        default_loadtester_url=getattr(memo, "loadtester_url", None),
+        default_loadtester_url=memo.loadtester_url,
     )
     memo.rollouts = Rollouts(reconciler, leading=False)
 

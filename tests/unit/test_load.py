@@ -97,3 +97,15 @@ def test_a_job_beyond_bounds_or_malformed_is_refused(change: dict[str, Any], tex
 def test_a_body_that_is_not_an_object_is_refused() -> None:
     with pytest.raises(JobRefused, match="JSON object"):
         parse_job([JOB], max_rate=100, max_duration=60)
+
+
+def test_the_operator_takes_a_default_loadtester_and_the_loadtester_its_bounds() -> None:
+    from tidegate.cli import build_parser
+
+    run = build_parser().parse_args(["run", "--loadtester-url", "http://lt:8080"])
+    assert run.loadtester_url == "http://lt:8080"
+    tester = build_parser().parse_args(
+        ["loadtester", "--max-rate", "50", "--max-duration", "600", "--connect-to", "gw:8080"]
+    )
+    assert (tester.max_rate, tester.max_duration, tester.connect_to) == (50, 600, ("gw", 8080))
+    assert tester.listen == ("0.0.0.0", 8080)
