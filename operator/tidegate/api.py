@@ -449,6 +449,54 @@ def _list_map(key: str) -> JsonDict:
     return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": [key]}
 
 
+# Load the operator has the loadtester send to the canary while a step is analysed.
+MAX_LOAD_RATE = 1000
+MAX_LOAD_HEADERS = 32
+LOAD_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+HttpUrl = Annotated[str, StringConstraints(min_length=1, max_length=2048, pattern=r"^https?://")]
+_HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`|~]{1,256}")
+_TEMPLATE_VARIABLE = re.compile(r"\{\{\s*(\w+)\s*\}\}")
+
+
+class Load(_SpecModel):
+    """Requests sent to the canary for as long as each analysis step runs, so that a canary
+    with little organic traffic is still measured. `url` may use the query variables."""
+
+    url: HttpUrl = Field(
+        description="Where the requests go, for example "
+        "http://{{ canaryService }}.{{ namespace }}.svc:80/; it may use the query variables"
+    )
+    rate: int = Field(ge=1, le=MAX_LOAD_RATE, description="requests per second")
+    method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] = "GET"
+    # Names are checked by the validator below: a CRD schema cannot constrain map keys.
+    headers: dict[str, Annotated[str, StringConstraints(max_length=4096)]] = Field(
+        default_factory=dict, max_length=MAX_LOAD_HEADERS
+    )
+    loadtester: HttpUrl | None = Field(
+        default=None,
+        description="The loadtester's address (default: the operator's --loadtester-url)",
+    )
+
+    @field_validator("headers")
+    @classmethod
+    def _header_names(cls, headers: dict[str, str]) -> dict[str, str]:
+        bad = [name for name in headers if not _HEADER_NAME.fullmatch(name)]
+        if bad:
+            raise ValueError(f"invalid header name {bad[0]!r} in load.headers")
+        return headers
+
+    @field_validator("url")
+    @classmethod
+    def _known_variables(cls, url: str) -> str:
+        unknown = sorted(set(_TEMPLATE_VARIABLE.findall(url)) - set(QUERY_VARIABLES))
+        if unknown:
+            names = ", ".join(f"{{{{ {name} }}}}" for name in unknown)
+            raise ValueError(
+                f"unknown variable {names} in load.url; known: {sorted(QUERY_VARIABLES)}"
+            )
+        return url
+
+
 class OnInconclusive(StrEnum):
     ROLL_BACK = "RollBack"
     PAUSE = "Pause"
@@ -464,6 +512,8 @@ class Analysis(_SpecModel):
     inconclusive_limit: int = Field(default=3, ge=1, le=1000)
     on_inconclusive: OnInconclusive = OnInconclusive.ROLL_BACK
     prometheus: PrometheusProvider | None = None
+    # Requests driven at the canary by the loadtester while a step is analysed.
+    load: Load | None = None
     metrics: list[Metric] = Field(
         default_factory=list, max_length=MAX_METRICS, json_schema_extra=_list_map("name")
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from tidegate.leadership import (
     DEFAULT_LEASE_DURATION,
@@ -49,11 +50,56 @@ def _run(args: argparse.Namespace) -> int:
         namespaces=args.namespace,
         all_namespaces=args.all_namespaces,
         prometheus_url=args.prometheus_url,
+        loadtester_url=args.loadtester_url,
         health_listen=args.health_listen,
         metrics_listen=args.metrics_listen,
         identity=identity,
         election=election,
     )
+
+
+def _loadtester(args: argparse.Namespace) -> int:
+    from tidegate.loadtester import run_loadtester
+
+    return run_loadtester(
+        listen=args.listen,
+        max_rate=args.max_rate,
+        max_duration=args.max_duration,
+        connect_to=args.connect_to,
+    )
+
+
+def _add_loadtester(commands: Any) -> None:
+    from tidegate.loadtester import DEFAULT_MAX_DURATION, DEFAULT_MAX_RATE, parse_address
+
+    loadtester = commands.add_parser(
+        "loadtester", help="send requests for the rollouts' analysis (spec.analysis.load)"
+    )
+    loadtester.add_argument(
+        "--listen", type=parse_address, default=("0.0.0.0", 8080), help="the jobs API and /metrics"
+    )
+    loadtester.add_argument(
+        "--max-rate",
+        type=float,
+        default=DEFAULT_MAX_RATE,
+        metavar="RPS",
+        help=f"refuse jobs asking more requests per second (default: {DEFAULT_MAX_RATE:g})",
+    )
+    loadtester.add_argument(
+        "--max-duration",
+        type=float,
+        default=DEFAULT_MAX_DURATION,
+        metavar="SECONDS",
+        help=f"refuse jobs asking to run longer (default: {DEFAULT_MAX_DURATION:g})",
+    )
+    loadtester.add_argument(
+        "--connect-to",
+        type=parse_address,
+        metavar="HOST:PORT",
+        help="for development and tests: send every request to this address, keeping the "
+        "URL's Host header",
+    )
+    loadtester.set_defaults(handler=_loadtester)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,6 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")
     run.add_argument("--prometheus-url", help="default Prometheus for rollouts that name none")
+    run.add_argument(
+        "--loadtester-url",
+        help="default loadtester for rollouts with analysis.load that name none "
+        "(default: $TIDEGATE_LOADTESTER_URL)",
+    )
     run.add_argument("--health-listen", default="0.0.0.0:8080", help="liveness/readiness endpoint")
     run.add_argument(
         "--metrics-listen", default="0.0.0.0:9090", help="Prometheus metrics at /metrics"
@@ -115,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"{what} (default: {default})",
         )
     run.set_defaults(handler=_run)
+    _add_loadtester(commands)
     return parser
 
 

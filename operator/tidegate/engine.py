@@ -204,7 +204,34 @@ class CallWebhooks:
     webhook_type: WebhookType
 
 
-Action = EnsureWorkload | ScaleWorkload | SetTraffic | EmitEvent | ClearRequest | CallWebhooks
+@dataclass(frozen=True)
+class DriveLoad:
+    """Have the loadtester send spec.analysis.load's requests to the canary for `seconds`
+    from now: a lease, renewed at each measurement, that runs out soon after the analysis
+    stops asking (the step or the rollout ended, the operator died)."""
+
+    seconds: float
+
+
+Action = (
+    EnsureWorkload
+    | ScaleWorkload
+    | SetTraffic
+    | EmitEvent
+    | ClearRequest
+    | CallWebhooks
+    | DriveLoad
+)
+
+# A load lease covers the next interval and this share of it more (at least LOAD_SLACK_MIN),
+# for a measurement made a little late.
+LOAD_SLACK_SHARE = 0.5
+LOAD_SLACK_MIN = timedelta(seconds=5)
+
+
+def load_lease(interval: timedelta) -> float:
+    """Seconds of load asked for at a step's start and at each of its measurements."""
+    return (interval + max(interval * LOAD_SLACK_SHARE, LOAD_SLACK_MIN)).total_seconds()
 
 
 @dataclass(frozen=True)
@@ -875,12 +902,26 @@ class _Reconciler:
             case None:
                 return True
             case Analyse(passes=passes):
-                return self._analyse(label, passes)
+                due = st.next_measurement_at
+                done = self._analyse(label, passes)
+                self._renew_load(starting or st.next_measurement_at != due, done)
+                return done
             case Hold(duration=duration, reason=reason):
                 return self._hold(label, st.step_started_at + duration, reason, step.name)
             case AwaitPromotion(timeout=timeout):
                 return self._await_promotion(label, starting, timeout)
         raise AssertionError(f"unknown wait {step.wait!r}")
+
+    def _renew_load(self, renew: bool, done: bool) -> None:
+        """Load for the analysis (spec.analysis.load): asked for as the step's analysis starts
+        and at each measurement after which it goes on; never once it is over or paused."""
+        if (
+            renew
+            and not done
+            and self.spec.analysis.load is not None
+            and self.status.phase is RolloutPhase.PROGRESSING
+        ):
+            self._emit(DriveLoad(load_lease(self.interval)))
 
     def _hold(self, label: str, until: datetime, reason: str, what: str) -> bool:
         if self.now >= until:

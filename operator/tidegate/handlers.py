@@ -156,7 +156,12 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -
     kube = Kube(memo.api_client, cache, may_write=may_write)
     # Nothing acts before `watching` says the watches run (and, with leader election, before
     # this process is elected).
-    memo.rollouts = Rollouts(Reconciler(kube_ports(kube), memo.prometheus_url), leading=False)
+    reconciler = Reconciler(
+        kube_ports(kube),
+        memo.prometheus_url,
+        default_loadtester_url=memo.loadtester_url,
+    )
+    memo.rollouts = Rollouts(reconciler, leading=False)
 
 
 # kopf holds every handler but the indexing ones back until each index has had its first

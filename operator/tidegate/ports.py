@@ -9,7 +9,7 @@ exercised without a cluster.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from tidegate import api
@@ -184,6 +184,45 @@ class Webhooks(Protocol):
         ...
 
 
+class LoadError(AdapterError):
+    """The loadtester did not take the job: it cannot be reached (LoadtesterUnreachable) or
+    it refused it (LoadtesterRefused, with its answer)."""
+
+    def __init__(self, message: str, reason: str = "LoadtesterUnreachable") -> None:
+        super().__init__(reason, message)
+
+
+class LoadGenerator(Protocol):
+    """The loadtester, which sends requests on the operator's behalf (spec.analysis.load)."""
+
+    async def drive(
+        self,
+        loadtester: str,
+        job_id: str,
+        load: api.Load,
+        seconds: float,
+        variables: Mapping[str, str],
+    ) -> None:
+        """Start, or replace, the job `job_id` at the loadtester at `loadtester`: `load`'s
+        requests (its URL with `variables` filled in) for `seconds` from now, after which
+        it stops by itself. Raises LoadError."""
+        ...
+
+
+class NoLoadGenerator:
+    """For operators wired without one: every job is refused."""
+
+    async def drive(
+        self,
+        loadtester: str,
+        job_id: str,
+        load: api.Load,
+        seconds: float,
+        variables: Mapping[str, str],
+    ) -> None:
+        raise LoadError("this operator has no load generator", reason="LoadtesterUnavailable")
+
+
 class Rollouts(Protocol):
     """The ProgressiveRollout objects themselves."""
 
@@ -233,3 +272,4 @@ class Ports:
     router: RouterFactory
     autoscalers: AutoscalersFactory
     webhooks: Webhooks
+    load: LoadGenerator = field(default_factory=NoLoadGenerator)

@@ -23,6 +23,7 @@ from tidegate.ports import (
     AdapterError,
     Autoscalers,
     EventType,
+    LoadError,
     Obj,
     Ports,
     Router,
@@ -145,6 +146,20 @@ def _action_order(action: engine.Action) -> int:
     return 1 if isinstance(action, engine.EmitEvent) else 0
 
 
+def _load_variables(spec: api.RolloutSpec, namespace: str) -> dict[str, str]:
+    """The query variables, for spec.analysis.load.url ({{ window }}: one interval)."""
+    interval = spec.analysis.interval
+    seconds = max(int(parse_duration(interval).total_seconds()), 1)
+    return {
+        "target": spec.target_ref.name,
+        "namespace": namespace,
+        "stableService": role_service(spec.service.name, "stable"),
+        "canaryService": role_service(spec.service.name, "canary"),
+        "interval": interval,
+        "window": f"{seconds}s",
+    }
+
+
 def _wire(status: api.RolloutStatus) -> Obj:
     dumped: Obj = status.model_dump(mode="json", by_alias=True, exclude_none=True)
     return dumped
@@ -152,11 +167,20 @@ def _wire(status: api.RolloutStatus) -> Obj:
 
 class Reconciler:
     def __init__(
-        self, ports: Ports, default_prometheus_url: str | None, clock: Clock = utc_now
+        self,
+        ports: Ports,
+        default_prometheus_url: str | None,
+        clock: Clock = utc_now,
+        *,
+        default_loadtester_url: str | None = None,
     ) -> None:
         self.ports = ports
         self.default_prometheus_url = default_prometheus_url
+        self.default_loadtester_url = default_loadtester_url
         self.clock = clock
+        # Why the loadtester last did not take a rollout's load: reported (Degraded) while
+        # the rollout goes on, until a job is taken or the rollout is over.
+        self._load_problems: dict[tuple[str, str], Problem] = {}
         # What last kept each rollout's actions from being carried out (this process only).
         self._problems: dict[tuple[str, str], Problem] = {}
         # Failed reconciles in a row, for the backoff.
@@ -182,6 +206,7 @@ class Reconciler:
         if rollout is None:
             self._problems.pop(key, None)
             self._failures.pop(key, None)
+            self._load_problems.pop(key, None)
             return None
         stored: list[Obj] = [rollout.get("status") or {}]  # the status as last written
         try:
@@ -264,10 +289,11 @@ class Reconciler:
         # of stepping the traffic back to what it had decided before.
         key = (namespace, name)
         new_status = _wire(decision.status)
-        if key in self._problems:
+        problem = self._problems.get(key) or self._load_problem(key, decision.status)
+        if problem is not None:
             # Still reported until the actions go through, so the status does not flap.
             new_status = with_problem(
-                new_status, self._problems[key], self._timestamp(), rollout["metadata"], raw_status
+                new_status, problem, self._timestamp(), rollout["metadata"], raw_status
             )
         if new_status != raw_status:
             await self._patch_status(namespace, name, status_patch(raw_status, new_status))
@@ -284,6 +310,9 @@ class Reconciler:
         for action in sorted(decision.actions, key=_action_order):
             if isinstance(action, engine.CallWebhooks):
                 self._report_webhooks(rollout, spec, decision.status, action.webhook_type)
+                continue
+            if isinstance(action, engine.DriveLoad):
+                await self._drive_load(rollout, spec, decision, stored[-1], action.seconds)
                 continue
             await self._apply(action, rollout, target, workloads, router)
             if step_passed and isinstance(action, engine.SetTraffic):
@@ -455,6 +484,48 @@ class Reconciler:
         """Wait for the postRollout calls still under way."""
         while self._reports:
             await asyncio.gather(*self._reports, return_exceptions=True)
+
+    def _load_problem(self, key: tuple[str, str], status: api.RolloutStatus) -> Problem | None:
+        """The loadtester's problem, while it matters: only as long as a rollout runs."""
+        if status.phase in (api.RolloutPhase.PROGRESSING, api.RolloutPhase.PAUSED):
+            return self._load_problems.get(key)
+        self._load_problems.pop(key, None)
+        return None
+
+    async def _drive_load(
+        self,
+        rollout: Obj,
+        spec: api.RolloutSpec,
+        decision: engine.Decision,
+        written: Obj,
+        seconds: float,
+    ) -> None:
+        """Hand the analysis's load to the loadtester. A loadtester that does not take it is
+        reported (Degraded, one Event) and never holds anything else up: the measurements
+        judge whatever traffic there is, and the next one asks again."""
+        load = spec.analysis.load
+        assert load is not None
+        meta = rollout["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        key = (namespace, name)
+        loadtester = load.loadtester or self.default_loadtester_url
+        try:
+            if not loadtester:
+                raise LoadError(
+                    "no loadtester address: set spec.analysis.load.loadtester or the "
+                    "operator's --loadtester-url",
+                    reason="LoadtesterUnavailable",
+                )
+            variables = _load_variables(spec, namespace)
+            await self.ports.load.drive(loadtester, f"{namespace}/{name}", load, seconds, variables)
+        except LoadError as error:
+            self._load_problems[key] = (error.reason, str(error))
+            await self._refuse(rollout, written, error.reason, str(error))
+            return
+        if self._load_problems.pop(key, None) is not None and key not in self._problems:
+            clean = _wire(decision.status)
+            if clean != written:
+                await self._patch_status(namespace, name, status_patch(written, clean))
 
     async def _apply(
         self,

@@ -113,6 +113,7 @@ def run_operator(
     all_namespaces: bool,
     prometheus_url: str | None,
     health_listen: str,
+    loadtester_url: str | None = None,
     metrics_listen: str,
     identity: str,
     election: ElectionSettings | None,
@@ -125,6 +126,7 @@ def run_operator(
     for noisy in ("httpx", "httpx2", "kopf.objects", "leaderelection"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     prometheus_url = prometheus_url or os.environ.get("TIDEGATE_PROMETHEUS_URL")
+    loadtester_url = loadtester_url or os.environ.get("TIDEGATE_LOADTESTER_URL")
     clusterwide = all_namespaces or not namespaces
     kubeconfig = os.environ.get("KUBECONFIG")
     metrics.LEADER.set(0)
@@ -136,6 +138,7 @@ def run_operator(
         leadership = Leadership(election, leases)
     memo = kopf.Memo(
         prometheus_url=prometheus_url,
+        loadtester_url=loadtester_url,
         kubeconfig=kubeconfig,
         identity=identity,
         leadership=leadership,

@@ -251,6 +251,7 @@ class World:
             router=lambda namespace, spec: FakeRouter(self),
             autoscalers=lambda namespace, rollout, spec: FakeAutoscalers(self, rollout, spec),
             webhooks=FakeWebhooks(self),
+            load=FakeLoad(self),
         )
 
     def events(self) -> list[tuple[str, str, str]]:
@@ -322,6 +323,26 @@ class FakeWebhooks:
         if code is None:
             return WebhookOutcome(webhook.name, None, error="no answer within 10s")
         return WebhookOutcome(webhook.name, code, body="said so" if code >= 300 else "")
+
+
+class FakeLoad:
+    """The loadtester: records each job handed to it (`drive`), its URL rendered."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    async def drive(
+        self,
+        loadtester: str,
+        job_id: str,
+        load: api.Load,
+        seconds: float,
+        variables: Mapping[str, str],
+    ) -> None:
+        url = load.url
+        for name, value in variables.items():
+            url = url.replace(f"{{{{ {name} }}}}", value)
+        self.world.record("drive_load", loadtester, job_id, url, load.rate, seconds)
 
 
 class FakeWorkloads:

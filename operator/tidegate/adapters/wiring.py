@@ -15,6 +15,7 @@ from tidegate.adapters.autoscalers import KubeAutoscalers
 from tidegate.adapters.gatewayapi import GatewayAPIRouter
 from tidegate.adapters.kube import Kube
 from tidegate.adapters.kube_rollouts import KubeEvents, KubeRollouts
+from tidegate.adapters.loadtester import LoadtesterClient
 from tidegate.adapters.prometheus import PrometheusMetrics
 from tidegate.adapters.service_router import ServiceSelectorRouter
 from tidegate.adapters.webhooks import HTTPWebhooks
@@ -85,4 +86,5 @@ def kube_ports(kube: Kube) -> Ports:
         router=router,
         autoscalers=autoscalers,
         webhooks=HTTPWebhooks(),
+        load=LoadtesterClient(),
     )

@@ -1,6 +1,9 @@
 """A Gateway API implementation for the local cluster, where pods never really run.
 
-Requests are routed by HTTPRoute (host, path, headers, query parameters and method, in the
+Requests whose Host names a Service as cluster DNS does (`<service>.<namespace>.svc`, or
+`.svc.cluster.local`, any port) go straight to that Service's ready pods, as from a pod in
+the cluster through kube-proxy (the loadtester's, with its --connect-to); every other request
+is routed by HTTPRoute (host, path, headers, query parameters and method, in the
 Gateway API's precedence; weighted backendRefs) to Services, and from a Service, like
 kube-proxy would, to its ready pods; each pod template is played by one local demo-app
 process. A rule's RequestMirror filters also send copies of its requests to their Service,
@@ -52,6 +55,7 @@ from tidegate_devenv.routing import (
     request_info,
     route_from_dict,
     select,
+    service_address,
     service_from_dict,
     split_by_template,
 )
@@ -301,6 +305,9 @@ class Gateway:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         start = time.perf_counter()
         snapshot = self.snapshot
+        service = service_address(request.host)
+        if service is not None:
+            return await self._to_service(request, snapshot, service, start)
         info = request_info(
             request.host,
             request.path,
@@ -327,6 +334,27 @@ class Gateway:
         self.metrics.observe(route.namespace, route.name, backend.name, response.status, elapsed)
         response.headers["X-Tidegate-Backend"] = f"{backend.namespace}/{backend.name}"
         return response
+
+    async def _to_service(
+        self, request: web.Request, snapshot: Snapshot, service: ServiceKey, start: float
+    ) -> web.Response:
+        """A request addressed to a Service by its cluster DNS name (as from a pod in the
+        cluster: the loadtester) goes to its ready pods, as kube-proxy sends it, with no
+        HTTPRoute; counted with route="" and the Service as backend."""
+        rng = self._service_rng(service)
+        response = await self._forward(await outgoing(request), snapshot, service, rng)
+        elapsed = time.perf_counter() - start
+        self.metrics.observe(service[0], "", service[1], response.status, elapsed)
+        response.headers["X-Tidegate-Backend"] = f"{service[0]}/{service[1]}"
+        return response
+
+    def _service_rng(self, service: ServiceKey) -> random.Random:
+        """A Service's own generator for its template choices (as rng_for, per Service)."""
+        key = (service[0], service[1], "service")
+        rng = self._rngs.get(key)
+        if rng is None:
+            rng = self._rngs[key] = random.Random(f"{self.seed}/service/{key[0]}/{key[1]}")
+        return rng
 
     async def _forward(
         self, sent: Outgoing, snapshot: Snapshot, service: ServiceKey, rng: random.Random

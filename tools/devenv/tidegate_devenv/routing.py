@@ -518,6 +518,19 @@ def mirror_targets(rule: Rule, rng: random.Random) -> list[BackendRef]:
 
 # --- Service endpoints -------------------------------------------------------------------
 
+_SERVICE_HOST = re.compile(
+    r"^(?P<service>[a-z0-9]([-a-z0-9]*[a-z0-9])?)\.(?P<namespace>[a-z0-9]([-a-z0-9]*[a-z0-9])?)"
+    r"\.svc(\.cluster\.local)?$"
+)
+
+
+def service_address(host: str) -> tuple[str, str] | None:
+    """(namespace, name) when `host` names a Service as cluster DNS does,
+    `<service>.<namespace>.svc` or `<service>.<namespace>.svc.cluster.local`, with or without
+    a port; None for any other host."""
+    found = _SERVICE_HOST.match(_strip_port(host).lower().rstrip("."))
+    return None if found is None else (found["namespace"], found["service"])
+
 
 def selects(service: ServiceInfo, pod: PodInfo) -> bool:
     return (

@@ -1,0 +1,76 @@
+"""The `LoadGenerator` port on the loadtester's HTTP API (`tidegate loadtester`): one job per
+rollout, POSTed at the start of each analysis step and at each of its measurements."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import aiohttp
+
+from tidegate import api
+from tidegate.adapters.prometheus import UnknownVariable, render_query
+from tidegate.ports import LoadError
+
+REQUEST_TIMEOUT_SECONDS = 5.0
+# The loadtester's answer is cut to this length for the status and the Event.
+ANSWER_TEXT_LIMIT = 500
+
+
+def job_body(
+    job_id: str, load: api.Load, seconds: float, variables: Mapping[str, str]
+) -> dict[str, object]:
+    """The job as the loadtester takes it (`POST /jobs`), its URL rendered."""
+    try:
+        url = render_query(load.url, variables)
+    except UnknownVariable as error:
+        raise LoadError(f"spec.analysis.load.url: {error}", reason="InvalidSpec") from None
+    return {
+        "id": job_id,
+        "url": url,
+        "rate": load.rate,
+        "duration": round(seconds, 3),
+        "method": load.method,
+        "headers": dict(load.headers),
+    }
+
+
+class LoadtesterClient:
+    """POSTs jobs to loadtesters, through one connection pool (made on first use, in the
+    operator's event loop)."""
+
+    def __init__(self, timeout: float = REQUEST_TIMEOUT_SECONDS) -> None:
+        self.timeout = timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
+        return self._session
+
+    async def drive(
+        self,
+        loadtester: str,
+        job_id: str,
+        load: api.Load,
+        seconds: float,
+        variables: Mapping[str, str],
+    ) -> None:
+        body = job_body(job_id, load, seconds, variables)
+        endpoint = f"{loadtester.rstrip('/')}/jobs"
+        try:
+            async with self._client().post(endpoint, json=body) as response:
+                if response.status < 300:
+                    return
+                text = (await response.text())[:ANSWER_TEXT_LIMIT]
+        except (aiohttp.ClientError, TimeoutError) as error:
+            what = type(error).__name__ + (f": {error}" if str(error) else "")
+            raise LoadError(f"loadtester {loadtester} cannot be reached: {what}") from None
+        raise LoadError(
+            f"loadtester {loadtester} refused the load for {job_id} "
+            f"(HTTP {response.status}): {text}",
+            reason="LoadtesterRefused",
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
