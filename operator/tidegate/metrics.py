@@ -100,6 +100,14 @@ METRIC_QUERY_DURATION = Histogram(
     registry=REGISTRY,
 )
 
+NOTIFICATIONS = Counter(
+    "tidegate_notifications",
+    "Notifications by provider (a key of the notifications Secret) and result: sent, failed "
+    "(every attempt failed, or the provider refused it), dropped (the queue was full).",
+    ["provider", "result"],
+    registry=REGISTRY,
+)
+
 _ROLLOUT_GAUGES = (CANARY_WEIGHT, STEP)
 _ENDED = {
     "Succeeded": "succeeded",

@@ -20,12 +20,15 @@ from typing import Any
 import yaml
 
 from tidegate import api
+from tidegate.adapters.notifications import parse_provider
 from tidegate.engine import Measurement, WorkloadState
+from tidegate.notify import Message
 from tidegate.plan import STABLE_ONLY, Traffic
 from tidegate.ports import (
     CLAIM_ANNOTATION,
     AutoscalerError,
     EventType,
+    NotifierError,
     Obj,
     Ports,
     Role,
@@ -110,6 +113,10 @@ class World:
     ready_on_write: bool = True
     # The value every metric query returns from now on; None: no data.
     metric_value: float | None = 0.0
+    # The notifications Secret: provider name -> its value (YAML); None: no Secret.
+    notification_providers: dict[str, str] | None = field(default_factory=dict)
+    # What the notifier was asked to deliver: (provider, its config's url, message).
+    notifications: list[tuple[str, str, Message]] = field(default_factory=list)
     calls: list[Call] = field(default_factory=list)
     # Port method name -> the exception it raises (until removed).
     fail: dict[str, Exception] = field(default_factory=dict)
@@ -247,11 +254,29 @@ class World:
             workloads=lambda namespace, rollout, spec: FakeWorkloads(self, rollout, spec),
             router=lambda namespace, spec: FakeRouter(self),
             autoscalers=lambda namespace, rollout, spec: FakeAutoscalers(self, rollout, spec),
+            notifier=FakeNotifier(self),
         )
 
     def events(self) -> list[tuple[str, str, str]]:
         """(type, reason, message) of every Event posted."""
         return [(c[1], c[2], c[3]) for c in self.calls if c[0] == "post_event"]
+
+
+class FakeNotifier:
+    """Providers from `World.notification_providers`; what is sent is recorded, not sent."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    async def provider(self, name: str) -> api.NotificationProvider:
+        self.world.record("notification_provider", name)
+        providers = self.world.notification_providers
+        if providers is None or name not in providers:
+            raise NotifierError(f"no provider {name!r}", reason="NotificationProviderNotFound")
+        return parse_provider("ops/tidegate-notifications", name, providers[name])
+
+    def send(self, provider: str, config: api.NotificationProvider, message: Message) -> None:
+        self.world.notifications.append((provider, config.url, message))
 
 
 class FakeRollouts:
