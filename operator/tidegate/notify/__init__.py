@@ -109,8 +109,10 @@ def happenings(
     old: RolloutStatus, new: RolloutStatus, events: Iterable[tuple[str, str]]
 ) -> list[tuple[NotificationEvent, str, str]]:
     """(event, reason, message) of what a reconcile did that a notification can tell of, in
-    order: a step that began first, then the engine's Events (`events`: reason, message)."""
-    found: list[tuple[NotificationEvent, str, str]] = []
+    the order it happened: a rollout (re)started, then a step that began, then the engine's
+    other Events (`events`: reason, message, in the engine's order)."""
+    told = [(_BY_REASON[r], r, m) for r, m in events if r in _BY_REASON]
+    found = [h for h in told if h[0] is NotificationEvent.STARTED]
     if new.step_started_at is not None and new.step_started_at != old.step_started_at:
         index = new.current_step_index or 0
         found.append(
@@ -121,10 +123,7 @@ def happenings(
                 f"{new.canary_revision}: canary weight {new.canary_weight}%",
             )
         )
-    for reason, message in events:
-        event = _BY_REASON.get(reason)
-        if event is not None:
-            found.append((event, reason, message))
+    found.extend(h for h in told if h[0] is not NotificationEvent.STARTED)
     return found
 
 
