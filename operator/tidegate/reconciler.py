@@ -137,6 +137,14 @@ def _hand_back_size(spec: api.RolloutSpec, target: Obj, recorded: int) -> int:
     return current if spec.autoscaler_ref is not None and current > 0 else recorded
 
 
+def _degraded(status: Obj) -> bool:
+    """Whether the engine's own status (wire form) says Degraded=True."""
+    return any(
+        c.get("type") == "Degraded" and c.get("status") == "True"
+        for c in status.get("conditions", [])
+    )
+
+
 def _wire(status: api.RolloutStatus) -> Obj:
     dumped: Obj = status.model_dump(mode="json", by_alias=True, exclude_none=True)
     return dumped
@@ -257,7 +265,10 @@ class Reconciler:
         # of stepping the traffic back to what it had decided before.
         key = (namespace, name)
         new_status = _wire(decision.status)
-        problem = self._problems.get(key) or self._notify_problems.get(key)
+        problem = self._problems.get(key)
+        if problem is None and not _degraded(new_status):
+            # A rollout Degraded for its own reasons (rolled back) says so, not this.
+            problem = self._notify_problems.get(key)
         if problem:
             # Still reported until the actions go through (or the notifications' providers
             # are fixed), so the status does not flap.
@@ -293,7 +304,7 @@ class Reconciler:
             )
         if self._problems.pop(key, None):
             cleared = _wire(decision.status)
-            if key in self._notify_problems:
+            if key in self._notify_problems and not _degraded(cleared):
                 cleared = with_problem(
                     cleared, self._notify_problems[key], self._timestamp(), meta, raw_status
                 )
@@ -352,7 +363,10 @@ class Reconciler:
         before = self._notify_problems.pop(key, None)
         if problem is not None:
             self._notify_problems[key] = problem
-            await self._refuse(rollout, stored[-1], *problem)
+            if not _degraded(_wire(new)):
+                await self._refuse(rollout, stored[-1], *problem)
+            elif problem != before:  # the condition says why the rollout failed: an Event
+                await self._event(rollout, "Warning", *problem)
         elif before is not None:
             current = stored[-1]
             await self._patch_status(namespace, name, status_patch(current, _wire(new)))

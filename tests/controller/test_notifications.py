@@ -120,6 +120,27 @@ async def test_a_missing_or_broken_provider_is_degraded_but_the_rollout_goes_on(
     assert degraded is None or degraded["status"] == "False"
 
 
+async def test_a_rollback_keeps_its_own_degraded_reason_beside_a_broken_provider() -> None:
+    world = notifying_world(
+        [
+            {"provider": "hook", "events": ["rolledBack"]},
+            {"provider": "gone", "events": ["started"]},
+        ]
+    )
+    rec = reconciler(world)
+    await settle(world, {"Initialized"}, rec)
+    assert world.condition("Degraded")["reason"] == "NotificationProviderNotFound"  # type: ignore[index]
+    world.metric_value = 0.5
+    world.set_version("1.2.0")
+    await settle(world, {"Failed"}, rec)
+    await rec.reconcile(NAMESPACE, NAME)
+    degraded = world.condition("Degraded")
+    assert degraded is not None and degraded["reason"] == "AnalysisFailed", degraded
+    assert told(world) == [("hook", HOOK, "rolledBack")]
+    warnings = [e[1] for e in world.events() if e[0] == "Warning"]
+    assert warnings.count("NotificationProviderNotFound") == 1
+
+
 async def test_a_new_process_checks_the_providers_once_and_then_only_when_needed() -> None:
     world = notifying_world([{"provider": "hook", "events": ["rolledBack"]}])
     await settle(world, {"Initialized"})
