@@ -38,8 +38,10 @@ def _election(args: argparse.Namespace, identity: str) -> ElectionSettings | Non
 
 def notifications_secret(text: str | None) -> tuple[str, str]:
     """`NAMESPACE/NAME` (default: tidegate-notifications in the operator's namespace)."""
+    from tidegate.adapters.notifications import DEFAULT_SECRET
+
     if text is None:
-        return default_namespace(), "tidegate-notifications"
+        return default_namespace(), DEFAULT_SECRET
     namespace, slash, name = text.partition("/")
     if not (slash and namespace and name) or "/" in name:
         raise ValueError(f"--notifications-secret {text!r} is not NAMESPACE/NAME")

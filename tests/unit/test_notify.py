@@ -10,7 +10,12 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from tidegate.adapters.notifications import SecretData, SecretProviders, parse_provider
+from tidegate.adapters.notifications import (
+    DEFAULT_SECRET,
+    SecretData,
+    SecretProviders,
+    parse_provider,
+)
 from tidegate.api import (
     NotificationEvent,
     NotificationProvider,
@@ -97,9 +102,9 @@ def test_only_the_asked_events_go_to_each_provider() -> None:
     events = [("RolloutStarted", "Rolling out revision bbb"), ("Initialized", "ignored")]
     sent = messages(wanted, "ns", "shop", old, new, events, NOW)
     assert [(p, m.event.value) for p, m in sent] == [
-        ("hook", "step"),
         ("chat", "started"),
         ("hook", "started"),
+        ("hook", "step"),
     ]
     assert messages(spec(None), "ns", "shop", old, new, events, NOW) == []
 
@@ -205,3 +210,16 @@ def test_the_secret_is_read_once_per_ttl_and_missing_keys_are_named() -> None:
         assert reads == [0.0, 31.0]
 
     asyncio.run(scenario())
+
+
+def test_the_notifications_secret_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tidegate.cli import build_parser, notifications_secret
+
+    monkeypatch.setenv("POD_NAMESPACE", "tidegate-system")
+    assert notifications_secret(None) == ("tidegate-system", DEFAULT_SECRET)
+    assert notifications_secret("ops/hooks") == ("ops", "hooks")
+    for bad in ("hooks", "/hooks", "ops/", "a/b/c"):
+        with pytest.raises(ValueError, match="NAMESPACE/NAME"):
+            notifications_secret(bad)
+    args = build_parser().parse_args(["run", "--notifications-secret", "ops/hooks"])
+    assert args.notifications_secret == "ops/hooks"
