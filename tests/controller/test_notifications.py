@@ -226,6 +226,28 @@ async def test_a_delivery_that_never_goes_through_is_counted_failed() -> None:
 
 
 @pytest.mark.looptime
+async def test_a_provider_that_is_down_holds_no_worker_from_the_others() -> None:
+    async def post(url: str, body: dict[str, Any]) -> None:
+        tries.append((asyncio.get_running_loop().time(), url))
+        if url == "down":
+            raise DeliveryError("ConnectionRefused")
+
+    tries: list[tuple[float, str]] = []
+    queue = DeliveryQueue(post, workers=1, attempts=3, first_backoff=5.0)
+    start = asyncio.get_running_loop().time()
+    queue.put(Delivery("q-down", "down", {}))
+    queue.put(Delivery("q-up", "up", {}))
+    await until(lambda: queue.idle and len(tries) == 4)
+    assert [(round(t - start, 3), url) for t, url in tries] == [
+        (0.0, "down"),
+        (0.0, "up"),  # not after the down one's backoff
+        (5.0, "down"),
+        (15.0, "down"),
+    ]
+    await queue.close()
+
+
+@pytest.mark.looptime
 async def test_a_full_queue_drops_the_oldest_and_put_never_waits() -> None:
     endpoint = Endpoint()
     endpoint.release = asyncio.Event()  # the endpoint hangs until released

@@ -4,8 +4,9 @@ Secret, and a bounded queue whose workers deliver messages with aiohttp, retryin
 The reconciler only calls `send`, which queues and returns: a provider that is slow, down or
 refusing never holds a reconcile (a rollback included) up. When the queue is full, the oldest
 waiting message is dropped for the new one (the latest news of a rollout matters most), and
-counted. A message is tried ATTEMPTS times, with exponential backoff in between, each try
-within REQUEST_TIMEOUT; TLS certificates are verified.
+counted. A message is tried ATTEMPTS times, with exponential backoff in between (waited out
+off the workers, then queued again), each try within REQUEST_TIMEOUT; TLS certificates are
+verified.
 
 The Secret is read with one GET when a rollout with notifications needs a provider and the
 copy read last is older than SECRET_TTL: a rollout that has nothing to tell costs nothing,
@@ -20,7 +21,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
@@ -136,6 +137,7 @@ class Delivery:
     provider: str
     url: str
     body: dict[str, Any]
+    attempt: int = 1  # the try this is
 
 
 class DeliveryQueue:
@@ -161,6 +163,9 @@ class DeliveryQueue:
         self._queue: asyncio.Queue[Delivery] | None = None
         self._workers: list[asyncio.Task[None]] = []
         self._busy = 0
+        # Failed tries waiting out their backoff before they are queued again.
+        self._retries: list[asyncio.TimerHandle] = []
+        self._retrying = 0
 
     def put(self, delivery: Delivery) -> None:
         """Queue one delivery; when full, the oldest waiting one is dropped. Never waits."""
@@ -178,8 +183,9 @@ class DeliveryQueue:
 
     @property
     def idle(self) -> bool:
-        """Nothing waiting and nothing being delivered."""
-        return (self._queue is None or self._queue.empty()) and self._busy == 0
+        """Nothing waiting, being delivered or waiting to be tried again."""
+        empty = self._queue is None or self._queue.empty()
+        return empty and self._busy == 0 and self._retrying == 0
 
     async def _work(self, queue: asyncio.Queue[Delivery]) -> None:
         while True:
@@ -194,25 +200,37 @@ class DeliveryQueue:
                 self._busy -= 1
 
     async def _deliver(self, delivery: Delivery) -> None:
-        for attempt in range(1, self.attempts + 1):
-            try:
-                await self.post(delivery.url, delivery.body)
-            except DeliveryError as error:
-                last = attempt == self.attempts or not error.retry
-                log.warning(
-                    "notification to %s failed (try %d of %d): %s",
-                    delivery.provider,
-                    attempt,
-                    self.attempts,
-                    error,
-                )
-                if last:
-                    metrics.NOTIFICATIONS.labels(delivery.provider, "failed").inc()
-                    return
-                await asyncio.sleep(self.first_backoff * 2 ** (attempt - 1))
-            else:
-                metrics.NOTIFICATIONS.labels(delivery.provider, "sent").inc()
+        """One try. A retry waits out its backoff off the workers and queues again, so that
+        a provider that is down holds no worker from the others' messages."""
+        try:
+            await self.post(delivery.url, delivery.body)
+        except DeliveryError as error:
+            attempt = delivery.attempt
+            log.warning(
+                "notification to %s failed (try %d of %d): %s",
+                delivery.provider,
+                attempt,
+                self.attempts,
+                error,
+            )
+            if attempt >= self.attempts or not error.retry:
+                metrics.NOTIFICATIONS.labels(delivery.provider, "failed").inc()
                 return
+            again = replace(delivery, attempt=attempt + 1)
+            delay = self.first_backoff * 2 ** (attempt - 1)
+            self._retrying += 1
+            self._retries.append(asyncio.get_running_loop().call_later(delay, self._retry, again))
+        else:
+            metrics.NOTIFICATIONS.labels(delivery.provider, "sent").inc()
+
+    def _retry(self, delivery: Delivery) -> None:
+        self._retrying -= 1
+        self._retries = [h for h in self._retries if h.when() > self._loop_time()]
+        self.put(delivery)
+
+    @staticmethod
+    def _loop_time() -> float:
+        return asyncio.get_running_loop().time()
 
     async def post(self, url: str, body: dict[str, Any]) -> None:
         """One try (raises DeliveryError): the injected `post`, else an HTTP POST."""
@@ -236,6 +254,9 @@ class DeliveryQueue:
             raise DeliveryError(type(error).__name__) from None
 
     async def close(self) -> None:
+        for handle in self._retries:
+            handle.cancel()
+        self._retries, self._retrying = [], 0
         for task in self._workers:
             task.cancel()
         for task in self._workers:
