@@ -5,7 +5,8 @@ looking at its rollouts even while it has nothing to write; a gauge says whether
 is the one that acts; a histogram of step latencies shows how long a passing analysis waits
 for its route write. Per rollout: its phase, weight and step as gauges, its analysis
 outcomes and ends as counters; deploy/grafana/tidegate.json draws them. Only the replica
-that acts has per-rollout series; they go when the rollout does.
+that acts has per-rollout series; they go when the rollout does. Notifications are counted by
+provider and result (sent, failed, dropped).
 """
 
 from __future__ import annotations
