@@ -576,6 +576,70 @@ class Webhook(_SpecModel):
         return value
 
 
+# --- notifications ---------------------------------------------------------------------------
+
+MAX_NOTIFICATIONS = 16
+# A key of the operator's notifications Secret (Secret data keys: [-._a-zA-Z0-9]+).
+ProviderName = Annotated[
+    str, StringConstraints(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")
+]
+
+
+class NotificationEvent(StrEnum):
+    """What a rollout can tell a provider about (docs/notifications.md maps each to the
+    engine's Event reasons)."""
+
+    STARTED = "started"
+    STEP = "step"
+    PAUSED = "paused"
+    PROMOTED = "promoted"
+    CHECK_FAILED = "checkFailed"
+    ROLLED_BACK = "rolledBack"
+    ABORTED = "aborted"
+
+
+class Notification(_SpecModel):
+    """Send these events of the rollout to one provider of the operator's notifications
+    Secret. The provider's address is in the Secret only, never in the rollout."""
+
+    provider: ProviderName = Field(
+        description="A key of the operator's notifications Secret (by default "
+        "tidegate-notifications in the operator's namespace): the provider's type and URL."
+    )
+    events: list[NotificationEvent] = Field(
+        min_length=1,
+        max_length=len(NotificationEvent),
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+
+    @field_validator("events")
+    @classmethod
+    def _unique_events(cls, events: list[NotificationEvent]) -> list[NotificationEvent]:
+        if len(set(events)) != len(events):
+            raise ValueError("an event is named more than once")
+        return events
+
+
+class ProviderType(StrEnum):
+    SLACK = "slack"
+    TEAMS = "teams"
+    WEBHOOK = "webhook"
+
+
+class TeamsFormat(StrEnum):
+    MESSAGE_CARD = "messageCard"
+    ADAPTIVE_CARD = "adaptiveCard"
+
+
+class NotificationProvider(_SpecModel):
+    """One value of the notifications Secret (YAML or JSON): not part of the CRD."""
+
+    type: ProviderType
+    url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$", max_length=4096)]
+    # Teams only: the legacy MessageCard, or an Adaptive Card (Workflows webhooks want one).
+    format: TeamsFormat = TeamsFormat.MESSAGE_CARD
+
+
 class OnDelete(StrEnum):
     HAND_BACK = "handBack"
     KEEP = "keep"
@@ -614,6 +678,11 @@ class RolloutSpec(_SpecModel):
 
     def webhooks_of(self, type_: WebhookType) -> list[Webhook]:
         return [w for w in self.webhooks if w.type is type_]
+
+    # Providers (keys of the operator's notifications Secret) told about this rollout's events.
+    notifications: list[Notification] | None = Field(
+        default=None, max_length=MAX_NOTIFICATIONS, json_schema_extra=_list_map("provider")
+    )
 
 
 # --- status ---------------------------------------------------------------------------------

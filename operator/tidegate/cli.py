@@ -37,12 +37,25 @@ def _election(args: argparse.Namespace, identity: str) -> ElectionSettings | Non
     )
 
 
+def notifications_secret(text: str | None) -> tuple[str, str]:
+    """`NAMESPACE/NAME` (default: tidegate-notifications in the operator's namespace)."""
+    from tidegate.adapters.notifications import DEFAULT_SECRET
+
+    if text is None:
+        return default_namespace(), DEFAULT_SECRET
+    namespace, slash, name = text.partition("/")
+    if not (slash and namespace and name) or "/" in name:
+        raise ValueError(f"--notifications-secret {text!r} is not NAMESPACE/NAME")
+    return namespace, name
+
+
 def _run(args: argparse.Namespace) -> int:
     from tidegate.runner import run_operator
 
     identity = args.leader_election_identity or default_identity()
     try:
         election = _election(args, identity)
+        secret = notifications_secret(args.notifications_secret)
     except ValueError as error:
         sys.stderr.write(f"tidegate run: {error}\n")
         return 2
@@ -55,6 +68,7 @@ def _run(args: argparse.Namespace) -> int:
         metrics_listen=args.metrics_listen,
         identity=identity,
         election=election,
+        notifications_secret=secret,
     )
 
 
@@ -123,6 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--health-listen", default="0.0.0.0:8080", help="liveness/readiness endpoint")
     run.add_argument(
         "--metrics-listen", default="0.0.0.0:9090", help="Prometheus metrics at /metrics"
+    )
+    run.add_argument(
+        "--notifications-secret",
+        metavar="NAMESPACE/NAME",
+        help="the Secret of the notification providers spec.notifications names (default: "
+        "tidegate-notifications in the operator's namespace: $POD_NAMESPACE, the pod's "
+        "ServiceAccount namespace, or 'default' out of a cluster)",
     )
     election = run.add_argument_group(
         "leader election",

@@ -22,6 +22,12 @@ import kopf
 from tidegate import api, metrics
 from tidegate.adapters.cache import Cache, Kind, Obj, trim
 from tidegate.adapters.kube import Kube, make_api_client, user_agent
+from tidegate.adapters.notifications import (
+    DeliveryQueue,
+    SecretProviders,
+    WebhookNotifier,
+    secret_reader,
+)
 from tidegate.adapters.wiring import kube_ports
 from tidegate.reconciler import Reconciler, backoff
 
@@ -154,10 +160,17 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -
     memo.api_client = make_api_client(memo.kubeconfig, user_agent=user_agent(memo.identity))
     may_write = memo.leadership.may_act if memo.leadership is not None else None
     kube = Kube(memo.api_client, cache, may_write=may_write)
+    # spec.notifications: providers from one Secret (read on demand, cached), delivered in
+    # the background.
+    secret_namespace, secret_name = memo.notifications_secret
+    providers = SecretProviders(
+        secret_reader(kube, secret_namespace, secret_name), f"{secret_namespace}/{secret_name}"
+    )
+    memo.notifier = WebhookNotifier(providers, DeliveryQueue())
     # Nothing acts before `watching` says the watches run (and, with leader election, before
     # this process is elected).
     reconciler = Reconciler(
-        kube_ports(kube),
+        kube_ports(kube, memo.notifier),
         memo.prometheus_url,
         default_loadtester_url=memo.loadtester_url,
     )
@@ -186,6 +199,7 @@ async def watching(memo: Any, **_: Any) -> None:
 @kopf.on.cleanup()
 async def close(memo: Any, **_: Any) -> None:
     await memo.rollouts.stop_all()
+    await memo.notifier.queue.close()
     memo.api_client.close()
 
 

@@ -5,7 +5,8 @@ looking at its rollouts even while it has nothing to write; a gauge says whether
 is the one that acts; a histogram of step latencies shows how long a passing analysis waits
 for its route write. Per rollout: its phase, weight and step as gauges, its analysis
 outcomes and ends as counters; deploy/grafana/tidegate.json draws them. Only the replica
-that acts has per-rollout series; they go when the rollout does.
+that acts has per-rollout series; they go when the rollout does. Notifications are counted by
+provider and result (sent, failed, dropped).
 """
 
 from __future__ import annotations
@@ -97,6 +98,14 @@ METRIC_QUERY_DURATION = Histogram(
     "tidegate_metric_query_duration_seconds",
     "Seconds a metric provider took to answer one query, failures included.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+    registry=REGISTRY,
+)
+
+NOTIFICATIONS = Counter(
+    "tidegate_notifications",
+    "Notifications by provider (a key of the notifications Secret) and result: sent, failed "
+    "(every attempt failed, or the provider refused it), dropped (the queue was full).",
+    ["provider", "result"],
     registry=REGISTRY,
 )
 

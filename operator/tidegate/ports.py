@@ -14,6 +14,7 @@ from typing import Any, Literal, Protocol
 
 from tidegate import api
 from tidegate.engine import Measurement, WebhookOutcome, WorkloadState
+from tidegate.notify import Message
 from tidegate.plan import Traffic
 
 Obj = dict[str, Any]
@@ -249,6 +250,30 @@ class Events(Protocol):
         ...
 
 
+class NotifierError(AdapterError):
+    """A provider named in spec.notifications cannot be used: the Secret or its key is
+    missing (NotificationProviderNotFound) or its value is not a provider's config
+    (InvalidNotificationProvider). The message names the provider, never its URL."""
+
+    def __init__(self, message: str, reason: str = "InvalidNotificationProvider") -> None:
+        super().__init__(reason, message)
+
+
+class Notifier(Protocol):
+    """The notification providers of the operator's notifications Secret, and a queue that
+    delivers to them in the background."""
+
+    async def provider(self, name: str) -> api.NotificationProvider:
+        """The config of the Secret's key `name` (raises NotifierError). Read from a cache:
+        asking again soon costs no request."""
+        ...
+
+    def send(self, provider: str, config: api.NotificationProvider, message: Message) -> None:
+        """Queue `message` for `provider`: returns at once, never raises, never waits for
+        the delivery (which may fail, be retried, or be dropped when the queue is full)."""
+        ...
+
+
 class WorkloadsFactory(Protocol):
     def __call__(self, namespace: str, rollout: str, spec: api.RolloutSpec) -> Workloads: ...
 
@@ -272,4 +297,5 @@ class Ports:
     router: RouterFactory
     autoscalers: AutoscalersFactory
     webhooks: Webhooks
+    notifier: Notifier
     load: LoadGenerator = field(default_factory=NoLoadGenerator)

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 from pydantic import ValidationError
 
-from tidegate import api, engine, metrics, validation
+from tidegate import api, engine, metrics, notify, validation
 from tidegate.durations import parse_duration
 from tidegate.ports import (
     CLAIM_ANNOTATION,
@@ -160,6 +160,14 @@ def _load_variables(spec: api.RolloutSpec, namespace: str) -> dict[str, str]:
     }
 
 
+def _degraded(status: Obj) -> bool:
+    """Whether the engine's own status (wire form) says Degraded=True."""
+    return any(
+        c.get("type") == "Degraded" and c.get("status") == "True"
+        for c in status.get("conditions", [])
+    )
+
+
 def _wire(status: api.RolloutStatus) -> Obj:
     dumped: Obj = status.model_dump(mode="json", by_alias=True, exclude_none=True)
     return dumped
@@ -187,6 +195,10 @@ class Reconciler:
         self._failures: dict[tuple[str, str], int] = {}
         # postRollout webhook calls under way: nothing waits for them.
         self._reports: set[asyncio.Task[None]] = set()
+        # What is wrong with a rollout's spec.notifications providers, as last checked, and
+        # the rollouts checked at least once by this process.
+        self._notify_problems: dict[tuple[str, str], Problem] = {}
+        self._notify_checked: set[tuple[str, str]] = set()
 
     async def reconcile(self, namespace: str, name: str) -> float | None:
         """Run one reconcile; return seconds until the next one is due (None: on change).
@@ -207,6 +219,8 @@ class Reconciler:
             self._problems.pop(key, None)
             self._failures.pop(key, None)
             self._load_problems.pop(key, None)
+            self._notify_problems.pop(key, None)
+            self._notify_checked.discard(key)
             return None
         stored: list[Obj] = [rollout.get("status") or {}]  # the status as last written
         try:
@@ -290,8 +304,12 @@ class Reconciler:
         key = (namespace, name)
         new_status = _wire(decision.status)
         problem = self._problems.get(key) or self._load_problem(key, decision.status)
+        if problem is None and not _degraded(new_status):
+            # A rollout Degraded for its own reasons (rolled back) says so, not this.
+            problem = self._notify_problems.get(key)
         if problem is not None:
-            # Still reported until the actions go through, so the status does not flap.
+            # Still reported until the actions go through (or the loadtester or the
+            # notifications' providers are fixed), so the status does not flap.
             new_status = with_problem(
                 new_status, problem, self._timestamp(), rollout["metadata"], raw_status
             )
@@ -329,15 +347,73 @@ class Reconciler:
                 wanted.describe(),
             )
         if self._problems.pop(key, None):
-            await self._patch_status(
-                namespace, name, status_patch(new_status, _wire(decision.status))
-            )
+            cleared = _wire(decision.status)
+            if key in self._notify_problems and not _degraded(cleared):
+                cleared = with_problem(
+                    cleared, self._notify_problems[key], self._timestamp(), meta, raw_status
+                )
+            await self._patch_status(namespace, name, status_patch(new_status, cleared))
+            stored.append(cleared)
+        events = [
+            (a.reason, a.message) for a in decision.actions if isinstance(a, engine.EmitEvent)
+        ]
+        await self._notify(rollout, spec, status, decision.status, events, stored)
         if asked_replicas > 0 and decision.status.phase not in (
             None,
             api.RolloutPhase.INITIALIZING,
         ):
             await workloads.release_target(target)
         return decision.requeue_after
+
+    async def _notify(
+        self,
+        rollout: Obj,
+        spec: api.RolloutSpec,
+        old: api.RolloutStatus,
+        new: api.RolloutStatus,
+        events: list[tuple[str, str]],
+        stored: list[Obj],
+    ) -> None:
+        """Queue what spec.notifications asks to be told of this reconcile (the notifier
+        delivers in the background: nothing here waits for a provider). The providers are
+        looked up when there is something to send, the spec changed, or this process has not
+        looked yet; one that cannot be used is Degraded and an Event on the rollout."""
+        meta = rollout["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        key = (namespace, name)
+        wanted = notify.messages(spec, namespace, name, old, new, events, self.clock())
+        spec_changed = old.observed_generation != meta.get("generation")
+        if not spec.notifications:
+            problem = None
+        elif wanted or spec_changed or key not in self._notify_checked:
+            self._notify_checked.add(key)
+            configs: dict[str, api.NotificationProvider] = {}
+            problems: list[Problem] = []
+            for notification in spec.notifications:
+                try:
+                    configs[notification.provider] = await self.ports.notifier.provider(
+                        notification.provider
+                    )
+                except AdapterError as error:
+                    problems.append((error.reason, str(error)))
+            for provider, message in wanted:
+                if provider in configs:
+                    self.ports.notifier.send(provider, configs[provider], message)
+            problem = (
+                (problems[0][0], "; ".join(text for _, text in problems)) if problems else None
+            )
+        else:
+            return  # nothing to send, nothing looked at
+        before = self._notify_problems.pop(key, None)
+        if problem is not None:
+            self._notify_problems[key] = problem
+            if not _degraded(_wire(new)):
+                await self._refuse(rollout, stored[-1], *problem)
+            elif problem != before:  # the condition says why the rollout failed: an Event
+                await self._event(rollout, "Warning", *problem)
+        elif before is not None:
+            current = stored[-1]
+            await self._patch_status(namespace, name, status_patch(current, _wire(new)))
 
     async def _hand_back(self, rollout: Obj) -> float | None:
         """A deleted rollout gives the application back to the target Deployment, one step

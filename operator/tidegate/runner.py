@@ -117,6 +117,7 @@ def run_operator(
     metrics_listen: str,
     identity: str,
     election: ElectionSettings | None,
+    notifications_secret: tuple[str, str],
 ) -> int:
     """Run until stopped. With `election`, this process acts only while it holds the Lease;
     without, it acts from the start (a single replica)."""
@@ -142,6 +143,7 @@ def run_operator(
         kubeconfig=kubeconfig,
         identity=identity,
         leadership=leadership,
+        notifications_secret=notifications_secret,
     )
     try:
         asyncio.run(_main(namespaces, clusterwide, health_listen, metrics_listen, memo))

@@ -20,12 +20,15 @@ from typing import Any
 import yaml
 
 from tidegate import api
+from tidegate.adapters.notifications import parse_provider
 from tidegate.engine import Measurement, WebhookOutcome, WorkloadState
+from tidegate.notify import Message
 from tidegate.plan import STABLE_ONLY, Traffic
 from tidegate.ports import (
     CLAIM_ANNOTATION,
     AutoscalerError,
     EventType,
+    NotifierError,
     Obj,
     Ports,
     Role,
@@ -113,6 +116,10 @@ class World:
     # What each webhook (by name) answers: a status code, or None for no answer; 200 unless
     # named.
     webhook_answers: dict[str, int | None] = field(default_factory=dict)
+    # The notifications Secret: provider name -> its value (YAML); None: no Secret.
+    notification_providers: dict[str, str] | None = field(default_factory=dict)
+    # What the notifier was asked to deliver: (provider, its config's url, message).
+    notifications: list[tuple[str, str, Message]] = field(default_factory=list)
     calls: list[Call] = field(default_factory=list)
     # Port method name -> the exception it raises (until removed).
     fail: dict[str, Exception] = field(default_factory=dict)
@@ -252,11 +259,29 @@ class World:
             autoscalers=lambda namespace, rollout, spec: FakeAutoscalers(self, rollout, spec),
             webhooks=FakeWebhooks(self),
             load=FakeLoad(self),
+            notifier=FakeNotifier(self),
         )
 
     def events(self) -> list[tuple[str, str, str]]:
         """(type, reason, message) of every Event posted."""
         return [(c[1], c[2], c[3]) for c in self.calls if c[0] == "post_event"]
+
+
+class FakeNotifier:
+    """Providers from `World.notification_providers`; what is sent is recorded, not sent."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    async def provider(self, name: str) -> api.NotificationProvider:
+        self.world.record("notification_provider", name)
+        providers = self.world.notification_providers
+        if providers is None or name not in providers:
+            raise NotifierError(f"no provider {name!r}", reason="NotificationProviderNotFound")
+        return parse_provider("ops/tidegate-notifications", name, providers[name])
+
+    def send(self, provider: str, config: api.NotificationProvider, message: Message) -> None:
+        self.world.notifications.append((provider, config.url, message))
 
 
 class FakeRollouts:

@@ -274,6 +274,7 @@ async def test_startup_wires_the_operator_and_cleanup_stops_it(tmp_path: Path) -
         identity="pod-1_abcd",
         leadership=None,
         ready=asyncio.Event(),
+        notifications_secret=("ops", "tidegate-notifications"),
     )
     indices: dict[str, dict[object, object]] = {kind: {} for kind in handlers.CACHED}
     await handlers.configure(settings=settings, memo=memo, **indices)  # type: ignore[arg-type]
@@ -282,6 +283,7 @@ async def test_startup_wires_the_operator_and_cleanup_stops_it(tmp_path: Path) -
     assert not memo.rollouts.leading
     assert memo.rollouts.reconciler.default_prometheus_url == "http://prometheus.test"
     assert memo.rollouts.reconciler.default_loadtester_url == "http://loadtester.test:8080"
+    assert memo.notifier.providers.secret == "ops/tidegate-notifications"
     assert memo.api_client.configuration.host == "https://127.0.0.1:1"
     assert memo.api_client.user_agent == "tidegate/0.1.0 (pod-1_abcd)"
     assert settings.watching.server_timeout == 300

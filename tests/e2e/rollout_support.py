@@ -177,9 +177,11 @@ def running_shop(
     *,
     example: Path = CANARY_EXAMPLE,
     as_is: bool = False,
+    notifications_secret: str | None = None,
 ) -> Iterator[Shop]:
     """`example` in `namespace`, every route on a hostname of its own: applied as it is (then
     only the hostnames patched), or its app with `rollout`; initialised, with its operator
+    (reading notification providers from `notifications_secret`, NAMESPACE/NAME, if given)
     and load on the main route running until the block ends."""
     if as_is:
         kubectl.check("apply", "-n", namespace, "-f", str(example))
@@ -198,7 +200,12 @@ def running_shop(
         kubectl.check("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump_all(app))
         rollout = rollout or (example / "rollout.yaml").read_text()
         kubectl.check("apply", "-n", namespace, "-f", "-", stdin=rollout)
-    operator = start_operator(environment, tmp_path / "operator.log", namespaces=[namespace])
+    operator = start_operator(
+        environment,
+        tmp_path / "operator.log",
+        namespaces=[namespace],
+        notifications_secret=notifications_secret,
+    )
     host = route_host(namespace, "shop")
     try:
         shop = Shop(

@@ -66,6 +66,9 @@ OPERATOR_CALLS: list[tuple[str, str, tuple[str, ...], str]] = [
     ("", "namespaces", ("list", "watch"), "cluster"),
     # leadership.py: the client's LeaseLock reads, creates and replaces its Lease.
     ("coordination.k8s.io", "leases", ("get", "create", "update"), "own"),
+    # adapters/notifications.py: the notification providers' Secret (by name), read when a
+    # rollout with spec.notifications has something to send.
+    ("", "secrets", ("get",), "own"),
 ]
 CLUSTER_SCOPED = {"customresourcedefinitions", "namespaces"}
 

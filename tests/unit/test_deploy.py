@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tidegate.adapters.notifications import DEFAULT_SECRET
 from tidegate.cli import build_parser
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -115,9 +116,13 @@ def test_rbac_deletes_only_hpa_copies_and_names_no_wildcards() -> None:
                 assert "*" not in rule[key]
 
 
-def test_leases_are_granted_in_the_operators_namespace_only() -> None:
+def test_leases_and_the_notifications_secret_are_granted_in_the_operators_namespace_only() -> None:
     objects = kustomize_objects()
-    cluster_wide = [r for r in one(objects, "ClusterRole")["rules"] if "leases" in r["resources"]]
+    cluster_wide = [
+        r
+        for r in one(objects, "ClusterRole")["rules"]
+        if {"leases", "secrets"} & set(r["resources"])
+    ]
     assert cluster_wide == []
     role, binding = one(objects, "Role"), one(objects, "RoleBinding")
     namespace = one(objects, "Namespace")["metadata"]["name"]
@@ -126,7 +131,13 @@ def test_leases_are_granted_in_the_operators_namespace_only() -> None:
             "apiGroups": ["coordination.k8s.io"],
             "resources": ["leases"],
             "verbs": ["get", "create", "update"],
-        }
+        },
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": [DEFAULT_SECRET],
+            "verbs": ["get"],
+        },
     ]
     assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == namespace
     assert binding["roleRef"] == {

@@ -20,7 +20,7 @@ from tidegate.adapters.prometheus import PrometheusMetrics
 from tidegate.adapters.service_router import ServiceSelectorRouter
 from tidegate.adapters.webhooks import HTTPWebhooks
 from tidegate.adapters.workloads import KubeWorkloads
-from tidegate.ports import Autoscalers, Metrics, Ports, Router, role_service
+from tidegate.ports import Autoscalers, Metrics, Notifier, Ports, Router, role_service
 
 
 def gateway_api_router(kube: Kube, namespace: str, spec: api.RolloutSpec) -> Router:
@@ -64,7 +64,7 @@ def router_capabilities(spec: api.RolloutSpec) -> frozenset[str]:
     return ROUTER_CAPABILITIES[spec.traffic_routing.router]
 
 
-def kube_ports(kube: Kube) -> Ports:
+def kube_ports(kube: Kube, notifier: Notifier) -> Ports:
     def workloads(namespace: str, rollout: str, spec: api.RolloutSpec) -> KubeWorkloads:
         return KubeWorkloads(
             kube, namespace, rollout, spec.target_ref.name, spec.service.name, spec.service.port
@@ -87,4 +87,5 @@ def kube_ports(kube: Kube) -> Ports:
         autoscalers=autoscalers,
         webhooks=HTTPWebhooks(),
         load=LoadtesterClient(),
+        notifier=notifier,
     )

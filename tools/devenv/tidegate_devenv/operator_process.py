@@ -49,6 +49,7 @@ READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
 RECONCILES = "tidegate_reconciles_total"
 LEADER = "tidegate_leader"
+NOTIFICATIONS = "tidegate_notifications_total"
 
 
 def install_crd(kubectl: KubectlRunner) -> None:
@@ -98,6 +99,10 @@ class OperatorProcess:
         # None: no reconcile with that result yet (the labelled counter does not exist).
         return int(self._sample(RECONCILES, result=result) or 0)
 
+    def notifications(self, provider: str, result: str) -> float:
+        """tidegate_notifications_total{provider, result} from /metrics (0 before any)."""
+        return self._sample(NOTIFICATIONS, provider=provider, result=result) or 0.0
+
     def leading(self) -> bool:
         """tidegate_leader from /metrics: whether this process is the one that acts.
 
@@ -123,6 +128,7 @@ def start_operator(
     timeout: float = READY_TIMEOUT,
     leader_election: bool = True,
     lease_namespace: str | None = None,
+    notifications_secret: str | None = None,
 ) -> OperatorProcess:
     """Start `python -m tidegate run` against the environment's cluster and wait for /readyz.
 
@@ -133,6 +139,10 @@ def start_operator(
     With `leader_election` (as deployed), its Lease is `tidegate-leader` in
     `lease_namespace`, by default the first of `namespaces` (else `default`). Ready means
     watching, not leading: a second operator on the same Lease is ready as a standby.
+
+    `notifications_secret` (`NAMESPACE/NAME`, e.g. a test's own namespace) is the Secret of
+    the providers spec.notifications names; by default the operator's own default
+    (`tidegate-notifications` in $POD_NAMESPACE, else `default`).
     """
     log.parent.mkdir(parents=True, exist_ok=True)
     health = f"127.0.0.1:{free_port()}"
@@ -158,6 +168,7 @@ def start_operator(
         metrics_listen,
         *(f"--namespace={namespace}" for namespace in namespaces),
         *election,
+        *([f"--notifications-secret={notifications_secret}"] if notifications_secret else []),
     ]
     with log.open("ab") as out:
         proc = subprocess.Popen(
