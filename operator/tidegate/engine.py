@@ -285,6 +285,8 @@ def _judge(metric: Metric, measurement: Measurement | None, now: datetime) -> _V
         phase, text = MetricPhase.ERROR, f"{subject} query failed: {measurement.error[:2000]}"
     elif value is None:
         phase, text = MetricPhase.NO_DATA, f"{subject} returned no data"
+    elif bounds is None:  # a template's metric is judged only once resolved
+        phase, text = MetricPhase.ERROR, f"{subject} has no thresholdRange"
     elif bounds.contains(value):
         phase, text = MetricPhase.PASSED, f"{subject} value {value:g} within {bounds.describe()}"
     else:
