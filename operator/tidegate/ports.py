@@ -175,6 +175,20 @@ class Metrics(Protocol):
     ) -> tuple[Measurement, ...]: ...
 
 
+class TemplateError(AdapterError):
+    """A metric's template cannot give it a query: it does not exist (TemplateNotFound), is
+    invalid (InvalidTemplate), or the metric's arguments do not fit it (InvalidSpec)."""
+
+
+class Templates(Protocol):
+    """The MetricTemplates and ClusterMetricTemplates, as the watches last saw them."""
+
+    async def get(self, kind: api.MetricTemplateKind, namespace: str, name: str) -> Obj | None:
+        """The template (`namespace` is not used for a ClusterMetricTemplate); None when it
+        does not exist."""
+        ...
+
+
 class Rollouts(Protocol):
     """The ProgressiveRollout objects themselves."""
 
@@ -223,3 +237,4 @@ class Ports:
     workloads: WorkloadsFactory
     router: RouterFactory
     autoscalers: AutoscalersFactory
+    templates: Templates

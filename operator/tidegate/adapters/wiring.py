@@ -13,7 +13,7 @@ from tidegate import api
 from tidegate.adapters.autoscalers import KubeAutoscalers
 from tidegate.adapters.gatewayapi import GatewayAPIRouter
 from tidegate.adapters.kube import Kube
-from tidegate.adapters.kube_rollouts import KubeEvents, KubeRollouts
+from tidegate.adapters.kube_rollouts import KubeEvents, KubeRollouts, KubeTemplates
 from tidegate.adapters.prometheus import PrometheusMetrics
 from tidegate.adapters.service_router import ServiceSelectorRouter
 from tidegate.adapters.workloads import KubeWorkloads
@@ -82,4 +82,5 @@ def kube_ports(kube: Kube) -> Ports:
         workloads=workloads,
         router=router,
         autoscalers=autoscalers,
+        templates=KubeTemplates(kube),
     )
