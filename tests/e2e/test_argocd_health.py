@@ -201,7 +201,9 @@ def test_aborted_then_retried_and_promoted_fully_through_argocd_actions(
     )
     assert retried["status"]["canaryRevision"] == aborted["status"]["canaryRevision"]
     run_action(shop, "promote-full")
-    succeeded = wait_live(shop, "phase Succeeded", lambda o: o["status"].get("phase") == "Succeeded")
+    succeeded = wait_live(
+        shop, "phase Succeeded", lambda o: o["status"].get("phase") == "Succeeded"
+    )
     assert argocd_lua.health(succeeded)["status"] == "Healthy"
     for request in ("tidegate.io/abort", "tidegate.io/retry", "tidegate.io/promote-full"):
         assert request not in succeeded["metadata"].get("annotations", {})
