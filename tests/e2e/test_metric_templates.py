@@ -136,3 +136,40 @@ def test_a_missing_template_is_reported_and_nothing_is_promoted(
         assert degraded() is None
     finally:
         kubectl.run("delete", "clustermetrictemplate", missing, "--ignore-not-found")
+
+
+REFUSED = {
+    "query and templateRef": (
+        "ProgressiveRollout",
+        {"name": "m", "query": "up", "templateRef": {"name": "t"}, "thresholdRange": {"max": 1}},
+        "set exactly one of query or templateRef",
+    ),
+    "a query without bounds": ("ProgressiveRollout", {"name": "m", "query": "up"},
+                               "a metric with a query needs a thresholdRange"),
+    "args without templateRef": (
+        "ProgressiveRollout",
+        {"name": "m", "query": "up", "thresholdRange": {"max": 1},
+         "args": [{"name": "a", "value": "b"}]},
+        "args need a templateRef",
+    ),
+    "a template's bounds the wrong way round": (
+        "MetricTemplate", {"query": "up", "thresholdRange": {"min": 2, "max": 1}},
+        "thresholdRange.min must not be greater than thresholdRange.max",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_the_api_server_refuses_what_the_models_refuse(
+    kubectl: KubectlRunner, namespace: str, templates: None, case: str
+) -> None:
+    kind, body, expected = REFUSED[case]
+    if kind == "ProgressiveRollout":
+        obj = yaml.safe_load(ROLLOUT)
+        obj["spec"]["analysis"]["metrics"] = [body]
+    else:
+        obj = {"apiVersion": "tidegate.io/v1alpha1", "kind": kind,
+               "metadata": {"name": "bad"}, "spec": body}  # fmt: skip
+    result = kubectl.run("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(obj))
+    assert result.returncode != 0
+    assert f'The {kind} "' in result.stderr and expected in result.stderr, result.stderr

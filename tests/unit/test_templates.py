@@ -3,12 +3,15 @@ variables -> a query and its bounds), case by case."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
 from tidegate import api
+from tidegate.adapters.prometheus import measure
+from tidegate.engine import Measurement, _judge
 from tidegate.templates import (
     TemplateProblem,
     UnknownVariable,
@@ -295,3 +298,19 @@ def test_template_spec_refuses_repeated_arguments_and_keeps_optional_values() ->
     spec = api.MetricTemplateSpec.model_validate({"query": "q", "args": [{"name": "a"}]})
     assert spec.args == [api.TemplateArg(name="a")] and spec.threshold_range is None
     assert api.MetricTemplateSpec.model_validate({"query": "q"}).args == []
+
+
+# --- what the engine and the metrics port make of an unresolved metric ----------------------
+
+
+def test_an_unresolved_metric_is_never_judged_a_pass() -> None:
+    verdict = _judge(metric(), Measurement("error-rate", 0.0), datetime(2026, 1, 1, tzinfo=UTC))
+    assert not verdict.passed
+    assert verdict.result.phase is api.MetricPhase.ERROR
+    assert verdict.result.message == 'metric "error-rate" has no thresholdRange'
+
+
+async def test_an_unresolved_metric_is_never_sent_to_prometheus() -> None:
+    found = await measure("http://prometheus.invalid:9090", metric(), VARIABLES)
+    assert found.value is None
+    assert found.error == "ValueError: metric 'error-rate' has no query: its template is unresolved"
