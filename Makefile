@@ -55,11 +55,13 @@ e2e: setup
 
 test: setup lint unit controller e2e
 
-# The CRD from the pydantic models, and the copies the kustomization and Helm chart ship.
+# The CRDs from the pydantic models, and the copies the kustomization and Helm chart ship.
 crds: venv
-	$(BIN)/tidegate crds > crds/progressiverollout.yaml
+	$(BIN)/tidegate crds --write crds
 	cp crds/progressiverollout.yaml deploy/kustomize/crd.yaml
-	cp crds/progressiverollout.yaml deploy/helm/tidegate/crds/progressiverollout.yaml
+	cp crds/metrictemplate.yaml deploy/kustomize/crd-metrictemplate.yaml
+	cp crds/clustermetrictemplate.yaml deploy/kustomize/crd-clustermetrictemplate.yaml
+	cp crds/*.yaml deploy/helm/tidegate/crds/
 
 demo: setup
 	$(BIN)/tidegate-dev demo

@@ -69,6 +69,10 @@ def _cel(rule: str, message: str) -> JsonDict:
     return {"rule": rule, "message": message}
 
 
+def _list_map(key: str) -> JsonDict:
+    return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": [key]}
+
+
 class _WireModel(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
 
@@ -427,14 +431,129 @@ def _describe_variables() -> str:
     return "; ".join(f"{{{{ {name} }}}}: {text}" for name, text in QUERY_VARIABLES.items())
 
 
+# Template arguments are named like identifiers: a query reads them as `{{ args.NAME }}`.
+ArgName = Annotated[
+    str, StringConstraints(min_length=1, max_length=63, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+]
+ArgValue = Annotated[str, StringConstraints(max_length=4096)]
+Query = Annotated[str, StringConstraints(min_length=1, max_length=8192)]
+MAX_ARGS = 32
+
+
+class MetricTemplateKind(StrEnum):
+    NAMESPACED = "MetricTemplate"
+    CLUSTER = "ClusterMetricTemplate"
+
+
+class TemplateRef(_SpecModel):
+    """The template a metric takes its query (and default thresholdRange) from: a
+    MetricTemplate in the rollout's namespace, or a ClusterMetricTemplate."""
+
+    name: ObjectName
+    kind: MetricTemplateKind = MetricTemplateKind.NAMESPACED
+
+
+class MetricArg(_SpecModel):
+    """A value for one of the template's arguments. It may use the rollout's variables
+    (`{{ canaryService }}` and the others the query may use)."""
+
+    name: ArgName
+    value: ArgValue
+
+
+def _unique_names(what: str, items: list[Any] | None) -> list[Any] | None:
+    seen: set[str] = set()
+    for item in items or ():
+        if item.name in seen:
+            raise ValueError(f"{what} {item.name!r} is given more than once")
+        seen.add(item.name)
+    return items
+
+
 class Metric(_SpecModel):
-    """A query whose single result must stay within thresholdRange."""
+    """A query whose single result must stay within thresholdRange: written here (`query`),
+    or taken from a metric template (`templateRef` and `args`)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "has(self.query) != has(self.templateRef)",
+                    "set exactly one of query or templateRef",
+                ),
+                _cel(
+                    "has(self.templateRef) || has(self.thresholdRange)",
+                    "a metric with a query needs a thresholdRange",
+                ),
+                _cel("has(self.templateRef) || !has(self.args)", "args need a templateRef"),
+            ]
+        }
+    )
 
     name: MetricName
-    query: Annotated[str, StringConstraints(min_length=1, max_length=8192)] = Field(
-        description="A PromQL query returning one value. It may use " + _describe_variables()
+    query: Query | None = Field(
+        default=None,
+        description="A PromQL query returning one value. It may use " + _describe_variables(),
     )
-    threshold_range: ThresholdRange
+    template_ref: TemplateRef | None = None
+    args: list[MetricArg] | None = Field(
+        default=None,
+        max_length=MAX_ARGS,
+        description="Values for the template's arguments, by name. They override the "
+        "template's defaults, and may use the same variables as a query.",
+        json_schema_extra=_list_map("name"),
+    )
+    threshold_range: ThresholdRange | None = Field(
+        default=None,
+        description="Required with a query; with a templateRef it replaces the template's.",
+    )
+
+    @field_validator("args")
+    @classmethod
+    def _unique_args(cls, args: list[MetricArg] | None) -> list[MetricArg] | None:
+        return _unique_names("argument", args)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Metric:
+        if (self.query is None) == (self.template_ref is None):
+            found = "both" if self.query is not None else "neither"
+            raise ValueError(f"set exactly one of query or templateRef (found {found})")
+        if self.query is not None and self.threshold_range is None:
+            raise ValueError("a metric with a query needs a thresholdRange")
+        if self.template_ref is None and self.args is not None:
+            raise ValueError("args need a templateRef")
+        return self
+
+
+class TemplateArg(_SpecModel):
+    """An argument of the template: with a value, that is its default; without one, every
+    metric that uses the template must give it. A default may use the rollout's variables."""
+
+    name: ArgName
+    value: ArgValue | None = None
+
+
+class MetricTemplateSpec(_SpecModel):
+    """A reusable metric query: `{{ args.NAME }}` for its arguments, and the using rollout's
+    own variables."""
+
+    query: Query = Field(
+        description="A PromQL query returning one value. It may use {{ args.NAME }} for each "
+        "argument in args, and " + _describe_variables()
+    )
+    args: list[TemplateArg] = Field(
+        default_factory=list, max_length=MAX_ARGS, json_schema_extra=_list_map("name")
+    )
+    threshold_range: ThresholdRange | None = Field(
+        default=None,
+        description="The bounds for metrics that set none themselves. Without it, every "
+        "metric using the template must set its own thresholdRange.",
+    )
+
+    @field_validator("args")
+    @classmethod
+    def _unique_args(cls, args: list[TemplateArg]) -> list[TemplateArg]:
+        return _unique_names("argument", args) or []
 
 
 class PrometheusProvider(_SpecModel):
@@ -443,10 +562,6 @@ class PrometheusProvider(_SpecModel):
 
     address: Annotated[str, StringConstraints(max_length=2048)] | None = None
     insecure_skip_verify: bool = False
-
-
-def _list_map(key: str) -> JsonDict:
-    return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": [key]}
 
 
 # Load the operator has the loadtester send to the canary while a step is analysed.
@@ -849,3 +964,20 @@ class ProgressiveRollout(_WireModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
     spec: RolloutSpec
     status: RolloutStatus = Field(default_factory=RolloutStatus)
+
+
+# --- metric templates -----------------------------------------------------------------------
+
+TEMPLATE_PLURALS: dict[MetricTemplateKind, str] = {
+    MetricTemplateKind.NAMESPACED: "metrictemplates",
+    MetricTemplateKind.CLUSTER: "clustermetrictemplates",
+}
+
+
+class MetricTemplate(_WireModel):
+    """A MetricTemplate or ClusterMetricTemplate as stored (metadata as a plain mapping)."""
+
+    api_version: Literal["tidegate.io/v1alpha1"] = "tidegate.io/v1alpha1"
+    kind: MetricTemplateKind = MetricTemplateKind.NAMESPACED
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: MetricTemplateSpec

@@ -18,9 +18,16 @@ from tidegate.leadership import (
 
 
 def _crds(args: argparse.Namespace) -> int:
-    from tidegate.crd import render_crd
+    from pathlib import Path
 
-    sys.stdout.write(render_crd())
+    from tidegate.crd import render_crd, render_crds
+
+    if args.write is None:
+        sys.stdout.write(render_crd())
+        return 0
+    directory = Path(args.write)
+    for name, text in render_crds().items():
+        (directory / name).write_text(text)
     return 0
 
 
@@ -120,7 +127,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tidegate", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    crds = commands.add_parser("crds", help="print the CustomResourceDefinition YAML")
+    crds = commands.add_parser(
+        "crds", help="print the ProgressiveRollout CustomResourceDefinition YAML"
+    )
+    crds.add_argument(
+        "--write",
+        metavar="DIR",
+        help="write every CRD (ProgressiveRollout, MetricTemplate, ClusterMetricTemplate) "
+        "into DIR, one file each",
+    )
     crds.set_defaults(handler=_crds)
 
     run = commands.add_parser("run", help="run the operator")

@@ -1,4 +1,5 @@
-"""Render the ProgressiveRollout CustomResourceDefinition from the pydantic models.
+"""Render tidegate's CustomResourceDefinitions from the pydantic models: ProgressiveRollout,
+MetricTemplate and ClusterMetricTemplate.
 
 Pydantic emits JSON Schema with `$ref`s, `anyOf: [X, null]` for optional fields and other
 constructs the API server rejects; `structural_schema` rewrites that into the structural
@@ -21,6 +22,8 @@ from tidegate.api import (
     SHORT_NAMES,
     SINGULAR,
     VERSION,
+    MetricTemplateKind,
+    MetricTemplateSpec,
     RolloutSpec,
     RolloutStatus,
 )
@@ -161,3 +164,86 @@ def render_crd() -> str:
     """The CRD as YAML; the same models always give the same text."""
     body = yaml.safe_dump(crd_manifest(), sort_keys=False, width=1000, allow_unicode=True)
     return _HEADER + body
+
+
+# --- metric templates -----------------------------------------------------------------------
+
+# The file (under crds/, and the Helm chart's crds/) of each CRD, by kind.
+CRD_FILES: dict[str, str] = {
+    KIND: "progressiverollout.yaml",
+    MetricTemplateKind.NAMESPACED.value: "metrictemplate.yaml",
+    MetricTemplateKind.CLUSTER.value: "clustermetrictemplate.yaml",
+}
+
+_TEMPLATE_DESCRIPTIONS = {
+    MetricTemplateKind.NAMESPACED: "A reusable metric query with arguments, for the "
+    "ProgressiveRollouts of its namespace (spec.analysis.metrics[].templateRef).",
+    MetricTemplateKind.CLUSTER: "A reusable metric query with arguments, for the "
+    "ProgressiveRollouts of every namespace (templateRef.kind: ClusterMetricTemplate).",
+}
+_TEMPLATE_SHORT_NAMES = {
+    MetricTemplateKind.NAMESPACED: ["mtpl"],
+    MetricTemplateKind.CLUSTER: ["cmtpl"],
+}
+
+
+def template_crd_manifest(kind: MetricTemplateKind) -> dict[str, Any]:
+    plural = f"{kind.value.lower()}s"
+    cluster = kind is MetricTemplateKind.CLUSTER
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.{GROUP}"},
+        "spec": {
+            "group": GROUP,
+            "names": {
+                "kind": kind.value,
+                "listKind": f"{kind.value}List",
+                "plural": plural,
+                "singular": kind.value.lower(),
+                "shortNames": list(_TEMPLATE_SHORT_NAMES[kind]),
+            },
+            "scope": "Cluster" if cluster else "Namespaced",
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "additionalPrinterColumns": [
+                        _printer_column("Age", "date", ".metadata.creationTimestamp")
+                    ],
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": _TEMPLATE_DESCRIPTIONS[kind],
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": structural_schema(MetricTemplateSpec),
+                            },
+                            "required": ["spec"],
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def _header(kind: str) -> str:
+    return (
+        "# Generated from operator/tidegate/api.py by tidegate.crd; do not edit.\n"
+        f"# Regenerate with: tidegate crds --write crds (this is crds/{CRD_FILES[kind]})\n"
+    )
+
+
+def render_crds() -> dict[str, str]:
+    """Every CRD as YAML, by file name (see CRD_FILES)."""
+    rendered = {CRD_FILES[KIND]: render_crd()}
+    for kind in MetricTemplateKind:
+        body = yaml.safe_dump(
+            template_crd_manifest(kind), sort_keys=False, width=1000, allow_unicode=True
+        )
+        rendered[CRD_FILES[kind.value]] = _header(kind.value) + body
+    return rendered

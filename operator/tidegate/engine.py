@@ -391,6 +391,8 @@ def _judge(metric: Metric, measurement: Measurement | None, now: datetime) -> _V
         phase, text = MetricPhase.NO_DATA, f"{subject} returned no data"
     elif math.isnan(value):  # a ratio over nothing: there is nothing to judge
         phase, text, value = MetricPhase.NO_DATA, f"{subject} returned NaN", None
+    elif bounds is None:  # a template's metric is judged only once resolved
+        phase, text = MetricPhase.ERROR, f"{subject} has no thresholdRange"
     elif bounds.contains(value):
         phase, text = MetricPhase.PASSED, f"{subject} value {value:g} within {bounds.describe()}"
     else:

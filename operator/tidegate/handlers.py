@@ -211,6 +211,8 @@ CACHED: tuple[Kind, ...] = (
     "httproutes",
     "progressiverollouts",
     "horizontalpodautoscalers",
+    "metrictemplates",
+    "clustermetrictemplates",
 )
 
 
@@ -234,6 +236,19 @@ def horizontalpodautoscalers(
     namespace: str | None, name: str, body: kopf.Body, **_: Any
 ) -> dict[Key, Obj]:
     return {_key(namespace, name): trim("horizontalpodautoscalers", body)}
+
+
+@kopf.index(api.GROUP, api.VERSION, api.TEMPLATE_PLURALS[api.MetricTemplateKind.NAMESPACED])
+def metrictemplates(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Key, Obj]:
+    return {_key(namespace, name): trim("metrictemplates", body)}
+
+
+# Cluster-scoped: kopf gives no namespace, and the cache keys them under "".
+@kopf.index(api.GROUP, api.VERSION, api.TEMPLATE_PLURALS[api.MetricTemplateKind.CLUSTER])
+def clustermetrictemplates(
+    namespace: str | None, name: str, body: kopf.Body, **_: Any
+) -> dict[Key, Obj]:
+    return {_key(None, name): trim("clustermetrictemplates", body)}
 
 
 @kopf.index(api.GROUP, api.VERSION, api.PLURAL)
@@ -287,6 +302,29 @@ def rollouts_by_autoscaler(
     return {_key(namespace, a): name for a in [*names, source] if a}
 
 
+TemplateKey = tuple[str, str, str]  # (kind, namespace or "" for a cluster template, name)
+
+
+def template_key(kind: str, namespace: str, name: str) -> TemplateKey:
+    cluster = kind == api.MetricTemplateKind.CLUSTER
+    return (str(kind), "" if cluster else namespace, name)
+
+
+@kopf.index(api.GROUP, api.VERSION, api.PLURAL)
+def rollouts_by_template(
+    namespace: str | None, name: str, spec: kopf.Spec, **_: Any
+) -> dict[TemplateKey, Key]:
+    """The metric templates a rollout's metrics name (as written: the kind defaults here as
+    in the API)."""
+    found: dict[TemplateKey, Key] = {}
+    for metric in (spec.get("analysis") or {}).get("metrics") or []:
+        ref = metric.get("templateRef") if isinstance(metric, dict) else None
+        if isinstance(ref, dict) and ref.get("name"):
+            kind = str(ref.get("kind") or api.MetricTemplateKind.NAMESPACED)
+            found[template_key(kind, namespace or "", str(ref["name"]))] = _key(namespace, name)
+    return found
+
+
 def _wake_users(memo: Any, index: kopf.Index[Key, str], namespace: str | None, name: str) -> None:
     for rollout in index.get(_key(namespace, name), []):
         memo.rollouts.wake(_key(namespace, rollout))
@@ -323,3 +361,23 @@ async def rollout_changed(
         memo.rollouts.forget(_key(namespace, name))
     else:
         memo.rollouts.notice(_key(namespace, name), fingerprint(body))
+
+
+# A template created, changed or deleted: the rollouts whose metrics name it reconcile now
+# (one waiting for a missing template goes on at once; a changed query is what the next
+# measurement runs, as each measurement reads the template again).
+def _wake_template_users(memo: Any, index: kopf.Index[TemplateKey, Key], key: TemplateKey) -> None:
+    for rollout in index.get(key, []):
+        memo.rollouts.wake(rollout)
+
+
+@kopf.on.event(api.GROUP, api.VERSION, api.TEMPLATE_PLURALS[api.MetricTemplateKind.NAMESPACED])
+async def template_changed(namespace: str | None, name: str, memo: Any, **kwargs: Any) -> None:
+    key = template_key(api.MetricTemplateKind.NAMESPACED, namespace or "", name)
+    _wake_template_users(memo, kwargs["rollouts_by_template"], key)
+
+
+@kopf.on.event(api.GROUP, api.VERSION, api.TEMPLATE_PLURALS[api.MetricTemplateKind.CLUSTER])
+async def cluster_template_changed(name: str, memo: Any, **kwargs: Any) -> None:
+    key = template_key(api.MetricTemplateKind.CLUSTER, "", name)
+    _wake_template_users(memo, kwargs["rollouts_by_template"], key)

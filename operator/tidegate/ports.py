@@ -224,6 +224,20 @@ class NoLoadGenerator:
         raise LoadError("this operator has no load generator", reason="LoadtesterUnavailable")
 
 
+class TemplateError(AdapterError):
+    """A metric's template cannot give it a query: it does not exist (TemplateNotFound), is
+    invalid (InvalidTemplate), or the metric's arguments do not fit it (InvalidSpec)."""
+
+
+class Templates(Protocol):
+    """The MetricTemplates and ClusterMetricTemplates, as the watches last saw them."""
+
+    async def get(self, kind: api.MetricTemplateKind, namespace: str, name: str) -> Obj | None:
+        """The template (`namespace` is not used for a ClusterMetricTemplate); None when it
+        does not exist."""
+        ...
+
+
 class Rollouts(Protocol):
     """The ProgressiveRollout objects themselves."""
 
@@ -298,4 +312,5 @@ class Ports:
     autoscalers: AutoscalersFactory
     webhooks: Webhooks
     notifier: Notifier
+    templates: Templates
     load: LoadGenerator = field(default_factory=NoLoadGenerator)

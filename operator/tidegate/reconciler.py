@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 from pydantic import ValidationError
 
-from tidegate import api, engine, metrics, notify, validation
+from tidegate import api, engine, metrics, notify, templates, validation
 from tidegate.durations import parse_duration
 from tidegate.ports import (
     CLAIM_ANNOTATION,
@@ -27,6 +27,7 @@ from tidegate.ports import (
     Obj,
     Ports,
     Router,
+    TemplateError,
     WorkloadError,
     Workloads,
     role_service,
@@ -281,8 +282,9 @@ class Reconciler:
         _, canary = await workloads.observe("canary")
         held = await router.observe()
         measurements = None
+        judged = spec  # with each metric's template resolved, when this reconcile measures
         if engine.needs_measurement(spec, status, now):
-            measurements = await self._measure(spec, status, namespace, now)
+            judged, measurements = await self._measure(spec, status, namespace, now)
         due = engine.due_webhooks(spec, status, now)
         outcomes = await self._call_webhooks(due, namespace, name, status) if due else None
         observation = engine.Observation(
@@ -297,7 +299,7 @@ class Reconciler:
             traffic=held,
             webhooks=outcomes,
         )
-        decision = engine.reconcile(spec, status, observation)
+        decision = engine.reconcile(judged, status, observation)
         # The status first: an operator killed between the two resumes from what was decided
         # and finishes the actions (the route is put back to the status's weights), instead
         # of stepping the traffic back to what it had decided before.
@@ -483,23 +485,13 @@ class Reconciler:
         status: api.RolloutStatus,
         namespace: str,
         now: datetime,
-    ) -> tuple[engine.Measurement, ...]:
+    ) -> tuple[api.RolloutSpec, tuple[engine.Measurement, ...]]:
+        """The spec with every metric's template resolved, and a measurement of each metric.
+        A metric whose template cannot be resolved raises TemplateError: nothing is
+        measured, and the rollout waits (Degraded) until the template or the spec is fixed."""
         analysis = spec.analysis
         if not analysis.metrics:
-            return ()  # only rollout webhooks to check
-        url = (analysis.prometheus.address if analysis.prometheus else None) or (
-            self.default_prometheus_url
-        )
-        if not url:
-            return tuple(
-                engine.Measurement(
-                    m.name,
-                    None,
-                    "no Prometheus address: set "
-                    "spec.analysis.prometheus.address or the operator default",
-                )
-                for m in analysis.metrics
-            )
+            return spec, ()  # only rollout webhooks to check
         interval = parse_duration(analysis.interval)
         since_step = now - (status.step_started_at or now)
         window_seconds = max(int(since_step.total_seconds()), int(interval.total_seconds()), 1)
@@ -511,10 +503,51 @@ class Reconciler:
             "interval": analysis.interval,
             "window": f"{window_seconds}s",
         }
-        verify = not (analysis.prometheus and analysis.prometheus.insecure_skip_verify)
-        return await self.ports.metrics.measure_all(
-            url, analysis.metrics, variables, verify_tls=verify
+        resolved = await self._resolve(spec, namespace, variables)
+        judged = spec.model_copy(
+            update={"analysis": analysis.model_copy(update={"metrics": resolved})}
         )
+        url = (analysis.prometheus.address if analysis.prometheus else None) or (
+            self.default_prometheus_url
+        )
+        if not url:
+            return judged, tuple(
+                engine.Measurement(
+                    m.name,
+                    None,
+                    "no Prometheus address: set "
+                    "spec.analysis.prometheus.address or the operator default",
+                )
+                for m in analysis.metrics
+            )
+        verify = not (analysis.prometheus and analysis.prometheus.insecure_skip_verify)
+        measured = await self.ports.metrics.measure_all(url, resolved, variables, verify_tls=verify)
+        return judged, measured
+
+    async def _resolve(
+        self, spec: api.RolloutSpec, namespace: str, variables: dict[str, str]
+    ) -> list[api.Metric]:
+        """Each metric as a query of its own: a template's (read from the cache) filled in
+        with the metric's arguments and the rollout's variables; raises TemplateError."""
+        resolved = []
+        for index, metric in enumerate(spec.analysis.metrics):
+            ref = metric.template_ref
+            found = None
+            if ref is not None:
+                found = await self.ports.templates.get(ref.kind, namespace, ref.name)
+            try:
+                resolved.append(
+                    templates.resolve(
+                        metric,
+                        found,
+                        variables,
+                        namespace=namespace,
+                        field=f"spec.analysis.metrics[{index}]",
+                    )
+                )
+            except templates.TemplateProblem as problem:
+                raise TemplateError(problem.reason, str(problem)) from None
+        return resolved
 
     async def _call_webhooks(
         self,

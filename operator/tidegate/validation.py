@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from tidegate import api
 from tidegate.strategies import plan_for
+from tidegate.templates import ARGS_PREFIX, placeholders
 
 
 @dataclass(frozen=True)
@@ -52,4 +53,47 @@ def spec_problems(
         Problem(field, f"the router {router} cannot carry {need!r} routes")
         for need, field in plan_for(parsed).needs.items()
         if need not in can
+    ] + _argument_problems(parsed)
+
+
+def _unknown_variables(text: str, allowed: frozenset[str]) -> list[str]:
+    return [f"{{{{ {name} }}}}" for name in placeholders(text) if name not in allowed]
+
+
+_VARIABLES = frozenset(api.QUERY_VARIABLES)
+
+
+def _argument_problems(spec: api.RolloutSpec) -> list[Problem]:
+    """A template argument's value may use the rollout's variables, and nothing else. (What
+    the template itself asks for is known only with the template: the operator checks it
+    when it resolves the metric.)"""
+    problems = []
+    for m, metric in enumerate(spec.analysis.metrics):
+        for a, arg in enumerate(metric.args or ()):
+            for unknown in _unknown_variables(arg.value, _VARIABLES):
+                problems.append(
+                    Problem(
+                        f"spec.analysis.metrics[{m}].args[{a}].value",
+                        f"unknown variable {unknown}; known: {', '.join(sorted(_VARIABLES))}",
+                    )
+                )
+    return problems
+
+
+def template_problems(spec: Mapping[str, Any] | None) -> list[Problem]:
+    """Every problem of a MetricTemplate's or ClusterMetricTemplate's spec: the model, then
+    the query's placeholders (an argument it declares, or a rollout variable) and the
+    defaults' (rollout variables only)."""
+    try:
+        parsed = api.MetricTemplateSpec.model_validate(spec or {})
+    except ValidationError as error:
+        return [Problem(field_path("spec", tuple(e["loc"])), e["msg"]) for e in error.errors()]
+    declared = frozenset(ARGS_PREFIX + arg.name for arg in parsed.args)
+    problems = [
+        Problem("spec.query", f"unknown variable {unknown}: not a rollout variable nor in args")
+        for unknown in _unknown_variables(parsed.query, _VARIABLES | declared)
     ]
+    for index, arg in enumerate(parsed.args):
+        for unknown in _unknown_variables(arg.value or "", _VARIABLES):
+            problems.append(Problem(f"spec.args[{index}].value", f"unknown variable {unknown}"))
+    return problems

@@ -129,6 +129,12 @@ class World:
     # Called after each write to a watched object (not the rollout's status), as the watch
     # events of the real cluster wake the rollout.
     listeners: list[Callable[[], None]] = field(default_factory=list)
+    # MetricTemplates ((namespace, name)) and ClusterMetricTemplates (("", name)), as stored.
+    templates: dict[tuple[api.MetricTemplateKind, str, str], Obj] = field(default_factory=dict)
+    # What each measure_all was asked: metric name -> (query, thresholdRange).
+    queries: list[dict[str, tuple[str | None, api.ThresholdRange | None]]] = field(
+        default_factory=list
+    )
 
     # --- set-up -------------------------------------------------------------------------
 
@@ -193,6 +199,27 @@ class World:
                 "maxReplicas": max_replicas,
                 "metrics": [{"type": "Resource", "resource": {"name": "cpu"}}],
             },
+        }
+
+    def add_template(
+        self,
+        name: str,
+        query: str,
+        args: list[Obj] | None = None,
+        threshold_range: Obj | None = None,
+        kind: api.MetricTemplateKind = api.MetricTemplateKind.NAMESPACED,
+    ) -> None:
+        """A MetricTemplate in the rollout's namespace, or a ClusterMetricTemplate."""
+        cluster = kind is api.MetricTemplateKind.CLUSTER
+        spec: Obj = {"query": query, "args": args or []}
+        if threshold_range is not None:
+            spec["thresholdRange"] = threshold_range
+        metadata = {"name": name} if cluster else {"name": name, "namespace": NAMESPACE}
+        self.templates[(kind, "" if cluster else NAMESPACE, name)] = {
+            "apiVersion": api.API_VERSION,
+            "kind": kind.value,
+            "metadata": metadata,
+            "spec": spec,
         }
 
     def set_version(self, version: str) -> None:
@@ -260,6 +287,7 @@ class World:
             webhooks=FakeWebhooks(self),
             load=FakeLoad(self),
             notifier=FakeNotifier(self),
+            templates=FakeTemplates(self),
         )
 
     def events(self) -> list[tuple[str, str, str]]:
@@ -322,6 +350,16 @@ class FakeEvents:
         self.world.record("post_event", type_, reason, message)
 
 
+class FakeTemplates:
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    async def get(self, kind: api.MetricTemplateKind, namespace: str, name: str) -> Obj | None:
+        self.world.record("get_template", kind.value, namespace, name)
+        cluster = kind is api.MetricTemplateKind.CLUSTER
+        return copy.deepcopy(self.world.templates.get((kind, "" if cluster else namespace, name)))
+
+
 class FakeMetrics:
     def __init__(self, world: World) -> None:
         self.world = world
@@ -335,6 +373,7 @@ class FakeMetrics:
         verify_tls: bool = True,
     ) -> tuple[Measurement, ...]:
         self.world.record("measure_all", address, dict(variables), verify_tls)
+        self.world.queries.append({m.name: (m.query, m.threshold_range) for m in metrics})
         return tuple(Measurement(m.name, self.world.metric_value) for m in metrics)
 
 

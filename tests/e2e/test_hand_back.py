@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 import yaml
 from rollout_support import Shop, get, resource_versions, set_version
@@ -63,6 +64,19 @@ def test_a_rollout_deleted_with_on_delete_keep_leaves_everything(
     shop = start_shop(yaml.safe_dump(rollout))
     kubectl, namespace = shop.kubectl, shop.namespace
     assert "finalizers" not in get(kubectl, namespace, "pro", "shop")["metadata"]
+
+    # The user's Deployment is released (scaled to zero) just after the Initialized status is
+    # written, and the deployment controller then updates its status: both are done before
+    # the versions below are taken, or they would differ for that alone.
+    def settled(deployment: dict[str, Any]) -> bool:
+        status = deployment.get("status") or {}
+        observed = status.get("observedGeneration") == deployment["metadata"]["generation"]
+        return deployment["spec"]["replicas"] == 0 and observed and not status.get("replicas")
+
+    wait_until(
+        lambda: get(kubectl, namespace, "deployment", "shop"),
+        "Deployment/shop released and observed at zero", 30, until=settled,
+    )  # fmt: skip
     before = resource_versions(kubectl, namespace, "deployment,service,httproute")
     kubectl.check("delete", "-n", namespace, "progressiverollout/shop")
     # Gone at once (no finalizer held it for a hand-back), and nothing it made was touched:

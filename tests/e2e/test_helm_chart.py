@@ -222,7 +222,13 @@ def test_deployment_is_the_kustomize_one_but_for_names_and_labels(
 def test_crds_ship_in_the_charts_crds_directory_not_as_a_template(
     defaults: list[dict[str, Any]],
 ) -> None:
-    """So helm installs the CRD before the templates and never deletes it."""
+    """So helm installs the CRDs before the templates and never deletes them."""
     assert [o for o in defaults if o["kind"] == "CustomResourceDefinition"] == []
-    (crd_file,) = (CHART / "crds").glob("*.yaml")
-    assert crd_file.read_text() == (REPO / "crds" / "progressiverollout.yaml").read_text()
+    shipped = {p.name: p.read_text() for p in (CHART / "crds").glob("*.yaml")}
+    generated = {p.name: p.read_text() for p in (REPO / "crds").glob("*.yaml")}
+    assert set(shipped) == {
+        "progressiverollout.yaml",
+        "metrictemplate.yaml",
+        "clustermetrictemplate.yaml",
+    }
+    assert shipped == generated

@@ -41,6 +41,9 @@ OPERATOR_CALLS: list[tuple[str, str, tuple[str, ...], str]] = [
     # handlers.py: kopf lists and watches them; kube_rollouts.py reads one fresh (get),
     # patches finalizers and clears the request annotations (patch).
     ("tidegate.io", "progressiverollouts", ("get", "list", "watch", "patch"), "cluster"),
+    # handlers.py: metric templates, only watched (kopf indices); reconciles read the cache.
+    ("tidegate.io", "metrictemplates", ("list", "watch"), "cluster"),
+    ("tidegate.io", "clustermetrictemplates", ("list", "watch"), "cluster"),
     # kube_rollouts.py patch_status: all of the rollout's state.
     ("tidegate.io", "progressiverollouts/status", ("patch",), "cluster"),
     # handlers.py: watched (kopf index); workloads.py: server-side apply of the copies (a
@@ -48,8 +51,8 @@ OPERATOR_CALLS: list[tuple[str, str, tuple[str, ...], str]] = [
     ("apps", "deployments", ("list", "watch", "create", "patch"), "cluster"),
     # workloads.py ensure_services (apply), hand_over (patch); watched by handlers.py.
     ("", "services", ("list", "watch", "create", "patch"), "cluster"),
-    # autoscalers.py: the HPA copies (apply, patch, the canary's deleted at the end of a
-    # rollout); the user's HPAs watched by handlers.py.
+    # autoscalers.py: the user's HPA (watched) and tidegate's copies of it (apply, owner
+    # patches, and the canary copy's delete).
     (
         "autoscaling",
         "horizontalpodautoscalers",
@@ -70,7 +73,7 @@ OPERATOR_CALLS: list[tuple[str, str, tuple[str, ...], str]] = [
     # rollout with spec.notifications has something to send.
     ("", "secrets", ("get",), "own"),
 ]
-CLUSTER_SCOPED = {"customresourcedefinitions", "namespaces"}
+CLUSTER_SCOPED = {"customresourcedefinitions", "namespaces", "clustermetrictemplates"}
 
 
 @dataclass(frozen=True)

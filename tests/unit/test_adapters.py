@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import copy
 import math
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from tidegate import api
+from tidegate.adapters.cache import Cache, trim
 from tidegate.adapters.gatewayapi import backend_refs
+from tidegate.adapters.kube_rollouts import KubeTemplates
 from tidegate.adapters.prometheus import UnknownVariable, render_query, single_value
 from tidegate.adapters.workloads import (
     REVISION_ANNOTATION,
@@ -196,3 +200,40 @@ async def test_a_prometheus_error_of_any_length_is_cut_for_the_status(
     assert measured.value is None and measured.error is not None
     assert len(measured.error) == prometheus.ERROR_TEXT_LIMIT
     assert measured.error.startswith("RuntimeError: xxx") and measured.error.endswith("…")
+
+
+async def test_templates_are_read_from_the_cache_by_kind_cluster_ones_without_namespace() -> None:
+    namespaced = {"metadata": {"name": "t", "namespace": "ns"}, "spec": {"query": "a"}}
+    cluster = {"metadata": {"name": "t"}, "spec": {"query": "b"}}
+    cache = Cache(
+        {
+            "metrictemplates": {("ns", "t"): [trim("metrictemplates", namespaced)]},
+            "clustermetrictemplates": {("", "t"): [trim("clustermetrictemplates", cluster)]},
+        }
+    )
+    templates = KubeTemplates(SimpleNamespace(cache=cache))  # type: ignore[arg-type]
+    kinds = api.MetricTemplateKind
+    assert (await templates.get(kinds.NAMESPACED, "ns", "t")) == namespaced
+    assert (await templates.get(kinds.CLUSTER, "ns", "t")) == cluster
+    assert (await templates.get(kinds.NAMESPACED, "other", "t")) is None
+    assert (await templates.get(kinds.CLUSTER, "ns", "u")) is None
+
+
+async def test_without_a_cache_templates_are_asked_of_the_api_server() -> None:
+    asked: list[tuple[object, ...]] = []
+
+    async def get_or_none(resource: str, fn: object, *args: object) -> dict[str, object] | None:
+        asked.append((resource, fn, *args))
+        return None
+
+    custom = SimpleNamespace(get_cluster_custom_object="cluster", get_namespaced_custom_object="ns")
+    kube = SimpleNamespace(cache=None, custom=custom, get_or_none=get_or_none)
+    templates = KubeTemplates(kube)  # type: ignore[arg-type]
+    await templates.get(api.MetricTemplateKind.CLUSTER, "ns", "c")
+    await templates.get(api.MetricTemplateKind.NAMESPACED, "ns", "t")
+    assert asked == [
+        ("clustermetrictemplates.tidegate.io c", "cluster", "tidegate.io", "v1alpha1",
+         "clustermetrictemplates", "c"),
+        ("metrictemplates.tidegate.io ns/t", "ns", "tidegate.io", "v1alpha1", "ns",
+         "metrictemplates", "t"),
+    ]  # fmt: skip

@@ -2,9 +2,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
-from tidegate.crd import CRD_NAME, render_crd
+from tidegate.api import MetricTemplateKind
+from tidegate.crd import CRD_FILES, CRD_NAME, render_crd, render_crds, template_crd_manifest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMMITTED_CRD = REPO_ROOT / "crds" / "progressiverollout.yaml"
@@ -138,6 +140,19 @@ def test_cel_rules_are_present_with_messages() -> None:
     assert any("isSorted()" in r for r in canary_rules)
     assert any("self.stepWeight <= self.maxWeight" in r for r in canary_rules)
     assert any("has(self.steps) && (has(self.stepWeight)" in r for r in canary_rules)
+    metric_rules = rules("spec.analysis.metrics.[]")
+    assert "has(self.query) != has(self.templateRef)" in metric_rules
+    assert "has(self.templateRef) || has(self.thresholdRange)" in metric_rules
+    assert "has(self.templateRef) || !has(self.args)" in metric_rules
+    metric = at("spec.analysis.metrics.[]")
+    assert metric["required"] == ["name"]
+    assert {"query", "templateRef", "args", "thresholdRange"} <= set(metric["properties"])
+    assert at("spec.analysis.metrics.[].templateRef.kind")["enum"] == [
+        "MetricTemplate",
+        "ClusterMetricTemplate",
+    ]
+    assert at("spec.analysis.metrics.[].templateRef.kind")["default"] == "MetricTemplate"
+    assert at("spec.analysis.metrics.[].args.[]")["required"] == ["name", "value"]
     range_rules = rules("spec.analysis.metrics.[].thresholdRange")
     assert "has(self.min) || has(self.max)" in range_rules
     assert any("self.min <= self.max" in r for r in range_rules)
@@ -170,3 +185,57 @@ def test_committed_crd_matches_the_models() -> None:
         "crds/progressiverollout.yaml is out of date with operator/tidegate/api.py; "
         "regenerate it with: tidegate crds > crds/progressiverollout.yaml"
     )
+
+
+# --- the metric template CRDs ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", list(MetricTemplateKind))
+def test_template_crds_names_scope_and_schema(kind: MetricTemplateKind) -> None:
+    crd = template_crd_manifest(kind)
+    plural = kind.value.lower() + "s"
+    assert crd["metadata"]["name"] == f"{plural}.tidegate.io"
+    spec = crd["spec"]
+    assert spec["names"]["kind"] == kind.value
+    assert spec["names"]["plural"] == plural
+    assert spec["scope"] == ("Cluster" if kind is MetricTemplateKind.CLUSTER else "Namespaced")
+    (version_,) = spec["versions"]
+    assert (version_["name"], version_["served"], version_["storage"]) == ("v1alpha1", True, True)
+    assert "subresources" not in version_  # nothing writes a template's status
+    schema = version_["schema"]["openAPIV3Schema"]
+    template = schema["properties"]["spec"]
+    assert template["required"] == ["query"]
+    assert set(template["properties"]) == {"query", "args", "thresholdRange"}
+    assert template["properties"]["args"]["items"]["required"] == ["name"]
+    assert "{{ args.NAME }}" in template["properties"]["query"]["description"]
+    for path, node in walk(schema):
+        assert "type" in node, path
+        for forbidden in ("$ref", "$defs", "anyOf", "const", "title"):
+            assert forbidden not in node, f"{path} uses {forbidden}"
+        if node.get("type") == "string" and "enum" not in node and path.startswith(".spec"):
+            assert "maxLength" in node, f"{path} needs maxLength"
+        if node.get("type") == "array":
+            assert "maxItems" in node, f"{path} needs maxItems"
+        if node.get("x-kubernetes-list-type") == "map":
+            for key in node["x-kubernetes-list-map-keys"]:
+                assert key in node["items"].get("required", []), f"{path} key {key}"
+
+
+def test_every_crd_has_its_file_and_the_committed_files_match_the_models() -> None:
+    rendered = render_crds()
+    assert (
+        set(rendered)
+        == set(CRD_FILES.values())
+        == {
+            "progressiverollout.yaml",
+            "metrictemplate.yaml",
+            "clustermetrictemplate.yaml",
+        }
+    )
+    assert rendered["progressiverollout.yaml"] == render_crd()
+    on_disk = {p.name for p in (REPO_ROOT / "crds").glob("*.yaml")}
+    assert on_disk == set(rendered), "crds/ holds a file no model renders, or misses one"
+    for name, text in rendered.items():
+        committed = (REPO_ROOT / "crds" / name).read_text(encoding="utf-8")
+        assert committed == text, f"crds/{name} is out of date; regenerate it with `make crds`"
+        assert yaml.safe_load(text)["kind"] == "CustomResourceDefinition"

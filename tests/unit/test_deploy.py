@@ -26,8 +26,14 @@ DEPLOY = REPO_ROOT / "deploy"
 KUSTOMIZE = DEPLOY / "kustomize"
 SERVICE_MONITOR = KUSTOMIZE / "servicemonitor"
 CHART = DEPLOY / "helm" / "tidegate"
-CRD = REPO_ROOT / "crds" / "progressiverollout.yaml"
-CRD_COPIES = (KUSTOMIZE / "crd.yaml", CHART / "crds" / "progressiverollout.yaml")
+CRDS = REPO_ROOT / "crds"
+# Each CRD of crds/ and its copies: kustomize loads nothing from outside its directory, and
+# Helm installs what its chart's crds/ holds.
+CRD_COPIES = [
+    (CRDS / "progressiverollout.yaml", KUSTOMIZE / "crd.yaml"),
+    (CRDS / "metrictemplate.yaml", KUSTOMIZE / "crd-metrictemplate.yaml"),
+    (CRDS / "clustermetrictemplate.yaml", KUSTOMIZE / "crd-clustermetrictemplate.yaml"),
+] + [(crd, CHART / "crds" / crd.name) for crd in sorted(CRDS.glob("*.yaml"))]
 
 
 def load_all(path: Path) -> list[dict[str, Any]]:
@@ -87,11 +93,19 @@ def test_chart_and_values_parse_and_match_the_package_version() -> None:
     assert container()["image"].endswith(f":{project_version()}")
 
 
-@pytest.mark.parametrize("copy", CRD_COPIES, ids=lambda p: str(p.relative_to(REPO_ROOT)))
-def test_crd_copies_are_identical_to_the_generated_crd(copy: Path) -> None:
-    assert copy.read_text() == CRD.read_text(), (
+@pytest.mark.parametrize(("crd", "copy"), CRD_COPIES, ids=lambda p: str(p.relative_to(REPO_ROOT)))
+def test_crd_copies_are_identical_to_the_generated_crd(crd: Path, copy: Path) -> None:
+    assert copy.read_text() == crd.read_text(), (
         f"{copy.relative_to(REPO_ROOT)} is stale; refresh it with `make crds`"
     )
+
+
+def test_every_crd_is_copied_into_both_installs() -> None:
+    generated = {p.name for p in CRDS.glob("*.yaml")}
+    assert len(generated) == 3
+    assert {p.name for p in (CHART / "crds").glob("*.yaml")} == generated
+    copied = {crd.name for crd, copy in CRD_COPIES if copy.parent == KUSTOMIZE}
+    assert copied == generated
 
 
 # --- RBAC ------------------------------------------------------------------------------------

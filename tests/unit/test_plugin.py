@@ -138,6 +138,36 @@ def test_lint_names_each_bad_field(tmp_path: Path) -> None:
     assert any("spec.analysis.interval:" in p for p in problems)
 
 
+def test_lint_checks_metric_templates_and_a_templateref_by_its_shape(tmp_path: Path) -> None:
+    examples = sorted((REPO / "examples" / "metric-templates").glob("*.yaml"))
+    problems, summary = lint.lint(examples)
+    assert problems == []
+    assert summary == [
+        f"{REPO}/examples/metric-templates/rollout.yaml: 1 ProgressiveRollout(s), ok",
+        f"{REPO}/examples/metric-templates/templates.yaml: 0 ProgressiveRollout(s), "
+        "2 metric template(s), ok",
+    ]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "apiVersion: tidegate.io/v1alpha1\nkind: ClusterMetricTemplate\nmetadata: {name: t}\n"
+        "spec: {query: '{{ args.x }}', thresholdRange: {min: 2, max: 1}}\n---\n"
+        "apiVersion: tidegate.io/v1alpha1\nkind: MetricTemplate\nmetadata: {name: u}\n"
+        "spec: {query: '{{ args.x }}'}\n---\n"
+        "apiVersion: tidegate.io/v1\nkind: MetricTemplate\nmetadata: {name: v}\n"
+        "spec: {query: up}\n"
+    )
+    problems, summary = lint.lint([bad])
+    assert problems == [
+        f"{bad}: document 1 (ClusterMetricTemplate t): spec.thresholdRange: Value error, "
+        "thresholdRange.min (2) must not be greater than thresholdRange.max (1)",
+        f"{bad}: document 2 (MetricTemplate u): spec.query: unknown variable {{{{ args.x }}}}: "
+        "not a rollout variable nor in args",
+        f"{bad}: document 3 (MetricTemplate v): apiVersion: 'tidegate.io/v1' is not "
+        "'tidegate.io/v1alpha1'",
+    ]
+    assert summary == [f"{bad}: 0 ProgressiveRollout(s), 3 metric template(s), 3 problem(s)"]
+
+
 def test_lint_reports_unreadable_files(tmp_path: Path) -> None:
     (tmp_path / "broken.yaml").write_text("a: [1,\n")
     problems, _ = lint.lint([tmp_path / "broken.yaml", tmp_path / "missing.yaml"])

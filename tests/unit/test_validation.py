@@ -1,7 +1,7 @@
 from typing import Any
 
 from tidegate.adapters.wiring import ROUTER_CAPABILITIES, ROUTERS, router_capabilities
-from tidegate.validation import spec_problems
+from tidegate.validation import spec_problems, template_problems
 
 
 def spec(**overrides: Any) -> dict[str, Any]:
@@ -42,3 +42,56 @@ def test_a_route_the_router_cannot_carry_names_the_step() -> None:
 
 def test_every_router_has_its_capabilities_known_offline() -> None:
     assert set(ROUTER_CAPABILITIES) == set(ROUTERS)
+
+
+# --- metric templates ------------------------------------------------------------------------
+
+
+def test_a_template_argument_may_use_only_the_rollouts_variables() -> None:
+    metrics = [
+        {
+            "name": "m",
+            "templateRef": {"name": "t", "kind": "ClusterMetricTemplate"},
+            "args": [
+                {"name": "ok", "value": "{{ canaryService }}-{{ namespace }}"},
+                {"name": "bad", "value": "{{ canarySvc }} {{ args.ok }}"},
+            ],
+        }
+    ]
+    parsed, problems = spec_problems(spec(analysis={"metrics": metrics}), router_capabilities)
+    assert parsed is not None
+    assert [str(p).split(";")[0] for p in problems] == [
+        "spec.analysis.metrics[0].args[1].value: unknown variable {{ canarySvc }}",
+        "spec.analysis.metrics[0].args[1].value: unknown variable {{ args.ok }}",
+    ]
+
+
+def test_a_metric_with_both_or_neither_source_names_the_metric() -> None:
+    metrics = [{"name": "m", "query": "up", "templateRef": {"name": "t"}}, {"name": "n"}]
+    parsed, problems = spec_problems(spec(analysis={"metrics": metrics}), router_capabilities)
+    assert parsed is None
+    assert [p.path for p in problems] == ["spec.analysis.metrics[0]", "spec.analysis.metrics[1]"]
+    assert "found both" in problems[0].message and "found neither" in problems[1].message
+
+
+def test_a_templates_placeholders_are_its_arguments_and_the_rollouts_variables() -> None:
+    good = {
+        "query": "x{a='{{ args.a }}', b='{{ args.b }}', s='{{ canaryService }}'}[{{ window }}]",
+        "args": [{"name": "a"}, {"name": "b", "value": "{{ namespace }}"}],
+        "thresholdRange": {"max": 1},
+    }
+    assert template_problems(good) == []
+    bad = {
+        "query": "{{ args.a }} {{ args.c }} {{ canarySvc }}",
+        "args": [{"name": "a", "value": "{{ args.a }}"}],
+    }
+    assert [str(p) for p in template_problems(bad)] == [
+        "spec.query: unknown variable {{ args.c }}: not a rollout variable nor in args",
+        "spec.query: unknown variable {{ canarySvc }}: not a rollout variable nor in args",
+        "spec.args[0].value: unknown variable {{ args.a }}",
+    ]
+    assert [p.path for p in template_problems({"args": [{"name": "x y"}]})] == [
+        "spec.query",
+        "spec.args[0].name",
+    ]
+    assert [p.path for p in template_problems(None)] == ["spec.query"]

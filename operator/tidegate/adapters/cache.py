@@ -1,7 +1,8 @@
 """What reconciles read: the objects tidegate looks at, as its watches last saw them.
 
 kopf's indices (registered in `tidegate.handlers`) hold a trimmed copy of every Deployment,
-Service, HTTPRoute, HorizontalPodAutoscaler and ProgressiveRollout in the watched namespaces:
+Service, HTTPRoute, HorizontalPodAutoscaler, ProgressiveRollout and MetricTemplate in the
+watched namespaces, and of every ClusterMetricTemplate (keyed by an empty namespace):
 only the fields tidegate reads, so that thousands of objects stay small. kopf fills them from
 its watches and starts no handler before every one has its first full list, so a reconcile
 never reads an empty cache. An idle rollout costs no API request.
@@ -16,7 +17,13 @@ from typing import Any, Literal
 Obj = dict[str, Any]
 Key = tuple[str, str]  # (namespace, name)
 Kind = Literal[
-    "deployments", "services", "httproutes", "progressiverollouts", "horizontalpodautoscalers"
+    "deployments",
+    "services",
+    "httproutes",
+    "progressiverollouts",
+    "horizontalpodautoscalers",
+    "metrictemplates",
+    "clustermetrictemplates",
 ]
 
 _METADATA = (
@@ -80,6 +87,8 @@ def trim(kind: Kind, body: Mapping[str, Any]) -> Obj:
         trimmed["spec"] = _pick(body.get("spec"), ("rules",))
     elif kind == "horizontalpodautoscalers":
         trimmed["spec"] = _pick(body.get("spec"), _AUTOSCALER_SPEC)
+    elif kind in ("metrictemplates", "clustermetrictemplates"):
+        trimmed["spec"] = copy.deepcopy(body.get("spec") or {})
     else:
         trimmed["spec"] = copy.deepcopy(body.get("spec") or {})
         trimmed["status"] = copy.deepcopy(body.get("status") or {})

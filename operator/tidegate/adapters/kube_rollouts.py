@@ -122,3 +122,40 @@ class KubeEvents:
 def _micro(timestamp: str) -> str:
     parsed = datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ")
     return parsed.strftime("%Y-%m-%dT%H:%M:%S.000000Z")
+
+
+class KubeTemplates:
+    """The `Templates` port: MetricTemplates and ClusterMetricTemplates from the cache (the
+    running operator watches both kinds), or from the API server when there is none."""
+
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
+
+    async def get(self, kind: api.MetricTemplateKind, namespace: str, name: str) -> Obj | None:
+        plural = api.TEMPLATE_PLURALS[kind]
+        cluster = kind is api.MetricTemplateKind.CLUSTER
+        if self.kube.cache is not None:
+            return self.kube.cache.get(
+                "clustermetrictemplates" if cluster else "metrictemplates",
+                "" if cluster else namespace,
+                name,
+            )
+        custom = self.kube.custom
+        if cluster:
+            return await self.kube.get_or_none(
+                f"{plural}.{api.GROUP} {name}",
+                custom.get_cluster_custom_object,
+                api.GROUP,
+                api.VERSION,
+                plural,
+                name,
+            )
+        return await self.kube.get_or_none(
+            f"{plural}.{api.GROUP} {namespace}/{name}",
+            custom.get_namespaced_custom_object,
+            api.GROUP,
+            api.VERSION,
+            namespace,
+            plural,
+            name,
+        )

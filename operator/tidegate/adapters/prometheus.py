@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import math
-import re
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -16,27 +15,19 @@ from requests.adapters import HTTPAdapter
 from tidegate import api, metrics
 from tidegate.adapters import threads
 from tidegate.engine import Measurement
+from tidegate.templates import UnknownVariable as UnknownVariable
+from tidegate.templates import render
 
 QUERY_TIMEOUT_SECONDS = 10.0
 # Connections (each an HTTP session) kept for reuse; the least recently used is closed.
 MAX_CONNECTIONS = 8
 # An error's text is cut to this length for the status and the Event.
 ERROR_TEXT_LIMIT = 1000
-_VARIABLE = re.compile(r"\{\{\s*(\w+)\s*\}\}")
-
-
-class UnknownVariable(KeyError):
-    pass
 
 
 def render_query(query: str, variables: Mapping[str, str]) -> str:
-    def substitute(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name not in variables:
-            raise UnknownVariable(f"unknown variable {{{{ {name} }}}}; known: {sorted(variables)}")
-        return variables[name]
-
-    return _VARIABLE.sub(substitute, query)
+    """The query with the rollout's variables filled in (raises UnknownVariable)."""
+    return render(query, variables)
 
 
 _connections: OrderedDict[tuple[str, bool], PrometheusConnect] = OrderedDict()
@@ -90,6 +81,8 @@ async def measure(
     url: str, metric: api.Metric, variables: Mapping[str, str], verify_tls: bool = True
 ) -> Measurement:
     try:
+        if metric.query is None:  # the reconciler resolves templates before it asks
+            raise ValueError(f"metric {metric.name!r} has no query: its template is unresolved")
         query = render_query(metric.query, variables)
         connection = _connection(url, verify_tls)
         # The client's own HTTP timeout bounds the query once a thread runs it; a wait for

@@ -14,7 +14,7 @@ from tidegate import api
 from tidegate.adapters.autoscalers import KubeAutoscalers
 from tidegate.adapters.gatewayapi import GatewayAPIRouter
 from tidegate.adapters.kube import Kube
-from tidegate.adapters.kube_rollouts import KubeEvents, KubeRollouts
+from tidegate.adapters.kube_rollouts import KubeEvents, KubeRollouts, KubeTemplates
 from tidegate.adapters.loadtester import LoadtesterClient
 from tidegate.adapters.prometheus import PrometheusMetrics
 from tidegate.adapters.service_router import ServiceSelectorRouter
@@ -88,4 +88,5 @@ def kube_ports(kube: Kube, notifier: Notifier) -> Ports:
         webhooks=HTTPWebhooks(),
         load=LoadtesterClient(),
         notifier=notifier,
+        templates=KubeTemplates(kube),
     )

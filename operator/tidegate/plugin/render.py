@@ -98,6 +98,14 @@ def table(rollouts: Sequence[Obj], now: datetime, *, all_namespaces: bool) -> st
     )
 
 
+def _range_text(metric: api.Metric) -> str:
+    """The metric's bounds, or where they come from when its template sets them."""
+    if metric.threshold_range is not None:
+        return metric.threshold_range.describe()
+    ref = metric.template_ref
+    return f"({ref.kind.value} {ref.name})" if ref is not None else ""
+
+
 def _metric_line(metric: Mapping[str, Any], ranges: Mapping[str, str], now: datetime) -> str:
     value = metric.get("value")
     shown = "no data" if value is None else f"{value:g}"
@@ -151,7 +159,7 @@ def detail(
     lines.append(f"Traffic:     {traffic_text(status, strategy)}")
     ranges = {}
     if spec is not None:
-        ranges = {m.name: m.threshold_range.describe() for m in spec.analysis.metrics}
+        ranges = {m.name: _range_text(m) for m in spec.analysis.metrics}
     lines.append("Metrics:" + ("" if status.get("metrics") else "     -"))
     lines += [_metric_line(m, ranges, now) for m in status.get("metrics") or []]
     if status.get("webhooks") or (spec is not None and spec.webhooks):

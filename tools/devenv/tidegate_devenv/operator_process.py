@@ -40,7 +40,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tidegate_devenv.cluster import KubectlRunner, StartupError, free_port, http_ok
 from tidegate_devenv.environment import EnvironmentInfo
-from tidegate_devenv.paths import CRD_FILE
+from tidegate_devenv.paths import CRD_DIR
 from tidegate_devenv.processes import stop_process_group
 from tidegate_devenv.waiting import wait_until
 
@@ -53,9 +53,16 @@ NOTIFICATIONS = "tidegate_notifications_total"
 
 
 def install_crd(kubectl: KubectlRunner) -> None:
-    """Apply the ProgressiveRollout CRD from this checkout and wait until it is served."""
-    kubectl.check("apply", "--server-side", "-f", str(CRD_FILE))
-    kubectl.check("wait", "--for=condition=Established", "crd/progressiverollouts.tidegate.io")
+    """Apply tidegate's CRDs from this checkout (ProgressiveRollout, MetricTemplate,
+    ClusterMetricTemplate) and wait until they are served."""
+    kubectl.check("apply", "--server-side", "-f", str(CRD_DIR))
+    kubectl.check(
+        "wait",
+        "--for=condition=Established",
+        "crd/progressiverollouts.tidegate.io",
+        "crd/metrictemplates.tidegate.io",
+        "crd/clustermetrictemplates.tidegate.io",
+    )
 
 
 def kubectl_for(info: EnvironmentInfo) -> KubectlRunner:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[3]
 BUILD_SCRIPT = REPO / "hack" / "build-binaries.sh"
-CRD_FILE = REPO / "crds" / "progressiverollout.yaml"
+CRD_DIR = REPO / "crds"
 CANARY_EXAMPLE = REPO / "examples" / "canary"
 BLUE_GREEN_EXAMPLE = REPO / "examples" / "blue-green"
 NOTIFICATIONS_EXAMPLE = REPO / "examples" / "notifications"
