@@ -7,7 +7,7 @@ export GOTOOLCHAIN := local
 # The controller layer must exercise this much of the reconcile loop and its kopf handlers.
 COVERAGE_MIN := 85
 
-.PHONY: venv setup binaries prometheus lint unit controller coverage e2e test demo crds bench bench-scale clean \
+.PHONY: venv setup binaries peers prometheus lint unit controller coverage e2e test demo crds bench bench-scale clean \
 	dev-up dev-down
 
 # Both distributions in one virtualenv: the operator (with its test tools) and the local
@@ -34,6 +34,11 @@ binaries:
 	@bash hack/build-binaries.sh helm >/dev/null
 
 setup: venv prometheus binaries
+
+# Flagger and Argo Rollouts for the side-by-side benchmark, built once into
+# ~/.cache/tidegate/peers-<versions>/bin. Not part of setup: `make test` does not need them.
+peers:
+	@bash hack/build-peers.sh all
 
 lint: venv
 	$(BIN)/ruff check operator tools tests bench
