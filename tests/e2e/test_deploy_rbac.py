@@ -269,6 +269,17 @@ def operator_run(
                 "annotate", "-n", namespace, "progressiverollout/shop", f"{PROMOTE_ANNOTATION}=yes"
             )
             follow(kubectl, namespace, {"Succeeded", "Failed"}, weights)
+            # The status is written before the actions it decides: the end of the rollout
+            # (the canary scaled to zero, its HPA copy deleted) lands a moment after the
+            # phase shows, and must be done by the operator under test before it stops.
+            wait_until(
+                lambda: get(kubectl, namespace, "deploy", "shop-canary")["spec"]["replicas"],
+                "the canary scaled to zero", 60, until=lambda replicas: replicas == 0,
+            )  # fmt: skip
+            wait_until(
+                lambda: kubectl.run("get", "-n", namespace, "hpa/shop-canary").returncode,
+                "the canary's HPA copy deleted", 60, until=lambda code: code != 0,
+            )  # fmt: skip
         except (AssertionError, TimeoutError) as error:
             # Kept for the test of the run itself: a refused request that stalls the rollout
             # is better told by the audit tests below than by a timeout here.

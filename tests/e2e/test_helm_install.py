@@ -219,10 +219,16 @@ def test_the_charts_rules_are_exactly_what_the_operator_calls(release: Release) 
     )
 
 
+# Calls on one object by name, which the rules grant for that name only.
+NAMED = {"secrets": "tidegate-notifications"}
+
+
 def can_i(kubectl: KubectlRunner, account: str, verb: str, group: str, resource: str,
-          *where: str) -> bool:  # fmt: skip
+          *where: str, name: str | None = None) -> bool:  # fmt: skip
     plural, _, subresource = resource.partition("/")
     qualified = f"{plural}.{group}" if group else plural
+    if name is not None:
+        qualified += f"/{name}"
     extra = [f"--subresource={subresource}"] if subresource else []
     result = kubectl.run("auth", "can-i", verb, qualified, *extra, f"--as={account}", *where)
     answer = result.stdout.strip()
@@ -247,7 +253,9 @@ def test_the_service_account_may_do_what_the_operator_does(
                 f"{verb} {resource}.{group or 'core'} {' '.join(where)}"
                 for verb in verbs
                 for where in places
-                if not can_i(kubectl, release.account, verb, group, resource, *where)
+                if not can_i(
+                    kubectl, release.account, verb, group, resource, *where, name=NAMED.get(plural)
+                )
             ]
         assert refused == [], f"{release.account} may not: {refused}"
         # And not more: no Lease outside its namespace, no delete, no secrets.
