@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from pydantic import ValidationError
 
@@ -147,10 +147,13 @@ def _action_order(action: engine.Action) -> int:
     return 1 if isinstance(action, engine.EmitEvent) else 0
 
 
-def _load_variables(spec: api.RolloutSpec, namespace: str) -> dict[str, str]:
-    """The query variables, for spec.analysis.load.url ({{ window }}: one interval)."""
+def query_variables(
+    spec: api.RolloutSpec, namespace: str, since_step: timedelta = timedelta(0)
+) -> dict[str, str]:
+    """Every name of api.QUERY_VARIABLES, and no other, for a metric's query or the load's
+    URL. {{ window }} is the time since the step started, at least one interval."""
     interval = spec.analysis.interval
-    seconds = max(int(parse_duration(interval).total_seconds()), 1)
+    seconds = max(int(since_step.total_seconds()), int(parse_duration(interval).total_seconds()), 1)
     return {
         "target": spec.target_ref.name,
         "namespace": namespace,
@@ -492,17 +495,7 @@ class Reconciler:
         analysis = spec.analysis
         if not analysis.metrics:
             return spec, ()  # only rollout webhooks to check
-        interval = parse_duration(analysis.interval)
-        since_step = now - (status.step_started_at or now)
-        window_seconds = max(int(since_step.total_seconds()), int(interval.total_seconds()), 1)
-        variables = {  # every name of api.QUERY_VARIABLES, and no other
-            "target": spec.target_ref.name,
-            "namespace": namespace,
-            "stableService": role_service(spec.service.name, "stable"),
-            "canaryService": role_service(spec.service.name, "canary"),
-            "interval": analysis.interval,
-            "window": f"{window_seconds}s",
-        }
+        variables = query_variables(spec, namespace, now - (status.step_started_at or now))
         resolved = await self._resolve(spec, namespace, variables)
         judged = spec.model_copy(
             update={"analysis": analysis.model_copy(update={"metrics": resolved})}
@@ -625,7 +618,7 @@ class Reconciler:
                     "operator's --loadtester-url",
                     reason="LoadtesterUnavailable",
                 )
-            variables = _load_variables(spec, namespace)
+            variables = query_variables(spec, namespace)
             await self.ports.load.drive(loadtester, f"{namespace}/{name}", load, seconds, variables)
         except LoadError as error:
             self._load_problems[key] = (error.reason, str(error))
