@@ -755,6 +755,88 @@ class NotificationProvider(_SpecModel):
     format: TeamsFormat = TeamsFormat.MESSAGE_CARD
 
 
+# --- waves: one region after another --------------------------------------------------------
+
+MAX_REGIONS = 16
+RELEASE_PATTERN = r"^(template|images|annotation:[A-Za-z0-9./_-]{1,253})$"
+
+
+class SecretKeyRef(_SpecModel):
+    """A key of a Secret in the rollout's namespace."""
+
+    name: ObjectName
+    key: Annotated[str, StringConstraints(min_length=1, max_length=253)] = "kubeconfig"
+
+
+class WaveRegion(_SpecModel):
+    """Another cluster's ProgressiveRollout, read through a read-only kubeconfig."""
+
+    cluster: Annotated[str, StringConstraints(min_length=1, max_length=63)] = Field(
+        description="the region's name, for messages and status"
+    )
+    kubeconfig_secret_ref: SecretKeyRef = Field(
+        description="a Secret here holding a kubeconfig that may get, list and watch "
+        "progressiverollouts in that cluster's namespace"
+    )
+    rollout: ObjectName
+    namespace: ObjectName | None = Field(
+        default=None, description="the rollout's namespace there; default: this rollout's"
+    )
+    soak: Duration = Field(
+        default="0s", description="how long the release must have been stable there"
+    )
+    prometheus: PrometheusProvider | None = Field(
+        default=None,
+        description="where the metrics are queried; default: spec.analysis.prometheus, else "
+        "the operator's",
+    )
+    metrics: list[Metric] = Field(
+        default_factory=list,
+        max_length=MAX_METRICS,
+        json_schema_extra=_list_map("name"),
+        description="checks that must pass, measured every analysis interval while waiting",
+    )
+
+    @field_validator("metrics")
+    @classmethod
+    def _unique_metric_names(cls, metrics: list[Metric]) -> list[Metric]:
+        return _unique_names("metric name", metrics) or []
+
+
+class Waves(_SpecModel):
+    """Regions this cluster's releases wait for (after), and regions that follow it (before)."""
+
+    release: Annotated[str, StringConstraints(pattern=RELEASE_PATTERN, max_length=264)] = Field(
+        default="template",
+        description="what makes two clusters' versions the same release: template (the pod "
+        "template's digest), images (the containers' images) or annotation:<key> (a value "
+        "set on the pod template, else on the Deployment)",
+    )
+    after: list[WaveRegion] = Field(
+        default_factory=list, max_length=MAX_REGIONS, json_schema_extra=_list_map("cluster")
+    )
+    before: list[WaveRegion] = Field(
+        default_factory=list, max_length=MAX_REGIONS, json_schema_extra=_list_map("cluster")
+    )
+    revert_on_later_failure: bool = Field(
+        default=False,
+        description="roll a release back here when a region under `before` rejects it",
+    )
+    timeout: Duration | None = Field(
+        default=None, description="a wait longer than this fails the release (WaveTimeout)"
+    )
+
+    @field_validator("after", "before")
+    @classmethod
+    def _unique_clusters(cls, regions: list[WaveRegion]) -> list[WaveRegion]:
+        seen: set[str] = set()
+        for region in regions:
+            if region.cluster in seen:
+                raise ValueError(f"cluster {region.cluster!r} is listed more than once")
+            seen.add(region.cluster)
+        return regions
+
+
 class OnDelete(StrEnum):
     HAND_BACK = "handBack"
     KEEP = "keep"
@@ -798,6 +880,8 @@ class RolloutSpec(_SpecModel):
     notifications: list[Notification] | None = Field(
         default=None, max_length=MAX_NOTIFICATIONS, json_schema_extra=_list_map("provider")
     )
+    # Other clusters' rollouts of the same application that a release waits for.
+    waves: Waves | None = None
 
 
 # --- status ---------------------------------------------------------------------------------
@@ -813,6 +897,7 @@ class RolloutPhase(StrEnum):
     FAILED = "Failed"
     ABORTED = "Aborted"  # rolled back because a person (or a script) asked
     CANCELLED = "Cancelled"
+    WAITING_FOR_WAVE = "WaitingForWave"  # a new release waits for the regions before this one
 
 
 # --- requests -------------------------------------------------------------------------------
@@ -854,6 +939,7 @@ class ConditionType(StrEnum):
     READY = "Ready"
     PROGRESSING = "Progressing"
     DEGRADED = "Degraded"
+    WAVE = "Wave"  # spec.waves: whether the regions before this one let the release start
 
 
 ConditionStatus = Literal["True", "False", "Unknown"]
@@ -907,6 +993,32 @@ class Condition(_StatusModel):
     observed_generation: int | None = Field(default=None, ge=0)
 
 
+class RegionStatus(_StatusModel):
+    """What a region before this one (waves.after) says about the release waited for."""
+
+    cluster: Annotated[str, StringConstraints(min_length=1, max_length=63)]
+    ready: bool = False
+    # NotFound, NotRolledOut, RollingOut, Soaking, MetricsFailing, MetricsInconclusive,
+    # Unreachable, Rejected or Ready.
+    reason: ShortText = ""
+    message: LongText = ""
+    phase: ShortText | None = None  # the region's rollout phase, as last read
+    metrics: list[MetricResult] = Field(
+        default_factory=list, max_length=MAX_METRICS, json_schema_extra=_list_map("name")
+    )
+    next_measurement_at: Timestamp | None = None
+
+
+class WavesStatus(_StatusModel):
+    """The wait for the regions before this one, for one release."""
+
+    release: ShortText = ""
+    waiting_since: Timestamp | None = None
+    regions: list[RegionStatus] = Field(
+        default_factory=list, max_length=MAX_REGIONS, json_schema_extra=_list_map("cluster")
+    )
+
+
 class RolloutStatus(_StatusModel):
     """Everything the engine remembers between reconciles. `{}` is a valid initial status."""
 
@@ -921,6 +1033,15 @@ class RolloutStatus(_StatusModel):
     preview_active: bool = False
     stable_revision: Revision | None = None
     canary_revision: Revision | None = None
+    # The releases (spec.waves.release) of those revisions, which other regions compare with
+    # theirs, and since when the stable one has been stable (their soak counts from there).
+    stable_release: ShortText | None = None
+    canary_release: ShortText | None = None
+    stable_since: Timestamp | None = None
+    # The stable revision before the last promotion, kept (with its pod template, in a
+    # ControllerRevision) to go back to when a later region rejects the release.
+    previous_stable_revision: Revision | None = None
+    previous_stable_release: ShortText | None = None
     replicas: int | None = Field(default=None, ge=0)
     rollout_started_at: Timestamp | None = None
     step_started_at: Timestamp | None = None
@@ -948,6 +1069,7 @@ class RolloutStatus(_StatusModel):
     next_webhook_at: Timestamp | None = None
     # When the rollback webhooks are polled next.
     next_rollback_poll_at: Timestamp | None = None
+    waves: WavesStatus | None = None
     conditions: list[Condition] = Field(
         default_factory=list, max_length=8, json_schema_extra=_list_map("type")
     )

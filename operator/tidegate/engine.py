@@ -40,12 +40,12 @@ Choices worth knowing:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
+from tidegate.analysis import Measurement, judge
 from tidegate.api import (
     ABORT_ANNOTATION,
     PROMOTE_ANNOTATION,
@@ -55,14 +55,13 @@ from tidegate.api import (
     ConditionStatus,
     ConditionType,
     HeaderRouteMatch,
-    Metric,
     MetricPhase,
-    MetricResult,
     OnInconclusive,
     RolloutPhase,
     RolloutSpec,
     RolloutStatus,
     StringMatch,
+    WavesStatus,
     Webhook,
     WebhookPhase,
     WebhookResult,
@@ -80,6 +79,7 @@ from tidegate.plan import (
     Traffic,
 )
 from tidegate.strategies import plan_for
+from tidegate.waves import RegionRead, judge_after, regions_to_measure, rejected_later
 
 Role = Literal["stable", "canary"]
 
@@ -113,6 +113,7 @@ _PROGRESSING_PHASES = frozenset(
         RolloutPhase.PROGRESSING,
         RolloutPhase.PAUSED,
         RolloutPhase.PROMOTING,
+        RolloutPhase.WAITING_FOR_WAVE,
     }
 )
 
@@ -125,13 +126,6 @@ class WorkloadState:
     revision: str | None  # pod-template revision the workload runs (None if unknown)
     replicas: int  # spec.replicas
     ready: bool  # rolled out: updated+available == replicas, generation observed
-
-
-@dataclass(frozen=True)
-class Measurement:
-    metric: str
-    value: float | None  # None: the query returned no data
-    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -155,6 +149,12 @@ class Observation:
     measurements: tuple[Measurement, ...] | None = None  # only when needs_measurement() said so
     traffic: Traffic | None = None  # what the routes hold now (None: could not be read)
     webhooks: tuple[WebhookOutcome, ...] | None = None  # of those due_webhooks() named
+    # The target's release (spec.waves.release), published for the other regions.
+    target_release: str | None = None
+    # The regions under spec.waves (after and before), by cluster, as last read.
+    regions: Mapping[str, RegionRead] = field(default_factory=dict)
+    # Of the regions wave_measurements_due() named: their metrics, by cluster.
+    wave_measurements: Mapping[str, tuple[Measurement, ...]] = field(default_factory=dict)
 
 
 # --- actions --------------------------------------------------------------------------------
@@ -252,6 +252,16 @@ def needs_measurement(spec: RolloutSpec, status: RolloutStatus, now: datetime) -
         return False
     step = _current_step(plan_for(spec), status)
     return step is not None and isinstance(step.wait, Analyse) and now >= status.next_measurement_at
+
+
+def wave_measurements_due(
+    spec: RolloutSpec, status: RolloutStatus, now: datetime
+) -> tuple[str, ...]:
+    """The regions under spec.waves.after whose metrics the next reconcile should be given."""
+    if spec.waves is None or status.phase is not RolloutPhase.WAITING_FOR_WAVE:
+        return ()
+    previous = status.waves.regions if status.waves is not None else []
+    return regions_to_measure(spec.waves.after, previous, now)
 
 
 def due_webhooks(spec: RolloutSpec, status: RolloutStatus, now: datetime) -> tuple[Webhook, ...]:
@@ -373,34 +383,6 @@ def canary_runs(status: RolloutStatus) -> bool:
     return status.phase in (RolloutPhase.PROGRESSING, RolloutPhase.PAUSED, RolloutPhase.PROMOTING)
 
 
-@dataclass(frozen=True)
-class _Verdict:
-    metric: Metric
-    result: MetricResult
-    passed: bool
-
-
-def _judge(metric: Metric, measurement: Measurement | None, now: datetime) -> _Verdict:
-    name, bounds = metric.name, metric.threshold_range
-    value = None if measurement is None else measurement.value
-    subject = f'metric "{name}"'
-    if measurement is not None and measurement.error is not None:
-        # Cut: an error's text can be any length, the status's message cannot.
-        phase, text = MetricPhase.ERROR, f"{subject} query failed: {measurement.error[:2000]}"
-    elif value is None:
-        phase, text = MetricPhase.NO_DATA, f"{subject} returned no data"
-    elif math.isnan(value):  # a ratio over nothing: there is nothing to judge
-        phase, text, value = MetricPhase.NO_DATA, f"{subject} returned NaN", None
-    elif bounds is None:  # a template's metric is judged only once resolved
-        phase, text = MetricPhase.ERROR, f"{subject} has no thresholdRange"
-    elif bounds.contains(value):
-        phase, text = MetricPhase.PASSED, f"{subject} value {value:g} within {bounds.describe()}"
-    else:
-        phase, text = MetricPhase.FAILED, f"{subject} value {value:g} outside {bounds.describe()}"
-    result = MetricResult(name=name, phase=phase, value=value, message=text, measured_at=now)
-    return _Verdict(metric=metric, result=result, passed=phase is MetricPhase.PASSED)
-
-
 def judge_webhook(webhook: Webhook, outcome: WebhookOutcome | None, now: datetime) -> WebhookResult:
     subject = f'webhook "{webhook.name}" ({webhook.type.value})'
     code = None if outcome is None else outcome.code
@@ -449,6 +431,8 @@ class _Reconciler:
     reason: str | None = None
     answered: set[str] = field(default_factory=set)  # request annotations answered
     gates_passed: set[WebhookType] = field(default_factory=set)  # by this call's outcomes
+    # The Wave condition as this call judged it (ok, reason, message); None: as it was.
+    wave: tuple[bool, str, str] | None = None
 
     def __post_init__(self) -> None:
         self.status = self.original.model_copy(deep=True)
@@ -473,6 +457,8 @@ class _Reconciler:
             self._progress()
         elif phase is RolloutPhase.PROMOTING:
             self._promoting()
+        elif phase is RolloutPhase.WAITING_FOR_WAVE:
+            self._waiting_for_wave()
         else:
             self._steady()
         self._refuse_unanswered_requests()
@@ -504,6 +490,14 @@ class _Reconciler:
         if ABORT_ANNOTATION in requests and running:
             self._abort(self._answer(ABORT_ANNOTATION))
             return True
+        if ABORT_ANNOTATION in requests and st.phase is RolloutPhase.WAITING_FOR_WAVE:
+            who = self._answer(ABORT_ANNOTATION)
+            st.phase = RolloutPhase.ABORTED
+            text = f"Aborted release {st.canary_release} before it started (asked by {who})"
+            self._event("Warning", "Aborted", text)
+            self._say("Aborted", text)
+            self.wave = (False, "Aborted", text)
+            return True
         if (
             RETRY_ANNOTATION in requests
             and st.phase in _ROLLED_BACK_PHASES
@@ -511,7 +505,7 @@ class _Reconciler:
             and not self.spec.paused
         ):
             who = self._answer(RETRY_ANNOTATION)
-            self._start_rollout("RolloutRetried", f"; retry asked by {who}")
+            self._start_or_wait("RolloutRetried", f"; retry asked by {who}")
             return True
         if (
             PROMOTE_FULL_ANNOTATION in requests
@@ -762,6 +756,7 @@ class _Reconciler:
             # application must not drop its traffic.
             self._route(STABLE_ONLY)
             st.phase = RolloutPhase.INITIALIZED
+            self._stable_now(st.stable_revision, self.obs.target_release)
             self._say("Initialized", f"Stable revision {st.stable_revision} is ready")
             self._event("Normal", "Initialized", st.message)
         else:
@@ -775,14 +770,154 @@ class _Reconciler:
         assert st.stable_revision is not None
         if self.spec.paused:
             return
+        if self._revert_on_later_failure():
+            return
         failed_before = st.phase in _ROLLED_BACK_PHASES and target == st.canary_revision
         if target != st.stable_revision and not failed_before:
-            self._start_rollout("RolloutStarted")
+            self._start_or_wait("RolloutStarted")
             return
+        release = self.obs.target_release
+        if st.stable_release is None and release is not None and target == st.stable_revision:
+            # Written by an operator from before waves: published from now on.
+            self._stable_now(target, release)
         self._heal("stable", self.obs.stable, st.stable_revision)
         if self.obs.canary is not None and self.obs.canary.replicas > 0:
             # Between rollouts the canary takes no traffic, so it runs no pods either.
             self._emit(ScaleWorkload(role="canary", replicas=0))
+
+    # -- waves --
+
+    def _stable_now(self, revision: str, release: str | None) -> None:
+        st = self.status
+        st.stable_revision = revision
+        st.stable_release = release
+        st.stable_since = self.now
+
+    def _start_or_wait(self, event_reason: str, note: str = "") -> None:
+        """Start the rollout of the target, unless regions before this one must be waited for
+        first: then no traffic moves (a rollout under way is ended) until they allow it."""
+        waves = self.spec.waves
+        if waves is None or not waves.after:
+            self._start_rollout(event_reason, note)
+            return
+        st = self.status
+        if canary_runs(st):
+            self._end_rollout(RolloutPhase.WAITING_FOR_WAVE)
+        st.phase = RolloutPhase.WAITING_FOR_WAVE
+        self._wait_for(self.obs.target_revision)
+        self._waiting_for_wave(event_reason, note)
+
+    def _wait_for(self, revision: str) -> None:
+        st = self.status
+        st.canary_revision = revision
+        st.canary_release = self.obs.target_release
+        st.current_step_index = None
+        st.current_step_name = None
+        st.metrics = []
+        st.webhooks = []
+        st.waves = WavesStatus(release=st.canary_release or "", waiting_since=self.now)
+
+    def _waiting_for_wave(self, event_reason: str = "RolloutStarted", note: str = "") -> None:
+        st, target, waves = self.status, self.obs.target_revision, self.spec.waves
+        if target == st.stable_revision:
+            text = f"Cancelled release {st.canary_release}: the target went back to stable"
+            st.phase = RolloutPhase.CANCELLED
+            st.canary_revision = st.canary_release = None
+            self._event("Normal", "Cancelled", text)
+            self._say("Cancelled", text)
+            self.wave = (False, "Cancelled", text)
+            return
+        if target != st.canary_revision:
+            self._wait_for(target)
+        if waves is None or not waves.after:
+            self._start_rollout(event_reason, note)
+            return
+        if self.spec.paused:
+            self._say("PausedBySpec", "Waiting for the wave, paused: spec.paused is true")
+            return
+        assert st.waves is not None
+        release = st.waves.release
+        gate = judge_after(
+            waves.after,
+            self.obs.regions,
+            release,
+            st.waves.regions,
+            self.obs.wave_measurements,
+            self.now,
+            self.interval,
+        )
+        st.waves.regions = list(gate.regions)
+        rejected, waiting = gate.rejected, gate.waiting
+        if rejected is not None:
+            text = (
+                f"Region {rejected.cluster} rolled release {release} back: it is not rolled "
+                "out here"
+            )
+            self._fail_before_start("RejectedUpstream", text)
+            return
+        if waiting is None:
+            names = ", ".join(r.cluster for r in gate.regions)
+            text = f"Regions before this one are ready for release {release}: {names}"
+            self.wave = (True, "UpstreamReady", text)
+            self._event("Normal", "WaveReady", text)
+            self._start_rollout(event_reason, note)
+            return
+        if waves.timeout is not None and st.waves.waiting_since is not None:
+            deadline = st.waves.waiting_since + parse_duration(waves.timeout)
+            if self.now >= deadline:
+                text = (
+                    f"Release {release} waited longer than waves.timeout ({waves.timeout}): "
+                    f"{gate.describe()}"
+                )
+                self._fail_before_start("WaveTimeout", text)
+                return
+            self._wake_at(deadline)
+        text = f"Waiting for region {waiting.cluster} before release {release}: {gate.describe()}"
+        self._say(waiting.reason, text)
+        self.wave = (False, waiting.reason, text)
+        if gate.wake_at is not None:
+            self._wake_at(gate.wake_at)
+
+    def _fail_before_start(self, reason: str, text: str) -> None:
+        """The waited-for release is never rolled out here: it took no traffic."""
+        self.status.phase = RolloutPhase.FAILED
+        self._event("Warning", reason, text)
+        self._say(reason, text)
+        self.wave = (False, reason, text)
+
+    def _revert_on_later_failure(self) -> bool:
+        """With waves.revertOnLaterFailure: a region after this one rolled back the release
+        that is stable here; go back to the release before it. True when it did."""
+        st, waves = self.status, self.spec.waves
+        if (
+            waves is None
+            or not waves.revert_on_later_failure
+            or st.phase is not RolloutPhase.SUCCEEDED
+            or st.stable_release is None
+            or st.previous_stable_revision is None
+            or st.previous_stable_revision == st.stable_revision
+        ):
+            return False
+        hit = rejected_later(waves.before, self.obs.regions, st.stable_release)
+        if hit is None:
+            return False
+        cluster, phase = hit
+        bad_revision, bad_release = st.stable_revision, st.stable_release
+        assert bad_revision is not None
+        self._stable_now(st.previous_stable_revision, st.previous_stable_release)
+        st.previous_stable_revision = st.previous_stable_release = None
+        st.canary_revision, st.canary_release = bad_revision, bad_release
+        st.phase = RolloutPhase.FAILED
+        self._route(STABLE_ONLY)
+        assert st.stable_revision is not None
+        self._heal("stable", self.obs.stable, st.stable_revision)
+        text = (
+            f"Region {cluster} rolled release {bad_release} back ({phase}): reverted here to "
+            f"release {st.stable_release} (revision {st.stable_revision})"
+        )
+        self._event("Warning", "RevertedOnLaterFailure", text)
+        self._say("RevertedOnLaterFailure", text)
+        return True
 
     # -- rollout --
 
@@ -790,6 +925,7 @@ class _Reconciler:
         st, rev = self.status, self.obs.target_revision
         st.phase = RolloutPhase.PROGRESSING
         st.canary_revision = rev
+        st.canary_release = self.obs.target_release
         st.current_step_index = 0
         st.failed_checks = 0
         st.passed_checks = 0
@@ -825,7 +961,7 @@ class _Reconciler:
             if target == st.stable_revision:
                 self._cancel()
             else:
-                self._start_rollout("RolloutRestarted")
+                self._start_or_wait("RolloutRestarted")
             return
         st.phase = RolloutPhase.PROGRESSING
         self._advance()
@@ -968,7 +1104,7 @@ class _Reconciler:
             self._wake_at(due)
             return False
         by_metric = {m.metric: m for m in self.obs.measurements}
-        verdicts = [_judge(m, by_metric.get(m.name), self.now) for m in self.spec.analysis.metrics]
+        verdicts = [judge(m, by_metric.get(m.name), self.now) for m in self.spec.analysis.metrics]
         st.metrics = [v.result for v in verdicts]
         hooks = self.spec.webhooks_of(WebhookType.ROLLOUT)
         outcomes = {o.webhook: o for o in self.obs.webhooks or ()}
@@ -1097,8 +1233,12 @@ class _Reconciler:
             return
         self._end_rollout(RolloutPhase.SUCCEEDED)
         self._event("Normal", "Promoted", f"Revision {rev} promoted to stable")
-        st.stable_revision = rev
+        if st.stable_revision != rev:
+            st.previous_stable_revision = st.stable_revision
+            st.previous_stable_release = st.stable_release
+        self._stable_now(rev, st.canary_release)
         st.canary_revision = None
+        st.canary_release = None
         st.current_step_name = None
         self._say("Promoted", f"Revision {rev} promoted to stable")
         if self.obs.target_revision != rev:
@@ -1125,8 +1265,30 @@ class _Reconciler:
         ]
         ours = {type_ for type_, _, _ in wanted}
         conditions = [self._condition(type_, ok, reason) for type_, ok, reason in wanted]
+        if self.wave is not None:
+            ours.add(ConditionType.WAVE)
+            conditions.append(self._wave_condition(*self.wave))
         conditions += [c for c in st.conditions if c.type not in ours]
         st.conditions = conditions
+
+    def _wave_condition(self, ok: bool, reason: str, message: str) -> Condition:
+        status: ConditionStatus = "True" if ok else "False"
+        existing = self.status.condition(ConditionType.WAVE)
+        if existing is not None and (existing.status, existing.reason, existing.message) == (
+            status,
+            reason,
+            message,
+        ):
+            return existing.model_copy(update={"observed_generation": self.obs.generation})
+        changed = existing is None or existing.status != status
+        return Condition(
+            type=ConditionType.WAVE,
+            status=status,
+            reason=reason,
+            message=message,
+            last_transition_time=self.now if changed else existing.last_transition_time,  # type: ignore[union-attr]
+            observed_generation=self.obs.generation,
+        )
 
     def _condition(self, type_: str, ok: bool, reason: str) -> Condition:
         status: ConditionStatus = "True" if ok else "False"

@@ -28,6 +28,7 @@ from tidegate.adapters.notifications import (
     WebhookNotifier,
     secret_reader,
 )
+from tidegate.adapters.regions import KubeRegions
 from tidegate.adapters.wiring import kube_ports
 from tidegate.reconciler import Reconciler, backoff
 
@@ -169,12 +170,18 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -
     memo.notifier = WebhookNotifier(providers, DeliveryQueue())
     # Nothing acts before `watching` says the watches run (and, with leader election, before
     # this process is elected).
+    # spec.waves: other clusters' rollouts, each followed by a watch of its own.
+    async def read_secret(namespace: str, name: str) -> dict[str, str] | None:
+        return await secret_reader(kube, namespace, name)()
+
+    memo.regions = KubeRegions(read_secret, user_agent=user_agent(memo.identity))
     reconciler = Reconciler(
-        kube_ports(kube, memo.notifier),
+        kube_ports(kube, memo.notifier, memo.regions),
         memo.prometheus_url,
         default_loadtester_url=memo.loadtester_url,
     )
     memo.rollouts = Rollouts(reconciler, leading=False)
+    memo.regions.wake = memo.rollouts.wake
 
 
 # kopf holds every handler but the indexing ones back until each index has had its first
@@ -199,6 +206,7 @@ async def watching(memo: Any, **_: Any) -> None:
 @kopf.on.cleanup()
 async def close(memo: Any, **_: Any) -> None:
     await memo.rollouts.stop_all()
+    memo.regions.close()
     await memo.notifier.queue.close()
     memo.api_client.close()
 

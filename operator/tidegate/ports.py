@@ -8,14 +8,16 @@ exercised without a cluster.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from tidegate import api
-from tidegate.engine import Measurement, WebhookOutcome, WorkloadState
+from tidegate.analysis import Measurement
+from tidegate.engine import WebhookOutcome, WorkloadState
 from tidegate.notify import Message
 from tidegate.plan import Traffic
+from tidegate.waves import RegionRead
 
 Obj = dict[str, Any]
 Role = Literal["stable", "canary"]
@@ -300,6 +302,32 @@ class AutoscalersFactory(Protocol):
     def __call__(self, namespace: str, rollout: str, spec: api.RolloutSpec) -> Autoscalers: ...
 
 
+class Regions(Protocol):
+    """Other clusters' rollouts of spec.waves, as their watches last saw them."""
+
+    async def read_all(
+        self, rollout: tuple[str, str], namespace: str, regions: Iterable[api.WaveRegion]
+    ) -> dict[str, RegionRead]:
+        """Each region's rollout by cluster. `rollout` (namespace, name) reads these regions
+        from now on, and is woken when one changes; an empty `regions` releases them."""
+        ...
+
+    def forget(self, rollout: tuple[str, str]) -> None:
+        """The rollout is gone: it reads no region any more."""
+
+
+class NoRegions:
+    """For a process with no way to read other clusters: every region is unreachable."""
+
+    async def read_all(
+        self, rollout: tuple[str, str], namespace: str, regions: Iterable[api.WaveRegion]
+    ) -> dict[str, RegionRead]:
+        return {r.cluster: RegionRead(False, error="no region reader here") for r in regions}
+
+    def forget(self, rollout: tuple[str, str]) -> None:
+        pass
+
+
 @dataclass(frozen=True)
 class Ports:
     """Everything the reconciler acts through."""
@@ -314,3 +342,4 @@ class Ports:
     notifier: Notifier
     templates: Templates
     load: LoadGenerator = field(default_factory=NoLoadGenerator)
+    regions: Regions = field(default_factory=NoRegions)

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 from pydantic import ValidationError
 
-from tidegate import api, engine, metrics, notify, templates, validation
+from tidegate import analysis, api, engine, metrics, notify, templates, validation
 from tidegate.durations import parse_duration
 from tidegate.ports import (
     CLAIM_ANNOTATION,
@@ -32,7 +32,7 @@ from tidegate.ports import (
     Workloads,
     role_service,
 )
-from tidegate.revisions import template_revision
+from tidegate.revisions import ReleaseUnknown, release_of, template_revision
 
 # A failed reconcile is retried after 1, 2, 4 ... seconds, at most a minute apart.
 BACKOFF_FIRST_SECONDS = 1.0
@@ -111,7 +111,7 @@ def _routes_traffic(decision: engine.Decision) -> bool:
 
 
 def _analysis_passed(
-    measurements: tuple[engine.Measurement, ...] | None, decision: engine.Decision
+    measurements: tuple[analysis.Measurement, ...] | None, decision: engine.Decision
 ) -> bool:
     """Whether this reconcile measured and every metric passed."""
     if measurements is None:
@@ -220,6 +220,7 @@ class Reconciler:
         key = (namespace, name)
         rollout = await self.ports.rollouts.get(namespace, name)
         if rollout is None:
+            self.ports.regions.forget(key)
             self._problems.pop(key, None)
             self._failures.pop(key, None)
             self._load_problems.pop(key, None)
@@ -278,6 +279,14 @@ class Reconciler:
         # Checked before anything is decided: a rollout never goes on as if there were none.
         autoscaler = await autoscalers.source() if spec.autoscaler_ref is not None else None
         target_revision = template_revision(target["spec"]["template"])
+        waves = spec.waves
+        try:
+            target_release = release_of(waves.release if waves else "template", target)
+        except ReleaseUnknown as error:
+            raise WorkloadError(str(error), reason="ReleaseUnknown") from None
+        regions = await self.ports.regions.read_all(
+            (namespace, name), namespace, [*waves.after, *waves.before] if waves else []
+        )
         asked_replicas = int(target["spec"].get("replicas", 1))
         now = self.clock()
         started = time.monotonic()
@@ -288,6 +297,10 @@ class Reconciler:
         judged = spec  # with each metric's template resolved, when this reconcile measures
         if engine.needs_measurement(spec, status, now):
             judged, measurements = await self._measure(spec, status, namespace, now)
+        wave_due = engine.wave_measurements_due(judged, status, now)
+        wave_measurements: dict[str, tuple[analysis.Measurement, ...]] = {}
+        if wave_due:
+            judged, wave_measurements = await self._measure_waves(judged, wave_due, namespace)
         due = engine.due_webhooks(spec, status, now)
         outcomes = await self._call_webhooks(due, namespace, name, status) if due else None
         observation = engine.Observation(
@@ -301,6 +314,9 @@ class Reconciler:
             measurements=measurements,
             traffic=held,
             webhooks=outcomes,
+            target_release=target_release,
+            regions=regions,
+            wave_measurements=wave_measurements,
         )
         decision = engine.reconcile(judged, status, observation)
         # The status first: an operator killed between the two resumes from what was decided
@@ -488,42 +504,70 @@ class Reconciler:
         status: api.RolloutStatus,
         namespace: str,
         now: datetime,
-    ) -> tuple[api.RolloutSpec, tuple[engine.Measurement, ...]]:
+    ) -> tuple[api.RolloutSpec, tuple[analysis.Measurement, ...]]:
         """The spec with every metric's template resolved, and a measurement of each metric.
         A metric whose template cannot be resolved raises TemplateError: nothing is
         measured, and the rollout waits (Degraded) until the template or the spec is fixed."""
-        analysis = spec.analysis
-        if not analysis.metrics:
+        settings = spec.analysis
+        if not settings.metrics:
             return spec, ()  # only rollout webhooks to check
         variables = query_variables(spec, namespace, now - (status.step_started_at or now))
-        resolved = await self._resolve(spec, namespace, variables)
+        resolved = await self._resolve(
+            settings.metrics, "spec.analysis.metrics", namespace, variables
+        )
         judged = spec.model_copy(
-            update={"analysis": analysis.model_copy(update={"metrics": resolved})}
+            update={"analysis": settings.model_copy(update={"metrics": resolved})}
         )
-        url = (analysis.prometheus.address if analysis.prometheus else None) or (
-            self.default_prometheus_url
-        )
+        measured = await self._query(resolved, settings.prometheus, variables)
+        return judged, measured
+
+    async def _query(
+        self,
+        resolved: list[api.Metric],
+        provider: api.PrometheusProvider | None,
+        variables: dict[str, str],
+    ) -> tuple[analysis.Measurement, ...]:
+        """A measurement of each resolved metric, from that Prometheus (else the default)."""
+        url = (provider.address if provider else None) or self.default_prometheus_url
         if not url:
-            return judged, tuple(
-                engine.Measurement(
+            return tuple(
+                analysis.Measurement(
                     m.name,
                     None,
                     "no Prometheus address: set "
                     "spec.analysis.prometheus.address or the operator default",
                 )
-                for m in analysis.metrics
+                for m in resolved
             )
-        verify = not (analysis.prometheus and analysis.prometheus.insecure_skip_verify)
-        measured = await self.ports.metrics.measure_all(url, resolved, variables, verify_tls=verify)
-        return judged, measured
+        verify = not (provider and provider.insecure_skip_verify)
+        return await self.ports.metrics.measure_all(url, resolved, variables, verify_tls=verify)
+
+    async def _measure_waves(
+        self, spec: api.RolloutSpec, due: tuple[str, ...], namespace: str
+    ) -> tuple[api.RolloutSpec, dict[str, tuple[analysis.Measurement, ...]]]:
+        """The spec with the due regions' metric templates resolved, and their metrics
+        measured (each against its region's Prometheus)."""
+        assert spec.waves is not None
+        variables = query_variables(spec, namespace)
+        regions, measured = [], {}
+        for index, region in enumerate(spec.waves.after):
+            if region.cluster in due:
+                field = f"spec.waves.after[{index}].metrics"
+                resolved = await self._resolve(region.metrics, field, namespace, variables)
+                provider = region.prometheus or spec.analysis.prometheus
+                measured[region.cluster] = await self._query(resolved, provider, variables)
+                region = region.model_copy(update={"metrics": resolved})
+            regions.append(region)
+        waves = spec.waves.model_copy(update={"after": regions})
+        return spec.model_copy(update={"waves": waves}), measured
 
     async def _resolve(
-        self, spec: api.RolloutSpec, namespace: str, variables: dict[str, str]
+        self, metrics: list[api.Metric], field: str, namespace: str, variables: dict[str, str]
     ) -> list[api.Metric]:
         """Each metric as a query of its own: a template's (read from the cache) filled in
         with the metric's arguments and the rollout's variables; raises TemplateError."""
         resolved = []
-        for index, metric in enumerate(spec.analysis.metrics):
+        for index, metric in enumerate(metrics):
             ref = metric.template_ref
             found = None
             if ref is not None:
@@ -535,7 +579,7 @@ class Reconciler:
                         found,
                         variables,
                         namespace=namespace,
-                        field=f"spec.analysis.metrics[{index}]",
+                        field=f"{field}[{index}]",
                     )
                 )
             except templates.TemplateProblem as problem:

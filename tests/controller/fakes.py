@@ -21,7 +21,8 @@ import yaml
 
 from tidegate import api
 from tidegate.adapters.notifications import parse_provider
-from tidegate.engine import Measurement, WebhookOutcome, WorkloadState
+from tidegate.analysis import Measurement
+from tidegate.engine import WebhookOutcome, WorkloadState
 from tidegate.notify import Message
 from tidegate.plan import STABLE_ONLY, Traffic
 from tidegate.ports import (

@@ -128,6 +128,7 @@ PHASE_HEALTH = {
     RolloutPhase.FAILED: "Degraded",
     RolloutPhase.ABORTED: "Degraded",
     RolloutPhase.CANCELLED: "Healthy",
+    RolloutPhase.WAITING_FOR_WAVE: "Progressing",
 }
 
 

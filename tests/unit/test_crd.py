@@ -105,6 +105,7 @@ def test_enums_patterns_and_defaults() -> None:
         "Failed",
         "Aborted",
         "Cancelled",
+        "WaitingForWave",
     ]
     assert at("status.metrics.[].phase")["enum"] == ["Passed", "Failed", "NoData", "Error"]
     assert at("spec.targetRef.kind")["enum"] == ["Deployment"]

@@ -4,6 +4,7 @@ from typing import Any
 
 import pytest
 
+from tidegate.analysis import Measurement
 from tidegate.api import (
     ABORT_ANNOTATION,
     PROMOTE_ANNOTATION,
@@ -20,7 +21,6 @@ from tidegate.engine import (
     Decision,
     EmitEvent,
     EnsureWorkload,
-    Measurement,
     Observation,
     ScaleWorkload,
     SetTraffic,

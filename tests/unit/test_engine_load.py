@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 from test_engine import MINUTE, T0, at, make_spec, passing, rolling, step
 
+from tidegate.analysis import Measurement
 from tidegate.api import OnInconclusive, RolloutPhase, RolloutSpec
-from tidegate.engine import Decision, DriveLoad, Measurement, load_lease
+from tidegate.engine import Decision, DriveLoad, load_lease
 
 LOAD = {"url": "http://{{ canaryService }}.{{ namespace }}.svc/", "rate": 20}
 

@@ -8,6 +8,7 @@ from typing import Any
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
+from tidegate.analysis import Measurement
 from tidegate.api import (
     ABORT_ANNOTATION,
     PROMOTE_ANNOTATION,
@@ -24,7 +25,6 @@ from tidegate.engine import (
     Decision,
     EmitEvent,
     EnsureWorkload,
-    Measurement,
     Observation,
     ScaleWorkload,
     SetTraffic,

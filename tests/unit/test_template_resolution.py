@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from tidegate import api
 from tidegate.adapters.prometheus import measure
-from tidegate.engine import Measurement, _judge
+from tidegate.analysis import Measurement, judge
 from tidegate.templates import (
     TemplateProblem,
     UnknownVariable,
@@ -304,7 +304,7 @@ def test_template_spec_refuses_repeated_arguments_and_keeps_optional_values() ->
 
 
 def test_an_unresolved_metric_is_never_judged_a_pass() -> None:
-    verdict = _judge(metric(), Measurement("error-rate", 0.0), datetime(2026, 1, 1, tzinfo=UTC))
+    verdict = judge(metric(), Measurement("error-rate", 0.0), datetime(2026, 1, 1, tzinfo=UTC))
     assert not verdict.passed
     assert verdict.result.phase is api.MetricPhase.ERROR
     assert verdict.result.message == 'metric "error-rate" has no thresholdRange'

@@ -14,7 +14,7 @@ from requests.adapters import HTTPAdapter
 
 from tidegate import api, metrics
 from tidegate.adapters import threads
-from tidegate.engine import Measurement
+from tidegate.analysis import Measurement
 from tidegate.templates import UnknownVariable as UnknownVariable
 from tidegate.templates import render
 

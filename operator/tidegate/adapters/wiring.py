@@ -20,7 +20,16 @@ from tidegate.adapters.prometheus import PrometheusMetrics
 from tidegate.adapters.service_router import ServiceSelectorRouter
 from tidegate.adapters.webhooks import HTTPWebhooks
 from tidegate.adapters.workloads import KubeWorkloads
-from tidegate.ports import Autoscalers, Metrics, Notifier, Ports, Router, role_service
+from tidegate.ports import (
+    Autoscalers,
+    Metrics,
+    NoRegions,
+    Notifier,
+    Ports,
+    Regions,
+    Router,
+    role_service,
+)
 
 
 def gateway_api_router(kube: Kube, namespace: str, spec: api.RolloutSpec) -> Router:
@@ -64,10 +73,16 @@ def router_capabilities(spec: api.RolloutSpec) -> frozenset[str]:
     return ROUTER_CAPABILITIES[spec.traffic_routing.router]
 
 
-def kube_ports(kube: Kube, notifier: Notifier) -> Ports:
+def kube_ports(kube: Kube, notifier: Notifier, regions: Regions | None = None) -> Ports:
     def workloads(namespace: str, rollout: str, spec: api.RolloutSpec) -> KubeWorkloads:
         return KubeWorkloads(
-            kube, namespace, rollout, spec.target_ref.name, spec.service.name, spec.service.port
+            kube,
+            namespace,
+            rollout,
+            spec.target_ref.name,
+            spec.service.name,
+            spec.service.port,
+            keep_previous=spec.waves is not None and spec.waves.revert_on_later_failure,
         )
 
     def router(namespace: str, spec: api.RolloutSpec) -> Router:
@@ -89,4 +104,5 @@ def kube_ports(kube: Kube, notifier: Notifier) -> Ports:
         load=LoadtesterClient(),
         notifier=notifier,
         templates=KubeTemplates(kube),
+        regions=regions or NoRegions(),
     )

@@ -9,6 +9,7 @@ the user's own Deployment is scaled to zero; its template stays the desired vers
 from __future__ import annotations
 
 import copy
+import json
 
 from tidegate.adapters.cache import Kind
 from tidegate.adapters.kube import Kube, KubeError, Obj
@@ -128,8 +129,13 @@ class KubeWorkloads:
         target: str,
         service: str,
         port: int,
+        *,
+        keep_previous: bool = False,
     ) -> None:
         self.kube = kube
+        # spec.waves.revertOnLaterFailure: the stable copy's template is kept when a
+        # promotion replaces it, so that the release before can be brought back.
+        self.keep_previous = keep_previous
         self.namespace = namespace
         self.rollout = rollout
         self.target_name = target
@@ -164,12 +170,14 @@ class KubeWorkloads:
         return found, workload_state(found)
 
     async def ensure(self, role: Role, revision: str, replicas: int, target: Obj) -> None:
-        _existing, state = await self.observe(role)
+        existing, state = await self.observe(role)
         if state is not None and state.revision == revision:
             if state.replicas != replicas:
                 await self.scale(role, replicas)
             return
         source = await self._template_source(revision, target)
+        if role == "stable" and existing is not None and self.keep_previous:
+            await self._keep(existing)
         desired = workload_copy(source, self.rollout, role, revision, replicas)
         await self.kube.apply(desired)
 
@@ -185,10 +193,62 @@ class KubeWorkloads:
             found, state = await self.observe(role)
             if found is not None and state is not None and state.revision == revision:
                 return as_template_source(found, self.target_name)
+        kept = await self._kept()
+        if kept is not None and kept[0] == revision:
+            return kept[1]
         raise WorkloadError(
             f"no template of revision {revision} is left: the target Deployment now holds "
             f"revision {template_revision(target['spec']['template'])}"
         )
+
+    def _kept_name(self) -> str:
+        return f"{self.target_name}-previous-stable"
+
+    async def _keep(self, stable: Obj) -> None:
+        """Keep the stable copy's template (a ConfigMap: one, overwritten at each promotion)."""
+        meta = stable["metadata"]
+        source = as_template_source(stable, self.target_name)
+        kept = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": self._kept_name(),
+                "namespace": self.namespace,
+                "labels": {ROLLOUT_LABEL: self.rollout},
+            },
+            "data": {
+                "revision": (meta.get("annotations") or {}).get(REVISION_ANNOTATION, ""),
+                "deployment": json.dumps(
+                    {
+                        "metadata": {
+                            "name": self.target_name,
+                            "labels": source["metadata"].get("labels") or {},
+                            "annotations": source["metadata"].get("annotations") or {},
+                        },
+                        "spec": source["spec"],
+                    }
+                ),
+            },
+        }
+        await self.kube.apply(kept)
+
+    async def _kept(self) -> tuple[str, Obj] | None:
+        """The revision kept by `_keep`, and its Deployment (as a template source)."""
+        found = await self.kube.get_or_none(
+            f"configmaps {self.namespace}/{self._kept_name()}",
+            self.kube.core.read_namespaced_config_map,
+            self._kept_name(),
+            self.namespace,
+        )
+        if found is None:
+            return None
+        labels = found["metadata"].get("labels") or {}
+        data = found.get("data") or {}
+        if labels.get(ROLLOUT_LABEL) != self.rollout or "deployment" not in data:
+            return None
+        source: Obj = json.loads(data["deployment"])
+        source["metadata"]["namespace"] = self.namespace
+        return data.get("revision", ""), source
 
     async def scale(self, role: Role, replicas: int) -> None:
         _, state = await self.observe(role)

@@ -75,6 +75,11 @@ if phase == nil or phase == "Initializing" or phase == "Progressing" or phase ==
   return {status = "Progressing", message = told("Rolling out")}
 end
 
+-- spec.waves: the release waits for the regions before this one; nothing is wrong here.
+if phase == "WaitingForWave" then
+  return {status = "Progressing", message = told("Waiting for the regions before this one")}
+end
+
 if phase == "Succeeded" or phase == "Initialized" or phase == "Cancelled" then
   return {status = "Healthy", message = told(phase)}
 end

@@ -1,0 +1,278 @@
+"""Other regions' ProgressiveRollouts, read through the kubeconfigs of spec.waves.
+
+Each distinct source (a Secret's kubeconfig, and a rollout in that cluster) has one watch,
+held open in a thread of its own, shared by every local rollout that names it. Reads come
+from what the watch last saw: a rollout that waits for another region costs that region
+one open watch and no polling. Whoever reads a source is woken when it changes, or when it
+becomes unreachable or reachable again.
+
+The Secret is read from this cluster when a watch (re)connects, never per reconcile, so a
+rotated credential is picked up at the next reconnect. A source no rollout reads any more is
+closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import yaml
+from kubernetes import client, config, watch
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
+
+from tidegate import api
+from tidegate.adapters.cache import Key, Obj
+from tidegate.ports import AdapterError
+from tidegate.waves import RegionRead, RemoteRollout
+
+log = logging.getLogger(__name__)
+
+# A watch is re-opened after this many seconds (server side), and a request that sends
+# nothing for CONNECT_TIMEOUT/READ_TIMEOUT seconds counts as failed: a region that
+# vanishes without closing its connections is still noticed.
+WATCH_SECONDS = 60
+CONNECT_TIMEOUT = 5.0
+READ_TIMEOUT = WATCH_SECONDS + 15.0
+# How long a first read waits for the first answer before calling the region unreachable.
+FIRST_READ_TIMEOUT = 5.0
+RETRY_MIN, RETRY_MAX = 1.0, 10.0
+SECRET_TIMEOUT = 40.0  # longer than a Kubernetes request's own timeout
+
+
+@dataclass(frozen=True)
+class Source:
+    """One remote rollout, and the credentials it is read with."""
+
+    namespace: str  # where the Secret is (the local rollout's namespace)
+    secret: str
+    key: str
+    remote_namespace: str
+    rollout: str
+
+    def describe(self) -> str:
+        return f"{self.remote_namespace}/{self.rollout} (via Secret {self.namespace}/{self.secret})"
+
+
+def source_of(namespace: str, region: api.WaveRegion) -> Source:
+    ref = region.kubeconfig_secret_ref
+    return Source(namespace, ref.name, ref.key, region.namespace or namespace, region.rollout)
+
+
+def _parse_time(text: object) -> datetime | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def remote_rollout(obj: Obj) -> RemoteRollout:
+    """The fields waves compare, from a rollout written by any tidegate version."""
+    status = obj.get("status") or {}
+
+    def text(name: str) -> str | None:
+        value = status.get(name)
+        return value if isinstance(value, str) else None
+
+    return RemoteRollout(
+        phase=text("phase"),
+        stable_release=text("stableRelease"),
+        canary_release=text("canaryRelease"),
+        stable_since=_parse_time(status.get("stableSince")),
+    )
+
+
+class SecretProblem(Exception):
+    """The Secret does not hold a usable kubeconfig."""
+
+
+def kubeconfig_from_secret(secret: Mapping[str, str] | None, source: Source) -> dict[str, Any]:
+    """The kubeconfig under the source's key of the Secret's (decoded) data."""
+    where = f"Secret {source.namespace}/{source.secret}"
+    if secret is None:
+        raise SecretProblem(f"{where} does not exist")
+    data = secret.get(source.key)
+    if data is None:
+        raise SecretProblem(f"{where} has no key {source.key!r}")
+    try:
+        loaded = yaml.safe_load(data)
+    except (ValueError, yaml.YAMLError) as error:
+        raise SecretProblem(f"{where} key {source.key!r} is not a kubeconfig: {error}") from None
+    if not isinstance(loaded, dict):
+        raise SecretProblem(f"{where} key {source.key!r} is not a kubeconfig")
+    return loaded
+
+
+@dataclass
+class _Watched:
+    """One source's watch and what it last saw (written by its thread, read on the loop)."""
+
+    source: Source
+    read: RegionRead = field(default_factory=lambda: RegionRead(False, error="connecting"))
+    synced: threading.Event = field(default_factory=threading.Event)
+    stop: threading.Event = field(default_factory=threading.Event)
+    readers: set[Key] = field(default_factory=set)
+    thread: threading.Thread | None = None
+
+
+class KubeRegions:
+    """The `Regions` port: remote rollouts through watches, one per source."""
+
+    def __init__(
+        self,
+        read_secret: Callable[[str, str], Coroutine[Any, Any, Mapping[str, str] | None]],
+        *,
+        user_agent: str = "tidegate",
+        wake: Callable[[Key], None] | None = None,
+    ) -> None:
+        # read_secret(namespace, name): this cluster's Secret's data, decoded (on the loop).
+        self.read_secret = read_secret
+        self.user_agent = user_agent
+        self.wake = wake  # set by the operator once its loops exist
+        self._watched: dict[Source, _Watched] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def read_all(
+        self, rollout: Key, namespace: str, regions: Iterable[api.WaveRegion]
+    ) -> dict[str, RegionRead]:
+        """Every region's rollout as last seen, by cluster; `rollout` reads these from now
+        on (and no others)."""
+        self._loop = asyncio.get_running_loop()
+        wanted = {region.cluster: source_of(namespace, region) for region in regions}
+        self._retain(rollout, set(wanted.values()))
+        reads: dict[str, RegionRead] = {}
+        for cluster, source in wanted.items():
+            watched = self._watched[source]
+            if not watched.synced.is_set():
+                # The first reader waits a little for the first answer rather than report
+                # a region unreachable that was only not asked yet.
+                await asyncio.to_thread(watched.synced.wait, FIRST_READ_TIMEOUT)
+            reads[cluster] = watched.read
+        return reads
+
+    def forget(self, rollout: Key) -> None:
+        self._retain(rollout, set())
+
+    def close(self) -> None:
+        for watched in self._watched.values():
+            watched.stop.set()
+        self._watched.clear()
+
+    def _retain(self, rollout: Key, sources: set[Source]) -> None:
+        for source, watched in list(self._watched.items()):
+            if source in sources:
+                watched.readers.add(rollout)
+            else:
+                watched.readers.discard(rollout)
+                if not watched.readers:
+                    watched.stop.set()
+                    del self._watched[source]
+        for source in sources - self._watched.keys():
+            watched = _Watched(source, readers={rollout})
+            watched.thread = threading.Thread(
+                target=self._run,
+                args=(watched,),
+                name=f"tidegate-region {source.describe()}",
+                daemon=True,
+            )
+            self._watched[source] = watched
+            watched.thread.start()
+
+    # -- in the source's thread --
+
+    def _publish(self, watched: _Watched, read: RegionRead) -> None:
+        changed = read != watched.read
+        watched.read = read
+        watched.synced.set()
+        if changed and self._loop is not None and self.wake is not None:
+            for key in list(watched.readers):
+                self._loop.call_soon_threadsafe(self.wake, key)
+
+    def _client(self, source: Source) -> client.ApiClient:
+        assert self._loop is not None
+        reading = asyncio.run_coroutine_threadsafe(
+            self.read_secret(source.namespace, source.secret), self._loop
+        )
+        try:
+            secret = reading.result(SECRET_TIMEOUT)
+        except AdapterError as error:
+            raise SecretProblem(str(error)) from None
+        kubeconfig = kubeconfig_from_secret(secret, source)
+        try:
+            api_client = config.new_client_from_config_dict(kubeconfig)  # type: ignore[no-untyped-call]
+        except (config.ConfigException, KeyError, TypeError, ValueError) as error:
+            raise SecretProblem(
+                f"Secret {source.namespace}/{source.secret} key {source.key!r}: {error}"
+            ) from None
+        api_client.user_agent = self.user_agent
+        return api_client  # type: ignore[no-any-return]
+
+    def _run(self, watched: _Watched) -> None:
+        source, delay = watched.source, RETRY_MIN
+        while not watched.stop.is_set():
+            try:
+                self._follow(watched)
+                delay = RETRY_MIN
+            except SecretProblem as problem:
+                self._publish(watched, RegionRead(False, error=str(problem)))
+            except ApiException as error:
+                reason = f"{error.status} {error.reason}".strip()
+                self._publish(watched, RegionRead(False, error=f"the API server said {reason}"))
+            except (HTTPError, OSError, ValueError) as error:
+                self._publish(watched, RegionRead(False, error=f"no answer: {error}"))
+            except Exception as error:  # a bug must not end the thread silently
+                log.exception("region %s: watch failed", source.describe())
+                self._publish(watched, RegionRead(False, error=f"{type(error).__name__}: {error}"))
+            if watched.stop.wait(delay):
+                return
+            delay = min(delay * 2, RETRY_MAX)
+
+    def _follow(self, watched: _Watched) -> None:
+        """List the rollout, then follow it until the watch ends or fails."""
+        source = watched.source
+        api_client = self._client(source)
+        try:
+            custom = client.CustomObjectsApi(api_client)
+            arguments = (api.GROUP, api.VERSION, source.remote_namespace, api.PLURAL)
+            selector = f"metadata.name={source.rollout}"
+            listed: Obj = custom.list_namespaced_custom_object(  # type: ignore[assignment]
+                *arguments,
+                field_selector=selector,
+                _request_timeout=(CONNECT_TIMEOUT, CONNECT_TIMEOUT * 2),
+            )
+            self._publish(watched, _read_of(listed.get("items") or []))
+            version = listed["metadata"]["resourceVersion"]
+            stream = watch.Watch()  # type: ignore[no-untyped-call]
+            while not watched.stop.is_set():
+                for event in stream.stream(  # type: ignore[no-untyped-call]
+                    custom.list_namespaced_custom_object,
+                    *arguments,
+                    field_selector=selector,
+                    resource_version=version,
+                    allow_watch_bookmarks=True,
+                    timeout_seconds=WATCH_SECONDS,
+                    _request_timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
+                ):
+                    if watched.stop.is_set():
+                        return
+                    kind, obj = event["type"], event["object"]
+                    if kind == "ERROR":
+                        return  # (410 Gone: too old) listed again
+                    version = obj["metadata"]["resourceVersion"]
+                    if kind == "DELETED":
+                        self._publish(watched, RegionRead(True, None))
+                    elif kind != "BOOKMARK":
+                        self._publish(watched, RegionRead(True, remote_rollout(obj)))
+        finally:
+            api_client.close()  # type: ignore[no-untyped-call]
+
+
+def _read_of(items: list[Obj]) -> RegionRead:
+    return RegionRead(True, remote_rollout(items[0]) if items else None)
