@@ -6,9 +6,6 @@ import argparse
 import sys
 from pathlib import Path
 
-# Where `up --clusters N` writes the reader RBAC and Secrets.
-READER_NAMESPACE = "default"
-
 
 def _environment(args: argparse.Namespace) -> int:
     from tidegate_devenv import environment, regions
@@ -39,18 +36,18 @@ def _environment(args: argparse.Namespace) -> int:
 
 
 def _regions_up(state_dir: Path, clusters: int) -> int:
-    from tidegate_devenv.readers import write_reader_secrets
+    from tidegate_devenv.readers import DEFAULT_NAMESPACE, write_reader_secrets
     from tidegate_devenv.regions import region_names, start_regions, stop_regions
 
     info = start_regions(state_dir, region_names(clusters))
     try:
-        write_reader_secrets(info, READER_NAMESPACE)
+        write_reader_secrets(info, DEFAULT_NAMESPACE)
     except BaseException:
         stop_regions(state_dir)
         raise
     print(
         f"# {clusters} regions ({', '.join(info.names)}) up in {info.started_in_seconds}s; "
-        f"state in {state_dir}; reader Secrets <region>-reader in {READER_NAMESPACE}"
+        f"state in {state_dir}; reader Secrets <region>-reader in {DEFAULT_NAMESPACE}"
     )
     print(info.exports())
     return 0
@@ -82,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
                 metavar="N",
                 help="N independent control planes (regions a, b, c, ...), each with its own "
                 "kwok nodes and gateway, one Prometheus for all (label cluster), and in each "
-                f"region's {READER_NAMESPACE} namespace the Secrets <other region>-reader "
+                "region's default namespace the Secrets <other region>-reader "
                 "with read-only kubeconfigs for the others (docs/waves.md); default 1",
             )
     demo = commands.add_parser("demo", help="a canary promoted and a bad one rolled back, live")

@@ -21,6 +21,8 @@ from tidegate_devenv.regions import RegionsInfo
 MINT_SCRIPT = WAVES_DEPLOY / "mint-reader-kubeconfig.sh"
 READER_ACCOUNT = "tidegate-wave-reader"
 SECRET_KEY = "kubeconfig"
+# Where `tidegate-dev up --clusters N` and the e2e `regions` fixture write them.
+DEFAULT_NAMESPACE = "default"
 # A dev environment lives for hours at most; a long-lived one mints again (`up` again).
 TOKEN_DURATION = "24h"
 
@@ -77,7 +79,7 @@ def mint_reader_secret(
 
 
 def write_reader_secrets(
-    regions: RegionsInfo, namespace: str = "default", *, duration: str = TOKEN_DURATION
+    regions: RegionsInfo, namespace: str = DEFAULT_NAMESPACE, *, duration: str = TOKEN_DURATION
 ) -> None:
     """In every region, in `namespace` (which must exist): the reader RBAC, and for each
     other region a Secret `<other>-reader` (key `kubeconfig`) with a reader kubeconfig for
