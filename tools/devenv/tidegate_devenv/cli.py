@@ -12,9 +12,8 @@ def _environment(args: argparse.Namespace) -> int:
 
     state_dir = Path(args.state_dir) if args.state_dir else environment.default_state_dir()
     if args.command == "up":
-        clusters = getattr(args, "clusters", 1)
-        if clusters > 1:
-            return _regions_up(state_dir, clusters)
+        if args.clusters > 1:
+            return _regions_up(state_dir, args.clusters)
         info = environment.start_environment(state_dir)
         print(f"# local environment up in {info.started_in_seconds}s; state in {state_dir}")
         print(info.exports())
