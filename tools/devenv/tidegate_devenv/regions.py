@@ -198,11 +198,15 @@ def stop_regions(state_dir: Path) -> None:
     regions_info_path(state_dir).unlink(missing_ok=True)
 
 
-def stop_apiserver(region: EnvironmentInfo) -> None:
+def stop_apiserver(region: EnvironmentInfo, timeout: float = 5) -> None:
     """Stop the region's kube-apiserver, and only it: its address refuses connections until
     `start_apiserver`, while etcd, the controllers, kwok and the gateway keep running (and
-    retrying), as when a region's API is cut off."""
-    ProcessTable(Path(region.state_dir)).stop(APISERVER)
+    retrying), as when a region's API is cut off.
+
+    It stops listening at once on SIGTERM, but with its clients still connected it does not
+    exit on its own: it is killed after `timeout` seconds, and this returns once it is gone
+    (so that `start_apiserver` finds its port free)."""
+    ProcessTable(Path(region.state_dir)).stop(APISERVER, timeout)
 
 
 def start_apiserver(region: EnvironmentInfo, timeout: float = 60) -> None:
