@@ -203,9 +203,9 @@ def stop_apiserver(region: EnvironmentInfo, timeout: float = 5) -> None:
     `start_apiserver`, while etcd, the controllers, kwok and the gateway keep running (and
     retrying), as when a region's API is cut off.
 
-    It stops listening at once on SIGTERM, but with its clients still connected it does not
-    exit on its own: it is killed after `timeout` seconds, and this returns once it is gone
-    (so that `start_apiserver` finds its port free)."""
+    It stops listening at once on SIGTERM; with its clients still connected it has been
+    seen not to exit within seconds, so it is killed after `timeout` seconds. This returns
+    once it is gone, so that `start_apiserver` finds its port free."""
     ProcessTable(Path(region.state_dir)).stop(APISERVER, timeout)
 
 
