@@ -2,6 +2,7 @@
 
 TIDEGATE_TEST_KUBECONFIG names an existing cluster (kind, k3d, a real one) to use instead
 of starting a local control plane; Prometheus and the gateway still run on this machine.
+The tests that need several clusters (the `regions` fixture) are then skipped.
 
 The gateway's weighted choices are seeded ($TIDEGATE_GATEWAY_SEED, else GATEWAY_SEED), so a
 test's traffic shares are the same from run to run; with every test on a hostname, and so a
@@ -23,7 +24,9 @@ from tidegate_devenv.binaries import find_helm
 from tidegate_devenv.cluster import KubectlRunner
 from tidegate_devenv.environment import EnvironmentInfo, start_environment, stop_environment
 from tidegate_devenv.helm import HelmRunner
-from tidegate_devenv.operator_process import install_crd
+from tidegate_devenv.operator_process import install_crd, kubectl_for
+from tidegate_devenv.readers import write_reader_secrets
+from tidegate_devenv.regions import RegionsInfo, start_regions, stop_regions
 
 E2E_DIR = Path(__file__).parent
 GATEWAY_SEED = 20240611
@@ -48,6 +51,33 @@ def environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Environmen
         yield info
     finally:
         stop_environment(state_dir)
+
+
+@pytest.fixture(scope="module")
+def regions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegionsInfo]:
+    """Three independent local control planes, regions a, b and c (tidegate_devenv.regions),
+    with one Prometheus for all, tidegate's CRDs in each, and in each region's `default`
+    namespace the reader RBAC and the Secrets `<other region>-reader` (key `kubeconfig`).
+
+    For the tests of one module, stopped after them; started only for a module whose tests
+    ask for it (the session's `environment` is another, single cluster).
+    """
+    if os.environ.get("TIDEGATE_TEST_KUBECONFIG"):
+        pytest.skip(
+            "TIDEGATE_TEST_KUBECONFIG names one existing cluster; the regions tests need "
+            "three control planes of their own, started on this machine"
+        )
+    state_dir = tmp_path_factory.mktemp("regions")
+    info = start_regions(
+        state_dir, gateway_seed=int(os.environ.get("TIDEGATE_GATEWAY_SEED", GATEWAY_SEED))
+    )
+    try:
+        for region in info.regions:
+            install_crd(kubectl_for(region))
+        write_reader_secrets(info)
+        yield info
+    finally:
+        stop_regions(state_dir)
 
 
 @pytest.fixture(scope="session")

@@ -7,9 +7,17 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+import pytest
 
 from tidegate_devenv.demoprocs import stop_process
-from tidegate_devenv.processes import group_alive, process_alive, stop_process_group
+from tidegate_devenv.processes import (
+    ProcessTable,
+    group_alive,
+    process_alive,
+    stop_process_group,
+)
 
 # A shell that starts a child in its own process group (it is a session leader) and waits.
 FAMILY = "sleep 60 & echo started; wait"
@@ -71,3 +79,34 @@ def test_an_asyncio_child_is_stopped_and_left_to_its_loop_to_reap() -> None:
 
     # -15: SIGTERM, as the loop's own reaping saw it (a stolen child would read 255).
     assert asyncio.run(scenario()) == -15
+
+
+def test_one_recorded_process_is_stopped_and_started_again_the_same_way(tmp_path: Path) -> None:
+    table = ProcessTable(tmp_path)
+    table.start("first", ["sleep", "60"])
+    table.start("second", ["sh", "-c", "sleep 60"], env={"WHO": "second"})
+    before = {r.name: r for r in table.records()}
+
+    table.stop("second")
+    assert not group_alive(before["second"].pid)
+    assert [r.name for r in table.alive()] == ["first"]
+    assert [(r.name, r.stopped) for r in table.records()] == [("first", False), ("second", True)]
+    table.stop("second")  # twice is harmless
+
+    table.start_again("second")
+    after = {r.name: r for r in table.records()}
+    assert [r.name for r in table.records()] == ["first", "second"]  # in its place
+    assert after["second"].pid != before["second"].pid
+    assert (after["second"].argv, after["second"].env) == (
+        ["sh", "-c", "sleep 60"],
+        {"WHO": "second"},
+    )
+    assert group_alive(after["second"].pid)
+    with pytest.raises(RuntimeError, match="not stopped"):
+        table.start_again("first")
+    with pytest.raises(KeyError):
+        table.stop("third")
+
+    table.stop_all()
+    assert table.alive() == [] and table.records() == []
+    assert not group_alive(after["second"].pid) and not group_alive(before["first"].pid)

@@ -8,23 +8,47 @@ from pathlib import Path
 
 
 def _environment(args: argparse.Namespace) -> int:
-    from tidegate_devenv import environment
+    from tidegate_devenv import environment, regions
 
     state_dir = Path(args.state_dir) if args.state_dir else environment.default_state_dir()
     if args.command == "up":
+        if args.clusters > 1:
+            return _regions_up(state_dir, args.clusters)
         info = environment.start_environment(state_dir)
         print(f"# local environment up in {info.started_in_seconds}s; state in {state_dir}")
         print(info.exports())
         return 0
     if args.command == "down":
+        # Whichever kind runs there: stopping regions also stops a single environment's
+        # processes (its table is the state directory's own).
+        regions.stop_regions(state_dir)
         environment.stop_environment(state_dir)
         print(f"# local environment in {state_dir} stopped")
         return 0
-    running = environment.load_info(state_dir)
+    several = regions.load_regions(state_dir)
+    running = several or environment.load_info(state_dir)
     if running is None:
         print(f"no environment is running in {state_dir}; run `tidegate-dev up`", file=sys.stderr)
         return 1
     print(running.exports())
+    return 0
+
+
+def _regions_up(state_dir: Path, clusters: int) -> int:
+    from tidegate_devenv.readers import DEFAULT_NAMESPACE, write_reader_secrets
+    from tidegate_devenv.regions import region_names, start_regions, stop_regions
+
+    info = start_regions(state_dir, region_names(clusters))
+    try:
+        write_reader_secrets(info, DEFAULT_NAMESPACE)
+    except BaseException:
+        stop_regions(state_dir)
+        raise
+    print(
+        f"# {clusters} regions ({', '.join(info.names)}) up in {info.started_in_seconds}s; "
+        f"state in {state_dir}; reader Secrets <region>-reader in {DEFAULT_NAMESPACE}"
+    )
+    print(info.exports())
     return 0
 
 
@@ -46,6 +70,17 @@ def build_parser() -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=text)
         command.add_argument("--state-dir", help="default: $TIDEGATE_STATE_DIR or ./.state/dev")
         command.set_defaults(handler=_environment)
+        if name == "up":
+            command.add_argument(
+                "--clusters",
+                type=int,
+                default=1,
+                metavar="N",
+                help="N independent control planes (regions a, b, c, ...), each with its own "
+                "kwok nodes and gateway, one Prometheus for all (label cluster), and in each "
+                "region's default namespace the Secrets <other region>-reader "
+                "with read-only kubeconfigs for the others (docs/waves.md); default 1",
+            )
     demo = commands.add_parser("demo", help="a canary promoted and a bad one rolled back, live")
     demo.set_defaults(handler=_demo)
     return parser

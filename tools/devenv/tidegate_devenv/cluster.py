@@ -19,6 +19,8 @@ from tidegate_devenv.waiting import wait_until
 SERVICE_CIDR = "10.96.0.0/16"
 POD_CIDR = "10.244.0.0/16"
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+DEFAULT_CONTEXT = "tidegate-dev"
+APISERVER = "kube-apiserver"  # its name in the ProcessTable (and its log's)
 
 
 class StartupError(RuntimeError):
@@ -37,18 +39,28 @@ def http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
         return bool(response.status == 200)
 
 
-def write_kubeconfig(path: Path, server: str, ca: Path, client: pki.KeyPair, user: str) -> Path:
+def write_kubeconfig(
+    path: Path,
+    server: str,
+    ca: Path,
+    client: pki.KeyPair,
+    user: str,
+    *,
+    context: str = DEFAULT_CONTEXT,
+) -> Path:
+    """A kubeconfig whose cluster and context are named `context`. Outside the default
+    context, the user is named `<user>@<context>` too, so that the kubeconfigs of several
+    control planes merge (KUBECONFIG=a:b:c) without one's user hiding another's."""
+    user_entry = user if context == DEFAULT_CONTEXT else f"{user}@{context}"
     cluster = {"server": server, "certificate-authority": str(ca)}
     credentials = {"client-certificate": str(client.cert), "client-key": str(client.key)}
     config = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "tidegate-dev", "cluster": cluster}],
-        "users": [{"name": user, "user": credentials}],
-        "contexts": [
-            {"name": "tidegate-dev", "context": {"cluster": "tidegate-dev", "user": user}}
-        ],
-        "current-context": "tidegate-dev",
+        "clusters": [{"name": context, "cluster": cluster}],
+        "users": [{"name": user_entry, "user": credentials}],
+        "contexts": [{"name": context, "context": {"cluster": context, "user": user_entry}}],
+        "current-context": context,
     }
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
@@ -94,7 +106,9 @@ class ControlPlane:
     kubeconfig: Path
 
 
-def _identities(ca: pki.CertificateAuthority, state_dir: Path, server: str) -> dict[str, Path]:
+def _identities(
+    ca: pki.CertificateAuthority, state_dir: Path, server: str, context: str
+) -> dict[str, Path]:
     """A kubeconfig for each identity: the admin, and the components as a real cluster has them."""
     kubeconfigs = {}
     for short, user, group in [
@@ -104,14 +118,22 @@ def _identities(ca: pki.CertificateAuthority, state_dir: Path, server: str) -> d
     ]:
         client = ca.issue(short, user, organization=group)
         kubeconfigs[short] = write_kubeconfig(
-            state_dir / f"{short}.kubeconfig", server, ca.cert_path, client, user
+            state_dir / f"{short}.kubeconfig", server, ca.cert_path, client, user, context=context
         )
     return kubeconfigs
 
 
 def start_control_plane(
-    binaries: Binaries, state_dir: Path, processes: ProcessTable, *, nodes: int = 3
+    binaries: Binaries,
+    state_dir: Path,
+    processes: ProcessTable,
+    *,
+    nodes: int = 3,
+    context: str = DEFAULT_CONTEXT,
 ) -> ControlPlane:
+    """Everything in `state_dir`, its own PKI included: control planes started in several
+    directories share nothing but the binaries. Its kubeconfigs name their context
+    `context`."""
     pki_dir = state_dir / "pki"
     ca = pki.CertificateAuthority(pki_dir)
     apiserver_port = free_port()
@@ -123,7 +145,7 @@ def start_control_plane(
         server_ips=("127.0.0.1", "10.96.0.1"),
     )
     service_accounts = pki.service_account_keys(pki_dir)
-    kubeconfigs = _identities(ca, state_dir, server)
+    kubeconfigs = _identities(ca, state_dir, server, context)
 
     etcd_client, etcd_peer = free_port(), free_port()
     etcd_url = f"http://127.0.0.1:{etcd_client}"
@@ -145,7 +167,7 @@ def start_control_plane(
     wait_until(lambda: http_ok(f"{etcd_url}/health"), "etcd", 30, processes.log_dir / "etcd.log")
 
     processes.start(
-        "kube-apiserver",
+        APISERVER,
         [
             str(binaries.kube_apiserver),
             f"--etcd-servers={etcd_url}",
@@ -166,14 +188,7 @@ def start_control_plane(
             *audit.apiserver_flags(state_dir),
         ],
     )
-    context = ssl.create_default_context(cafile=str(ca.cert_path))
-    context.load_cert_chain(str(pki_dir / "admin.crt"), str(pki_dir / "admin.key"))
-    wait_until(
-        lambda: http_ok(f"{server}/readyz", context),
-        "kube-apiserver",
-        60,
-        processes.log_dir / "kube-apiserver.log",
-    )
+    wait_for_apiserver(server, state_dir, processes)
 
     for component, binary, extra in [
         (
@@ -236,6 +251,22 @@ def start_control_plane(
         processes.log_dir / "kwok.log",
     )
     return ControlPlane(server, admin)
+
+
+def wait_for_apiserver(
+    server: str, state_dir: Path, processes: ProcessTable, timeout: float = 60
+) -> None:
+    """Until the API server of the control plane in `state_dir` answers /readyz, as its
+    admin (any other caller may not read /readyz)."""
+    pki_dir = state_dir / "pki"
+    tls = ssl.create_default_context(cafile=str(pki_dir / "ca.crt"))
+    tls.load_cert_chain(str(pki_dir / "admin.crt"), str(pki_dir / "admin.key"))
+    wait_until(
+        lambda: http_ok(f"{server}/readyz", tls),
+        APISERVER,
+        timeout,
+        processes.log_dir / f"{APISERVER}.log",
+    )
 
 
 def _fake_node(name: str) -> dict[str, object]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from tidegate_devenv import prometheus
 from tidegate_devenv.binaries import Binaries, find_binaries, gateway_api_crd_directory
 from tidegate_devenv.cluster import (
+    DEFAULT_CONTEXT,
     ControlPlane,
     KubectlRunner,
     StartupError,
@@ -24,6 +25,9 @@ from tidegate_devenv.processes import ProcessTable
 from tidegate_devenv.waiting import wait_until
 
 SCRAPE_INTERVAL = "1s"
+# Prometheus scrapes what the target files here name (file_sd): the gateway's demo apps and
+# the operators `start_operator` starts.
+SCRAPE_TARGETS_DIR = "prometheus-targets"
 
 
 def default_state_dir() -> Path:
@@ -40,6 +44,9 @@ class EnvironmentInfo:
     gateway_url: str
     gateway_metrics_url: str
     started_in_seconds: float
+    # The region's name when this is one cluster of several (`tidegate_devenv.regions`):
+    # the `cluster` label of what Prometheus scrapes of it, its kubeconfig's context.
+    cluster: str = ""
 
     def exports(self) -> str:
         return "\n".join(
@@ -81,80 +88,148 @@ def start_environment(
     HTTP data plane, `gateway_url` and `gateway_metrics_url` are empty, and Prometheus only
     has what is published to it otherwise. For runs whose analysis needs no traffic, such as
     the scale benchmark.
+
+    Several clusters, each with its own control plane and gateway and one Prometheus for
+    all: `tidegate_devenv.regions`.
     """
     began = time.monotonic()
     processes = ProcessTable(state_dir)
     if processes.alive():
         raise StartupError(f"an environment is already running in {state_dir}; stop it first")
-    _reset(state_dir)
+    reset_state_dir(state_dir)
     binaries = binaries or find_binaries()
     try:
-        if kubeconfig is None:
-            control_plane = start_control_plane(binaries, state_dir, processes)
-        else:
-            control_plane = ControlPlane(server="", kubeconfig=kubeconfig)
-        kubectl = KubectlRunner(binaries.kubectl, control_plane.kubeconfig)
-        kubectl.check("apply", "--server-side", "-f", str(gateway_api_crd_directory()))
+        parts = start_cluster_parts(
+            binaries,
+            state_dir,
+            processes,
+            gateway_api_crd_directory(),
+            kubeconfig=kubeconfig,
+            gateway_seed=gateway_seed,
+            gateway=gateway,
+        )
+        prometheus_url = start_prometheus(processes, state_dir, [parts.scrape_source()])
+        parts.wait_ready(binaries, processes)
+        wait_for_prometheus(prometheus_url, processes)
+    except BaseException:
+        processes.stop_all()
+        raise
+    info = parts.info(binaries, prometheus_url, round(time.monotonic() - began, 1))
+    write_info(info)
+    return info
 
-        gateway_port, gateway_metrics_port, prometheus_port = free_port(), free_port(), free_port()
-        targets_dir = state_dir / "prometheus-targets"
-        targets_dir.mkdir(parents=True, exist_ok=True)
-        config = state_dir / "prometheus.yml"
-        config.write_text(
-            prometheus.render_config(
-                SCRAPE_INTERVAL,
-                [f"127.0.0.1:{gateway_metrics_port}"] if gateway else [],
-                targets_dir,
-            )
+
+@dataclass(frozen=True)
+class ClusterParts:
+    """One cluster's share of an environment, as `start_cluster_parts` started it: its
+    control plane (or an existing cluster) with the Gateway API CRDs, and its dev gateway
+    unless there is none (then both URLs are empty)."""
+
+    state_dir: Path
+    control_plane: ControlPlane
+    gateway_url: str
+    gateway_metrics_url: str
+    cluster: str = ""
+
+    def scrape_source(self) -> prometheus.ScrapeSource:
+        """What Prometheus scrapes of it: the gateway, and the target files in the state
+        directory (the gateway's demo apps, the operators `start_operator` registers)."""
+        metrics = self.gateway_metrics_url.removeprefix("http://")
+        return prometheus.ScrapeSource(
+            [metrics] if metrics else [], self.state_dir / SCRAPE_TARGETS_DIR, self.cluster
         )
-        prometheus_url = f"http://127.0.0.1:{prometheus_port}"
-        processes.start(
-            "prometheus",
-            prometheus.prometheus_command(
-                prometheus.prometheus_binary(),
-                config,
-                state_dir / "prometheus-data",
-                f"127.0.0.1:{prometheus_port}",
-            ),
-        )
-        if gateway:
-            _start_gateway(
-                processes,
-                control_plane.kubeconfig,
-                state_dir,
-                gateway_seed,
-                gateway_port,
-                gateway_metrics_port,
-            )
+
+    def wait_ready(self, binaries: Binaries, processes: ProcessTable) -> None:
+        kubectl = KubectlRunner(binaries.kubectl, self.control_plane.kubeconfig)
         kubectl.check("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
-        wait_until(
-            lambda: http_ok(f"{prometheus_url}/-/ready"),
-            "prometheus's /-/ready",
-            60,
-            processes.log_dir / "prometheus.log",
-        )
-        if gateway:
+        if self.gateway_metrics_url:
             wait_until(
-                lambda: http_ok(f"http://127.0.0.1:{gateway_metrics_port}/metrics"),
+                lambda: http_ok(f"{self.gateway_metrics_url}/metrics"),
                 "the gateway's /metrics",
                 30,
                 processes.log_dir / "gateway.log",
             )
-    except BaseException:
-        processes.stop_all()
-        raise
-    info = EnvironmentInfo(
-        state_dir=str(state_dir),
-        kubeconfig=str(control_plane.kubeconfig),
-        server=control_plane.server,
-        kubectl=str(binaries.kubectl),
-        prometheus_url=prometheus_url,
-        gateway_url=f"http://127.0.0.1:{gateway_port}" if gateway else "",
-        gateway_metrics_url=f"http://127.0.0.1:{gateway_metrics_port}" if gateway else "",
-        started_in_seconds=round(time.monotonic() - began, 1),
+
+    def info(self, binaries: Binaries, prometheus_url: str, seconds: float) -> EnvironmentInfo:
+        return EnvironmentInfo(
+            state_dir=str(self.state_dir),
+            kubeconfig=str(self.control_plane.kubeconfig),
+            server=self.control_plane.server,
+            kubectl=str(binaries.kubectl),
+            prometheus_url=prometheus_url,
+            gateway_url=self.gateway_url,
+            gateway_metrics_url=self.gateway_metrics_url,
+            started_in_seconds=seconds,
+            cluster=self.cluster,
+        )
+
+
+def start_cluster_parts(
+    binaries: Binaries,
+    state_dir: Path,
+    processes: ProcessTable,
+    gateway_crds: Path,
+    *,
+    kubeconfig: Path | None = None,
+    gateway_seed: int | None = None,
+    gateway: bool = True,
+    cluster: str = "",
+) -> ClusterParts:
+    """A control plane in `state_dir` (unless `kubeconfig` names an existing cluster), the
+    Gateway API CRDs from `gateway_crds`, and the dev gateway; not waiting for either to be
+    ready (`ClusterParts.wait_ready`). A `cluster` name names its kubeconfig's context too."""
+    if kubeconfig is None:
+        context = cluster or DEFAULT_CONTEXT
+        control_plane = start_control_plane(binaries, state_dir, processes, context=context)
+    else:
+        control_plane = ControlPlane(server="", kubeconfig=kubeconfig)
+    kubectl = KubectlRunner(binaries.kubectl, control_plane.kubeconfig)
+    kubectl.check("apply", "--server-side", "-f", str(gateway_crds))
+    (state_dir / SCRAPE_TARGETS_DIR).mkdir(parents=True, exist_ok=True)
+    if not gateway:
+        return ClusterParts(state_dir, control_plane, "", "", cluster)
+    port, metrics_port = free_port(), free_port()
+    _start_gateway(processes, control_plane.kubeconfig, state_dir, gateway_seed, port, metrics_port)
+    return ClusterParts(
+        state_dir,
+        control_plane,
+        f"http://127.0.0.1:{port}",
+        f"http://127.0.0.1:{metrics_port}",
+        cluster,
     )
-    info_path(state_dir).write_text(json.dumps(asdict(info), indent=1))
-    return info
+
+
+def start_prometheus(
+    processes: ProcessTable, state_dir: Path, sources: list[prometheus.ScrapeSource]
+) -> str:
+    """Prometheus scraping `sources`, its data in `state_dir`; returns its URL at once
+    (`wait_for_prometheus` waits until it is ready)."""
+    port = free_port()
+    config = state_dir / "prometheus.yml"
+    config.write_text(prometheus.render_sources(SCRAPE_INTERVAL, sources))
+    processes.start(
+        "prometheus",
+        prometheus.prometheus_command(
+            prometheus.prometheus_binary(),
+            config,
+            state_dir / "prometheus-data",
+            f"127.0.0.1:{port}",
+        ),
+    )
+    return f"http://127.0.0.1:{port}"
+
+
+def wait_for_prometheus(url: str, processes: ProcessTable) -> None:
+    wait_until(
+        lambda: http_ok(f"{url}/-/ready"),
+        "prometheus's /-/ready",
+        60,
+        processes.log_dir / "prometheus.log",
+    )
+
+
+def write_info(info: EnvironmentInfo) -> None:
+    info_path(Path(info.state_dir)).write_text(json.dumps(asdict(info), indent=1))
 
 
 def _start_gateway(
@@ -185,7 +260,7 @@ def stop_environment(state_dir: Path) -> None:
     info_path(state_dir).unlink(missing_ok=True)
 
 
-def _reset(state_dir: Path) -> None:
+def reset_state_dir(state_dir: Path) -> None:
     if state_dir.exists():
         shutil.rmtree(state_dir)
     state_dir.mkdir(parents=True)

@@ -39,9 +39,10 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from tidegate_devenv.cluster import KubectlRunner, StartupError, free_port, http_ok
-from tidegate_devenv.environment import EnvironmentInfo
+from tidegate_devenv.environment import SCRAPE_TARGETS_DIR, EnvironmentInfo
 from tidegate_devenv.paths import CRD_DIR
 from tidegate_devenv.processes import stop_process_group
+from tidegate_devenv.prometheus import CLUSTER_LABEL
 from tidegate_devenv.waiting import wait_until
 
 READY_TIMEOUT = 60.0
@@ -147,6 +148,10 @@ def start_operator(
     `lease_namespace`, by default the first of `namespaces` (else `default`). Ready means
     watching, not leading: a second operator on the same Lease is ready as a standby.
 
+    For one region of several (`tidegate_devenv.regions`), pass that region's info
+    (`RegionsInfo.region(name)`): the operator runs against its API server, and the shared
+    Prometheus scrapes it with the region's `cluster` label.
+
     `notifications_secret` (`NAMESPACE/NAME`, e.g. a test's own namespace) is the Secret of
     the providers spec.notifications names; by default the operator's own default
     (`tidegate-notifications` in $POD_NAMESPACE, else `default`).
@@ -204,19 +209,23 @@ def start_operator(
     return operator
 
 
-# The environment's Prometheus reads scrape targets from the files in this directory
-# (tidegate_devenv.environment); an operator's file is there while it runs.
-SCRAPE_TARGETS = Path("prometheus-targets")
 SCRAPE_JOB = "tidegate"
 
 
 def _register_scrape_target(info: EnvironmentInfo, identity: str, address: str) -> Path | None:
     """Have the environment's Prometheus scrape the operator's /metrics, as a ServiceMonitor
-    would in a cluster (job="tidegate")."""
-    targets = Path(info.state_dir) / SCRAPE_TARGETS
+    would in a cluster (job="tidegate"); in an environment of several regions, with the
+    `cluster` label of the region it runs for.
+
+    The file is in the environment's file_sd directory (`SCRAPE_TARGETS_DIR`), and there
+    only while the operator runs."""
+    targets = Path(info.state_dir) / SCRAPE_TARGETS_DIR
     if not targets.is_dir():
         return None
-    entry = [{"targets": [address], "labels": {"job": SCRAPE_JOB, "identity": identity}}]
+    labels = {"job": SCRAPE_JOB, "identity": identity}
+    if info.cluster:
+        labels[CLUSTER_LABEL] = info.cluster
+    entry = [{"targets": [address], "labels": labels}]
     path = targets / f"operator-{identity}.json"
     partial = path.with_suffix(".tmp")  # Prometheus reads *.json only: never a half file
     partial.write_text(json.dumps(entry))

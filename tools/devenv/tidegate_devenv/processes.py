@@ -12,7 +12,7 @@ import os
 import signal
 import subprocess
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from tidegate_devenv.waiting import WaitTimeout, wait_until
@@ -23,6 +23,11 @@ class ProcessRecord:
     name: str
     pid: int
     log: str
+    # How it was started, so that it can be started again the same way (`start_again`).
+    argv: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    # Stopped on purpose by `stop`, kept for `start_again`: its pid is no longer ours.
+    stopped: bool = False
 
 
 class ProcessTable:
@@ -44,18 +49,52 @@ class ProcessTable:
     def start(
         self, name: str, argv: Sequence[str], *, env: Mapping[str, str] | None = None
     ) -> subprocess.Popen[bytes]:
+        proc, record = self._spawn(name, list(argv), dict(env or {}))
+        self._save([*self.records(), record])
+        return proc
+
+    def _spawn(
+        self, name: str, argv: list[str], env: dict[str, str]
+    ) -> tuple[subprocess.Popen[bytes], ProcessRecord]:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_dir / f"{name}.log"
         with log.open("ab") as out:
             proc = subprocess.Popen(
-                list(argv),
+                argv,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                env={**os.environ, **(env or {})},
+                env={**os.environ, **env},
             )
-        self._save([*self.records(), ProcessRecord(name, proc.pid, str(log))])
+        return proc, ProcessRecord(name, proc.pid, str(log), argv, env)
+
+    def _record(self, name: str) -> tuple[int, ProcessRecord]:
+        for index, record in enumerate(self.records()):
+            if record.name == name:
+                return index, record
+        raise KeyError(f"no process {name!r} in {self.path}")
+
+    def stop(self, name: str, timeout: float = 5.0) -> None:
+        """Stop one recorded process (and its group), keeping its record for `start_again`:
+        a component made to fail on purpose, like an API server a test takes away."""
+        index, record = self._record(name)
+        if not record.stopped:
+            stop_process_group(record.pid, timeout)
+        records = self.records()
+        records[index] = replace(record, stopped=True)
+        self._save(records)
+
+    def start_again(self, name: str) -> subprocess.Popen[bytes]:
+        """Start a process `stop` stopped with the same command line and environment, in its
+        place in the table (so that `stop_all` still stops it in the order of the start)."""
+        index, record = self._record(name)
+        if not record.stopped:
+            raise RuntimeError(f"{name} was not stopped; stop it first")
+        proc, fresh = self._spawn(name, record.argv, record.env)
+        records = self.records()
+        records[index] = fresh
+        self._save(records)
         return proc
 
     def stop_all(self, timeout: float = 5.0) -> None:
@@ -65,11 +104,12 @@ class ProcessTable:
         but waits many seconds for an etcd that is going away beside it.
         """
         for record in reversed(self.records()):
-            stop_process_group(record.pid, timeout)
+            if not record.stopped:
+                stop_process_group(record.pid, timeout)
         self._save([])
 
     def alive(self) -> list[ProcessRecord]:
-        return [r for r in self.records() if group_alive(r.pid)]
+        return [r for r in self.records() if not r.stopped and group_alive(r.pid)]
 
 
 def stop_process_group(
