@@ -805,6 +805,12 @@ class _Reconciler:
             self._end_rollout(RolloutPhase.WAITING_FOR_WAVE)
         st.phase = RolloutPhase.WAITING_FOR_WAVE
         self._wait_for(self.obs.target_revision)
+        names = ", ".join(region.cluster for region in waves.after)
+        self._event(
+            "Normal",
+            "WaitingForWave",
+            f"Release {st.canary_release} (revision {st.canary_revision}) waits for {names}",
+        )
         self._waiting_for_wave(event_reason, note)
 
     def _wait_for(self, revision: str) -> None:

@@ -168,6 +168,7 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -
         secret_reader(kube, secret_namespace, secret_name), f"{secret_namespace}/{secret_name}"
     )
     memo.notifier = WebhookNotifier(providers, DeliveryQueue())
+
     # Nothing acts before `watching` says the watches run (and, with leader election, before
     # this process is elected).
     # spec.waves: other clusters' rollouts, each followed by a watch of its own.

@@ -11,7 +11,7 @@ as a crashed operator would, at any call.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,6 +37,7 @@ from tidegate.ports import (
     WorkloadError,
 )
 from tidegate.revisions import template_revision
+from tidegate.waves import RegionRead
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "canary" / "rollout.yaml"
 NAMESPACE = "shop-ns"
@@ -132,6 +133,8 @@ class World:
     listeners: list[Callable[[], None]] = field(default_factory=list)
     # MetricTemplates ((namespace, name)) and ClusterMetricTemplates (("", name)), as stored.
     templates: dict[tuple[api.MetricTemplateKind, str, str], Obj] = field(default_factory=dict)
+    # Other regions' rollouts (spec.waves) by cluster, as their watches would report them.
+    regions: dict[str, RegionRead] = field(default_factory=dict)
     # What each measure_all was asked: metric name -> (query, thresholdRange).
     queries: list[dict[str, tuple[str | None, api.ThresholdRange | None]]] = field(
         default_factory=list
@@ -289,6 +292,7 @@ class World:
             load=FakeLoad(self),
             notifier=FakeNotifier(self),
             templates=FakeTemplates(self),
+            regions=FakeRegions(self),
         )
 
     def events(self) -> list[tuple[str, str, str]]:
@@ -359,6 +363,27 @@ class FakeTemplates:
         self.world.record("get_template", kind.value, namespace, name)
         cluster = kind is api.MetricTemplateKind.CLUSTER
         return copy.deepcopy(self.world.templates.get((kind, "" if cluster else namespace, name)))
+
+
+class FakeRegions:
+    """Regions from `World.regions` (unreachable when not there); who reads which is recorded."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    async def read_all(
+        self, rollout: tuple[str, str], namespace: str, regions: Iterable[api.WaveRegion]
+    ) -> dict[str, RegionRead]:
+        clusters = [r.cluster for r in regions]
+        if clusters:
+            self.world.record("read_regions", rollout, tuple(clusters))
+        return {
+            c: self.world.regions.get(c, RegionRead(False, error="not in this world"))
+            for c in clusters
+        }
+
+    def forget(self, rollout: tuple[str, str]) -> None:
+        self.world.record("forget_regions", rollout)
 
 
 class FakeMetrics:

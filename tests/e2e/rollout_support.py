@@ -78,9 +78,11 @@ def events(kubectl: KubectlRunner, namespace: str) -> list[dict[str, Any]]:
 
 
 @contextlib.contextmanager
-def scratch_namespace(kubectl: KubectlRunner, prefix: str = "t") -> Iterator[str]:
-    """A namespace of its own for a test, deleted after it."""
-    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+def scratch_namespace(
+    kubectl: KubectlRunner, prefix: str = "t", *, name: str | None = None
+) -> Iterator[str]:
+    """A namespace of its own for a test (named `name`, else at random), deleted after it."""
+    name = name or f"{prefix}-{uuid.uuid4().hex[:8]}"
     kubectl.check("create", "namespace", name)
     try:
         yield name

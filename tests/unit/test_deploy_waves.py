@@ -57,3 +57,31 @@ def test_the_mint_script_is_there_and_executable() -> None:
     text = script.read_text()
     assert f"account={NAME}" in text
     assert "create token" in text
+
+
+def test_the_operators_access_in_a_waves_namespace_is_a_role_for_its_account() -> None:
+    operator = WAVES / "operator"
+    kustomization = yaml.safe_load((operator / "kustomization.yaml").read_text())
+    found = [
+        o
+        for resource in kustomization["resources"]
+        for o in yaml.safe_load_all((operator / resource).read_text())
+        if o
+    ]
+    by_kind = {o["kind"]: o for o in found}
+    assert sorted(by_kind) == ["Role", "RoleBinding"]
+    assert all("namespace" not in o["metadata"] for o in found)
+    assert by_kind["Role"]["rules"] == [
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "patch"]},
+    ]
+    # The account deploy/kustomize and the chart's defaults run the operator as.
+    deployed = yaml.safe_load_all((WAVES.parent / "kustomize" / "serviceaccount.yaml").read_text())
+    account = next(o for o in deployed if o and o["kind"] == "ServiceAccount")
+    assert by_kind["RoleBinding"]["subjects"] == [
+        {
+            "kind": "ServiceAccount",
+            "name": account["metadata"]["name"],
+            "namespace": "tidegate-system",
+        }
+    ]

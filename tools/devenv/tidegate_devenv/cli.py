@@ -52,7 +52,11 @@ def _regions_up(state_dir: Path, clusters: int) -> int:
     return 0
 
 
-def _demo(_: argparse.Namespace) -> int:
+def _demo(args: argparse.Namespace) -> int:
+    if args.waves:
+        from tidegate_devenv.wavesdemo import run_waves_demo
+
+        return run_waves_demo()
     from tidegate_devenv.demo import run_demo
 
     return run_demo()
@@ -82,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
                 "with read-only kubeconfigs for the others (docs/waves.md); default 1",
             )
     demo = commands.add_parser("demo", help="a canary promoted and a bad one rolled back, live")
+    demo.add_argument(
+        "--waves",
+        action="store_true",
+        help="three regions instead: a release walks a → b → c, a bad one stops in a",
+    )
     demo.set_defaults(handler=_demo)
     return parser
 

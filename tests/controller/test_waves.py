@@ -1,0 +1,115 @@
+"""spec.waves through the reconciler: the regions are read through the port for every
+reconcile of a rollout with waves (and released when it goes), the release is computed from
+the target as spec.waves.release says, the metrics of a region before this one are resolved
+and measured against its Prometheus, and a target that does not say its release is a
+problem reported on the rollout."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from fakes import NAME, NAMESPACE, World, example_spec
+from test_reconciler import reconciler, settle
+
+from tidegate.revisions import template_revision
+from tidegate.waves import RegionRead, RemoteRollout
+
+KEY = (NAMESPACE, NAME)
+
+
+def waves_world(**waves: Any) -> World:
+    spec = example_spec()
+    region = {"cluster": "a", "kubeconfigSecretRef": {"name": "a-reader"}, "rollout": "shop"}
+    region.update(waves.pop("region", {}))
+    spec["waves"] = {"after": [region], **waves}
+    world = World()
+    world.add_target()
+    world.add_rollout(spec)
+    return world
+
+
+def release_of(world: World, version: str) -> str:
+    return f"template:{world.revision_of(version)}"
+
+
+async def test_a_release_waits_for_the_region_then_rolls_out() -> None:
+    world = waves_world(region={"soak": "1m"})
+    await settle(world, {"Initialized"})
+    assert world.target is not None
+    first = template_revision(world.target["spec"]["template"])
+    assert world.status["stableRelease"] == f"template:{first}"
+    world.set_version("1.1.0")
+    rec = reconciler(world)
+    await rec.reconcile(NAMESPACE, NAME)
+    assert world.status["phase"] == "WaitingForWave"
+    assert ("read_regions", KEY, ("a",)) in world.calls
+    wave = world.condition("Wave")
+    assert wave is not None and wave["reason"] == "Unreachable"
+    assert world.canary_weight == 0
+    release = release_of(world, "1.1.0")
+    since = world.now
+    world.regions["a"] = RegionRead(True, RemoteRollout("Succeeded", release, None, since))
+    delay = await rec.reconcile(NAMESPACE, NAME)
+    assert world.status["phase"] == "WaitingForWave"
+    assert world.status["waves"]["regions"][0]["reason"] == "Soaking"
+    assert delay == 60
+    world.advance(60)
+    await settle(world, {"Succeeded"}, rec)
+    assert world.status["stableRelease"] == release
+    assert [e[1] for e in world.events()].count("WaveReady") == 1
+
+
+async def test_a_region_rejecting_the_release_fails_it_here() -> None:
+    world = waves_world()
+    await settle(world, {"Initialized"})
+    world.set_version("1.1.0")
+    world.regions["a"] = RegionRead(
+        True, RemoteRollout("Failed", None, release_of(world, "1.1.0"), None)
+    )
+    await settle(world, {"Failed"})
+    degraded = world.condition("Degraded")
+    assert degraded is not None and degraded["reason"] == "RejectedUpstream"
+    assert not any(c[0] == "ensure" and c[1] == "canary" for c in world.calls)
+
+
+async def test_the_regions_metrics_are_resolved_and_measured_at_its_prometheus() -> None:
+    metric = {"name": "errors", "query": 'e{cluster="a",svc="{{ canaryService }}"}',
+              "thresholdRange": {"max": 0.01}}  # fmt: skip
+    world = waves_world(
+        region={"metrics": [metric], "prometheus": {"address": "http://prometheus.a:9090"}}
+    )
+    await settle(world, {"Initialized"})
+    world.set_version("1.1.0")
+    world.regions["a"] = RegionRead(
+        True, RemoteRollout("Succeeded", release_of(world, "1.1.0"), None, world.now)
+    )
+    world.metric_value = 0.5
+    rec = reconciler(world)
+    for _ in range(3):
+        await rec.reconcile(NAMESPACE, NAME)
+    assert world.status["phase"] == "WaitingForWave"
+    assert world.status["waves"]["regions"][0]["reason"] == "MetricsFailing"
+    asked = [c for c in world.calls if c[0] == "measure_all"]
+    assert asked and asked[0][1] == "http://prometheus.a:9090"
+    assert world.queries[0]["errors"][0] == metric["query"]
+    assert asked[0][2]["canaryService"] == "shop-canary"  # filled in by the adapter
+    world.metric_value = 0.0
+    world.advance(timedelta(minutes=1).total_seconds())
+    await settle(world, {"Progressing", "Succeeded"}, rec)
+
+
+async def test_a_target_without_its_release_annotation_is_reported() -> None:
+    world = waves_world(release="annotation:example.com/release")
+    await reconciler(world).reconcile(NAMESPACE, NAME)
+    degraded = world.condition("Degraded")
+    assert degraded is not None and degraded["reason"] == "ReleaseUnknown"
+    assert "example.com/release" in degraded["message"]
+
+
+async def test_a_deleted_rollout_reads_no_region() -> None:
+    world = waves_world()
+    await settle(world, {"Initialized"})
+    world.rollout = None
+    await reconciler(world).reconcile(NAMESPACE, NAME)
+    assert ("forget_regions", KEY) in world.calls

@@ -1,0 +1,244 @@
+"""spec.waves on three local control planes (regions a, b and c), each with its own tidegate,
+its own copy of the shop and its own load, reading each other's rollouts through the reader
+kubeconfigs deploy/waves mints: a release walks a → b → c, a bad one never leaves a, an
+unreachable region holds the next one, and revertOnLaterFailure takes a release back in a
+when b rejects it."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from rollout_support import RouteWatch, Shop, running_shop, scratch_namespace
+
+from tidegate_devenv.cluster import KubectlRunner
+from tidegate_devenv.operator_process import kubectl_for
+from tidegate_devenv.readers import write_reader_secrets
+from tidegate_devenv.regional import (
+    RELEASE_ANNOTATION,
+    chain,
+    regional_app,
+    regional_rollout,
+    release_patch,
+    wave_region,
+)
+from tidegate_devenv.regions import RegionsInfo, start_apiserver, stop_apiserver
+from tidegate_devenv.waiting import wait_until
+
+SOAK = 12  # seconds
+RELEASE_KEY = RELEASE_ANNOTATION
+
+
+def _time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _example(tmp_path: Path, rollout: str, release: str | None) -> Path:
+    """The canary example with this rollout, its pod template annotated with `release`."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "app.yaml").write_text(regional_app(release))
+    (tmp_path / "rollout.yaml").write_text(rollout)
+    return tmp_path
+
+
+def _release(
+    kubectl: KubectlRunner,
+    namespace: str,
+    version: str,
+    error_rate: float = 0.0,
+    release: str | None = None,
+) -> None:
+    """One change of the pod template, as a GitOps sync makes it (one write)."""
+    patch = release_patch(version, error_rate, release)
+    kubectl.check("patch", "-n", namespace, "deployment/shop", "-p", patch)
+
+
+@contextlib.contextmanager
+def _shared_namespace(regions: RegionsInfo) -> Iterator[str]:
+    """The same namespace name in every region (as one Git repository would give), with the
+    reader Secrets and RBAC in it."""
+    name = f"w-{uuid.uuid4().hex[:8]}"
+    with contextlib.ExitStack() as stack:
+        for region in regions.regions:
+            stack.enter_context(scratch_namespace(kubectl_for(region), name=name))
+        write_reader_secrets(regions, name)
+        yield name
+
+
+@contextlib.contextmanager
+def _shops(
+    regions: RegionsInfo,
+    tmp_path: Path,
+    waves: Callable[[str, str], dict[str, Any]],
+    release: str | None = None,
+) -> Iterator[dict[str, Shop]]:
+    """The shop, its rollout (spec.waves from `waves(cluster, namespace)`), an operator and
+    load in each region, all initialised."""
+    with _shared_namespace(regions) as namespace, contextlib.ExitStack() as stack:
+        shops: dict[str, Shop] = {}
+        for region in regions.regions:
+            name = region.cluster
+            rollout = regional_rollout(
+                name, waves(name, namespace), by_annotation=release is not None
+            )
+            example = _example(tmp_path / name, rollout, release)
+            shops[name] = stack.enter_context(
+                running_shop(
+                    region, kubectl_for(region), namespace, tmp_path / name, example=example
+                )
+            )
+        yield shops
+
+
+def _wave_condition(status: dict[str, Any]) -> dict[str, Any]:
+    found = [c for c in status.get("conditions", []) if c["type"] == "Wave"]
+    return found[0] if found else {}
+
+
+def _walk(cluster: str, namespace: str) -> dict[str, Any]:
+    return chain(["a", "b", "c"], namespace, SOAK)[cluster]
+
+
+def test_a_release_walks_region_by_region(regions: RegionsInfo, tmp_path: Path) -> None:
+    with _shops(regions, tmp_path, _walk) as shops:
+        watches = {n: RouteWatch(s.kubectl, s.namespace, "shop") for n, s in shops.items()}
+        try:
+            for shop in shops.values():  # all at once, as a GitOps sync would
+                _release(shop.kubectl, shop.namespace, "1.1.0")
+            for cluster, upstream in (("b", "a"), ("c", "b")):
+                waiting = shops[cluster].wait_status(
+                    lambda s: s.get("phase") == "WaitingForWave",
+                    f"{cluster} waiting for {upstream}",
+                )
+                wave = _wave_condition(waiting)
+                assert wave["status"] == "False"
+                assert f"region {upstream}" in wave["message"]
+            for cluster, upstream in (("b", "a"), ("c", "b")):
+                done = shops[upstream].wait_phase("Succeeded", 180)
+                soaked = _time(done["stableSince"]) + timedelta(seconds=SOAK)
+                started = shops[cluster].wait_status(
+                    lambda s: s.get("phase") in ("Progressing", "Promoting", "Succeeded"),
+                    f"{cluster} started",
+                    180,
+                )
+                assert _time(started["rolloutStartedAt"]) >= soaked
+                route = watches[cluster]
+                wait_until(lambda r=route: r.first_seen(10) is not None, f"{cluster} at 10%", 60)
+                seen = route.first_seen(10)
+                assert seen is not None  # as time.monotonic(); on the wall clock:
+                assert time.time() - (time.monotonic() - seen) >= soaked.timestamp()
+            shops["c"].wait_phase("Succeeded", 180)
+        finally:
+            for watch in watches.values():
+                watch.stop()
+
+
+def test_a_bad_release_never_leaves_the_first_region(regions: RegionsInfo, tmp_path: Path) -> None:
+    with _shops(regions, tmp_path, _walk) as shops:
+        watches = {n: RouteWatch(s.kubectl, s.namespace, "shop") for n, s in shops.items()}
+        try:
+            for shop in shops.values():
+                _release(shop.kubectl, shop.namespace, "1.2.0", error_rate=0.5)
+            shops["a"].wait_phase("Failed", 120)
+            for cluster, upstream in (("b", "a"), ("c", "b")):
+                failed = shops[cluster].wait_phase("Failed", 120)
+                degraded = next(c for c in failed["conditions"] if c["type"] == "Degraded")
+                assert degraded["reason"] == "RejectedUpstream"
+                assert f"Region {upstream}" in failed["message"]
+            for cluster in ("b", "c"):
+                assert max(watches[cluster].weights(), default=0) == 0
+                assert not shops[cluster].load.seen("1.2.0")
+        finally:
+            for watch in watches.values():
+                watch.stop()
+
+
+def test_an_unreachable_region_holds_the_next_until_it_is_back(
+    regions: RegionsInfo, tmp_path: Path
+) -> None:
+    def waves(cluster: str, namespace: str) -> dict[str, Any]:
+        return {"after": [wave_region("a", namespace, 0)]} if cluster == "b" else {}
+
+    with _shops(regions, tmp_path, waves) as shops:
+        a, b = shops["a"], shops["b"]
+        _release(a.kubectl, a.namespace, "1.1.0")
+        a.wait_phase("Succeeded", 120)
+        stop_apiserver(regions.region("a"))
+        try:
+            _release(b.kubectl, b.namespace, "1.1.0")
+            waiting = b.wait_status(
+                lambda s: _wave_condition(s).get("reason") == "Unreachable",
+                "b waiting on an unreachable a",
+                120,
+            )
+            assert waiting["phase"] == "WaitingForWave"
+            assert "region a" in _wave_condition(waiting)["message"]
+            assert b.weight() == 0
+        finally:
+            start_apiserver(regions.region("a"))
+        b.wait_phase("Succeeded", 180)
+
+
+def test_a_release_rejected_later_is_reverted_in_the_first_region(
+    regions: RegionsInfo, tmp_path: Path
+) -> None:
+    def waves(cluster: str, namespace: str) -> dict[str, Any]:
+        if cluster == "a":
+            return {"before": [wave_region("b", namespace, SOAK)], "revertOnLaterFailure": True}
+        if cluster == "b":
+            return {"after": [wave_region("a", namespace, 0)]}
+        return {}
+
+    with _shops(regions, tmp_path, waves, release="r1") as shops:
+        a, b = shops["a"], shops["b"]
+        # The same release r2 in both; b's overlay makes it fail there.
+        _release(a.kubectl, a.namespace, "2.0.0", release="r2")
+        _release(b.kubectl, b.namespace, "2.0.0", error_rate=0.5, release="r2")
+        promoted = a.wait_phase("Succeeded", 120)
+        assert promoted["stableRelease"] == f"annotation:{RELEASE_KEY}=r2"
+        b.wait_phase("Failed", 180)
+        reverted = a.wait_status(
+            lambda s: (
+                s.get("phase") == "Failed"
+                and s.get("stableRelease") == f"annotation:{RELEASE_KEY}=r1"
+            ),
+            "a reverted to r1",
+            120,
+        )
+        assert reverted["stableRevision"] == promoted["previousStableRevision"]
+        events = json.loads(a.kubectl.check("get", "events", "-n", a.namespace, "-o", "json"))[
+            "items"
+        ]
+        assert any(e.get("reason") == "RevertedOnLaterFailure" for e in events)
+        wait_until(
+            lambda: _stable_runs(a.kubectl, a.namespace, reverted["stableRevision"]),
+            "a's stable copy back on r1",
+            120,
+        )
+        # All of a's traffic is on the release before, from here on.
+        start = time.monotonic()
+        samples = a.traffic_after(start, 40)
+        assert {version for _, version, _ in samples} == {"1.0.0"}
+        assert a.weight() == 0
+
+
+def _stable_runs(kubectl: KubectlRunner, namespace: str, revision: str) -> bool:
+    deployment = json.loads(
+        kubectl.check("get", "deployment", "shop-stable", "-n", namespace, "-o", "json")
+    )
+    annotations = deployment["metadata"].get("annotations") or {}
+    status = deployment.get("status") or {}
+    replicas = deployment["spec"].get("replicas", 1)
+    return bool(
+        annotations.get("tidegate.io/revision") == revision
+        and status.get("observedGeneration", 0) >= deployment["metadata"]["generation"]
+        and status.get("updatedReplicas") == replicas
+        and status.get("readyReplicas") == replicas
+        and status.get("replicas") == replicas
+    )
