@@ -7,7 +7,7 @@ export GOTOOLCHAIN := local
 # The controller layer must exercise this much of the reconcile loop and its kopf handlers.
 COVERAGE_MIN := 85
 
-.PHONY: venv setup binaries peers prometheus lint unit controller coverage e2e test demo crds bench bench-scale clean \
+.PHONY: venv setup binaries peers prometheus lint unit controller coverage e2e test demo demo-waves crds bench bench-scale clean \
 	dev-up dev-down
 
 # Both distributions in one virtualenv: the operator (with its test tools) and the local
@@ -70,6 +70,10 @@ crds: venv
 
 demo: setup
 	$(BIN)/tidegate-dev demo
+
+# Three regions: a release walking a → b → c (spec.waves), a bad one stopped in a.
+demo-waves: setup
+	$(BIN)/tidegate-dev demo --waves
 
 bench: setup
 	$(BIN)/python bench/rollback_latency.py

@@ -199,7 +199,10 @@ def _judge_region(
             left = f"soaking: {region.soak} left (stable since an unknown time)"
         else:
             end = remote.stable_since + soak
-            left = f"soaking: {_remaining(end - now)} of {region.soak} left"
+            left = (
+                f"soaking: {_remaining(end - now)} of {region.soak} left "
+                f"(until {end:%Y-%m-%dT%H:%M:%SZ})"
+            )
             wake = end if wake is None else min(wake, end)
         if reason is Reason.READY:
             reason, message = Reason.SOAKING, left

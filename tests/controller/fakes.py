@@ -135,6 +135,8 @@ class World:
     templates: dict[tuple[api.MetricTemplateKind, str, str], Obj] = field(default_factory=dict)
     # Other regions' rollouts (spec.waves) by cluster, as their watches would report them.
     regions: dict[str, RegionRead] = field(default_factory=dict)
+    # The rollouts that were told to read no region any more (gone).
+    regions_forgotten: list[tuple[str, str]] = field(default_factory=list)
     # What each measure_all was asked: metric name -> (query, thresholdRange).
     queries: list[dict[str, tuple[str | None, api.ThresholdRange | None]]] = field(
         default_factory=list
@@ -383,7 +385,7 @@ class FakeRegions:
         }
 
     def forget(self, rollout: tuple[str, str]) -> None:
-        self.world.record("forget_regions", rollout)
+        self.world.regions_forgotten.append(rollout)
 
 
 class FakeMetrics:
