@@ -18,7 +18,7 @@ import yaml
 from tidegate_devenv.cluster import KubectlRunner
 from tidegate_devenv.environment import EnvironmentInfo
 from tidegate_devenv.operator_process import OperatorProcess, read_status, start_operator
-from tidegate_devenv.paths import CANARY_EXAMPLE
+from tidegate_devenv.paths import CANARY_EXAMPLE, REPO
 from tidegate_devenv.routing import backend_weight
 from tidegate_devenv.traffic import LiveLoad, Sample
 from tidegate_devenv.waiting import wait_until
@@ -180,11 +180,14 @@ def running_shop(
     example: Path = CANARY_EXAMPLE,
     as_is: bool = False,
     notifications_secret: str | None = None,
+    operator_kubeconfig: Path | None = None,
+    lease_namespace: str | None = None,
 ) -> Iterator[Shop]:
     """`example` in `namespace`, every route on a hostname of its own: applied as it is (then
     only the hostnames patched), or its app with `rollout`; initialised, with its operator
     (reading notification providers from `notifications_secret`, NAMESPACE/NAME, if given)
-    and load on the main route running until the block ends."""
+    and load on the main route running until the block ends. `operator_kubeconfig` runs the
+    operator as another identity (its Lease then in `lease_namespace`, if given)."""
     if as_is:
         kubectl.check("apply", "-n", namespace, "-f", str(example))
         # Before anything routes by them: no other test's traffic can reach these routes.
@@ -207,6 +210,8 @@ def running_shop(
         tmp_path / "operator.log",
         namespaces=[namespace],
         notifications_secret=notifications_secret,
+        kubeconfig=operator_kubeconfig,
+        lease_namespace=lease_namespace,
     )
     host = route_host(namespace, "shop")
     try:
@@ -275,3 +280,33 @@ class RouteWatch:
         self._process.terminate()
         self._process.wait(10)
         self._reader.join(10)
+
+
+# The operator's ServiceAccount as deploy/kustomize makes it.
+KUSTOMIZE = REPO / "deploy" / "kustomize"
+ACCOUNT_NAMESPACE, ACCOUNT_NAME = "tidegate-system", "tidegate"
+
+
+def install_operator_rbac(kubectl: KubectlRunner) -> list[dict[str, Any]]:
+    """Everything in deploy/kustomize but the operator's own Deployment, installed."""
+    rendered = kubectl.check("kustomize", str(KUSTOMIZE))
+    objects = [o for o in yaml.safe_load_all(rendered) if o and o["kind"] != "Deployment"]
+    kubectl.apply_text(yaml.safe_dump_all(objects))
+    kubectl.check("wait", "--for=condition=Established", "crd/progressiverollouts.tidegate.io")
+    return objects
+
+
+def service_account_kubeconfig(kubectl: KubectlRunner, path: Path) -> Path:
+    """The admin kubeconfig's cluster, with the operator ServiceAccount's token as the user."""
+    token = kubectl.check("create", "token", ACCOUNT_NAME, "-n", ACCOUNT_NAMESPACE).strip()
+    admin = json.loads(kubectl.check("config", "view", "--raw", "--minify", "-o", "json"))
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "cluster", "cluster": admin["clusters"][0]["cluster"]}],
+        "users": [{"name": "tidegate", "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "cluster", "user": "tidegate"}}],
+        "current-context": "sa",
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path

@@ -23,10 +23,15 @@ from typing import Any
 import pytest
 import yaml
 from rollout_support import (
+    ACCOUNT_NAME,
+    ACCOUNT_NAMESPACE,
+    KUSTOMIZE,
     canary_weight_in_route,
     events,
     get,
+    install_operator_rbac,
     scratch_namespace,
+    service_account_kubeconfig,
     set_version,
     unique_host,
 )
@@ -36,11 +41,9 @@ from tidegate_devenv.audit import ApiCall, AuditedRequest
 from tidegate_devenv.cluster import KubectlRunner
 from tidegate_devenv.environment import EnvironmentInfo
 from tidegate_devenv.operator_process import read_status, start_operator, stop_operator
-from tidegate_devenv.paths import CANARY_EXAMPLE, REPO
+from tidegate_devenv.paths import CANARY_EXAMPLE
 from tidegate_devenv.waiting import wait_until
 
-KUSTOMIZE = REPO / "deploy" / "kustomize"
-ACCOUNT_NAMESPACE, ACCOUNT_NAME = "tidegate-system", "tidegate"
 ACCOUNT = f"system:serviceaccount:{ACCOUNT_NAMESPACE}:{ACCOUNT_NAME}"
 PROMOTE_ANNOTATION = "tidegate.io/promote"
 
@@ -68,11 +71,7 @@ Grant = tuple[str, str, str, str | None]  # a triple, and the namespace it is gr
 @pytest.fixture(scope="module")
 def installed_rbac(kubectl: KubectlRunner) -> list[dict[str, Any]]:
     """Everything in deploy/kustomize but the operator's own Deployment, as installed."""
-    rendered = kubectl.check("kustomize", str(KUSTOMIZE))
-    objects = [o for o in yaml.safe_load_all(rendered) if o and o["kind"] != "Deployment"]
-    kubectl.apply_text(yaml.safe_dump_all(objects))
-    kubectl.check("wait", "--for=condition=Established", "crd/progressiverollouts.tidegate.io")
-    return objects
+    return install_operator_rbac(kubectl)
 
 
 # --- what the rules grant --------------------------------------------------------------------
@@ -174,22 +173,6 @@ class OperatorRun:
     log: Path
     weights: list[int]  # the canary's weights in the HTTPRoute, each change as it was seen
     failure: str | None  # why the run did not get to the end, if it did not
-
-
-def service_account_kubeconfig(kubectl: KubectlRunner, path: Path) -> Path:
-    """The admin kubeconfig's cluster, with the ServiceAccount's token as the user."""
-    token = kubectl.check("create", "token", ACCOUNT_NAME, "-n", ACCOUNT_NAMESPACE).strip()
-    admin = json.loads(kubectl.check("config", "view", "--raw", "--minify", "-o", "json"))
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "cluster", "cluster": admin["clusters"][0]["cluster"]}],
-        "users": [{"name": "tidegate", "user": {"token": token}}],
-        "contexts": [{"name": "sa", "context": {"cluster": "cluster", "user": "tidegate"}}],
-        "current-context": "sa",
-    }
-    path.write_text(yaml.safe_dump(config))
-    return path
 
 
 # On the example's Deployment: tidegate copies it for shop-stable and shop-canary.

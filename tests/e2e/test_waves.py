@@ -15,10 +15,19 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from rollout_support import RouteWatch, Shop, running_shop, scratch_namespace
+from rollout_support import (
+    ACCOUNT_NAMESPACE,
+    RouteWatch,
+    Shop,
+    install_operator_rbac,
+    running_shop,
+    scratch_namespace,
+    service_account_kubeconfig,
+)
 
 from tidegate_devenv.cluster import KubectlRunner
 from tidegate_devenv.operator_process import kubectl_for
+from tidegate_devenv.paths import REPO
 from tidegate_devenv.readers import write_reader_secrets
 from tidegate_devenv.regional import (
     RELEASE_ANNOTATION,
@@ -32,6 +41,7 @@ from tidegate_devenv.regions import RegionsInfo, start_apiserver, stop_apiserver
 from tidegate_devenv.waiting import wait_until
 
 SOAK = 12  # seconds
+WAVES_OPERATOR_RBAC = REPO / "deploy" / "waves" / "operator"
 RELEASE_KEY = RELEASE_ANNOTATION
 
 
@@ -77,20 +87,38 @@ def _shops(
     tmp_path: Path,
     waves: Callable[[str, str], dict[str, Any]],
     release: str | None = None,
+    as_account: frozenset[str] = frozenset(),
 ) -> Iterator[dict[str, Shop]]:
     """The shop, its rollout (spec.waves from `waves(cluster, namespace)`), an operator and
-    load in each region, all initialised."""
+    load in each region, all initialised. In the regions of `as_account` the operator runs as
+    its ServiceAccount, with deploy/kustomize's rules and deploy/waves/operator's only."""
     with _shared_namespace(regions) as namespace, contextlib.ExitStack() as stack:
         shops: dict[str, Shop] = {}
         for region in regions.regions:
             name = region.cluster
+            account: dict[str, Any] = {}
+            if name in as_account:
+                kubectl = kubectl_for(region)
+                install_operator_rbac(kubectl)
+                kubectl.check("apply", "-n", namespace, "-k", str(WAVES_OPERATOR_RBAC))
+                account = {
+                    "operator_kubeconfig": service_account_kubeconfig(
+                        kubectl, tmp_path / f"{name}-account.kubeconfig"
+                    ),
+                    "lease_namespace": ACCOUNT_NAMESPACE,
+                }
             rollout = regional_rollout(
                 name, waves(name, namespace), by_annotation=release is not None
             )
             example = _example(tmp_path / name, rollout, release)
             shops[name] = stack.enter_context(
                 running_shop(
-                    region, kubectl_for(region), namespace, tmp_path / name, example=example
+                    region,
+                    kubectl_for(region),
+                    namespace,
+                    tmp_path / name,
+                    example=example,
+                    **account,
                 )
             )
         yield shops
@@ -195,13 +223,23 @@ def test_a_release_rejected_later_is_reverted_in_the_first_region(
             return {"after": [wave_region("a", namespace, 0)]}
         return {}
 
-    with _shops(regions, tmp_path, waves, release="r1") as shops:
+    # Region a's operator runs with only the rights deploy/ gives it: the reader Secret and
+    # the ConfigMap that keeps the release before are granted by deploy/waves/operator.
+    with _shops(regions, tmp_path, waves, release="r1", as_account=frozenset("a")) as shops:
         a, b = shops["a"], shops["b"]
         # The same release r2 in both; b's overlay makes it fail there.
         _release(a.kubectl, a.namespace, "2.0.0", release="r2")
         _release(b.kubectl, b.namespace, "2.0.0", error_rate=0.5, release="r2")
         promoted = a.wait_phase("Succeeded", 120)
         assert promoted["stableRelease"] == f"annotation:{RELEASE_KEY}=r2"
+        # The release before is kept, owned by the rollout (it goes when the rollout goes).
+        kept = json.loads(
+            a.kubectl.check("get", "configmap", "shop-previous-stable", "-n", a.namespace,
+                            "-o", "json")
+        )  # fmt: skip
+        assert kept["data"]["revision"] == promoted["previousStableRevision"]
+        owner = json.loads(a.kubectl.check("get", "pro", "shop", "-n", a.namespace, "-o", "json"))
+        assert [o["uid"] for o in kept["metadata"]["ownerReferences"]] == [owner["metadata"]["uid"]]
         b.wait_phase("Failed", 180)
         reverted = a.wait_status(
             lambda s: (

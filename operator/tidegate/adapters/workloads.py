@@ -205,9 +205,13 @@ class KubeWorkloads:
         return f"{self.target_name}-previous-stable"
 
     async def _keep(self, stable: Obj) -> None:
-        """Keep the stable copy's template (a ConfigMap: one, overwritten at each promotion)."""
+        """Keep the stable copy's template (a ConfigMap owned by the rollout: one,
+        overwritten at each promotion)."""
         meta = stable["metadata"]
         source = as_template_source(stable, self.target_name)
+        # Owned by the rollout (read from the cache): it goes when the rollout goes.
+        owner = await self.kube.read("progressiverollouts", self.namespace, self.rollout)
+        owners = [owner_reference(owner)] if owner is not None else []
         kept = {
             "apiVersion": "v1",
             "kind": "ConfigMap",
@@ -215,6 +219,7 @@ class KubeWorkloads:
                 "name": self._kept_name(),
                 "namespace": self.namespace,
                 "labels": {ROLLOUT_LABEL: self.rollout},
+                "ownerReferences": owners,
             },
             "data": {
                 "revision": (meta.get("annotations") or {}).get(REVISION_ANNOTATION, ""),
