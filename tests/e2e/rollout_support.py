@@ -292,7 +292,7 @@ def install_operator_rbac(kubectl: KubectlRunner) -> list[dict[str, Any]]:
     rendered = kubectl.check("kustomize", str(KUSTOMIZE))
     objects = [o for o in yaml.safe_load_all(rendered) if o and o["kind"] != "Deployment"]
     kubectl.apply_text(yaml.safe_dump_all(objects))
-    kubectl.check("wait", "--for=condition=Established", "crd/progressiverollouts.tidegate.io")
+    kubectl.wait_established("progressiverollouts.tidegate.io")
     return objects
 
 

@@ -81,7 +81,7 @@ def test_custom_resource_breaking_its_schema_is_rejected(
     kubectl: KubectlRunner, namespace: str
 ) -> None:
     kubectl.apply_text(yaml.safe_dump(WIDGET_CRD))
-    kubectl.check("wait", "--for=condition=Established", "crd/widgets.test.tidegate.io")
+    kubectl.wait_established("widgets.test.tidegate.io")
 
     def widget(size: object) -> str:
         body = {"apiVersion": "test.tidegate.io/v1", "kind": "Widget"}

@@ -134,7 +134,7 @@ def release(
 def test_install_created_the_crd_and_it_is_served(kubectl: KubectlRunner, release: Release) -> None:
     if not EXTERNAL:
         assert not release.crd_existed_before
-    kubectl.check("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
+    kubectl.wait_established(CRD_NAME)
     kubectl.check("get", "progressiverollouts", "-n", release.namespace)
 
 
@@ -300,4 +300,4 @@ def test_uninstall_leaves_nothing_but_the_crd(
         helm_on_cluster.run("status", release.name, "--namespace", release.namespace).returncode
         != 0
     )
-    kubectl.check("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=10s")
+    kubectl.wait_established(CRD_NAME, timeout=10)

@@ -96,6 +96,24 @@ class KubectlRunner:
             raise StartupError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
         return result.stdout
 
+    def wait_established(self, *crds: str, timeout: float = 60) -> None:
+        """Until each CRD (by name, or every one without names) is Established. Not `kubectl
+        wait --for=condition=...`: on a CRD whose status the API server has not written yet
+        it fails at once (".status.conditions accessor error"), which a loaded machine hits."""
+        names = list(crds) or self.check("get", "crd", "-o", "name").split()
+        names = [
+            name.removeprefix("customresourcedefinition.apiextensions.k8s.io/") for name in names
+        ]
+        established = '{.status.conditions[?(@.type=="Established")].status}'
+
+        def ready() -> bool:
+            return all(
+                self.run("get", f"crd/{name}", "-o", f"jsonpath={established}").stdout == "True"
+                for name in names
+            )
+
+        wait_until(ready, f"CRDs {', '.join(names)} established", timeout)
+
     def apply_text(self, manifest: str) -> str:
         return self.check("apply", "--server-side", "-f", "-", stdin=manifest)
 

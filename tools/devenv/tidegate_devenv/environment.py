@@ -141,7 +141,7 @@ class ClusterParts:
 
     def wait_ready(self, binaries: Binaries, processes: ProcessTable) -> None:
         kubectl = KubectlRunner(binaries.kubectl, self.control_plane.kubeconfig)
-        kubectl.check("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+        kubectl.wait_established()
         if self.gateway_metrics_url:
             wait_until(
                 lambda: http_ok(f"{self.gateway_metrics_url}/metrics"),

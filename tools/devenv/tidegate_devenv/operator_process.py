@@ -57,12 +57,10 @@ def install_crd(kubectl: KubectlRunner) -> None:
     """Apply tidegate's CRDs from this checkout (ProgressiveRollout, MetricTemplate,
     ClusterMetricTemplate) and wait until they are served."""
     kubectl.check("apply", "--server-side", "-f", str(CRD_DIR))
-    kubectl.check(
-        "wait",
-        "--for=condition=Established",
-        "crd/progressiverollouts.tidegate.io",
-        "crd/metrictemplates.tidegate.io",
-        "crd/clustermetrictemplates.tidegate.io",
+    kubectl.wait_established(
+        "progressiverollouts.tidegate.io",
+        "metrictemplates.tidegate.io",
+        "clustermetrictemplates.tidegate.io",
     )
 
 
