@@ -90,6 +90,10 @@ _REQUEST_NAMES = {
     RETRY_ANNOTATION: "retry",
 }
 
+# The Event of a release the regions before this one let start (the reconciler confirms
+# those regions before it acts on it).
+WAVE_READY_EVENT = "WaveReady"
+
 # The shortest requeue: for "right away" (a newer revision waiting after a promotion).
 SOON_SECONDS = 0.1
 
@@ -865,7 +869,7 @@ class _Reconciler:
             names = ", ".join(r.cluster for r in gate.regions)
             text = f"Regions before this one are ready for release {release}: {names}"
             self.wave = (True, "UpstreamReady", text)
-            self._event("Normal", "WaveReady", text)
+            self._event("Normal", WAVE_READY_EVENT, text)
             self._start_rollout(event_reason, note)
             return
         if waves.timeout is not None and st.waves.waiting_since is not None:

@@ -312,6 +312,14 @@ class Regions(Protocol):
         from now on, and is woken when one changes; an empty `regions` releases them."""
         ...
 
+    async def confirm_all(
+        self, namespace: str, regions: Iterable[api.WaveRegion]
+    ) -> dict[str, RegionRead]:
+        """Each region's rollout as its API server says now (not the watch): asked before a
+        release starts on what the watches said, which may not have noticed yet that a
+        region went away."""
+        ...
+
     def forget(self, rollout: tuple[str, str]) -> None:
         """The rollout is gone: it reads no region any more."""
 
@@ -323,6 +331,11 @@ class NoRegions:
         self, rollout: tuple[str, str], namespace: str, regions: Iterable[api.WaveRegion]
     ) -> dict[str, RegionRead]:
         return {r.cluster: RegionRead(False, error="no region reader here") for r in regions}
+
+    async def confirm_all(
+        self, namespace: str, regions: Iterable[api.WaveRegion]
+    ) -> dict[str, RegionRead]:
+        return await self.read_all(("", ""), namespace, regions)
 
     def forget(self, rollout: tuple[str, str]) -> None:
         pass

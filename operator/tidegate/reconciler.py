@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from pydantic import ValidationError
@@ -138,6 +139,14 @@ def _hand_back_size(spec: api.RolloutSpec, target: Obj, recorded: int) -> int:
     target runs again, whatever count the user's HPA (acting again) gives it."""
     current = int(target["spec"].get("replicas", 1))
     return current if spec.autoscaler_ref is not None and current > 0 else recorded
+
+
+def _opens_wave(decision: engine.Decision) -> bool:
+    """Whether this decision starts a release the regions before this one let through."""
+    return any(
+        isinstance(a, engine.EmitEvent) and a.reason == engine.WAVE_READY_EVENT
+        for a in decision.actions
+    )
 
 
 def _action_order(action: engine.Action) -> int:
@@ -319,6 +328,13 @@ class Reconciler:
             wave_measurements=wave_measurements,
         )
         decision = engine.reconcile(judged, status, observation)
+        if waves is not None and _opens_wave(decision):
+            # Decided on what the watches said; a region that just went away may not have
+            # been noticed yet. Asked again, and decided again if it says otherwise.
+            confirmed = await self.ports.regions.confirm_all(namespace, waves.after)
+            if any(regions.get(cluster) != read for cluster, read in confirmed.items()):
+                observation = replace(observation, regions={**regions, **confirmed})
+                decision = engine.reconcile(judged, status, observation)
         # The status first: an operator killed between the two resumes from what was decided
         # and finishes the actions (the route is put back to the status's weights), instead
         # of stepping the traffic back to what it had decided before.

@@ -135,6 +135,8 @@ class World:
     templates: dict[tuple[api.MetricTemplateKind, str, str], Obj] = field(default_factory=dict)
     # Other regions' rollouts (spec.waves) by cluster, as their watches would report them.
     regions: dict[str, RegionRead] = field(default_factory=dict)
+    # What a fresh read of a region says, where it differs from its watch (`regions`).
+    regions_now: dict[str, RegionRead] = field(default_factory=dict)
     # The rollouts that were told to read no region any more (gone).
     regions_forgotten: list[tuple[str, str]] = field(default_factory=list)
     # What each measure_all was asked: metric name -> (query, thresholdRange).
@@ -383,6 +385,14 @@ class FakeRegions:
             c: self.world.regions.get(c, RegionRead(False, error="not in this world"))
             for c in clusters
         }
+
+    async def confirm_all(
+        self, namespace: str, regions: Iterable[api.WaveRegion]
+    ) -> dict[str, RegionRead]:
+        clusters = [r.cluster for r in regions]
+        self.world.record("confirm_regions", tuple(clusters))
+        fresh = {**self.world.regions, **self.world.regions_now}
+        return {c: fresh.get(c, RegionRead(False, error="not in this world")) for c in clusters}
 
     def forget(self, rollout: tuple[str, str]) -> None:
         self.world.regions_forgotten.append(rollout)

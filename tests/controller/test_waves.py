@@ -113,3 +113,27 @@ async def test_a_deleted_rollout_reads_no_region() -> None:
     world.rollout = None
     await reconciler(world).reconcile(NAMESPACE, NAME)
     assert world.regions_forgotten == [KEY]
+
+
+async def test_a_release_starts_only_once_a_fresh_read_confirms_the_watch() -> None:
+    world = waves_world()
+    await settle(world, {"Initialized"})
+    world.set_version("1.1.0")
+    ready = RegionRead(
+        True, RemoteRollout("Succeeded", release_of(world, "1.1.0"), None, world.now)
+    )
+    world.regions["a"] = ready  # what the watch still says ...
+    world.regions_now["a"] = RegionRead(False, error="connection refused")  # ... and now
+    rec = reconciler(world)
+    await rec.reconcile(NAMESPACE, NAME)
+    assert ("confirm_regions", ("a",)) in world.calls
+    assert world.status["phase"] == "WaitingForWave"
+    wave = world.condition("Wave")
+    assert wave is not None and wave["reason"] == "Unreachable"
+    assert "connection refused" in wave["message"]
+    assert not any(c[0] == "ensure" and c[1] == "canary" for c in world.calls)
+    del world.regions_now["a"]  # back: the same watch and fresh read let it start
+    await settle(world, {"Progressing"}, rec)
+    assert [c for c in world.calls if c[0] == "confirm_regions"] == [
+        ("confirm_regions", ("a",))
+    ] * 2

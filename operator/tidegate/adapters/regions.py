@@ -157,6 +157,41 @@ class KubeRegions:
             reads[cluster] = watched.read
         return reads
 
+    async def confirm_all(
+        self, namespace: str, regions: Iterable[api.WaveRegion]
+    ) -> dict[str, RegionRead]:
+        """Each region's rollout read now, with a GET of its own; what the watch holds is
+        updated with it (and a read that fails makes the region unreachable there too)."""
+        self._loop = asyncio.get_running_loop()
+        reads: dict[str, RegionRead] = {}
+        for region in regions:
+            source = source_of(namespace, region)
+            read = await self._read_now(source)
+            watched = self._watched.get(source)
+            if watched is not None:
+                self._publish(watched, read)
+            reads[region.cluster] = read
+        return reads
+
+    async def _read_now(self, source: Source) -> RegionRead:
+        try:
+            secret = await self.read_secret(source.namespace, source.secret)
+        except AdapterError as error:
+            return RegionRead(False, error=str(error))
+
+        def get() -> RegionRead:
+            api_client = self._client_for(source, secret)
+            try:
+                listed = _list(client.CustomObjectsApi(api_client), source)
+                return _read_of(listed.get("items") or [])
+            finally:
+                api_client.close()  # type: ignore[no-untyped-call]
+
+        try:
+            return await asyncio.to_thread(get)
+        except Exception as error:
+            return _unreachable(error)
+
     def forget(self, rollout: Key) -> None:
         self._retain(rollout, set())
 
@@ -196,6 +231,7 @@ class KubeRegions:
                 self._loop.call_soon_threadsafe(self.wake, key)
 
     def _client(self, source: Source) -> client.ApiClient:
+        """A client for the source, from the Secret as it is now (read on the loop)."""
         assert self._loop is not None
         reading = asyncio.run_coroutine_threadsafe(
             self.read_secret(source.namespace, source.secret), self._loop
@@ -204,6 +240,9 @@ class KubeRegions:
             secret = reading.result(SECRET_TIMEOUT)
         except AdapterError as error:
             raise SecretProblem(str(error)) from None
+        return self._client_for(source, secret)
+
+    def _client_for(self, source: Source, secret: Mapping[str, str] | None) -> client.ApiClient:
         kubeconfig = kubeconfig_from_secret(secret, source)
         try:
             api_client = config.new_client_from_config_dict(kubeconfig)  # type: ignore[no-untyped-call]
@@ -220,16 +259,10 @@ class KubeRegions:
             try:
                 self._follow(watched)
                 delay = RETRY_MIN
-            except SecretProblem as problem:
-                self._publish(watched, RegionRead(False, error=str(problem)))
-            except ApiException as error:
-                reason = f"{error.status} {error.reason}".strip()
-                self._publish(watched, RegionRead(False, error=f"the API server said {reason}"))
-            except (HTTPError, OSError, ValueError) as error:
-                self._publish(watched, RegionRead(False, error=f"no answer: {error}"))
-            except Exception as error:  # a bug must not end the thread silently
-                log.exception("region %s: watch failed", source.describe())
-                self._publish(watched, RegionRead(False, error=f"{type(error).__name__}: {error}"))
+            except Exception as error:
+                if not isinstance(error, (SecretProblem, ApiException, HTTPError, OSError)):
+                    log.exception("region %s: watch failed", source.describe())
+                self._publish(watched, _unreachable(error))
             if watched.stop.wait(delay):
                 return
             delay = min(delay * 2, RETRY_MAX)
@@ -240,21 +273,15 @@ class KubeRegions:
         api_client = self._client(source)
         try:
             custom = client.CustomObjectsApi(api_client)
-            arguments = (api.GROUP, api.VERSION, source.remote_namespace, api.PLURAL)
-            selector = f"metadata.name={source.rollout}"
-            listed: Obj = custom.list_namespaced_custom_object(  # type: ignore[assignment]
-                *arguments,
-                field_selector=selector,
-                _request_timeout=(CONNECT_TIMEOUT, CONNECT_TIMEOUT * 2),
-            )
+            listed = _list(custom, source)
             self._publish(watched, _read_of(listed.get("items") or []))
             version = listed["metadata"]["resourceVersion"]
             stream = watch.Watch()  # type: ignore[no-untyped-call]
             while not watched.stop.is_set():
                 for event in stream.stream(  # type: ignore[no-untyped-call]
                     custom.list_namespaced_custom_object,
-                    *arguments,
-                    field_selector=selector,
+                    *_arguments(source),
+                    field_selector=_selector(source),
                     resource_version=version,
                     allow_watch_bookmarks=True,
                     timeout_seconds=WATCH_SECONDS,
@@ -272,6 +299,36 @@ class KubeRegions:
                         self._publish(watched, RegionRead(True, remote_rollout(obj)))
         finally:
             api_client.close()  # type: ignore[no-untyped-call]
+
+
+def _arguments(source: Source) -> tuple[str, str, str, str]:
+    return (api.GROUP, api.VERSION, source.remote_namespace, api.PLURAL)
+
+
+def _selector(source: Source) -> str:
+    return f"metadata.name={source.rollout}"
+
+
+def _list(custom: client.CustomObjectsApi, source: Source) -> Obj:
+    """The source's rollout (a list of one, or none), as the API server has it now."""
+    listed: Obj = custom.list_namespaced_custom_object(  # type: ignore[assignment]
+        *_arguments(source),
+        field_selector=_selector(source),
+        _request_timeout=(CONNECT_TIMEOUT, CONNECT_TIMEOUT * 2),
+    )
+    return listed
+
+
+def _unreachable(error: Exception) -> RegionRead:
+    """Why a region could not be read, as its status says it."""
+    if isinstance(error, SecretProblem):
+        return RegionRead(False, error=str(error))
+    if isinstance(error, ApiException):
+        reason = f"{error.status} {error.reason}".strip()
+        return RegionRead(False, error=f"the API server said {reason}")
+    if isinstance(error, (HTTPError, OSError, ValueError)):
+        return RegionRead(False, error=f"no answer: {error}")
+    return RegionRead(False, error=f"{type(error).__name__}: {error}")
 
 
 def _read_of(items: list[Obj]) -> RegionRead:

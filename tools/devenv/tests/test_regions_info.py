@@ -141,3 +141,19 @@ def test_up_takes_a_number_of_clusters() -> None:
     parser = build_parser()
     assert parser.parse_args(["up", "--clusters", "3"]).clusters == 3
     assert parser.parse_args(["up"]).clusters == 1
+
+
+def test_nodes_are_schedulable_only_when_ready_and_untainted() -> None:
+    from tidegate_devenv.regions import nodes_schedulable
+
+    def node(ready: str, *taints: str) -> dict[str, object]:
+        return {
+            "spec": {"taints": [{"key": t, "effect": "NoSchedule"} for t in taints]},
+            "status": {"conditions": [{"type": "Ready", "status": ready}]},
+        }
+
+    assert nodes_schedulable({"items": [node("True"), node("True")]})
+    assert not nodes_schedulable({"items": [node("True"), node("Unknown")]})
+    assert not nodes_schedulable({"items": [node("True", "node.kubernetes.io/unreachable")]})
+    assert nodes_schedulable({"items": [node("True", "example.com/gpu")]})
+    assert not nodes_schedulable({"items": []})

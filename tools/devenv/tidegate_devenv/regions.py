@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from tidegate_devenv.binaries import Binaries, find_binaries, gateway_api_crd_directory
-from tidegate_devenv.cluster import APISERVER, StartupError, wait_for_apiserver
+from tidegate_devenv.cluster import APISERVER, KubectlRunner, StartupError, wait_for_apiserver
 from tidegate_devenv.environment import (
     ClusterParts,
     EnvironmentInfo,
@@ -41,6 +41,7 @@ from tidegate_devenv.environment import (
     write_info,
 )
 from tidegate_devenv.processes import ProcessTable
+from tidegate_devenv.waiting import wait_until
 
 DEFAULT_NAMES = ("a", "b", "c")
 # A region's name is its directory, its kubeconfig context, its `cluster` label and part of
@@ -211,7 +212,31 @@ def stop_apiserver(region: EnvironmentInfo, timeout: float = 5) -> None:
 
 def start_apiserver(region: EnvironmentInfo, timeout: float = 60) -> None:
     """Start the kube-apiserver `stop_apiserver` stopped, with the same command line (its
-    port, certificates, service-account keys and etcd), and wait until it is ready."""
+    port, certificates, service-account keys and etcd), and wait until it is ready and its
+    nodes can take pods again.
+
+    While the API server was away, kwok could not renew the nodes' leases: the node
+    controller may have marked them NotReady and tainted them (`node.kubernetes.io/...`),
+    and new pods would stay Pending until kwok's next heartbeats clear that."""
     processes = ProcessTable(Path(region.state_dir))
     processes.start_again(APISERVER)
     wait_for_apiserver(region.server, Path(region.state_dir), processes, timeout)
+    kubectl = KubectlRunner(Path(region.kubectl), Path(region.kubeconfig))
+    wait_until(
+        lambda: nodes_schedulable(json.loads(kubectl.check("get", "nodes", "-o", "json"))),
+        f"region {region.cluster}'s nodes Ready and untainted",
+        timeout,
+    )
+
+
+def nodes_schedulable(nodes: dict[str, Any]) -> bool:
+    """Whether every node (of a `kubectl get nodes -o json`) is Ready, with none of the
+    taints the node controller puts on a node it has not heard from."""
+    for node in nodes.get("items") or []:
+        conditions = {c["type"]: c["status"] for c in node.get("status", {}).get("conditions", [])}
+        taints = node.get("spec", {}).get("taints") or []
+        if conditions.get("Ready") != "True":
+            return False
+        if any(t.get("key", "").startswith("node.kubernetes.io/") for t in taints):
+            return False
+    return bool(nodes.get("items"))
