@@ -36,7 +36,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import FrameType
@@ -56,7 +55,7 @@ from peers_controllers import (
     peers_bin,
 )
 from peers_report import render_markdown, write_results
-from rollback_latency import Watched, watching
+from rollback_latency import Watched, gateway_plans, watching
 from scale import RssSampler, histogram, minus, pid_stat, quantile
 from scenario import ARGO, DIFFERENCES, SCENARIO, WORKLOAD_KIND, change_patch, objects
 
@@ -145,10 +144,7 @@ class Case:
         return LiveLoad(self.info.gateway_url, S.host(self.namespace), rps=S.rps)
 
     def plans(self) -> list[dict[str, Any]]:
-        url = f"{self.info.gateway_metrics_url}/plans?namespace={self.namespace}"
-        with urllib.request.urlopen(url, timeout=5) as response:
-            plans: list[dict[str, Any]] = json.loads(response.read())
-        return plans
+        return gateway_plans(self.info, self.namespace)
 
     def analysis_runs(self) -> dict[str, Any]:
         """Argo Rollouts' AnalysisRuns of the namespace, their metric results as one status."""

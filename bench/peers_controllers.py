@@ -12,10 +12,10 @@ import json
 import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from rollback_latency import wall_of
 from scenario import ARGO, FLAGGER, SCENARIO, TIDEGATE
 
 from tidegate_devenv.cluster import KubectlRunner, free_port
@@ -143,10 +143,6 @@ class Controller:
             ]
         later = [t for t in times if t >= after]
         return min(later, default=None)
-
-
-def wall_of(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 def flagger_log(log: Path) -> Iterable[tuple[float, str]]:
