@@ -30,12 +30,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import FrameType
@@ -140,8 +142,18 @@ class Case:
             await asyncio.sleep(0.1)
         return None
 
-    def load(self) -> LiveLoad:
-        return LiveLoad(self.info.gateway_url, S.host(self.namespace), rps=S.rps)
+    @contextlib.asynccontextmanager
+    async def load(self) -> AsyncIterator[LiveLoad]:
+        """The scenario's load on this case's host, once the stable version answers."""
+        load = LiveLoad(self.info.gateway_url, S.host(self.namespace), rps=S.rps)
+        task = asyncio.create_task(load.run())
+        try:
+            await load.wait_for(S.stable, 30)
+            yield load
+        finally:
+            load.stop()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     def plans(self) -> list[dict[str, Any]]:
         return gateway_plans(self.info, self.namespace)
@@ -158,19 +170,11 @@ class Case:
 
 
 async def bad_canary(c: Controller, info: EnvironmentInfo, running: Running) -> dict[str, Any]:
-    async with Case(c, info, "bad") as case:
-        load = case.load()
-        task = asyncio.create_task(load.run())
-        try:
-            await load.wait_for(S.stable, 30)
-            changed = await case.change(S.bad, S.bad_error_rate)
-            offset = time.time() - time.monotonic()
-            ended = await case.until("rolled back", {FAILED, SUCCEEDED}, TIMEOUT)
-            await asyncio.sleep(TAIL_SECONDS)
-        finally:
-            load.stop()
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+    async with Case(c, info, "bad") as case, case.load() as load:
+        changed = await case.change(S.bad, S.bad_error_rate)
+        offset = time.time() - time.monotonic()
+        ended = await case.until("rolled back", {FAILED, SUCCEEDED}, TIMEOUT)
+        await asyncio.sleep(TAIL_SECONDS)
         if ended is None or ended[1] != FAILED:
             return {"error": f"not rolled back within {TIMEOUT:.0f} s: {ended}"}
         last = case.watched.events[-1][1]
@@ -187,18 +191,10 @@ async def bad_canary(c: Controller, info: EnvironmentInfo, running: Running) -> 
 
 
 async def healthy(c: Controller, info: EnvironmentInfo) -> dict[str, Any]:
-    async with Case(c, info, "good") as case:
-        load = case.load()
-        task = asyncio.create_task(load.run())
-        try:
-            await load.wait_for(S.stable, 30)
-            changed = await case.change(S.good)
-            offset = time.time() - time.monotonic()
-            ended = await case.until("promoted", {FAILED, SUCCEEDED}, TIMEOUT)
-        finally:
-            load.stop()
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+    async with Case(c, info, "good") as case, case.load():
+        changed = await case.change(S.good)
+        offset = time.time() - time.monotonic()
+        ended = await case.until("promoted", {FAILED, SUCCEEDED}, TIMEOUT)
         if ended is None or ended[1] != SUCCEEDED:
             return {"error": f"not promoted within {TIMEOUT:.0f} s: {ended}"}
         all_new = next(
@@ -238,21 +234,13 @@ async def no_data(c: Controller, info: EnvironmentInfo, seconds: float) -> dict[
 async def prometheus_stopped(
     c: Controller, info: EnvironmentInfo, seconds: float
 ) -> dict[str, Any]:
-    async with Case(c, info, "noprom") as case:
-        load = case.load()
-        task = asyncio.create_task(load.run())
-        try:
-            await load.wait_for(S.stable, 30)
-            prometheus = next(
-                r for r in ProcessTable(Path(info.state_dir)).records() if r.name == "prometheus"
-            )
-            await asyncio.to_thread(stop_process_group, prometheus.pid)
-            changed = await case.change(S.good)
-            return await observed(case, changed, seconds)
-        finally:
-            load.stop()
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+    async with Case(c, info, "noprom") as case, case.load():
+        prometheus = next(
+            r for r in ProcessTable(Path(info.state_dir)).records() if r.name == "prometheus"
+        )
+        await asyncio.to_thread(stop_process_group, prometheus.pid)
+        changed = await case.change(S.good)
+        return await observed(case, changed, seconds)
 
 
 # --- fleets ----------------------------------------------------------------------------------

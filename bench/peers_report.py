@@ -41,43 +41,37 @@ def _why(result: dict[str, Any], section: str) -> str:
     return "not seen in this run"
 
 
-def seconds(section: str, key: str) -> Callable[[str, dict[str, Any]], Cell]:
+def number(
+    section: str, key: str, text: Callable[[float], str], scale: float = 1.0
+) -> Callable[[str, dict[str, Any]], Cell]:
+    """A figure `result[section][key]` (divided by `scale`), written by `text`."""
+
     def cell(controller: str, result: dict[str, Any]) -> Cell:
         value = _get(result, section, key)
         if isinstance(value, int | float):
-            return float(value), f"{value:.2f} s"
+            return value / scale, text(value / scale)
         return None, _why(result, section)
 
     return cell
+
+
+def seconds(section: str, key: str) -> Callable[[str, dict[str, Any]], Cell]:
+    return number(section, key, lambda v: f"{v:.2f} s")
 
 
 def per_min(section: str, key: str, unit: str = "/min") -> Callable[[str, dict[str, Any]], Cell]:
-    def cell(controller: str, result: dict[str, Any]) -> Cell:
-        value = _get(result, section, key)
-        if isinstance(value, int | float):
-            return float(value), f"{value:.1f}{unit}"
-        return None, _why(result, section)
+    return number(section, key, lambda v: f"{v:.1f}{unit}")
 
-    return cell
+
+def mib(section: str, key: str) -> Callable[[str, dict[str, Any]], Cell]:
+    return number(section, key, lambda v: f"{v:.0f} MiB", MiB)
 
 
 def requests_cell(section: str) -> Callable[[str, dict[str, Any]], Cell]:
     def cell(controller: str, result: dict[str, Any]) -> Cell:
-        value = _get(result, section, "idle_requests_per_min")
+        value, text = per_min(section, "idle_requests_per_min")(controller, result)
         writes = _get(result, section, "idle_writes_per_min")
-        if isinstance(value, int | float):
-            return float(value), f"{value:.1f}/min ({writes:.1f} writes)"
-        return None, _why(result, section)
-
-    return cell
-
-
-def mib(section: str, key: str) -> Callable[[str, dict[str, Any]], Cell]:
-    def cell(controller: str, result: dict[str, Any]) -> Cell:
-        value = _get(result, section, key)
-        if isinstance(value, int | float):
-            return value / MiB, f"{value / MiB:.0f} MiB"
-        return None, _why(result, section)
+        return value, text if value is None else f"{text} ({writes:.1f} writes)"
 
     return cell
 
@@ -86,10 +80,7 @@ def step_p99(section: str) -> Callable[[str, dict[str, Any]], Cell]:
     def cell(controller: str, result: dict[str, Any]) -> Cell:
         if controller in NO_STEP_LATENCY:
             return None, NO_STEP_LATENCY[controller]
-        value = _get(result, section, "step_p99_s")
-        if isinstance(value, int | float):
-            return float(value), f"{value:.2f} s"
-        return None, _why(result, section)
+        return seconds(section, "step_p99_s")(controller, result)
 
     return cell
 

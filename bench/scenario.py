@@ -100,6 +100,15 @@ DIFFERENCES = {
 # --- the app ---------------------------------------------------------------------------------
 
 
+def resource(api_version: str, kind: str, name: str, namespace: str, spec: Obj) -> Obj:
+    return {
+        "apiVersion": api_version,
+        "kind": kind,
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
+
+
 def env(version: str, error_rate: float = 0.0) -> list[Obj]:
     return [
         {"name": "VERSION", "value": version},
@@ -120,40 +129,28 @@ def pod_template(s: Scenario) -> Obj:
 
 
 def deployment(s: Scenario, namespace: str) -> Obj:
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": s.name, "namespace": namespace, "labels": {"app": s.name}},
-        "spec": {
-            "replicas": s.replicas,
-            "selector": {"matchLabels": {"app": s.name}},
-            "template": pod_template(s),
-        },
+    spec = {
+        "replicas": s.replicas,
+        "selector": {"matchLabels": {"app": s.name}},
+        "template": pod_template(s),
     }
+    return resource("apps/v1", "Deployment", s.name, namespace, spec)
 
 
 def service(s: Scenario, namespace: str) -> Obj:
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": s.name, "namespace": namespace},
-        "spec": {
-            "selector": {"app": s.name},
-            "ports": [{"name": "http", "port": 80, "targetPort": 8080}],
-        },
+    spec = {
+        "selector": {"app": s.name},
+        "ports": [{"name": "http", "port": 80, "targetPort": 8080}],
     }
+    return resource("v1", "Service", s.name, namespace, spec)
 
 
 def http_route(s: Scenario, namespace: str) -> Obj:
-    return {
-        "apiVersion": "gateway.networking.k8s.io/v1",
-        "kind": "HTTPRoute",
-        "metadata": {"name": s.name, "namespace": namespace},
-        "spec": {
-            "hostnames": [s.host(namespace)],
-            "rules": [{"backendRefs": [{"name": s.name, "port": 80}]}],
-        },
+    spec = {
+        "hostnames": [s.host(namespace)],
+        "rules": [{"backendRefs": [{"name": s.name, "port": 80}]}],
     }
+    return resource("gateway.networking.k8s.io/v1", "HTTPRoute", s.name, namespace, spec)
 
 
 # --- tidegate --------------------------------------------------------------------------------
@@ -166,11 +163,12 @@ def tidegate_objects(
     q = query or error_rate_query(
         GATEWAY_METRIC, 'namespace="{{ namespace }}", backend="{{ canaryService }}"', s.interval
     )
-    rollout = {
-        "apiVersion": "tidegate.io/v1alpha1",
-        "kind": "ProgressiveRollout",
-        "metadata": {"name": s.name, "namespace": namespace},
-        "spec": {
+    rollout = resource(
+        "tidegate.io/v1alpha1",
+        "ProgressiveRollout",
+        s.name,
+        namespace,
+        {
             "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": s.name},
             "service": {"name": s.name, "port": 80},
             "trafficRouting": {"gatewayAPI": {"httpRoute": s.name}},
@@ -189,7 +187,7 @@ def tidegate_objects(
                 ],
             },
         },
-    }
+    )
     return [deployment(s, namespace), service(s, namespace), http_route(s, namespace), rollout]
 
 
@@ -203,17 +201,19 @@ def flagger_objects(
     q = query or error_rate_query(
         GATEWAY_METRIC, 'namespace="{{ namespace }}", backend="{{ target }}-canary"', s.interval
     )
-    template = {
-        "apiVersion": "flagger.app/v1beta1",
-        "kind": "MetricTemplate",
-        "metadata": {"name": "error-rate", "namespace": namespace},
-        "spec": {"provider": {"type": "prometheus", "address": prometheus_url}, "query": q},
-    }
-    canary = {
-        "apiVersion": "flagger.app/v1beta1",
-        "kind": "Canary",
-        "metadata": {"name": s.name, "namespace": namespace},
-        "spec": {
+    template = resource(
+        "flagger.app/v1beta1",
+        "MetricTemplate",
+        "error-rate",
+        namespace,
+        {"provider": {"type": "prometheus", "address": prometheus_url}, "query": q},
+    )
+    canary = resource(
+        "flagger.app/v1beta1",
+        "Canary",
+        s.name,
+        namespace,
+        {
             "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": s.name},
             "progressDeadlineSeconds": s.deadline_s,
             "service": {
@@ -238,7 +238,7 @@ def flagger_objects(
                 ],
             },
         },
-    }
+    )
     return [deployment(s, namespace), template, canary]
 
 
@@ -252,11 +252,12 @@ def argo_objects(
     q = query or error_rate_query(
         APP_METRIC, 'template="{{ args.namespace }}/{{ args.canary-hash }}"', s.interval
     )
-    template = {
-        "apiVersion": "argoproj.io/v1alpha1",
-        "kind": "AnalysisTemplate",
-        "metadata": {"name": "error-rate", "namespace": namespace},
-        "spec": {
+    template = resource(
+        "argoproj.io/v1alpha1",
+        "AnalysisTemplate",
+        "error-rate",
+        namespace,
+        {
             "args": [{"name": "namespace"}, {"name": "canary-hash"}],
             "metrics": [
                 {
@@ -269,15 +270,16 @@ def argo_objects(
                 }
             ],
         },
-    }
+    )
     steps: list[Obj] = []
     for weight in s.steps:
         steps += [{"setWeight": weight}, {"pause": {"duration": s.interval}}]
-    rollout = {
-        "apiVersion": "argoproj.io/v1alpha1",
-        "kind": "Rollout",
-        "metadata": {"name": s.name, "namespace": namespace},
-        "spec": {
+    rollout = resource(
+        "argoproj.io/v1alpha1",
+        "Rollout",
+        s.name,
+        namespace,
+        {
             "replicas": s.replicas,
             "selector": {"matchLabels": {"app": s.name}},
             "template": pod_template(s),
@@ -298,7 +300,7 @@ def argo_objects(
                 }
             },
         },
-    }
+    )
     return [service(s, namespace), http_route(s, namespace), template, rollout]
 
 
