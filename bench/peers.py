@@ -37,7 +37,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import FrameType
@@ -388,50 +388,67 @@ def fleet(
 # --- the whole run ---------------------------------------------------------------------------
 
 
-def one_controller(c: Controller, args: argparse.Namespace, binaries: Path) -> dict[str, Any]:
-    result: dict[str, Any] = {"settings": c.settings, "differences": DIFFERENCES[c.name]}
-    state_dir = args.state_dir / c.name
+CASES = ("bad_canary", "healthy", "no_data", "prometheus_stopped")
+
+
+@contextlib.contextmanager
+def controller_on_environment(
+    c: Controller, state_dir: Path, binaries: Path, *, gateway: bool
+) -> Iterator[tuple[EnvironmentInfo, Running]]:
+    """A fresh environment with the controller's CRDs and the controller running on it;
+    both stopped on the way out, whatever happened."""
     running: Running | None = None
     try:
-        log(f"{c.name}: environment with the gateway")
-        info = start_environment(state_dir)
+        info = start_environment(state_dir, gateway=gateway)
         c.install(kubectl_for(info))
         running = c.start(info, state_dir, binaries)
-
-        async def cases() -> None:
-            assert running is not None
-            for key, run in (
-                ("bad_canary", lambda: bad_canary(c, info, running)),
-                ("healthy", lambda: healthy(c, info)),
-                ("no_data", lambda: no_data(c, info, args.observe)),
-                ("prometheus_stopped", lambda: prometheus_stopped(c, info, args.observe)),
-            ):
-                log(f"{c.name}: {key}")
-                try:
-                    result[key] = await run()
-                except Exception as error:
-                    result[key] = {"error": f"{type(error).__name__}: {error}"}
-                log(f"{c.name}: {key}: {result[key]}")
-
-        asyncio.run(cases())
+        yield info, running
     finally:
         if running is not None:
             running.stop()
         stop_environment(state_dir)
-    for n in args.fleet:
-        running = None
+
+
+async def cases(
+    c: Controller, info: EnvironmentInfo, running: Running, observe: float
+) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, run in (
+        ("bad_canary", lambda: bad_canary(c, info, running)),
+        ("healthy", lambda: healthy(c, info)),
+        ("no_data", lambda: no_data(c, info, observe)),
+        ("prometheus_stopped", lambda: prometheus_stopped(c, info, observe)),
+    ):
+        log(f"{c.name}: {key}")
         try:
-            log(f"{c.name}: fleet of {n}, environment without the gateway")
-            info = start_environment(state_dir, gateway=False)
-            c.install(kubectl_for(info))
-            running = c.start(info, state_dir, binaries)
-            result[f"fleet_{n}"] = fleet(c, info, running, n, args.idle, args.timeout)
+            result[key] = await run()
+        except Exception as error:  # the table says which case failed, and how
+            result[key] = {"error": f"{type(error).__name__}: {error}"}
+        log(f"{c.name}: {key}: {result[key]}")
+    return result
+
+
+def one_controller(c: Controller, args: argparse.Namespace, binaries: Path) -> dict[str, Any]:
+    result: dict[str, Any] = {"settings": c.settings, "differences": DIFFERENCES[c.name]}
+    state_dir = args.state_dir / c.name
+    if args.cases:
+        log(f"{c.name}: environment with the gateway")
+        try:
+            with controller_on_environment(c, state_dir, binaries, gateway=True) as (info, running):
+                result.update(asyncio.run(cases(c, info, running, args.observe)))
+        except Exception as error:
+            for key in CASES:
+                result.setdefault(key, {"error": f"{type(error).__name__}: {error}"})
+    for n in args.fleet:
+        log(f"{c.name}: fleet of {n}, environment without the gateway")
+        try:
+            with controller_on_environment(c, state_dir, binaries, gateway=False) as (
+                info,
+                running,
+            ):
+                result[f"fleet_{n}"] = fleet(c, info, running, n, args.idle, args.timeout)
         except Exception as error:
             result[f"fleet_{n}"] = {"n": n, "error": f"{type(error).__name__}: {error}"}
-        finally:
-            if running is not None:
-                running.stop()
-            stop_environment(state_dir)
         log(f"{c.name}: fleet of {n}: {result[f'fleet_{n}']}")
     return result
 
@@ -458,7 +475,15 @@ def main() -> int:
     parser.add_argument("--controllers", nargs="+", default=list(CONTROLLERS))
     parser.add_argument("--fleet", nargs="*", type=int, default=[100, 1000])
     parser.add_argument("--idle", type=float, default=60.0, help="idle window, seconds")
-    parser.add_argument("--observe", type=float, default=60.0, help="no-data/no-Prometheus watch")
+    parser.add_argument(
+        "--observe", type=float, default=90.0, help="no-data/no-Prometheus watch, seconds"
+    )
+    parser.add_argument(
+        "--no-cases",
+        dest="cases",
+        action="store_false",
+        help="only the fleets (for a second run at another N)",
+    )
     parser.add_argument("--timeout", type=float, default=900.0, help="fleet waits, seconds")
     parser.add_argument("--state-dir", type=Path, default=Path.cwd() / ".state" / "bench-peers")
     parser.add_argument("--results", type=Path, default=Path(__file__).parent / "results")
@@ -471,7 +496,8 @@ def main() -> int:
         "scenario": {k: v for k, v in S.__dict__.items()},
         "fleet_sizes": args.fleet,
         "idle_window_s": args.idle,
-        "observe_s": args.observe,
+        "observe_s": args.observe if args.cases else None,
+        "cases": args.cases,
         "controllers": {},
     }
     try:

@@ -69,7 +69,8 @@ class Controller:
         elif self.name == FLAGGER:
             kubectl.check("apply", "--server-side", "-f", _crds("flagger-crds"))
         else:
-            kubectl.check("apply", "--server-side", "-f", _crds("argo-rollouts-crds"))
+            # The directory is a kustomization of the CRD files.
+            kubectl.check("apply", "--server-side", "-k", _crds("argo-rollouts-crds"))
         kubectl.check("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
 
     def start(self, info: EnvironmentInfo, state_dir: Path, binaries: Path) -> Running:
