@@ -32,10 +32,17 @@ def _get(result: dict[str, Any], *path: str) -> Any:
     return result
 
 
-def _why(result: dict[str, Any], section: str) -> str:
-    error = _get(result, section, "error")
+def one_line(text: str, limit: int = 120) -> str:
+    """An error as a table cell: its first line, shortened, no column separators."""
+    first = text.strip().splitlines()[0] if text.strip() else "?"
+    first = first.replace("|", "/")
+    return first if len(first) <= limit else first[: limit - 3] + "..."
+
+
+def _why(result: dict[str, Any], section: str, error_key: str = "error") -> str:
+    error = _get(result, section, error_key) or _get(result, section, "error")
     if error:
-        return f"failed: {error}"
+        return f"failed: {one_line(str(error))}"
     if section not in result:
         return "not run"
     return "not seen in this run"
@@ -91,6 +98,8 @@ def done_cell(section: str) -> Callable[[str, dict[str, Any]], Cell]:
         failed = _get(result, section, "failed") or 0
         if isinstance(value, int | float):
             return float(value), f"{value:.0f} s" + (f" ({failed} failed)" if failed else "")
+        if _get(result, section, "change_error"):
+            return None, _why(result, section, "change_error")
         if _get(result, section, "idle_rss") is not None:
             return None, f"not all done within the timeout ({failed} failed)"
         return None, _why(result, section)

@@ -93,6 +93,12 @@ DIFFERENCES = {
         "(rollouts-pod-template-hash of the canary, its Latest hash), since the gateway "
         "sees one backend",
         "background analysis every 10 s during the steps' 10 s pauses",
+        "its measurement times are whole seconds (AnalysisRun finishedAt), so 'first 5xx -> "
+        "failing measurement' reads up to 1 s short and 'measurement -> write' up to 1 s long",
+        "its traffic write is the canary ReplicaSet scaled down; the gateway applies it when "
+        "the controller-manager has made the pods terminate, inside 'write -> applied'",
+        "a query error (no data, Prometheus down) is not a failure until 5 in a row "
+        "(consecutiveErrorLimit 4, its default, kept)",
     ],
 }
 

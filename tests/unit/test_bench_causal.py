@@ -82,7 +82,7 @@ def test_table_has_a_reason_in_every_cell_a_peer_cannot_fill() -> None:
             },
             "flagger": {
                 "bad_canary": {"errors_to_stable": 20.0, "measurement_to_write": 10.0},
-                "fleet_10": {"error": "TimeoutError: x"},
+                "fleet_10": {"idle_rss": 2**20, "change_error": "ApiException: (400)\nbody | x"},
             },
             "argo-rollouts": {"bad_canary": {"error": "not rolled back"}},
         },
@@ -91,7 +91,9 @@ def test_table_has_a_reason_in_every_cell_a_peer_cannot_fill() -> None:
     assert "| bad canary: first 5xx -> 99% on stable (b) | 10.00 s | 20.00 s | 2.00x |" in text
     assert "failed: not rolled back" in text
     assert "Flagger exports no per-step latency" in text
-    assert "failed: TimeoutError: x" in text
+    assert "| 1 MiB |" in text
+    assert "failed: ApiException: (400) |" in text  # its first line only
+    assert "body" not in text
     for line in text.splitlines():
         if line.startswith("| ") and "---" not in line:
             assert "|  |" not in line, line  # never a blank cell
