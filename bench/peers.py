@@ -495,6 +495,7 @@ def main() -> int:
     args = parser.parse_args()
     args.state_dir = args.state_dir.absolute()
     signal.signal(signal.SIGTERM, _interrupt)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     run: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": machine(),
@@ -509,6 +510,7 @@ def main() -> int:
         binaries = peers_bin()
         for name in args.controllers:
             run["controllers"][name] = one_controller(CONTROLLERS[name], args, binaries)
+            write_results(run, args.results, stamp)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -517,7 +519,7 @@ def main() -> int:
     run["machine"]["load_after"] = subprocess.run(
         ["uptime"], capture_output=True, text=True
     ).stdout.strip()
-    json_path, md_path = write_results(run, args.results)
+    json_path, md_path = write_results(run, args.results, stamp)
     print(render_markdown(run), flush=True)
     log(f"results: {json_path} and {md_path}")
     return 0

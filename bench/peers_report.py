@@ -7,7 +7,6 @@ Pure, apart from `write_results`, which writes the JSON and Markdown files.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -118,7 +117,10 @@ def outcome(section: str) -> Callable[[str, dict[str, Any]], Cell]:
     return cell
 
 
-def rows(fleet_sizes: list[int]) -> list[tuple[str, Callable[[str, dict[str, Any]], Cell]]]:
+def rows(
+    fleet_sizes: list[int], cases: bool = True
+) -> list[tuple[str, Callable[[str, dict[str, Any]], Cell]]]:
+    """The table's rows; without `cases` (a fleets-only run) the fleets' alone."""
     table: list[tuple[str, Callable[[str, dict[str, Any]], Cell]]] = [
         ("bad canary: first 5xx -> 99% on stable (b)", seconds("bad_canary", "errors_to_stable")),
         (
@@ -141,6 +143,8 @@ def rows(fleet_sizes: list[int]) -> list[tuple[str, Callable[[str, dict[str, Any
         ("query returns no data", outcome("no_data")),
         ("Prometheus stopped", outcome("prometheus_stopped")),
     ]
+    if not cases:
+        table = []
     for n in fleet_sizes:
         f = f"fleet_{n}"
         table += [
@@ -170,7 +174,7 @@ def render_markdown(run: dict[str, Any]) -> str:
     for peer in peers:
         header += [peer, f"{peer} / tidegate"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for label, cell in rows(run.get("fleet_sizes", [])):
+    for label, cell in rows(run.get("fleet_sizes", []), run.get("cases", True)):
         base_value, base_text = cell(TIDEGATE, base) if base else (None, "not run")
         line = [label, base_text]
         for peer in peers:
@@ -198,9 +202,10 @@ def render_markdown(run: dict[str, Any]) -> str:
     return "\n".join(lines + notes) + "\n"
 
 
-def write_results(run: dict[str, Any], directory: Path) -> tuple[Path, Path]:
+def write_results(run: dict[str, Any], directory: Path, stamp: str) -> tuple[Path, Path]:
+    """bench/results/peers-<stamp>.json and .md; written again as each controller ends, so
+    that an interrupted run keeps what it measured."""
     directory.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     json_path = directory / f"peers-{stamp}.json"
     md_path = directory / f"peers-{stamp}.md"
     json_path.write_text(json.dumps(run, indent=1, default=str) + "\n")
