@@ -489,7 +489,7 @@ def main() -> int:
         action="store_false",
         help="only the fleets (for a second run at another N)",
     )
-    parser.add_argument("--timeout", type=float, default=900.0, help="fleet waits, seconds")
+    parser.add_argument("--timeout", type=float, default=600.0, help="fleet waits, seconds")
     parser.add_argument("--state-dir", type=Path, default=Path.cwd() / ".state" / "bench-peers")
     parser.add_argument("--results", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
