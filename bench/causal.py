@@ -2,7 +2,7 @@
 
     first 5xx at the load generator
       -> the failing measurement (the controller's own record of it)
-      -> the write that takes the canary's traffic away (as the API server logged it)
+      -> the write that takes the canary's traffic away (when the API server received it)
       -> the gateway applies it (its /plans: the route's share for the bad version is 0)
       -> 99 % on stable: the first 1 s window, starting at or after that, from which on
          under 1 % of responses come from the bad version
@@ -75,18 +75,20 @@ def first_write(
     resources: Iterable[str],
     after: float,
 ) -> float | None:
-    """When the API server completed the first write to one of `resources` in `namespace`
-    at or after `after` (requests already narrowed to one controller's)."""
+    """When the API server received the first write to one of `resources` in `namespace`
+    at or after `after` (requests already narrowed to one controller's). Received, not
+    completed: the API server logs a response complete after its watchers may already
+    have the change, so "write -> applied" would read a little below zero."""
     wanted = set(resources)
     times = [
-        r.completed.timestamp()
+        r.received.timestamp()
         for r in requests
         if r.is_write
         and r.call is not None
         and r.call.resource in wanted
         and r.namespace == namespace
-        and r.completed is not None
-        and r.completed.timestamp() >= after
+        and r.received is not None
+        and r.received.timestamp() >= after
     ]
     return min(times, default=None)
 

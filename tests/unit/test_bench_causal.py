@@ -22,7 +22,8 @@ def write(resource: str, namespace: str, at: float, verb: str = "update") -> Aud
         code=200,
         annotations={},
         verb=verb,
-        completed=datetime.fromtimestamp(at, UTC),
+        received=datetime.fromtimestamp(at, UTC),
+        completed=datetime.fromtimestamp(at + 0.01, UTC),
     )
 
 
