@@ -71,6 +71,18 @@ def error_rate_query(metric: str, selector: str, window: str) -> str:
     return ERROR_RATE.format(metric=metric, selector=selector, window=window)
 
 
+# The canary's series in each controller's own template variables, side by side.
+CANARY_SERIES = {
+    TIDEGATE: (GATEWAY_METRIC, 'namespace="{{ namespace }}", backend="{{ canaryService }}"'),
+    FLAGGER: (GATEWAY_METRIC, 'namespace="{{ namespace }}", backend="{{ target }}-canary"'),
+    ARGO: (APP_METRIC, 'template="{{ args.namespace }}/{{ args.canary-hash }}"'),
+}
+
+
+def canary_query(controller: str, s: Scenario) -> str:
+    return error_rate_query(*CANARY_SERIES[controller], s.interval)
+
+
 DIFFERENCES = {
     TIDEGATE: [
         "routes by HTTPRoute weights to a canary Service; query on the gateway's counter "
@@ -166,9 +178,7 @@ def tidegate_objects(
     s: Scenario, namespace: str, prometheus_url: str, *, query: str | None = None
 ) -> list[Obj]:
     del prometheus_url  # tidegate is given Prometheus' address when started
-    q = query or error_rate_query(
-        GATEWAY_METRIC, 'namespace="{{ namespace }}", backend="{{ canaryService }}"', s.interval
-    )
+    q = query or canary_query(TIDEGATE, s)
     rollout = resource(
         "tidegate.io/v1alpha1",
         "ProgressiveRollout",
@@ -204,9 +214,7 @@ def flagger_objects(
     s: Scenario, namespace: str, prometheus_url: str, *, query: str | None = None
 ) -> list[Obj]:
     """Flagger makes the Services (<name>, -primary, -canary) and the HTTPRoute itself."""
-    q = query or error_rate_query(
-        GATEWAY_METRIC, 'namespace="{{ namespace }}", backend="{{ target }}-canary"', s.interval
-    )
+    q = query or canary_query(FLAGGER, s)
     template = resource(
         "flagger.app/v1beta1",
         "MetricTemplate",
@@ -255,9 +263,7 @@ def argo_objects(
     s: Scenario, namespace: str, prometheus_url: str, *, query: str | None = None
 ) -> list[Obj]:
     """A Rollout in place of the Deployment, with the same pod template; basic canary."""
-    q = query or error_rate_query(
-        APP_METRIC, 'template="{{ args.namespace }}/{{ args.canary-hash }}"', s.interval
-    )
+    q = query or canary_query(ARGO, s)
     template = resource(
         "argoproj.io/v1alpha1",
         "AnalysisTemplate",
