@@ -7,7 +7,7 @@ export GOTOOLCHAIN := local
 # The controller layer must exercise this much of the reconcile loop and its kopf handlers.
 COVERAGE_MIN := 85
 
-.PHONY: venv setup binaries peers prometheus lint unit controller coverage e2e test demo demo-waves crds bench bench-scale clean \
+.PHONY: venv setup binaries peers prometheus lint unit controller coverage e2e test demo demo-waves crds bench bench-scale bench-peers clean \
 	dev-up dev-down
 
 # Both distributions in one virtualenv: the operator (with its test tools) and the local
@@ -83,6 +83,13 @@ bench: setup
 N ?= 1000
 bench-scale: setup
 	$(BIN)/python bench/scale.py --rollouts $(N)
+
+# tidegate, Flagger and Argo Rollouts one at a time on the same local environment and the
+# same scenario (bench/scenario.py); one table, results in bench/results/. The fleet sizes
+# are configurable: `make bench-peers BENCH_PEERS_N=100` for a shorter run.
+BENCH_PEERS_N ?= 100 1000
+bench-peers: setup peers
+	$(BIN)/python bench/peers.py --fleet $(BENCH_PEERS_N)
 
 dev-up: setup
 	$(BIN)/tidegate-dev up

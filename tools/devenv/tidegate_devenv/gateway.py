@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -58,6 +59,7 @@ from tidegate_devenv.routing import (
     service_address,
     service_from_dict,
     split_by_template,
+    version_shares,
 )
 
 log = logging.getLogger("tidegate.gateway")
@@ -82,6 +84,8 @@ HOP_BY_HOP = frozenset(
 UPSTREAM_TIMEOUT = 30.0
 
 ServiceKey = tuple[str, str]
+# Changes of routes' version shares kept for /plans: enough for a benchmark's whole run.
+PLAN_HISTORY = 50_000
 # The purposes a route draws random choices for, each from its own generator.
 REQUESTS = ""
 MIRRORS = "mirror"
@@ -96,6 +100,12 @@ class Snapshot:
     endpoints: Mapping[ServiceKey, Mapping[str, TemplateGroup]] = field(default_factory=dict)
     # template key -> the first Service (by namespace/name) selecting it
     template_service: Mapping[str, ServiceKey] = field(default_factory=dict)
+
+    def plans(self) -> dict[tuple[str, str], dict[str, float]]:
+        """Each route's first rule's share of requests per app version (`version_shares`)."""
+        return {
+            (r.namespace, r.name): version_shares(r.rules[0], self.endpoints) for r in self.routes
+        }
 
     @property
     def templates(self) -> dict[str, TemplateGroup]:
@@ -241,6 +251,13 @@ class Gateway:
         # backend can never hold up the requests whose answers clients wait for.
         self._mirror_session: aiohttp.ClientSession | None = None
         self._mirrors: set[asyncio.Task[None]] = set()
+        # When each route's version shares changed here, as (time.time(), namespace, route,
+        # shares): the moment a controller's write took effect at the gateway, for the
+        # benchmarks (GET /plans on the metrics address).
+        self.plan_history: collections.deque[tuple[float, str, str, dict[str, float]]] = (
+            collections.deque(maxlen=PLAN_HISTORY)
+        )
+        self._plans: dict[tuple[str, str], dict[str, float]] = {}
 
     # --- state -------------------------------------------------------------------------
 
@@ -264,6 +281,15 @@ class Gateway:
     ) -> None:
         self.snapshot = build_snapshot(routes, services, pods)
         self.wake.set()
+        self.record_plans(time.time())
+
+    def record_plans(self, now: float) -> None:
+        """Append to `plan_history` the routes whose version shares the snapshot changed."""
+        plans = self.snapshot.plans()
+        for key, shares in plans.items():
+            if self._plans.get(key) != shares:
+                self.plan_history.append((now, key[0], key[1], shares))
+        self._plans = plans
 
     async def reconcile(self) -> None:
         """Run demo apps for every template with ready pods, stop the stale ones and
@@ -476,12 +502,23 @@ class Gateway:
         async def healthz(_: web.Request) -> web.Response:
             return web.json_response({"status": "ok"})
 
+        async def plans(request: web.Request) -> web.Response:
+            namespace = request.query.get("namespace")
+            return web.json_response(
+                [
+                    {"at": at, "namespace": ns, "route": route, "shares": shares}
+                    for at, ns, route, shares in list(self.plan_history)
+                    if namespace is None or ns == namespace
+                ]
+            )
+
         async def readyz(_: web.Request) -> web.Response:
             return web.json_response({"synced": self.synced}, status=200 if self.synced else 503)
 
         app = web.Application()
         app.router.add_get("/metrics", metrics)
         app.router.add_get("/healthz", healthz)
+        app.router.add_get("/plans", plans)
         app.router.add_get("/readyz", readyz)
         return app
 

@@ -28,6 +28,9 @@ from typing import Any, NamedTuple
 from urllib.parse import parse_qsl
 
 TEMPLATE_HASH_LABEL = "pod-template-hash"
+# Argo Rollouts' ReplicaSets label their pods with this instead of pod-template-hash (the
+# Deployment controller's label): the same role, one per ReplicaSet.
+ROLLOUTS_HASH_LABEL = "rollouts-pod-template-hash"
 DEFAULT_LATENCY_MS = 5.0
 
 
@@ -325,7 +328,7 @@ def pod_from_dict(obj: Mapping[str, Any]) -> PodInfo:
         error_rate=min(1.0, max(0.0, _float(env.get("ERROR_RATE"), 0.0))),
         latency_ms=max(0.0, _float(env.get("LATENCY_MS"), DEFAULT_LATENCY_MS)),
     )
-    template_hash = labels.get(TEMPLATE_HASH_LABEL)
+    template_hash = labels.get(TEMPLATE_HASH_LABEL) or labels.get(ROLLOUTS_HASH_LABEL)
     if not template_hash:
         digest = json.dumps([image, sorted(env.items())]).encode()
         template_hash = "img-" + hashlib.sha256(digest).hexdigest()[:10]
@@ -563,3 +566,28 @@ def pick_template(groups: Mapping[str, TemplateGroup], rng: random.Random) -> Te
     if not candidates:
         return None
     return rng.choices(candidates, weights=[g.count for g in candidates])[0]
+
+
+# --- what a route's configuration sends where ----------------------------------------------
+
+
+def version_shares(
+    rule: Rule, endpoints: Mapping[tuple[str, str], Mapping[str, TemplateGroup]]
+) -> dict[str, float]:
+    """The share of a rule's requests each app version is configured to get: the backends'
+    weights, and within each Service its ready pods' templates by count, as `pick_backend`
+    and `pick_template` draw them. A weight split (HTTPRoute) and a replica split (one
+    Service over two ReplicaSets) read alike here, so the benchmark can tell when a change
+    of either took effect at the gateway, whichever controller made it."""
+    backends = [b for b in rule.backends if b.weight > 0]
+    total_weight = sum(b.weight for b in backends)
+    shares: dict[str, float] = {}
+    for backend in backends:
+        groups = [
+            g for g in endpoints.get((backend.namespace, backend.name), {}).values() if g.count > 0
+        ]
+        pods = sum(g.count for g in groups)
+        for group in groups:
+            share = backend.weight / total_weight * group.count / pods
+            shares[group.spec.version] = shares.get(group.spec.version, 0.0) + share
+    return {version: round(share, 6) for version, share in sorted(shares.items())}
