@@ -23,7 +23,6 @@ from tidegate_devenv.environment import EnvironmentInfo
 from tidegate_devenv.operator_process import install_crd, operator_log, start_operator
 from tidegate_devenv.paths import REPO
 from tidegate_devenv.processes import ProcessTable, stop_process_group
-from tidegate_devenv.waiting import wait_until
 
 BUILD_PEERS = REPO / "hack" / "build-peers.sh"
 
@@ -72,19 +71,7 @@ class Controller:
         else:
             # The directory is a kustomization of the CRD files.
             kubectl.check("apply", "--server-side", "-k", _crds("argo-rollouts-crds"))
-        # A CRD created a moment ago may have no status.conditions yet, which `kubectl
-        # wait` takes for an error rather than for "not yet": asked again until it answers.
-        wait_until(
-            lambda: (
-                kubectl.run(
-                    "wait", "--for=condition=Established", "crd", "--all", "--timeout=60s"
-                ).returncode
-                == 0
-            ),
-            "the CRDs Established",
-            90,
-            interval=1.0,
-        )
+        kubectl.wait_established(timeout=90)
 
     def start(self, info: EnvironmentInfo, state_dir: Path, binaries: Path) -> Running:
         if self.name == TIDEGATE:

@@ -461,12 +461,14 @@ class MetricArg(_SpecModel):
     value: ArgValue
 
 
-def _unique_names(what: str, items: list[Any] | None) -> list[Any] | None:
+def _unique_names(what: str, items: list[Any] | None, key: str = "name") -> list[Any] | None:
+    """`items`, unless two of them have the same `key` attribute."""
     seen: set[str] = set()
     for item in items or ():
-        if item.name in seen:
-            raise ValueError(f"{what} {item.name!r} is given more than once")
-        seen.add(item.name)
+        value = getattr(item, key)
+        if value in seen:
+            raise ValueError(f"{what} {value!r} is given more than once")
+        seen.add(value)
     return items
 
 
@@ -829,12 +831,7 @@ class Waves(_SpecModel):
     @field_validator("after", "before")
     @classmethod
     def _unique_clusters(cls, regions: list[WaveRegion]) -> list[WaveRegion]:
-        seen: set[str] = set()
-        for region in regions:
-            if region.cluster in seen:
-                raise ValueError(f"cluster {region.cluster!r} is listed more than once")
-            seen.add(region.cluster)
-        return regions
+        return _unique_names("cluster", regions, key="cluster") or []
 
 
 class OnDelete(StrEnum):

@@ -119,7 +119,6 @@ class _Watched:
     synced: threading.Event = field(default_factory=threading.Event)
     stop: threading.Event = field(default_factory=threading.Event)
     readers: set[Key] = field(default_factory=set)
-    thread: threading.Thread | None = None
 
 
 class KubeRegions:
@@ -211,14 +210,14 @@ class KubeRegions:
                     del self._watched[source]
         for source in sources - self._watched.keys():
             watched = _Watched(source, readers={rollout})
-            watched.thread = threading.Thread(
+            thread = threading.Thread(
                 target=self._run,
                 args=(watched,),
                 name=f"tidegate-region {source.describe()}",
                 daemon=True,
             )
             self._watched[source] = watched
-            watched.thread.start()
+            thread.start()
 
     # -- in the source's thread --
 

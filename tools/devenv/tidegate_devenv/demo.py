@@ -454,18 +454,12 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def run_demo() -> int:
-    state_dir = Path(os.environ.get("TIDEGATE_DEMO_STATE_DIR", Path.cwd() / ".state" / "demo"))
+def run_and_tear_down(run: Callable[[], int], tear_down: Callable[[], None], logs: Path) -> int:
+    """A demo's exit code from `run()`; `tear_down()` whatever happens (an error, Ctrl-C,
+    SIGTERM), and never cut short by a second Ctrl-C."""
     signal.signal(signal.SIGTERM, _interrupt)
-    operator: OperatorProcess | None = None
     try:
-        print(f"starting the local environment in {state_dir} ...", flush=True)
-        info = start_environment(state_dir)
-        kubectl = kubectl_for(info)
-        install_crd(kubectl)
-        operator = start_operator(info, operator_log(state_dir))
-        print(f"environment up in {info.started_in_seconds}s; operator running", flush=True)
-        return asyncio.run(Demo(info, kubectl, sys.stdout).run())
+        return run()
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
@@ -473,11 +467,29 @@ def run_demo() -> int:
         print(f"demo failed: {error}", file=sys.stderr)
         return 1
     finally:
-        # A second Ctrl-C must not cut the teardown short.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         print("tearing down ...", flush=True)
-        if operator is not None:
+        tear_down()
+        print(f"stopped; logs in {logs}", flush=True)
+
+
+def run_demo() -> int:
+    state_dir = Path(os.environ.get("TIDEGATE_DEMO_STATE_DIR", Path.cwd() / ".state" / "demo"))
+    operators: list[OperatorProcess] = []
+
+    def run() -> int:
+        print(f"starting the local environment in {state_dir} ...", flush=True)
+        info = start_environment(state_dir)
+        kubectl = kubectl_for(info)
+        install_crd(kubectl)
+        operators.append(start_operator(info, operator_log(state_dir)))
+        print(f"environment up in {info.started_in_seconds}s; operator running", flush=True)
+        return asyncio.run(Demo(info, kubectl, sys.stdout).run())
+
+    def tear_down() -> None:
+        for operator in operators:
             operator.stop()
         stop_environment(state_dir)
-        print(f"stopped; logs in {state_dir / 'logs'}", flush=True)
+
+    return run_and_tear_down(run, tear_down, state_dir / "logs")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -19,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from tidegate_devenv.cluster import KubectlRunner, StartupError
+from tidegate_devenv.cluster import KubectlRunner
+from tidegate_devenv.demo import run_and_tear_down
 from tidegate_devenv.environment import EnvironmentInfo
 from tidegate_devenv.operator_process import (
     OperatorProcess,
@@ -158,16 +158,12 @@ def running_regions(info: RegionsInfo, state_dir: Path) -> Iterator[list[Region]
             region.operator.stop()
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def run_waves_demo(out: TextIO = sys.stdout) -> int:
     state_dir = Path(
         os.environ.get("TIDEGATE_DEMO_STATE_DIR", Path.cwd() / ".state" / "demo-waves")
     )
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
+
+    def run() -> int:
         print(f"starting three regions ({', '.join(NAMES)}) in {state_dir} ...", flush=True)
         info = start_regions(state_dir, NAMES)
         print(f"regions up in {info.started_in_seconds}s", flush=True)
@@ -178,15 +174,5 @@ def run_waves_demo(out: TextIO = sys.stdout) -> int:
                 flush=True,
             )
             return WavesDemo(regions, out).run()
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return 130
-    except (StartupError, TimeoutError, OSError) as error:
-        print(f"demo failed: {error}", file=sys.stderr)
-        return 1
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        print("tearing down ...", flush=True)
-        stop_regions(state_dir)
-        print(f"stopped; logs in {state_dir}", flush=True)
+
+    return run_and_tear_down(run, lambda: stop_regions(state_dir), state_dir)
