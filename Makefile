@@ -86,10 +86,13 @@ bench-scale: setup
 
 # tidegate, Flagger and Argo Rollouts one at a time on the same local environment and the
 # same scenario (bench/scenario.py); one table, results in bench/results/. The fleet sizes
-# are configurable: `make bench-peers BENCH_PEERS_N=100` for a shorter run.
+# are configurable: `make bench-peers BENCH_PEERS_N=100` for a shorter run. The peers'
+# client-side request limits (tidegate's client has none) are raised so that at N = 1,000
+# the limit is not what is measured; BENCH_PEERS_QPS= (empty) keeps their defaults.
 BENCH_PEERS_N ?= 100 1000
+BENCH_PEERS_QPS ?= 1000
 bench-peers: setup peers
-	$(BIN)/python bench/peers.py --fleet $(BENCH_PEERS_N)
+	$(BIN)/python bench/peers.py --fleet $(BENCH_PEERS_N) $(if $(BENCH_PEERS_QPS),--client-qps $(BENCH_PEERS_QPS))
 
 dev-up: setup
 	$(BIN)/tidegate-dev up

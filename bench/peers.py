@@ -39,6 +39,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -56,7 +57,7 @@ from peers_controllers import (
     Running,
     peers_bin,
 )
-from peers_report import render_markdown, write_results
+from peers_report import rank, render_markdown, write_results
 from rollback_latency import Watched, gateway_plans, watching
 from scale import RssSampler, histogram, minus, pid_stat, quantile
 from scenario import ARGO, DIFFERENCES, SCENARIO, WORKLOAD_KIND, change_patch, objects
@@ -295,6 +296,17 @@ def phases(
     }
 
 
+@dataclass
+class Waited:
+    """What `wait_all` saw: how long until all were there (None: not within the timeout),
+    when each object first got there (seconds from the start of the wait), and the last
+    count of each state."""
+
+    elapsed: float | None
+    reached: dict[str, float]
+    counts: dict[str, int]
+
+
 def wait_all(
     c: Controller,
     custom: client.CustomObjectsApi,
@@ -302,21 +314,30 @@ def wait_all(
     state: str,
     stable: dict[str, str],
     timeout: float,
-) -> float | None:
+    since: float | None = None,
+) -> Waited:
+    """Polls every second until `n` objects are in `state` (or failed). `reached` counts
+    from `since` (a time.monotonic()), by default the start of the wait."""
     began = time.monotonic()
+    since = began if since is None else since
     said = 0.0
+    reached: dict[str, float] = {}
+    counts: dict[str, int] = {}
     while time.monotonic() - began < timeout:
         seen = phases(c, custom, stable)
+        now = time.monotonic() - began
+        counts = {}
+        for key, s in seen.items():
+            counts[s] = counts.get(s, 0) + 1
+            if s == state:
+                reached.setdefault(key, time.monotonic() - since)
         if sum(s in (state, FAILED) for s in seen.values()) >= n and len(seen) >= n:
-            return time.monotonic() - began
-        if time.monotonic() - began - said > 30:
-            said = time.monotonic() - began
-            counts: dict[str, int] = {}
-            for s in seen.values():
-                counts[s] = counts.get(s, 0) + 1
+            return Waited(time.monotonic() - began, reached, counts)
+        if now - said > 30:
+            said = now
             log(f"  waiting for {n} {state}: {counts}")
         time.sleep(1.0)
-    return None
+    return Waited(None, reached, counts)
 
 
 def fleet(
@@ -337,7 +358,7 @@ def fleet(
     began = time.monotonic()
     with ThreadPoolExecutor(max_workers=2) as pool:
         list(pool.map(apply, batches))
-    settled = wait_all(c, custom, n, READY, {}, timeout)
+    settled = wait_all(c, custom, n, READY, {}, timeout).elapsed
     if settled is None:
         return {**out, "error": f"not all {n} settled within {timeout:.0f} s"}
     out["settled_s"] = time.monotonic() - began
@@ -375,8 +396,15 @@ def fleet(
     changed = time.monotonic()
     try:
         patch_all(c, api_client, where)
-        done = wait_all(c, custom, n, SUCCEEDED, stable, timeout)
-        out["change_to_all_done_s"] = None if done is None else time.monotonic() - changed
+        done = wait_all(c, custom, n, SUCCEEDED, stable, timeout, since=changed)
+        out["change_to_all_done_s"] = None if done.elapsed is None else time.monotonic() - changed
+        # Each rollout's own time from the change to done, from the same polls (1 s apart),
+        # for every controller alike; and how many were done when the wait gave up.
+        each = sorted(done.reached.values())
+        out["done"] = len(each)
+        out["done_p50_s"] = rank(each, 0.5)
+        out["done_p99_s"] = rank(each, 0.99)
+        out["waited_s"] = time.monotonic() - changed
     except Exception as error:  # the idle figures stand; the change's cell says what failed
         out["change_error"] = f"{type(error).__name__}: {error}"
     out["peak_rss"] = max(sampler.stop(), rss)
@@ -398,7 +426,7 @@ CASES = ("bad_canary", "healthy", "no_data", "prometheus_stopped")
 
 @contextlib.contextmanager
 def controller_on_environment(
-    c: Controller, state_dir: Path, binaries: Path, *, gateway: bool
+    c: Controller, state_dir: Path, binaries: Path, client_qps: int | None, *, gateway: bool
 ) -> Iterator[tuple[EnvironmentInfo, Running]]:
     """A fresh environment with the controller's CRDs and the controller running on it;
     both stopped on the way out, whatever happened."""
@@ -406,7 +434,7 @@ def controller_on_environment(
     try:
         info = start_environment(state_dir, gateway=gateway)
         c.install(kubectl_for(info))
-        running = c.start(info, state_dir, binaries)
+        running = c.start(info, state_dir, binaries, client_qps)
         yield info, running
     finally:
         if running is not None:
@@ -439,7 +467,9 @@ def one_controller(c: Controller, args: argparse.Namespace, binaries: Path) -> d
     if args.cases:
         log(f"{c.name}: environment with the gateway")
         try:
-            with controller_on_environment(c, state_dir, binaries, gateway=True) as (info, running):
+            with controller_on_environment(
+                c, state_dir, binaries, args.client_qps, gateway=True
+            ) as (info, running):
                 result.update(asyncio.run(cases(c, info, running, args.observe)))
         except Exception as error:
             for key in CASES:
@@ -447,7 +477,9 @@ def one_controller(c: Controller, args: argparse.Namespace, binaries: Path) -> d
     for n in args.fleet:
         log(f"{c.name}: fleet of {n}, environment without the gateway")
         try:
-            with controller_on_environment(c, state_dir, binaries, gateway=False) as (
+            with controller_on_environment(
+                c, state_dir, binaries, args.client_qps, gateway=False
+            ) as (
                 info,
                 running,
             ):
@@ -489,6 +521,12 @@ def main() -> int:
         action="store_false",
         help="only the fleets (for a second run at another N)",
     )
+    parser.add_argument(
+        "--client-qps",
+        type=int,
+        default=None,
+        help="the peers' client-side API request limit (burst twice that); default: theirs",
+    )
     parser.add_argument("--timeout", type=float, default=600.0, help="fleet waits, seconds")
     parser.add_argument("--state-dir", type=Path, default=Path.cwd() / ".state" / "bench-peers")
     parser.add_argument("--results", type=Path, default=Path(__file__).parent / "results")
@@ -504,6 +542,7 @@ def main() -> int:
         "idle_window_s": args.idle,
         "observe_s": args.observe if args.cases else None,
         "cases": args.cases,
+        "client_qps": args.client_qps,
         "controllers": {},
     }
     try:

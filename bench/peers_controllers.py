@@ -73,7 +73,11 @@ class Controller:
             kubectl.check("apply", "--server-side", "-k", _crds("argo-rollouts-crds"))
         kubectl.wait_established(timeout=90)
 
-    def start(self, info: EnvironmentInfo, state_dir: Path, binaries: Path) -> Running:
+    def start(
+        self, info: EnvironmentInfo, state_dir: Path, binaries: Path, client_qps: int | None
+    ) -> Running:
+        """`client_qps`: the peers' client-side request limit (burst twice that); None keeps
+        their defaults. tidegate's client has no such limit."""
         if self.name == TIDEGATE:
             op = start_operator(info, operator_log(state_dir), leader_election=False)
             return Running(op.process.pid, op.log, op.stop, op.metrics_text)
@@ -87,6 +91,8 @@ class Controller:
                 f"-port={free_port()}",
                 "-log-level=info",
             ]
+            if client_qps is not None:
+                argv += [f"-kubeconfig-qps={client_qps}", f"-kubeconfig-burst={2 * client_qps}"]
         else:
             argv = [
                 str(binaries / "rollouts-controller"),
@@ -95,6 +101,8 @@ class Controller:
                 f"--healthzPort={free_port()}",
                 f"--metricsport={free_port()}",
             ]
+            if client_qps is not None:
+                argv += [f"--qps={client_qps}", f"--burst={2 * client_qps}"]
         proc = table.start(self.name, argv)
         return Running(
             proc.pid, table.log_dir / f"{self.name}.log", lambda: stop_process_group(proc)

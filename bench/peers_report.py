@@ -7,6 +7,7 @@ Pure, apart from `write_results`, which writes the JSON and Markdown files.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,9 @@ from scenario import ARGO, FLAGGER, TIDEGATE
 MiB = 2**20
 # Why a peer has no figure where tidegate has one, when the run itself cannot say.
 NO_STEP_LATENCY = {
-    FLAGGER: "not measurable: Flagger exports no per-step latency",
-    ARGO: "not measurable: Argo Rollouts exports no per-step latency",
+    FLAGGER: "not measurable: Flagger exports no per-step latency (see per-rollout time to done)",
+    ARGO: "not measurable: Argo Rollouts exports no per-step latency (see per-rollout time to "
+    "done)",
 }
 
 Cell = tuple[float | None, str]  # (number for ratios, text)
@@ -29,6 +31,13 @@ def _get(result: dict[str, Any], *path: str) -> Any:
             return None
         result = result.get(key)  # type: ignore[assignment]
     return result
+
+
+def rank(values: list[float], q: float) -> float | None:
+    """The nearest-rank `q` quantile of sorted `values`; None for none."""
+    if not values:
+        return None
+    return values[min(len(values) - 1, max(0, math.ceil(q * len(values)) - 1))]
 
 
 def one_line(text: str, limit: int = 120) -> str:
@@ -100,8 +109,29 @@ def done_cell(section: str) -> Callable[[str, dict[str, Any]], Cell]:
         if _get(result, section, "change_error"):
             return None, _why(result, section, "change_error")
         if _get(result, section, "idle_rss") is not None:
+            done, n = _get(result, section, "done"), _get(result, section, "n")
+            waited = _get(result, section, "waited_s")
+            if isinstance(done, int) and isinstance(waited, int | float):
+                return None, f"{done} of {n} done when the wait ended at {waited:.0f} s" + (
+                    f" ({failed} failed)" if failed else ""
+                )
             return None, f"not all done within the timeout ({failed} failed)"
         return None, _why(result, section)
+
+    return cell
+
+
+def each_done(section: str) -> Callable[[str, dict[str, Any]], Cell]:
+    """p50 and p99 of each rollout's own time from the change to done; the ratio is of the
+    p99s. Over those that were done, and says so when not all were."""
+
+    def cell(controller: str, result: dict[str, Any]) -> Cell:
+        p50, p99 = _get(result, section, "done_p50_s"), _get(result, section, "done_p99_s")
+        if not isinstance(p99, int | float) or not isinstance(p50, int | float):
+            return None, _why(result, section, "change_error")
+        done, n = _get(result, section, "done"), _get(result, section, "n")
+        of = "" if done == n else f" (of the {done} of {n} done)"
+        return float(p99), f"p50 {p50:.0f} s, p99 {p99:.0f} s{of}"
 
     return cell
 
@@ -152,6 +182,7 @@ def rows(
             (f"N={n} idle: CPU", per_min(f, "idle_cpu_s_per_min", " s/min")),
             (f"N={n} idle: API requests", requests_cell(f)),
             (f"N={n} all changed: until all done", done_cell(f)),
+            (f"N={n} all changed: each rollout's change -> done", each_done(f)),
             (f"N={n} all changed: peak RSS", mib(f, "peak_rss")),
             (f"N={n} all changed: p99 step latency", step_p99(f)),
         ]
@@ -192,6 +223,15 @@ def render_markdown(run: dict[str, Any]) -> str:
     for name, result in results.items():
         notes.append(f"- **{name}**: {result.get('settings', '')}")
         notes += [f"  - {d}" for d in result.get("differences", [])]
+    qps = run.get("client_qps")
+    notes.append(
+        "- client-side API request limit: tidegate's client has none; the peers' "
+        + (
+            "at their defaults (Flagger -kubeconfig-qps=100, Argo Rollouts --qps=40)"
+            if qps is None
+            else f"raised to {qps} requests/s, burst {2 * qps} (-kubeconfig-qps, --qps)"
+        )
+    )
     s = run.get("scenario", {})
     notes.append(
         f"- scenario (all): {s.get('replicas')} pods, steps {s.get('steps')}, analysis every "

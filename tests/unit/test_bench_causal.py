@@ -9,7 +9,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parents[2] / "bench"))
 
 from causal import applied_at, first_write, rollback
-from peers_report import render_markdown
+from peers_report import rank, render_markdown
 
 from tidegate_devenv.audit import ApiCall, AuditedRequest
 
@@ -98,3 +98,47 @@ def test_table_has_a_reason_in_every_cell_a_peer_cannot_fill() -> None:
     for line in text.splitlines():
         if line.startswith("| ") and "---" not in line:
             assert "|  |" not in line, line  # never a blank cell
+
+
+def test_a_wait_that_ended_says_how_many_were_done_and_their_times() -> None:
+    fleet = {"n": 1000, "idle_rss": 2**20, "peak_rss": 2**20, "failed": 0}
+    run = {
+        "fleet_sizes": [1000],
+        "cases": False,
+        "client_qps": 1000,
+        "controllers": {
+            "tidegate": {
+                "fleet_1000": {
+                    **fleet,
+                    "change_to_all_done_s": 300.0,
+                    "done": 1000,
+                    "done_p50_s": 100.0,
+                    "done_p99_s": 290.0,
+                }
+            },
+            "flagger": {
+                "fleet_1000": {
+                    **fleet,
+                    "change_to_all_done_s": None,
+                    "done": 22,
+                    "done_p50_s": 500.0,
+                    "done_p99_s": 580.0,
+                    "waited_s": 600.0,
+                }
+            },
+        },
+    }
+    text = render_markdown(run)
+    assert "| 300 s | 22 of 1000 done when the wait ended at 600 s |" in text
+    assert (
+        "| p50 100 s, p99 290 s | p50 500 s, p99 580 s (of the 22 of 1000 done) | 2.00x |" in text
+    )
+    assert "raised to 1000 requests/s, burst 2000" in text
+
+
+def test_rank_is_the_nearest_rank_quantile() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert rank(values, 0.99) == 99.0
+    assert rank(values, 0.5) == 50.0
+    assert rank([7.0], 0.99) == 7.0
+    assert rank([], 0.5) is None
