@@ -17,8 +17,11 @@ from typing import TypeVar
 
 _T = TypeVar("_T")
 
-# Connections each client keeps open, and the threads that use them.
-KUBE_THREADS = 32
+# Connections each client keeps open, and the threads that use them. Writes wait on the
+# API server, not on this process: with a thousand rollouts stepping at once, 32 writes
+# in flight left the rest queued here (step p99 9.9 s at N = 1,000 on the 2-core local
+# environment), 128 halved that (4.3 s) for about 10 MiB more at the peak.
+KUBE_THREADS = 128
 PROMETHEUS_THREADS = 32
 
 _pools: dict[str, ThreadPoolExecutor] = {}
