@@ -299,12 +299,10 @@ def phases(
 @dataclass
 class Waited:
     """What `wait_all` saw: how long until all were there (None: not within the timeout),
-    when each object first got there (seconds from the start of the wait), and the last
-    count of each state."""
+    and when each object first got there (seconds from `since`)."""
 
     elapsed: float | None
     reached: dict[str, float]
-    counts: dict[str, int]
 
 
 def wait_all(
@@ -322,22 +320,22 @@ def wait_all(
     since = began if since is None else since
     said = 0.0
     reached: dict[str, float] = {}
-    counts: dict[str, int] = {}
     while time.monotonic() - began < timeout:
         seen = phases(c, custom, stable)
-        now = time.monotonic() - began
-        counts = {}
+        polled = time.monotonic()
+        now = polled - began
+        counts: dict[str, int] = {}
         for key, s in seen.items():
             counts[s] = counts.get(s, 0) + 1
             if s == state:
-                reached.setdefault(key, time.monotonic() - since)
+                reached.setdefault(key, polled - since)
         if sum(s in (state, FAILED) for s in seen.values()) >= n and len(seen) >= n:
-            return Waited(time.monotonic() - began, reached, counts)
+            return Waited(time.monotonic() - began, reached)
         if now - said > 30:
             said = now
             log(f"  waiting for {n} {state}: {counts}")
         time.sleep(1.0)
-    return Waited(None, reached, counts)
+    return Waited(None, reached)
 
 
 def fleet(
@@ -397,14 +395,15 @@ def fleet(
     try:
         patch_all(c, api_client, where)
         done = wait_all(c, custom, n, SUCCEEDED, stable, timeout, since=changed)
-        out["change_to_all_done_s"] = None if done.elapsed is None else time.monotonic() - changed
+        waited = time.monotonic() - changed
+        out["change_to_all_done_s"] = None if done.elapsed is None else waited
         # Each rollout's own time from the change to done, from the same polls (1 s apart),
         # for every controller alike; and how many were done when the wait gave up.
         each = sorted(done.reached.values())
         out["done"] = len(each)
         out["done_p50_s"] = rank(each, 0.5)
         out["done_p99_s"] = rank(each, 0.99)
-        out["waited_s"] = time.monotonic() - changed
+        out["waited_s"] = waited
     except Exception as error:  # the idle figures stand; the change's cell says what failed
         out["change_error"] = f"{type(error).__name__}: {error}"
     out["peak_rss"] = max(sampler.stop(), rss)
