@@ -259,7 +259,7 @@ class KubeRegions:
                 self._follow(watched)
                 delay = RETRY_MIN
             except Exception as error:
-                if not isinstance(error, (SecretProblem, ApiException, HTTPError, OSError)):
+                if not isinstance(error, _EXPECTED):
                     log.exception("region %s: watch failed", source.describe())
                 self._publish(watched, _unreachable(error))
             if watched.stop.wait(delay):
@@ -318,6 +318,12 @@ def _list(custom: client.CustomObjectsApi, source: Source) -> Obj:
     return listed
 
 
+# A connection that failed or an answer that could not be read; with a bad Secret and the
+# API server's refusals, what a region's watch expects and logs no traceback for.
+_NO_ANSWER = (HTTPError, OSError, ValueError)
+_EXPECTED = (SecretProblem, ApiException, *_NO_ANSWER)
+
+
 def _unreachable(error: Exception) -> RegionRead:
     """Why a region could not be read, as its status says it."""
     if isinstance(error, SecretProblem):
@@ -325,7 +331,7 @@ def _unreachable(error: Exception) -> RegionRead:
     if isinstance(error, ApiException):
         reason = f"{error.status} {error.reason}".strip()
         return RegionRead(False, error=f"the API server said {reason}")
-    if isinstance(error, (HTTPError, OSError, ValueError)):
+    if isinstance(error, _NO_ANSWER):
         return RegionRead(False, error=f"no answer: {error}")
     return RegionRead(False, error=f"{type(error).__name__}: {error}")
 
