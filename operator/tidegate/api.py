@@ -252,6 +252,19 @@ class CanaryStrategy(_SpecModel):
     steps: list[Step] | None = Field(default=None, min_length=1, max_length=MAX_STEPS)
     step_weight: int | None = Field(default=None, ge=1, le=100)
     max_weight: int | None = Field(default=None, ge=1, le=100)
+    scale_down_delay_seconds: int = Field(
+        default=30,
+        ge=0,
+        le=86400,
+        description="after a promotion or a cancel, how long the canary keeps its pods once "
+        "the gateway reports all traffic back on stable (requests in flight finish there)",
+    )
+    abort_scale_down_delay_seconds: int = Field(
+        default=30,
+        ge=0,
+        le=86400,
+        description="the same after a rollback or an abort",
+    )
 
     @model_validator(mode="after")
     def _one_form(self) -> CanaryStrategy:
@@ -287,7 +300,20 @@ class BlueGreenStrategy(_SpecModel):
     auto_promotion_enabled: bool = True
     auto_promotion_seconds: int | None = Field(default=None, ge=1, le=86400)
     preview_replica_count: int | None = Field(default=None, ge=1, le=10000)
-    scale_down_delay_seconds: int = Field(default=30, ge=0, le=86400)
+    scale_down_delay_seconds: int = Field(
+        default=30,
+        ge=0,
+        le=86400,
+        description="how long blue keeps running after the switch, and how long a copy that "
+        "took the traffic keeps its pods once the gateway reports the traffic moved away",
+    )
+    abort_scale_down_delay_seconds: int = Field(
+        default=30,
+        ge=0,
+        le=86400,
+        description="how long green keeps its pods after a rollback or an abort, once the "
+        "gateway reports all traffic back on blue",
+    )
     pre_promotion_analysis: AnalysisStep | None = None
     post_promotion_analysis: AnalysisStep | None = None
 
@@ -308,6 +334,14 @@ class Strategy(_SpecModel):
 
     canary: CanaryStrategy | None = None
     blue_green: BlueGreenStrategy | None = None
+
+    def scale_down_delay(self, rolled_back: bool) -> int:
+        """Seconds a copy that served keeps its pods after the traffic is seen gone from it."""
+        chosen = self.canary or self.blue_green
+        assert chosen is not None
+        if rolled_back:
+            return chosen.abort_scale_down_delay_seconds
+        return chosen.scale_down_delay_seconds
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Strategy:
@@ -1045,6 +1079,15 @@ class RolloutStatus(_StatusModel):
     # Since when the new version has been waited for (to become ready at the size a step
     # needs): the progress deadline counts from here.
     waiting_since: Timestamp | None = None
+    # When the canary copy, which no longer takes traffic, may be scaled to zero: set once
+    # the gateway reports all traffic on stable, a scale-down delay ahead.
+    canary_scale_down_at: Timestamp | None = None
+    # When the user's Deployment may be scaled to zero: set once the gateway reports the
+    # route on tidegate's Services (after adoption, or a resize), the same delay ahead.
+    target_scale_down_at: Timestamp | None = None
+    # During a hand-back: when tidegate's copies may go, once the gateway reports the route
+    # back on the user's Service.
+    hand_back_at: Timestamp | None = None
     next_measurement_at: Timestamp | None = None
     passed_checks: int = Field(default=0, ge=0)
     failed_checks: int = Field(default=0, ge=0)

@@ -16,7 +16,13 @@ Choices worth knowing:
   at the start, at a step that changes its size, or when it stops being ready mid-rollout.
 - An analysis step is complete at once when analysis is skipped or there are no metrics.
 - Every end of a rollout (promotion, rollback, cancel) routes all traffic to the stable
-  version with no header or mirror route, then scales the canary to zero.
+  version with no header or mirror route. The canary is scaled to zero only once the data
+  plane reports that route applied (`traffic_applied`) and a scale-down delay has passed
+  (`canaryScaleDownAt`), so no request is ever sent where no pod is left to answer it; the
+  user's Deployment likewise after adoption (`targetScaleDownAt`).
+- Traffic counts as moved only when the routes hold it *and* the data plane reports it
+  applied: a step's analysis never measures a split the gateway has not taken yet, and
+  waiting for it counts against the progress deadline.
 - Initialisation (adopting the first stable revision) also runs while spec.paused is set; a
   promotion already under way stays in Promoting (without acting) while paused.
 - Requests (annotations: promote, promote-full, abort, retry) are each answered once: acted
@@ -152,6 +158,14 @@ class Observation:
     requests: Mapping[str, str] = field(default_factory=dict)
     measurements: tuple[Measurement, ...] | None = None  # only when needs_measurement() said so
     traffic: Traffic | None = None  # what the routes hold now (None: could not be read)
+    # Whether the data plane reports the routes, as they are now written, applied (Gateway
+    # API: every parent Gateway accepted the route's generation). A write is not traffic
+    # moved until then.
+    traffic_applied: bool = True
+    # Whether the user's Deployment asks for pods of its own (spec.replicas > 0): after
+    # adoption, or when the user resizes it, it is scaled back to zero once the route is
+    # seen on tidegate's Services.
+    target_running: bool = False
     webhooks: tuple[WebhookOutcome, ...] | None = None  # of those due_webhooks() named
     # The target's release (spec.waves.release), published for the other regions.
     target_release: str | None = None
@@ -184,6 +198,11 @@ class SetTraffic:
     """Make the routes hold `traffic` (the live split, header and mirror routes, preview)."""
 
     traffic: Traffic
+
+
+@dataclass(frozen=True)
+class ReleaseTarget:
+    """Scale the user's Deployment to zero: the stable copy serves in its place."""
 
 
 @dataclass(frozen=True)
@@ -220,6 +239,7 @@ class DriveLoad:
 Action = (
     EnsureWorkload
     | ScaleWorkload
+    | ReleaseTarget
     | SetTraffic
     | EmitEvent
     | ClearRequest
@@ -466,6 +486,7 @@ class _Reconciler:
         else:
             self._steady()
         self._refuse_unanswered_requests()
+        self._scale_down_target()
         poll = self.status.next_rollback_poll_at
         if poll is not None and self.status.phase in (
             RolloutPhase.PROGRESSING,
@@ -709,8 +730,9 @@ class _Reconciler:
         self._emit(SetTraffic(traffic=traffic))
 
     def _holds(self, traffic: Traffic) -> bool:
-        """Whether the routes were seen holding `traffic` when this reconcile began."""
-        return self.obs.traffic == traffic
+        """Whether the routes were seen holding `traffic`, applied by the data plane, when
+        this reconcile began."""
+        return self.obs.traffic == traffic and self.obs.traffic_applied
 
     def _wake_at(self, when: datetime) -> None:
         self.wakeups.append(max((when - self.now).total_seconds(), SOON_SECONDS))
@@ -785,9 +807,50 @@ class _Reconciler:
             # Written by an operator from before waves: published from now on.
             self._stable_now(target, release)
         self._heal("stable", self.obs.stable, st.stable_revision)
-        if self.obs.canary is not None and self.obs.canary.replicas > 0:
-            # Between rollouts the canary takes no traffic, so it runs no pods either.
-            self._emit(ScaleWorkload(role="canary", replicas=0))
+        self._scale_down_canary()
+
+    # -- scaling down what no longer takes traffic --
+
+    def _scale_down_canary(self) -> None:
+        """Between rollouts the canary takes no traffic, so it runs no pods either: scaled to
+        zero once the data plane is seen sending all traffic to stable and the scale-down
+        delay has passed since (requests already on their way there finish). A route that
+        drifts back to the canary, or a write that failed, starts the wait again."""
+        st, canary = self.status, self.obs.canary
+        if canary is None or canary.replicas == 0:
+            st.canary_scale_down_at = None
+            return
+        if not self._holds(STABLE_ONLY):
+            st.canary_scale_down_at = None
+            return  # woken when the route (or its status) changes
+        if st.canary_scale_down_at is None:
+            rolled_back = st.phase in _ROLLED_BACK_PHASES
+            delay = self.spec.strategy.scale_down_delay(rolled_back)
+            st.canary_scale_down_at = self.now + timedelta(seconds=delay)
+        if self.now < st.canary_scale_down_at:
+            self._wake_at(st.canary_scale_down_at)
+            return
+        self._emit(ScaleWorkload(role="canary", replicas=0))
+        st.canary_scale_down_at = None
+
+    def _scale_down_target(self) -> None:
+        """The user's Deployment runs no pods once tidegate's copies serve in its place: after
+        adoption, or a resize by the user, once the route is seen applied on tidegate's
+        Services and the scale-down delay has passed."""
+        st = self.status
+        adopted = st.phase not in (None, RolloutPhase.INITIALIZING)
+        ours = self.obs.traffic is not None and self.obs.traffic_applied
+        if not (self.obs.target_running and adopted and ours):
+            st.target_scale_down_at = None
+            return
+        if st.target_scale_down_at is None:
+            delay = self.spec.strategy.scale_down_delay(rolled_back=False)
+            st.target_scale_down_at = self.now + timedelta(seconds=delay)
+        if self.now < st.target_scale_down_at:
+            self._wake_at(st.target_scale_down_at)
+            return
+        self._emit(ReleaseTarget())
+        st.target_scale_down_at = None
 
     # -- waves --
 
@@ -829,6 +892,7 @@ class _Reconciler:
 
     def _waiting_for_wave(self, event_reason: str = "RolloutStarted", note: str = "") -> None:
         st, target, waves = self.status, self.obs.target_revision, self.spec.waves
+        self._scale_down_canary()  # a rollout under way may have been ended for this wait
         if target == st.stable_revision:
             text = f"Cancelled release {st.canary_release}: the target went back to stable"
             st.phase = RolloutPhase.CANCELLED
@@ -951,6 +1015,11 @@ class _Reconciler:
         st.pre_rollout_passed = False
         st.webhook_gate = None
         st.next_webhook_at = None
+        # The canary runs again: a scale-down decided before this call would undo that.
+        st.canary_scale_down_at = None
+        self.actions = [
+            a for a in self.actions if not (isinstance(a, ScaleWorkload) and a.role == "canary")
+        ]
         rollback_hooks = self.spec.webhooks_of(WebhookType.ROLLBACK)
         st.next_rollback_poll_at = self.now + self.interval if rollback_hooks else None
         self._route(STABLE_ONLY)
@@ -1000,19 +1069,17 @@ class _Reconciler:
             if not self._ready(self.obs.canary, rev, replicas):
                 self._wait_for_canary(rev)
                 return
-            st.waiting_since = None
+            label = f"Step {index + 1}/{len(steps)} ({step.name})"
             if status_traffic(st) != step.traffic:
-                if not self._may_route(f"Step {index + 1}/{len(steps)} ({step.name})", step):
+                if not self._may_route(label, step):
+                    st.waiting_since = None  # held by a gate, not waiting on the cluster
                     return
                 self._route(step.traffic)
+                st.waiting_since = self.now  # the wait for the data plane begins
             if not self._holds(step.traffic):
-                self._say(
-                    "WaitingForRoute",
-                    f"Step {index + 1}/{len(steps)} ({step.name}): waiting for the routes to "
-                    f"hold {step.traffic.describe()}",
-                )
-                self._await_change()
+                self._wait_for_route(label, step.traffic)
                 return
+            st.waiting_since = None
             if not self._run_step(index, step):
                 return
             st.current_step_index = index + 1
@@ -1034,6 +1101,25 @@ class _Reconciler:
             )
             return
         self._say("WaitingForCanary", f"Waiting for canary revision {rev} to become ready")
+        self._wake_at(deadline)
+
+    def _wait_for_route(self, label: str, traffic: Traffic) -> None:
+        """The routes are written (or being restored) but the data plane has not reported
+        them applied: the step waits, within the progress deadline."""
+        st = self.status
+        if st.waiting_since is None:
+            st.waiting_since = self.now
+        seconds = self.spec.progress_deadline_seconds
+        deadline = st.waiting_since + timedelta(seconds=seconds)
+        if self.now >= deadline:
+            self._roll_back(
+                "ProgressDeadlineExceeded",
+                f"{label}: the data plane did not apply {traffic.describe()} within {seconds}s",
+            )
+            return
+        written = self.obs.traffic == traffic
+        what = "the gateway to apply" if written else "the routes to hold"
+        self._say("WaitingForRoute", f"{label}: waiting for {what} {traffic.describe()}")
         self._wake_at(deadline)
 
     def _run_step(self, index: int, step: PlanStep) -> bool:
@@ -1184,10 +1270,12 @@ class _Reconciler:
         return False
 
     def _end_rollout(self, phase: RolloutPhase) -> None:
-        """Every way a rollout ends: all traffic on stable first, then the canary scaled away."""
+        """Every way a rollout ends: all traffic on stable. The canary is scaled away by a
+        later call, once the data plane is seen to have moved the traffic
+        (`_scale_down_canary`)."""
         st = self.status
         self._route(STABLE_ONLY)
-        self._emit(ScaleWorkload(role="canary", replicas=0))
+        st.canary_scale_down_at = None
         st.phase = phase
         st.step_started_at = None
         st.next_measurement_at = None

@@ -155,13 +155,20 @@ class Router(Protocol):
         route was just adopted, or edited by hand). Raises RoutingError."""
         ...
 
+    async def applied(self) -> bool:
+        """Whether the data plane reports the routes, as they are written now, applied (a
+        Gateway API route: every parent's Accepted condition is True for its generation).
+        Raises RoutingError."""
+        ...
+
     async def apply(self, traffic: Traffic) -> bool:
         """Make the routes hold `traffic` (raises RoutingError); False when they already did."""
         ...
 
-    async def release(self, service: str) -> None:
+    async def release(self, service: str) -> bool:
         """Give the routes back to the user: everything tidegate owns in them goes, and the
-        traffic goes to `service` (the user's Service) as before tidegate."""
+        traffic goes to `service` (the user's Service) as before tidegate. False when they
+        already did (then `applied` speaks of the released routes)."""
         ...
 
 

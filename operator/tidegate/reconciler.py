@@ -122,7 +122,10 @@ def _analysis_passed(
 
 
 async def _autoscale(
-    autoscalers: Autoscalers, source: Obj | None, status: api.RolloutStatus
+    autoscalers: Autoscalers,
+    source: Obj | None,
+    status: api.RolloutStatus,
+    canary_has_pods: bool,
 ) -> None:
     """The HPA copies as the spec and the phase want them. With spec.autoscalerRef: one for
     the stable copy, and one for the canary copy while it runs (created as a rollout starts,
@@ -130,6 +133,8 @@ async def _autoscale(
     for role in ("stable", "canary"):
         if source is not None and (role == "stable" or engine.canary_runs(status)):
             await autoscalers.ensure(role, source)
+        elif source is not None and role == "canary" and canary_has_pods:
+            pass  # the canary keeps its pods for the scale-down delay: its HPA copy stays too
         else:
             await autoscalers.remove(role)
 
@@ -302,6 +307,7 @@ class Reconciler:
         _, stable = await workloads.observe("stable")
         _, canary = await workloads.observe("canary")
         held = await router.observe()
+        applied = await router.applied()
         measurements = None
         judged = spec  # with each metric's template resolved, when this reconcile measures
         if engine.needs_measurement(spec, status, now):
@@ -322,6 +328,8 @@ class Reconciler:
             requests=requests_of(rollout),
             measurements=measurements,
             traffic=held,
+            traffic_applied=applied,
+            target_running=asked_replicas > 0,
             webhooks=outcomes,
             target_release=target_release,
             regions=regions,
@@ -373,7 +381,9 @@ class Reconciler:
             if step_passed and isinstance(action, engine.SetTraffic):
                 metrics.STEP_LATENCY.observe(time.monotonic() - started)
                 step_passed = False
-        await _autoscale(autoscalers, autoscaler, decision.status)
+        scaled_away = engine.ScaleWorkload(role="canary", replicas=0) in decision.actions
+        canary_has_pods = canary is not None and canary.replicas > 0 and not scaled_away
+        await _autoscale(autoscalers, autoscaler, decision.status, canary_has_pods)
         wanted = engine.status_traffic(decision.status)
         if _routes_traffic(decision) and held != wanted and await router.apply(wanted):
             # Someone else (a GitOps sync, a hand edit) changed what tidegate owns.
@@ -395,11 +405,6 @@ class Reconciler:
             (a.reason, a.message) for a in decision.actions if isinstance(a, engine.EmitEvent)
         ]
         await self._notify(rollout, spec, status, decision.status, events, stored)
-        if asked_replicas > 0 and decision.status.phase not in (
-            None,
-            api.RolloutPhase.INITIALIZING,
-        ):
-            await workloads.release_target(target)
         return decision.requeue_after
 
     async def _notify(
@@ -455,7 +460,8 @@ class Reconciler:
     async def _hand_back(self, rollout: Obj) -> float | None:
         """A deleted rollout gives the application back to the target Deployment, one step
         per pass (each step waits for what the watches report): the target scaled back to its
-        size and ready; then the routes on the user's Service again; then the copies and
+        size and ready; then the routes on the user's Service again, applied by the gateway,
+        and the scale-down delay after that (`handBackAt`); then the copies and
         tidegate's Services owned by the rollout (so that they go with it) and the claim
         removed; then the finalizer, and the rollout is gone."""
         meta = rollout["metadata"]
@@ -467,7 +473,8 @@ class Reconciler:
         except ValidationError:
             spec = None  # nothing can be handed back to a target it cannot name
         if spec is not None and spec.on_delete is api.OnDelete.HAND_BACK:
-            status = api.RolloutStatus.model_validate(rollout.get("status") or {})
+            raw_status = rollout.get("status") or {}
+            status = api.RolloutStatus.model_validate(raw_status)
             workloads = self.ports.workloads(namespace, name, spec)
             target = await workloads.target()
             if target is not None:
@@ -484,7 +491,19 @@ class Reconciler:
                     return None  # woken when it changes
                 if not workloads.target_ready(target, replicas):
                     return None
-            await self.ports.router(namespace, spec).release(spec.service.name)
+            router = self.ports.router(namespace, spec)
+            if await router.release(spec.service.name) or not await router.applied():
+                return None  # woken when the gateway reports the route applied
+            # The copies go with the rollout: not before requests already routed to them
+            # have had the scale-down delay to finish.
+            if status.hand_back_at is None:
+                delay = spec.strategy.scale_down_delay(rolled_back=False)
+                at = self.clock() + timedelta(seconds=delay)
+                wire = {**raw_status, "handBackAt": at.strftime("%Y-%m-%dT%H:%M:%SZ")}
+                await self._patch_status(namespace, name, status_patch(raw_status, wire))
+                return float(delay)
+            if self.clock() < status.hand_back_at:
+                return max((status.hand_back_at - self.clock()).total_seconds(), 0.1)
             await workloads.hand_over(rollout)
             await self.ports.autoscalers(namespace, name, spec).hand_over(rollout)
             if target is not None:
@@ -704,6 +723,8 @@ class Reconciler:
                 await workloads.ensure(role, revision, replicas, target)
             case engine.ScaleWorkload(role=role, replicas=replicas):
                 await workloads.scale(role, replicas)
+            case engine.ReleaseTarget():
+                await workloads.release_target(target)
             case engine.EmitEvent(type=type_, reason=reason, message=message):
                 await self._event(rollout, type_, reason, message)
             case engine.ClearRequest(annotation=annotation):

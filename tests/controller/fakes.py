@@ -109,6 +109,10 @@ class World:
     owned_by: str | None = None
     # What the routes hold; None: still as the user wrote them (not in tidegate's shape).
     route: Traffic | None = None
+    # Whether the gateway reports the routes, as written now, applied.
+    route_applied: bool = True
+    # Whether the routes were released to the user's Service (a hand-back).
+    route_released: bool = False
     # What the router can carry.
     capabilities: frozenset[str] = frozenset({"weights", "switch", "header", "mirror", "preview"})
     # Copies become ready as soon as they are written (a cluster that rolls instantly).
@@ -533,9 +537,17 @@ class FakeRouter:
             raise RoutingError(f"HTTPRoute {NAMESPACE}/shop does not exist")
         return self.world.route
 
-    async def release(self, service: str) -> None:
+    async def applied(self) -> bool:
+        if not self.world.route_exists:
+            raise RoutingError(f"HTTPRoute {NAMESPACE}/shop does not exist")
+        return self.world.route_applied
+
+    async def release(self, service: str) -> bool:
         self.world.record("release_route", service)
+        changed = self.world.route is not None or not self.world.route_released
         self.world.route = None  # as the user wrote it: to their own Service
+        self.world.route_released = True
+        return changed
 
     async def apply(self, traffic: Traffic) -> bool:
         self.world.record("set_traffic", traffic)

@@ -10,7 +10,7 @@ import kopf
 import pytest
 from fakes import NAME, NAMESPACE, AutoscalerCopy, World, example_spec
 from test_handlers import KEY, looping
-from test_reconciler import delete, reconciler, settle
+from test_reconciler import delete, reconciler, settle, until_idle
 
 from tidegate import handlers
 from tidegate.ports import HAND_BACK_FINALIZER
@@ -29,6 +29,7 @@ def autoscaled_world(**autoscaler: int | str) -> World:
 async def initialized() -> World:
     world = autoscaled_world()
     await settle(world, {"Initialized"})
+    await until_idle(world)
     world.calls.clear()
     return world
 
@@ -59,7 +60,10 @@ async def test_the_canary_hpa_copy_lives_exactly_as_long_as_a_rollout() -> None:
         if phase == "Succeeded":
             break
         world.advance(delay if delay is not None else 60)
-    assert seen == [("Progressing", True), ("Promoting", True), ("Succeeded", False)], seen
+    # Kept while the canary keeps its pods for the scale-down delay.
+    assert seen == [("Progressing", True), ("Promoting", True), ("Succeeded", True)], seen
+    await until_idle(world, rec)
+    assert "canary" not in world.autoscaler_copies
     # Made once the canary Deployment was asked for, removed once it was scaled away.
     names = world.names()
     assert names.index("ensure") < names.index("write_autoscaler")
@@ -75,6 +79,7 @@ async def test_a_rolled_back_canary_loses_its_hpa_copy_too() -> None:
     await settle(world, {"Progressing"})
     assert "canary" in world.autoscaler_copies
     await settle(world, {"Failed"})
+    await until_idle(world)
     assert set(world.autoscaler_copies) == {"stable"}
     assert world.copies["canary"].replicas == 0
 
@@ -169,7 +174,8 @@ async def test_a_hand_back_takes_the_hpa_copies_and_lets_the_users_hpa_size_the_
     await rec.reconcile(NAMESPACE, NAME)
     assert "restore_target" not in world.names()  # its count, not set back to 3
     world.target_ready = True
-    await rec.reconcile(NAMESPACE, NAME)
+    for _ in range(3):  # the route released, applied, then the scale-down delay
+        world.advance(await rec.reconcile(NAMESPACE, NAME) or 0)
     assert world.target["spec"]["replicas"] == 4
     assert world.autoscaler_copies["stable"].owned_by == "uid-1"
     assert world.rollout is not None

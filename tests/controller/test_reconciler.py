@@ -42,6 +42,18 @@ async def settle(
     raise AssertionError(f"never reached {phases}; status: {world.status}")
 
 
+async def until_idle(world: World, rec: Reconciler | None = None, passes: int = 50) -> None:
+    """Reconcile, moving the clock on by what each pass asks, until a pass asks for no timer:
+    what waits for a delay (a copy scaled away after the traffic left it) is done."""
+    rec = rec or reconciler(world)
+    for _ in range(passes):
+        delay = await rec.reconcile(NAMESPACE, NAME)
+        if delay is None:
+            return
+        world.advance(delay)
+    raise AssertionError(f"never idle; status: {world.status}")
+
+
 def adopted_world(**world_options: object) -> World:
     world = World(**world_options)  # type: ignore[arg-type]
     world.add_target()
@@ -52,6 +64,7 @@ def adopted_world(**world_options: object) -> World:
 async def initialized_world() -> World:
     world = adopted_world()
     await settle(world, {"Initialized"})
+    await until_idle(world)  # the target scaled away
     world.calls.clear()
     return world
 
@@ -59,6 +72,9 @@ async def initialized_world() -> World:
 async def test_adopts_the_target_then_releases_it() -> None:
     world = adopted_world()
     await settle(world, {"Initialized"})
+    # Not while the gateway may still send requests to it: after the scale-down delay.
+    assert "release_target" not in world.names()
+    await until_idle(world)
     stable_revision = world.revision_of("1.0.0")
     assert ("ensure", "stable", stable_revision, 3) in world.calls
     assert world.services == {"stable", "canary"}
@@ -103,6 +119,9 @@ async def test_a_healthy_canary_walks_every_step_and_is_promoted() -> None:
     assert weights == [0, 10, 30, 60, 0]
     assert world.status["stableRevision"] == world.revision_of("1.1.0")
     assert world.copies["stable"].revision == world.revision_of("1.1.0")
+    # The canary keeps its pods until the gateway has moved the traffic and the delay is over.
+    assert world.copies["canary"].replicas == 3
+    await until_idle(world, rec)
     assert world.copies["canary"].replicas == 0
     # Every analysed step asked Prometheus, with the canary's own Service in the query.
     queries = [c for c in world.calls if c[0] == "measure_all"]
@@ -144,6 +163,7 @@ async def test_a_failing_canary_is_rolled_back_to_zero() -> None:
     world.set_version("1.2.0")
     await settle(world, {"Failed"})
     assert world.canary_weight == 0
+    await until_idle(world)
     assert world.copies["canary"].replicas == 0
     assert world.status["stableRevision"] == world.revision_of("1.0.0")
     assert any(t == "Warning" for t, _, _ in world.events())
@@ -621,6 +641,18 @@ async def test_a_deleted_rollout_hands_the_application_back_step_by_step() -> No
     await rec.reconcile(NAMESPACE, NAME)
     assert "release_route" not in world.names()
     world.target_ready = True  # ready: now the traffic goes back to it
+    world.route_applied = False  # the gateway takes its time
+    assert await rec.reconcile(NAMESPACE, NAME) is None  # woken by the route's status
+    assert "release_route" in world.names() and "hand_over" not in world.names()
+    assert await rec.reconcile(NAMESPACE, NAME) is None
+    assert "hand_over" not in world.names()
+    world.route_applied = True
+    # Applied: the copies serve requests already routed to them for the scale-down delay.
+    assert await rec.reconcile(NAMESPACE, NAME) == 30
+    assert "hand_over" not in world.names()
+    world.advance(29)
+    assert await rec.reconcile(NAMESPACE, NAME) == pytest.approx(1)
+    world.advance(1)
     await rec.reconcile(NAMESPACE, NAME)
     names = world.names()
     assert names.index("release_route") < names.index("hand_over") < names.index("set_finalizer")
@@ -654,6 +686,7 @@ async def test_a_hand_back_that_fails_is_reported_and_retried() -> None:
     degraded = world.condition("Degraded")
     assert degraded is not None and degraded["reason"] == "RoutingFailed"
     del world.fail["release_route"]
-    await rec.reconcile(NAMESPACE, NAME)
+    for _ in range(3):  # released; the gateway applied it; the scale-down delay is over
+        world.advance(await rec.reconcile(NAMESPACE, NAME) or 0)
     assert world.rollout is not None
     assert HAND_BACK_FINALIZER not in world.rollout["metadata"]["finalizers"]

@@ -10,7 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 from fakes import NAME, NAMESPACE, World, example_spec
-from test_reconciler import reconciler, settle
+from test_reconciler import reconciler, settle, until_idle
 
 from tidegate.revisions import template_revision
 from tidegate.waves import RegionRead, RemoteRollout
@@ -36,6 +36,7 @@ def release_of(world: World, version: str) -> str:
 async def test_a_release_waits_for_the_region_then_rolls_out() -> None:
     world = waves_world(region={"soak": "1m"})
     await settle(world, {"Initialized"})
+    await until_idle(world)
     assert world.target is not None
     first = template_revision(world.target["spec"]["template"])
     assert world.status["stableRelease"] == f"template:{first}"

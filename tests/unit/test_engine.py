@@ -22,6 +22,7 @@ from tidegate.engine import (
     EmitEvent,
     EnsureWorkload,
     Observation,
+    ReleaseTarget,
     ScaleWorkload,
     SetTraffic,
     WorkloadState,
@@ -223,15 +224,63 @@ def test_steady_self_heals_drift(stable: WorkloadState | None) -> None:
     assert decision.status.phase is RolloutPhase.INITIALIZED
 
 
-def test_steady_scales_a_canary_left_running_back_to_zero() -> None:
+def test_steady_scales_a_canary_left_running_back_to_zero_once_the_delay_has_passed() -> None:
     spec = make_spec()
     status = initialized(spec)
     left = observe("v1", stable=ready("v1"), canary=ready("v2"))
-    decision = step(spec, status, left)
-    assert decision.actions == (ScaleWorkload(role="canary", replicas=0),)
-    assert decision.status == status
+    seen = step(spec, status, left)
+    assert seen.actions == ()
+    assert seen.status.canary_scale_down_at == T0 + timedelta(seconds=30)
+    assert seen.requeue_after == 30
+    early = step(spec, seen.status, replace(left, now=T0 + timedelta(seconds=29)))
+    assert early.actions == ()
+    due = step(spec, early.status, replace(left, now=T0 + timedelta(seconds=30)))
+    assert due.actions == (ScaleWorkload(role="canary", replicas=0),)
+    assert due.status.canary_scale_down_at is None
     scaled = observe("v1", stable=ready("v1"), canary=ready("v2", replicas=0))
-    assert step(spec, status, scaled).actions == ()
+    assert step(spec, due.status, scaled).actions == ()
+
+
+def test_a_canary_is_not_scaled_down_while_the_gateway_has_not_applied_the_route() -> None:
+    spec = make_spec()
+    status = initialized(spec)
+    pending = observe("v1", stable=ready("v1"), canary=ready("v2"), traffic_applied=False)
+    for minutes in (0, 5, 60):
+        decision = step(spec, status, replace(pending, now=T0 + minutes * MINUTE))
+        assert decision.actions == ()
+        assert decision.status.canary_scale_down_at is None
+    # Drifted back to the canary: the wait starts again once stable holds everything again.
+    drifted = observe("v1", stable=ready("v1"), canary=ready("v2"), traffic=Traffic(30))
+    seen = step(spec, status, replace(drifted, now=T0 + 2 * MINUTE))
+    assert ScaleWorkload("canary", 0) not in seen.actions
+    assert seen.status.canary_scale_down_at is None
+
+
+def test_an_abort_waits_the_abort_delay_before_scaling_down() -> None:
+    spec = make_spec(
+        strategy={"canary": {"steps": [{"setWeight": 20}], "abortScaleDownDelaySeconds": 5}}
+    )
+    status = initialized(spec)
+    status.phase = RolloutPhase.ABORTED
+    left = observe("v1", stable=ready("v1"), canary=ready("v2"))
+    seen = step(spec, status, left)
+    assert seen.status.canary_scale_down_at == T0 + timedelta(seconds=5)
+
+
+def test_the_target_is_scaled_to_zero_only_after_the_route_is_applied_and_the_delay() -> None:
+    spec = make_spec()
+    status = initialized(spec)
+    running = observe("v1", stable=ready("v1"), target_running=True, traffic_applied=False)
+    assert step(spec, status, running).actions == ()
+    applied = replace(running, traffic_applied=True)
+    seen = step(spec, status, applied)
+    assert seen.actions == ()
+    assert seen.status.target_scale_down_at == T0 + timedelta(seconds=30)
+    due = step(spec, seen.status, replace(applied, now=T0 + timedelta(seconds=30)))
+    assert due.actions == (ReleaseTarget(),)
+    released = step(spec, due.status, replace(applied, target_running=False))
+    assert released.actions == ()
+    assert released.status.target_scale_down_at is None
 
 
 # --- starting a rollout ---------------------------------------------------------------------
@@ -271,9 +320,14 @@ def test_waiting_for_the_canary_then_first_step() -> None:
     assert go.status.canary_weight == 20
     # Asked for, not yet seen on the route: the step (and its analysis window) waits.
     assert go.status.step_started_at is None
-    assert go.requeue_after is None  # woken by the route's watch event
+    # Woken by the route's watch event, or at the progress deadline.
+    assert go.requeue_after == pytest.approx(600.0)
     unrouted = step(spec, go.status, at(T0 + MINUTE, traffic=Traffic(canary_weight=0)))
     assert unrouted.status.step_started_at is None and unrouted.actions == ()
+    # Written, not yet applied by the gateway: still waiting.
+    unapplied = step(spec, go.status, at(T0 + MINUTE, traffic_applied=False))
+    assert unapplied.status.step_started_at is None and unapplied.actions == ()
+    assert "waiting for the gateway to apply weight 20" in unapplied.status.message
     held = step(spec, go.status, at(T0 + MINUTE + timedelta(seconds=1)))
     assert held.actions == ()
     assert held.status.step_started_at == T0 + MINUTE + timedelta(seconds=1)
@@ -289,14 +343,28 @@ def test_progress_deadline_rolls_back() -> None:
     )
     decision = step(spec, started.status, late)
     assert decision.status.phase is RolloutPhase.FAILED
-    assert decision.actions[:2] == (
-        set_weight(0),
-        ScaleWorkload(role="canary", replicas=0),
-    )
+    assert decision.actions[0] == set_weight(0)
+    assert ScaleWorkload(role="canary", replicas=0) not in decision.actions  # not yet applied
     assert (
         "ProgressDeadlineExceeded"
         in (decision.status.condition("Degraded") or pytest.fail()).reason
     )
+
+
+def test_a_route_the_gateway_never_applies_rolls_back_at_the_progress_deadline() -> None:
+    spec = make_spec(progressDeadlineSeconds=60)
+    started = step(spec, initialized(spec), observe("v2", stable=ready("v1")))
+    canary_ready = observe("v2", now=T0, stable=ready("v1"), canary=ready("v2"))
+    go = step(spec, started.status, canary_ready)
+    assert weights(go) == [20]
+    stuck = replace(canary_ready, traffic=Traffic(20), traffic_applied=False)
+    waiting = step(spec, go.status, replace(stuck, now=T0 + timedelta(seconds=59)))
+    assert waiting.status.phase is RolloutPhase.PROGRESSING
+    assert waiting.requeue_after == pytest.approx(1.0)
+    late = step(spec, waiting.status, replace(stuck, now=T0 + timedelta(seconds=60)))
+    assert late.status.phase is RolloutPhase.FAILED
+    assert weights(late) == [0]
+    assert "did not apply weight 20 within 60s" in late.status.message
 
 
 # --- analysis -------------------------------------------------------------------------------
@@ -370,7 +438,7 @@ def test_failed_measurement_counts_then_rolls_back(
     st = second.status
     assert st.phase is RolloutPhase.FAILED
     assert second.actions[0] == set_weight(0)
-    assert second.actions[1] == ScaleWorkload(role="canary", replicas=0)
+    assert ScaleWorkload(role="canary", replicas=0) not in second.actions
     assert events(second) == ["RolledBack"]
     assert st.canary_weight == 0
     assert text in st.message and "(failure 2 of limit 2)" in st.message
@@ -532,11 +600,8 @@ def test_abort_mid_rollout_puts_all_traffic_on_stable_and_keeps_the_revision_out
     spec = make_spec()
     status = rolling(spec)
     aborted = step(spec, status, at(T0 + MINUTE, requests={ABORT_ANNOTATION: "alice"}))
-    assert aborted.actions[:3] == (
-        ClearRequest(ABORT_ANNOTATION),
-        set_weight(0),
-        ScaleWorkload(role="canary", replicas=0),
-    )
+    assert aborted.actions[:2] == (ClearRequest(ABORT_ANNOTATION), set_weight(0))
+    assert ScaleWorkload(role="canary", replicas=0) not in aborted.actions
     st = aborted.status
     assert st.phase is RolloutPhase.ABORTED and st.canary_weight == 0
     assert st.stable_revision == "v1" and st.canary_revision == "v2"
@@ -657,7 +722,8 @@ def test_promotion() -> None:
         still.status,
         observe("v2", now=T0 + 3 * MINUTE, stable=ready("v2"), canary=ready("v2")),
     )
-    assert done.actions[:2] == (set_weight(0), ScaleWorkload(role="canary", replicas=0))
+    assert done.actions[0] == set_weight(0)
+    assert ScaleWorkload(role="canary", replicas=0) not in done.actions
     assert "Promoted" in events(done)
     st = done.status
     assert st.phase is RolloutPhase.SUCCEEDED
@@ -710,10 +776,8 @@ def test_reverting_to_stable_cancels() -> None:
     decision = step(
         spec, status, observe("v1", now=T0 + MINUTE, stable=ready("v1"), canary=ready("v2"))
     )
-    assert decision.actions[:2] == (
-        set_weight(0),
-        ScaleWorkload(role="canary", replicas=0),
-    )
+    assert decision.actions[0] == set_weight(0)
+    assert ScaleWorkload(role="canary", replicas=0) not in decision.actions
     assert "Cancelled" in events(decision)
     assert decision.status.phase is RolloutPhase.CANCELLED
     assert decision.status.canary_weight == 0

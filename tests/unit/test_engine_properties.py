@@ -145,6 +145,7 @@ outcomes = st.sampled_from(["pass"] * 8 + ["fail", "none", "error"])
 events = st.one_of(
     *[st.tuples(st.just("tick"), st.integers(0, 400))] * 6,
     *[st.tuples(st.just("settle"), st.just(None))] * 3,
+    *[st.tuples(st.just("propagate"), st.just(None))] * 3,
     *[st.tuples(st.just("measure"), st.lists(outcomes, min_size=2, max_size=2))] * 6,
     st.tuples(st.just("unready"), st.sampled_from(["stable", "canary"])),
     st.tuples(st.just("revision"), st.sampled_from(REVISIONS)),
@@ -165,7 +166,9 @@ def measurement(metric: str, outcome: str) -> Measurement:
 class World:
     """A fake cluster that applies the engine's actions. While its route is broken, the route
     cannot be read, and a route write fails and ends the reconcile's actions (as the
-    reconciler does on a RoutingError)."""
+    reconciler does on a RoutingError). A route write reaches the data plane (`applied`)
+    only when it propagates, some events later, as a real gateway applies it seconds after
+    the write; until then requests still follow what was applied before."""
 
     now: datetime = T0
     target: str = "v1"
@@ -173,6 +176,7 @@ class World:
         default_factory=lambda: {"stable": None, "canary": None}
     )
     traffic: Traffic = STABLE_ONLY
+    applied: Traffic = STABLE_ONLY  # what the data plane routes by
     route_broken: bool = False
     requests: dict[str, str] = field(default_factory=dict)  # annotation -> who asked
     # What each type's webhook answers; the kill switch says no until a script says yes.
@@ -200,6 +204,7 @@ class World:
             requests=dict(self.requests),
             measurements=measurements,
             traffic=None if self.route_broken else self.traffic,
+            traffic_applied=self.applied == self.traffic,
             webhooks=webhooks,
         )
 
@@ -211,6 +216,8 @@ class World:
             for role, current in self.workloads.items():
                 if current is not None:
                     self.workloads[role] = replace(current, ready=True)
+        elif kind == "propagate":
+            self.applied = self.traffic
         elif kind == "unready":
             current = self.workloads[arg]
             if current is not None:
@@ -252,6 +259,18 @@ class World:
                     self.workloads[action.role] = replace(current, replicas=action.replicas)
             elif isinstance(action, ClearRequest):
                 del self.requests[action.annotation]
+
+
+def assert_no_request_meets_an_empty_copy(world: World) -> None:
+    """What the data plane routes by never sends a request to a copy scaled to zero."""
+    applied = world.applied
+    canary, stable = world.workloads["canary"], world.workloads["stable"]
+    if applied.canary_weight > 0 or applied.header_route:
+        assert canary is not None and canary.replicas > 0, (
+            f"the gateway sends {applied.describe()} to a canary with no pods"
+        )
+    if applied.canary_weight < 100 and stable is not None:
+        assert stable.replicas > 0, "the gateway sends requests to a stable copy with no pods"
 
 
 def stored(status: RolloutStatus) -> RolloutStatus:
@@ -307,6 +326,8 @@ def assert_idle_is_quiet(spec: RolloutSpec, status: RolloutStatus, world: World)
         and stable.ready
         and (stable.revision, stable.replicas) == (status.stable_revision, REPLICAS)
         and not world.route_broken
+        and world.applied == world.traffic
+        and (world.workloads["canary"] is None or world.workloads["canary"].replicas == 0)
     ):
         again = reconcile(spec, stored(status), world.observe())
         assert again.actions == ()
@@ -374,6 +395,9 @@ def test_invariants_hold_on_every_decision(
         status = decision.status
 
         assert stored(status) == status
+        assert_no_request_meets_an_empty_copy(world)
+        if any(isinstance(a, ScaleWorkload) and a.replicas == 0 for a in decision.actions):
+            event("a copy was scaled to zero")
         running = (RolloutPhase.PROGRESSING, RolloutPhase.PAUSED)
         webhooks = observed.webhooks
         key_after = (status.canary_revision, status.rollout_started_at)

@@ -171,7 +171,7 @@ def test_a_newer_release_mid_rollout_ends_the_canary_and_waits() -> None:
         ),
     )
     assert newer.status.phase is RolloutPhase.WAITING_FOR_WAVE
-    assert weights(newer) == [0] and ScaleWorkload("canary", 0) in newer.actions
+    assert weights(newer) == [0] and ScaleWorkload("canary", 0) not in newer.actions
     assert newer.status.canary_release == "template:r3"
 
 

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from fake_kube import FakeKube
 
-from tidegate.adapters.gatewayapi import HEADER_RULE, GatewayAPIRouter
+from tidegate.adapters.cache import trim
+from tidegate.adapters.gatewayapi import HEADER_RULE, GatewayAPIRouter, route_applied
 from tidegate.plan import STABLE_ONLY, HeaderMatch, Traffic
 from tidegate.ports import RoutingError
 
@@ -141,3 +142,65 @@ async def test_missing_routes_and_rules_are_routing_errors() -> None:
     far = GatewayAPIRouter(FakeKube(user_route()), "ns", "shop", 3, "a", "b", 80)  # type: ignore[arg-type]
     with pytest.raises(RoutingError, match="rule 3 does not exist"):
         await far.observe()
+
+
+def with_parents(route: Obj, generation: int, *accepted: tuple[str, int]) -> Obj:
+    """`route` at `generation`, with one status.parents entry per (Accepted status,
+    observedGeneration)."""
+    route["metadata"]["generation"] = generation
+    route["status"] = {
+        "parents": [
+            {
+                "parentRef": {"name": f"gw-{i}"},
+                "controllerName": "example.com/gateway",
+                "conditions": [
+                    {"type": "ResolvedRefs", "status": "True", "observedGeneration": seen},
+                    {"type": "Accepted", "status": status, "observedGeneration": seen},
+                ],
+            }
+            for i, (status, seen) in enumerate(accepted)
+        ]
+    }
+    return route
+
+
+@pytest.mark.parametrize(
+    ("parents", "applied"),
+    [
+        ((), False),  # no Gateway controller has looked at it yet
+        ((("True", 3),), True),
+        ((("True", 4),), True),
+        ((("True", 2),), False),  # accepted an older spec: the new one is not applied yet
+        ((("False", 3),), False),
+        ((("True", 3), ("True", 2)), False),  # one of two Gateways lags
+        ((("True", 3), ("True", 3)), True),
+    ],
+)
+def test_a_route_is_applied_when_every_parent_accepted_its_generation(
+    parents: tuple[tuple[str, int], ...], applied: bool
+) -> None:
+    assert route_applied(with_parents(user_route(), 3, *parents)) is applied
+
+
+async def test_the_router_is_applied_only_when_both_routes_are() -> None:
+    live = with_parents(user_route(), 2, ("True", 2))
+    preview = with_parents(user_route("shop-preview"), 5, ("True", 4))
+    assert await router(FakeKube(live)).applied() is True
+    assert await router(FakeKube(live, preview), preview="shop-preview").applied() is False
+
+
+def test_the_cache_keeps_of_a_routes_status_only_what_says_it_was_applied() -> None:
+    route = with_parents(user_route(), 3, ("True", 3))
+    route["status"]["parents"][0]["conditions"][1]["message"] = "x" * 1000
+    trimmed = trim("httproutes", route)
+    assert trimmed["status"] == {
+        "parents": [
+            {
+                "conditions": [
+                    {"type": "ResolvedRefs", "status": "True", "observedGeneration": 3},
+                    {"type": "Accepted", "status": "True", "observedGeneration": 3},
+                ]
+            }
+        ]
+    }
+    assert route_applied(trimmed)

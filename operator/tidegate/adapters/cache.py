@@ -75,6 +75,21 @@ def _metadata(body: Mapping[str, Any]) -> Obj:
     return meta
 
 
+def _route_parents(status: Mapping[str, Any] | None) -> list[Obj]:
+    """Of an HTTPRoute's status, what says whether its Gateways applied it: each parent's
+    conditions, type, status and observedGeneration only."""
+    parents = (status or {}).get("parents") or []
+    return [
+        {
+            "conditions": [
+                _pick(c, ("type", "status", "observedGeneration"))
+                for c in parent.get("conditions") or []
+            ]
+        }
+        for parent in parents
+    ]
+
+
 def trim(kind: Kind, body: Mapping[str, Any]) -> Obj:
     """The part of an object tidegate reads."""
     trimmed: Obj = {"metadata": _metadata(body)}
@@ -85,6 +100,7 @@ def trim(kind: Kind, body: Mapping[str, Any]) -> Obj:
         trimmed["spec"] = _pick(body.get("spec"), ("selector", "ports"))
     elif kind == "httproutes":
         trimmed["spec"] = _pick(body.get("spec"), ("rules",))
+        trimmed["status"] = {"parents": _route_parents(body.get("status"))}
     elif kind == "horizontalpodautoscalers":
         trimmed["spec"] = _pick(body.get("spec"), _AUTOSCALER_SPEC)
     elif kind in ("metrictemplates", "clustermetrictemplates"):

@@ -81,6 +81,25 @@ def _header_route_of(rule: Obj, base: Obj) -> tuple[HeaderMatch, ...]:
     )
 
 
+def route_applied(route: Obj) -> bool:
+    """Whether the Gateways the route is attached to report its current spec applied: each
+    entry of status.parents has Accepted=True observed at the route's generation or later.
+    No entry at all (no Gateway controller has looked at it yet) is not applied."""
+    generation = int(route.get("metadata", {}).get("generation") or 0)
+    parents = (route.get("status") or {}).get("parents") or []
+    if not parents:
+        return False
+    for parent in parents:
+        accepted = next(
+            (c for c in parent.get("conditions") or [] if c.get("type") == "Accepted"), None
+        )
+        if accepted is None or accepted.get("status") != "True":
+            return False
+        if int(accepted.get("observedGeneration") or 0) < generation:
+            return False
+    return True
+
+
 class GatewayAPIRouter:
     """The `Router` port on Gateway API HTTPRoutes."""
 
@@ -149,6 +168,13 @@ class GatewayAPIRouter:
             preview = names == [self.canary_service]
         return Traffic(canary_weight, header, mirror, preview)
 
+    async def applied(self) -> bool:
+        names = [self.route] + ([self.preview_route] if self.preview_route else [])
+        for name in names:
+            if not route_applied(await self._get(name)):
+                return False
+        return True
+
     # -- writing --
 
     async def apply(self, traffic: Traffic) -> bool:
@@ -192,10 +218,13 @@ class GatewayAPIRouter:
             )
         return rules
 
-    async def release(self, service: str) -> None:
-        await self._edit(self.route, lambda route: self._released(route, service))
+    async def release(self, service: str) -> bool:
+        changed = await self._edit(self.route, lambda route: self._released(route, service))
         if self.preview_route is not None:
-            await self._edit(self.preview_route, lambda route: self._preview(route, service))
+            changed |= await self._edit(
+                self.preview_route, lambda route: self._preview(route, service)
+            )
+        return changed
 
     def _released(self, route: Obj, service: str) -> list[Obj]:
         """The routes as before tidegate: the rule to the user's Service, nothing of ours."""

@@ -59,10 +59,17 @@ class ServiceSelectorRouter:
             changed |= await self._select(self.preview_service, shown)
         return changed
 
-    async def release(self, service: str) -> None:
+    async def applied(self) -> bool:
+        # A selector change reaches the endpoints through the EndpointSlice controller; that
+        # lag is not observed yet, so a written selector counts as applied.
+        return True
+
+    async def release(self, service: str) -> bool:
+        changed = False
         for name in (self.service, self.preview_service):
             if name is not None:
-                await self._select(name, None)
+                changed |= await self._select(name, None)
+        return changed
 
     async def _select(self, name: str, role: Role | None) -> bool:
         service = await self._get(name)
