@@ -26,7 +26,9 @@ def _version(obj: Obj | None) -> int:
 class KubeRollouts:
     """Reads from the cache, except a rollout this process has just written and whose watch
     event has not come back yet: that one is read from the API server, so a reconcile never
-    decides from a status older than the one it wrote."""
+    decides from a version older than the last one it wrote. Every write counts (the status,
+    an annotation, a finalizer): a request's annotation seen again after its removal would
+    be acted on twice."""
 
     def __init__(self, kube: Kube) -> None:
         self.kube = kube
@@ -41,12 +43,16 @@ class KubeRollouts:
             return found
         return await self.kube.read("progressiverollouts", namespace, name, fresh=True)
 
+    def _wrote(self, namespace: str, name: str, patched: Obj | None) -> None:
+        if self.kube.cache is not None:
+            key = (namespace, name)
+            self._written[key] = max(self._written.get(key, 0), _version(patched))
+
     async def patch_status(self, namespace: str, name: str, patch: Obj) -> None:
         patched = await self.kube.patch(
             "progressiverollouts", namespace, name, {"status": patch}, status=True
         )
-        if self.kube.cache is not None:
-            self._written[(namespace, name)] = _version(patched)
+        self._wrote(namespace, name, patched)
 
     async def set_finalizer(self, rollout: Obj, finalizer: str, present: bool) -> None:
         meta = rollout["metadata"]
@@ -57,24 +63,26 @@ class KubeRollouts:
         # The resourceVersion keeps others' finalizers safe from a list written over them.
         patch = {"metadata": {"resourceVersion": meta["resourceVersion"], "finalizers": wanted}}
         try:
-            await self.kube.patch(
+            patched = await self.kube.patch(
                 "progressiverollouts",
                 meta["namespace"],
                 meta["name"],
                 patch,
             )
+            self._wrote(meta["namespace"], meta["name"], patched)
         except KubeError as error:
             if error.status != 409:  # changed meanwhile: the next reconcile sees it and retries
                 raise
 
     async def remove_annotation(self, namespace: str, name: str, key: str) -> None:
-        await self.kube.patch(
+        patched = await self.kube.patch(
             "progressiverollouts",
             namespace,
             name,
             {"metadata": {"annotations": {key: None}}},
             status=False,
         )
+        self._wrote(namespace, name, patched)
 
 
 def _instance() -> str:
