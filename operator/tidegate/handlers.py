@@ -21,7 +21,7 @@ import kopf
 
 from tidegate import api, metrics
 from tidegate.adapters.cache import Cache, Kind, Obj, trim
-from tidegate.adapters.kube import Kube, make_api_client, user_agent
+from tidegate.adapters.kube import REQUEST_TIMEOUT, Kube, make_api_client, user_agent
 from tidegate.adapters.notifications import (
     DeliveryQueue,
     SecretProviders,
@@ -159,8 +159,10 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -
     cache = Cache({kind: kwargs[kind] for kind in CACHED})
     # The replica's identity in the user agent: the API server's audit log tells who wrote.
     memo.api_client = make_api_client(memo.kubeconfig, user_agent=user_agent(memo.identity))
-    may_write = memo.leadership.may_act if memo.leadership is not None else None
-    kube = Kube(memo.api_client, cache, may_write=may_write)
+    leadership = memo.leadership
+    may_write = leadership.may_act if leadership is not None else None
+    limit = leadership.settings.request_limit if leadership is not None else REQUEST_TIMEOUT
+    kube = Kube(memo.api_client, cache, may_write=may_write, request_timeout=limit)
     # spec.notifications: providers from one Secret (read on demand, cached), delivered in
     # the background.
     secret_namespace, secret_name = memo.notifications_secret

@@ -105,6 +105,15 @@ class ElectionSettings:
             raise ValueError("the lease duration must be longer than the renew deadline")
 
     @property
+    def request_limit(self) -> float:
+        """How long any other Kubernetes request of the leader may take: well within the
+        Lease's margin (its duration less the renew deadline), so that a write sent just
+        before the renew deadline is answered, or given up on, before a standby may take
+        over. (An API server may still apply a request given up on: writes are fenced by
+        resourceVersion preconditions too.)"""
+        return (self.lease_duration - self.renew_deadline) * 0.8
+
+    @property
     def request_timeout(self) -> float:
         """Each Lease request's own limit: a hung one must not outlive the renew deadline."""
         return self.renew_deadline / 2

@@ -252,14 +252,23 @@ class Rollouts(Protocol):
 
     async def get(self, namespace: str, name: str) -> Obj | None: ...
 
-    async def patch_status(self, namespace: str, name: str, patch: Obj) -> None:
-        """A JSON merge patch of `.status` (keys set to None are removed)."""
+    async def patch_status(
+        self, namespace: str, name: str, patch: Obj, *, resource_version: str | None = None
+    ) -> str | None:
+        """A JSON merge patch of `.status` (keys set to None are removed); the rollout's
+        resourceVersion after it. With `resource_version`, only while the rollout is still
+        at that version: otherwise it raises AdapterError with reason Conflict, so that a
+        write decided on an older version (by a replica that has since lost the Lease, or
+        before a request arrived) never lands over a newer one."""
         ...
 
-    async def remove_annotation(self, namespace: str, name: str, key: str) -> None: ...
+    async def remove_annotation(self, namespace: str, name: str, key: str) -> str | None:
+        """Remove one annotation; the rollout's resourceVersion after it."""
+        ...
 
-    async def set_finalizer(self, rollout: Obj, finalizer: str, present: bool) -> None:
-        """Add or remove one finalizer, leaving the others as they are."""
+    async def set_finalizer(self, rollout: Obj, finalizer: str, present: bool) -> str | None:
+        """Add or remove one finalizer, leaving the others as they are; the rollout's
+        resourceVersion after it (None when nothing was written)."""
         ...
 
 

@@ -217,6 +217,9 @@ class Reconciler:
         # the rollouts checked at least once by this process.
         self._notify_problems: dict[tuple[str, str], Problem] = {}
         self._notify_checked: set[tuple[str, str]] = set()
+        # The resourceVersion of each rollout as read, then as this process last wrote it:
+        # every status write is conditional on it (fencing; see `_patch_status`).
+        self._versions: dict[tuple[str, str], str] = {}
 
     async def reconcile(self, namespace: str, name: str) -> float | None:
         """Run one reconcile; return seconds until the next one is due (None: on change).
@@ -240,7 +243,11 @@ class Reconciler:
             self._load_problems.pop(key, None)
             self._notify_problems.pop(key, None)
             self._notify_checked.discard(key)
+            self._versions.pop(key, None)
             return None
+        version = rollout["metadata"].get("resourceVersion")
+        if version is not None:
+            self._versions[key] = str(version)
         stored: list[Obj] = [rollout.get("status") or {}]  # the status as last written
         try:
             if rollout["metadata"].get("deletionTimestamp"):
@@ -248,8 +255,13 @@ class Reconciler:
             else:
                 delay = await self._reconcile(rollout, stored)
         except AdapterError as error:
-            self._problems[key] = (error.reason, str(error))
             self._failures[key] = self._failures.get(key, 0) + 1
+            if error.reason == "Conflict":
+                # The object changed after it was read (a request, another replica's write):
+                # nothing went wrong, the next pass decides on what is there now.
+                log.debug("%s/%s: %s; deciding again", namespace, name, error)
+                return backoff(self._failures[key])
+            self._problems[key] = (error.reason, str(error))
             await self._refuse(rollout, stored[-1], error.reason, str(error))
             return backoff(self._failures[key])
         self._failures.pop(key, None)
@@ -278,7 +290,10 @@ class Reconciler:
         # The finalizer that makes a deletion wait for the hand-back, as spec.onDelete says.
         handing_back = spec.on_delete is api.OnDelete.HAND_BACK
         if (HAND_BACK_FINALIZER in (meta.get("finalizers") or [])) != handing_back:
-            await self.ports.rollouts.set_finalizer(rollout, HAND_BACK_FINALIZER, handing_back)
+            self._wrote(
+                (namespace, name),
+                await self.ports.rollouts.set_finalizer(rollout, HAND_BACK_FINALIZER, handing_back),
+            )
 
         router = self.ports.router(namespace, spec)
 
@@ -515,7 +530,10 @@ class Reconciler:
                 f"Traffic is back on Service {namespace}/{spec.service.name} and Deployment "
                 f"{namespace}/{spec.target_ref.name}; tidegate's copies go with the rollout",
             )
-        await self.ports.rollouts.set_finalizer(rollout, HAND_BACK_FINALIZER, False)
+        self._wrote(
+            (namespace, name),
+            await self.ports.rollouts.set_finalizer(rollout, HAND_BACK_FINALIZER, False),
+        )
         return None
 
     async def _claim(self, workloads: Workloads, target: Obj, namespace: str, name: str) -> None:
@@ -729,12 +747,26 @@ class Reconciler:
                 await self._event(rollout, type_, reason, message)
             case engine.ClearRequest(annotation=annotation):
                 meta = rollout["metadata"]
-                await self.ports.rollouts.remove_annotation(
-                    meta["namespace"], meta["name"], annotation
+                key = (meta["namespace"], meta["name"])
+                self._wrote(
+                    key,
+                    await self.ports.rollouts.remove_annotation(*key, annotation),
                 )
 
     async def _patch_status(self, namespace: str, name: str, patch: Obj) -> None:
-        await self.ports.rollouts.patch_status(namespace, name, patch)
+        """Write the status only if the rollout is still as this reconcile read it (or as
+        this process last wrote it): a replica that lost the Lease while its write was on
+        its way, or a decision made before a request arrived, fails with a Conflict instead
+        of overwriting what is newer."""
+        key = (namespace, name)
+        written = await self.ports.rollouts.patch_status(
+            namespace, name, patch, resource_version=self._versions.get(key)
+        )
+        self._wrote(key, written)
+
+    def _wrote(self, key: tuple[str, str], version: str | None) -> None:
+        if version is not None:
+            self._versions[key] = version
 
     async def _refuse(self, rollout: Obj, status: Obj, reason: str, message: str) -> None:
         """Record why nothing can be done: a Degraded condition and an Event, once per

@@ -27,6 +27,7 @@ from tidegate.notify import Message
 from tidegate.plan import STABLE_ONLY, Traffic
 from tidegate.ports import (
     CLAIM_ANNOTATION,
+    AdapterError,
     AutoscalerError,
     EventType,
     NotifierError,
@@ -113,6 +114,8 @@ class World:
     route_applied: bool = True
     # Whether the routes were released to the user's Service (a hand-back).
     route_released: bool = False
+    # Called right after a rollout is read: what someone else does meanwhile.
+    after_get: Callable[[], None] | None = None
     # What the router can carry.
     capabilities: frozenset[str] = frozenset({"weights", "switch", "header", "mirror", "preview"})
     # Copies become ready as soon as they are written (a cluster that rolls instantly).
@@ -161,6 +164,7 @@ class World:
                 "namespace": NAMESPACE,
                 "uid": "uid-1",
                 "generation": 1,
+                "resourceVersion": "1",
                 "annotations": {},
                 "finalizers": [],
             },
@@ -325,32 +329,57 @@ class FakeNotifier:
         self.world.notifications.append((provider, config.url, message))
 
 
+def bump_version(rollout: Obj) -> str:
+    """A write stored: the rollout's resourceVersion moves on, as the API server's does."""
+    meta = rollout["metadata"]
+    meta["resourceVersion"] = str(int(meta.get("resourceVersion", "1")) + 1)
+    return str(meta["resourceVersion"])
+
+
 class FakeRollouts:
+    """Each write moves the rollout's resourceVersion on; a status write conditional on an
+    older one fails with a Conflict, as the API server's precondition does."""
+
     def __init__(self, world: World) -> None:
         self.world = world
 
     async def get(self, namespace: str, name: str) -> Obj | None:
         self.world.record("get_rollout", namespace, name)
-        return copy.deepcopy(self.world.named(name))
+        found = copy.deepcopy(self.world.named(name))
+        if self.world.after_get is not None:
+            self.world.after_get()
+        return found
 
-    async def patch_status(self, namespace: str, name: str, patch: Obj) -> None:
+    async def patch_status(
+        self, namespace: str, name: str, patch: Obj, *, resource_version: str | None = None
+    ) -> str | None:
         self.world.record("patch_status", patch)
         rollout = self.world.named(name)
         assert rollout is not None
+        current = rollout["metadata"].get("resourceVersion")
+        if resource_version is not None and resource_version != current:
+            raise AdapterError(
+                "Conflict",
+                f"patch progressiverollouts/status {namespace}/{name}: the object has been "
+                f"modified (at {current}, not {resource_version})",
+            )
         rollout["status"] = merge_patch(rollout.get("status") or {}, patch)
+        return bump_version(rollout)
 
-    async def set_finalizer(self, rollout: Obj, finalizer: str, present: bool) -> None:
+    async def set_finalizer(self, rollout: Obj, finalizer: str, present: bool) -> str | None:
         self.world.record("set_finalizer", finalizer, present)
         stored = self.world.named(rollout["metadata"]["name"])
         assert stored is not None
         finalizers = [f for f in stored["metadata"].get("finalizers", []) if f != finalizer]
         stored["metadata"]["finalizers"] = finalizers + ([finalizer] if present else [])
+        return bump_version(stored)
 
-    async def remove_annotation(self, namespace: str, name: str, key: str) -> None:
+    async def remove_annotation(self, namespace: str, name: str, key: str) -> str | None:
         self.world.record("remove_annotation", key)
         rollout = self.world.named(name)
         assert rollout is not None
         rollout["metadata"]["annotations"].pop(key, None)
+        return bump_version(rollout)
 
 
 class FakeEvents:

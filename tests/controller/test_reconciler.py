@@ -7,7 +7,7 @@ import logging
 from collections.abc import Collection
 
 import pytest
-from fakes import NAME, NAMESPACE, Killed, World, example_spec
+from fakes import NAME, NAMESPACE, Killed, World, bump_version, example_spec
 
 from tidegate import api, metrics
 from tidegate.api import PROMOTE_ANNOTATION
@@ -690,3 +690,30 @@ async def test_a_hand_back_that_fails_is_reported_and_retried() -> None:
         world.advance(await rec.reconcile(NAMESPACE, NAME) or 0)
     assert world.rollout is not None
     assert HAND_BACK_FINALIZER not in world.rollout["metadata"]["finalizers"]
+
+
+# --- fencing ------------------------------------------------------------------------------
+
+
+async def test_a_status_decided_on_an_older_version_never_lands_and_nothing_is_acted_on() -> None:
+    world = await initialized_world()
+    world.set_version("1.1.0")
+    assert world.rollout is not None
+    theirs = {"phase": "Progressing", "message": "written by the replica that leads now"}
+
+    def newer_leader_writes() -> None:
+        # Between this replica's read and its write, the new leader wrote the status.
+        assert world.rollout is not None
+        world.rollout["status"] = {**world.status, **theirs}
+        bump_version(world.rollout)
+        world.after_get = None
+
+    world.after_get = newer_leader_writes
+    world.calls.clear()
+    delay = await reconciler(world).reconcile(NAMESPACE, NAME)
+    assert world.status["message"] == theirs["message"]  # not overwritten
+    assert not {"ensure", "scale", "set_traffic", "post_event"} & set(world.names())
+    assert world.condition("Degraded") is None or world.condition("Degraded")["status"] != "True"
+    assert delay == backoff(1)  # decided again, soon, on what is there now
+    await reconciler(world).reconcile(NAMESPACE, NAME)
+    assert world.status["canaryRevision"] == world.revision_of("1.1.0")

@@ -14,6 +14,7 @@ from typing import Any
 from fakes import NAME, NAMESPACE, World, example_spec, merge_patch
 from test_reconciler import settle
 
+from tidegate.adapters.kube import KubeError
 from tidegate.adapters.kube_rollouts import KubeRollouts
 from tidegate.api import PROMOTE_ANNOTATION
 from tidegate.reconciler import Reconciler
@@ -51,6 +52,9 @@ class LaggingKube:
     ) -> Obj:
         assert kind == "progressiverollouts" and name == NAME and self.world.rollout is not None
         self.world.record("patch_rollout", body)
+        wanted = body.get("metadata", {}).get("resourceVersion")
+        if wanted is not None and wanted != self.world.rollout["metadata"]["resourceVersion"]:
+            raise KubeError(409, "patch", name, "the object has been modified")
         patched = merge_patch(self.world.rollout, body)
         self.world.rollout.clear()
         self.world.rollout.update(patched)

@@ -123,6 +123,9 @@ def test_default_timings_are_accepted_and_bad_ones_refused() -> None:
     settings = ElectionSettings(NAME, NAMESPACE, "me")
     assert (settings.lease_duration, settings.renew_deadline, settings.retry_period) == (15, 10, 2)
     assert settings.request_timeout < settings.renew_deadline
+    # Any request of the leader is over before a standby may take over after a silence.
+    assert settings.request_limit == 4.0
+    assert settings.renew_deadline + settings.request_limit < settings.lease_duration
     with pytest.raises(ValueError, match="start with 'tidegate'"):
         ElectionSettings("leader", NAMESPACE, "me")
     with pytest.raises(ValueError, match="longer than the renew deadline"):

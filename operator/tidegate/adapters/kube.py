@@ -22,7 +22,8 @@ from tidegate.adapters.cache import Cache, Kind
 from tidegate.ports import AdapterError
 
 FIELD_MANAGER = "tidegate"
-# Seconds a single API request may take before it counts as failed.
+# Seconds a single API request may take before it counts as failed, without leader election.
+# With it, less: see `ElectionSettings.request_limit`.
 REQUEST_TIMEOUT = 30
 Obj = dict[str, Any]
 _T = TypeVar("_T")
@@ -138,8 +139,10 @@ class Kube:
         cache: Cache | None = None,
         *,
         may_write: Callable[[], bool] | None = None,
+        request_timeout: float = REQUEST_TIMEOUT,
     ) -> None:
         self.api_client = api_client
+        self.request_timeout = request_timeout
         # Reads come from here when it is set (the running operator); `fresh=True` asks the
         # API server instead, for a write that needs the latest resourceVersion.
         self.cache = cache
@@ -157,7 +160,7 @@ class Kube:
         self, verb: str, resource: str, fn: Callable[..., Any], *args: Any, **kw: Any
     ) -> Any:
         """`fn(*args, **kw)` in a worker thread; its raw answer's JSON, or a KubeError."""
-        kw.setdefault("_request_timeout", REQUEST_TIMEOUT)
+        kw.setdefault("_request_timeout", self.request_timeout)
 
         def run() -> Any:
             self._check_may_write(verb, resource)
@@ -212,7 +215,7 @@ class Kube:
                 namespace=meta["namespace"],
                 field_manager=FIELD_MANAGER,
                 force_conflicts=True,
-                _request_timeout=REQUEST_TIMEOUT,
+                _request_timeout=self.request_timeout,
             ),
         )
 

@@ -43,23 +43,29 @@ class KubeRollouts:
             return found
         return await self.kube.read("progressiverollouts", namespace, name, fresh=True)
 
-    def _wrote(self, namespace: str, name: str, patched: Obj | None) -> None:
+    def _wrote(self, namespace: str, name: str, patched: Obj | None) -> str | None:
         if self.kube.cache is not None:
             key = (namespace, name)
             self._written[key] = max(self._written.get(key, 0), _version(patched))
+        version = (patched or {}).get("metadata", {}).get("resourceVersion")
+        return str(version) if version is not None else None
 
-    async def patch_status(self, namespace: str, name: str, patch: Obj) -> None:
-        patched = await self.kube.patch(
-            "progressiverollouts", namespace, name, {"status": patch}, status=True
-        )
-        self._wrote(namespace, name, patched)
+    async def patch_status(
+        self, namespace: str, name: str, patch: Obj, *, resource_version: str | None = None
+    ) -> str | None:
+        body: Obj = {"status": patch}
+        if resource_version is not None:
+            # A precondition: the API server refuses the write (409) if the rollout changed.
+            body["metadata"] = {"resourceVersion": resource_version}
+        patched = await self.kube.patch("progressiverollouts", namespace, name, body, status=True)
+        return self._wrote(namespace, name, patched)
 
-    async def set_finalizer(self, rollout: Obj, finalizer: str, present: bool) -> None:
+    async def set_finalizer(self, rollout: Obj, finalizer: str, present: bool) -> str | None:
         meta = rollout["metadata"]
         current = list(meta.get("finalizers") or [])
         wanted = [f for f in current if f != finalizer] + ([finalizer] if present else [])
         if wanted == current:
-            return
+            return None
         # The resourceVersion keeps others' finalizers safe from a list written over them.
         patch = {"metadata": {"resourceVersion": meta["resourceVersion"], "finalizers": wanted}}
         try:
@@ -69,12 +75,13 @@ class KubeRollouts:
                 meta["name"],
                 patch,
             )
-            self._wrote(meta["namespace"], meta["name"], patched)
+            return self._wrote(meta["namespace"], meta["name"], patched)
         except KubeError as error:
             if error.status != 409:  # changed meanwhile: the next reconcile sees it and retries
                 raise
+            return None
 
-    async def remove_annotation(self, namespace: str, name: str, key: str) -> None:
+    async def remove_annotation(self, namespace: str, name: str, key: str) -> str | None:
         patched = await self.kube.patch(
             "progressiverollouts",
             namespace,
@@ -82,7 +89,7 @@ class KubeRollouts:
             {"metadata": {"annotations": {key: None}}},
             status=False,
         )
-        self._wrote(namespace, name, patched)
+        return self._wrote(namespace, name, patched)
 
 
 def _instance() -> str:

@@ -118,6 +118,17 @@ async def add_owner(kube: Kube, kind: Kind, namespace: str, obj: Obj, reference:
     await kube.patch(kind, namespace, meta["name"], body)
 
 
+def _scaled(deployment: Obj, replicas: int) -> Obj:
+    """A patch of the replica count, on the condition that the Deployment is still the
+    version that was read: a late write (from a replica that lost the Lease meanwhile, or
+    decided on what was since changed) fails with a Conflict instead of undoing a newer one."""
+    version = deployment["metadata"].get("resourceVersion")
+    patch: Obj = {"spec": {"replicas": replicas}}
+    if version is not None:
+        patch["metadata"] = {"resourceVersion": version}
+    return patch
+
+
 class KubeWorkloads:
     """The `Workloads` port on the Kubernetes API."""
 
@@ -256,20 +267,18 @@ class KubeWorkloads:
         return data.get("revision", ""), source
 
     async def scale(self, role: Role, replicas: int) -> None:
-        _, state = await self.observe(role)
-        if state is None or state.replicas == replicas:
+        found, state = await self.observe(role)
+        if found is None or state is None or state.replicas == replicas:
             return
         await self.kube.patch(
-            "deployments", self.namespace, self.name(role), {"spec": {"replicas": replicas}}
+            "deployments", self.namespace, self.name(role), _scaled(found, replicas)
         )
 
     async def release_target(self, target: Obj) -> None:
         """Scale the user's Deployment to zero: the stable copy serves in its place."""
         if target["spec"].get("replicas", 1) == 0:
             return
-        await self.kube.patch(
-            "deployments", self.namespace, self.target_name, {"spec": {"replicas": 0}}
-        )
+        await self.kube.patch("deployments", self.namespace, self.target_name, _scaled(target, 0))
 
     async def claim_target(self, target: Obj) -> None:
         # The resourceVersion makes two rollouts claiming at once fail one of them (409).
