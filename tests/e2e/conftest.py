@@ -7,6 +7,10 @@ The tests that need several clusters (the `regions` fixture) are then skipped.
 The gateway's weighted choices are seeded ($TIDEGATE_GATEWAY_SEED, else GATEWAY_SEED), so a
 test's traffic shares are the same from run to run; with every test on a hostname, and so a
 route, of its own, no other test's requests change them.
+
+The gateways run in their realistic mode: each change they see takes effect
+$TIDEGATE_ROUTE_DELAY seconds later (else ROUTE_DELAY; 0 for changes at once), as with a
+real gateway, and they write the HTTPRoutes' status once applied (docs/dev-cluster.md).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from rollout_support import Shop, running_shop, scratch_namespace
 
 from tidegate_devenv.binaries import find_helm
 from tidegate_devenv.cluster import KubectlRunner
+from tidegate_devenv.delayed import seconds_arg
 from tidegate_devenv.environment import EnvironmentInfo, start_environment, stop_environment
 from tidegate_devenv.helm import HelmRunner
 from tidegate_devenv.operator_process import install_crd, kubectl_for
@@ -30,6 +35,13 @@ from tidegate_devenv.regions import RegionsInfo, start_regions, stop_regions
 
 E2E_DIR = Path(__file__).parent
 GATEWAY_SEED = 20240611
+ROUTE_DELAY = 1.0
+
+
+def route_delay() -> float:
+    """The gateways' --route-delay for this session."""
+    raw = os.environ.get("TIDEGATE_ROUTE_DELAY", "").strip()
+    return seconds_arg(raw) if raw else ROUTE_DELAY
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -46,6 +58,7 @@ def environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Environmen
         state_dir,
         kubeconfig=Path(external) if external else None,
         gateway_seed=int(os.environ.get("TIDEGATE_GATEWAY_SEED", GATEWAY_SEED)),
+        route_delay=route_delay(),
     )
     try:
         yield info
@@ -69,7 +82,9 @@ def regions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegionsInfo]:
         )
     state_dir = tmp_path_factory.mktemp("regions")
     info = start_regions(
-        state_dir, gateway_seed=int(os.environ.get("TIDEGATE_GATEWAY_SEED", GATEWAY_SEED))
+        state_dir,
+        gateway_seed=int(os.environ.get("TIDEGATE_GATEWAY_SEED", GATEWAY_SEED)),
+        route_delay=route_delay(),
     )
     try:
         for region in info.regions:

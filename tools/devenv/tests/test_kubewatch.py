@@ -212,3 +212,37 @@ def test_a_failing_list_is_retried(monkeypatch: pytest.MonkeyPatch) -> None:
         await stop(task)
 
     asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+def test_a_relist_is_told_object_by_object() -> None:
+    old = {("shop", n): pod(n, "5") for n in ("a", "b", "c")}
+    new = {("shop", "a"): pod("a", "5"), ("shop", "b"): pod("b", "6"), ("shop", "d"): pod("d", "1")}
+    assert kubewatch.relist_changes(old, new) == [
+        (("shop", "b"), pod("b", "6")),
+        (("shop", "d"), pod("d", "1")),
+        (("shop", "c"), None),
+    ]
+
+
+def test_each_object_change_is_told_before_on_change(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kubewatch, "RETRY_DELAY", 0.01)
+    lister = FakeLister()
+    lister.listings.put(("5", [pod("a", "5"), pod("b", "5")]))
+    lister.watches.put(([event("MODIFIED", pod("a", "7", "Failed")), GONE], False))
+    lister.listings.put(("20", [pod("a", "20", "Succeeded")]))
+    lister.watches.put(([], True))
+    told: list[tuple[str, str | None]] = []
+    changes: list[int] = []
+
+    def on_object(key: tuple[str, str], obj: Obj | None) -> None:
+        told.append((key[1], None if obj is None else obj["metadata"]["resourceVersion"]))
+
+    async def scenario() -> None:
+        informer = Informer("pods", lister, lambda: changes.append(len(told)), on_object=on_object)
+        task = asyncio.create_task(informer.run())
+        await settled(informer, {"a": "Succeeded"})
+        await stop(task)
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
+    assert told == [("a", "5"), ("b", "5"), ("a", "7"), ("a", "20"), ("b", None)]
+    assert changes == [2, 3, 5]  # each list or event's objects, then on_change

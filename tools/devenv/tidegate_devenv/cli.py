@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
+
+from tidegate_devenv.delayed import seconds_arg
+
+ROUTE_DELAY_ENV = "TIDEGATE_ROUTE_DELAY"
 
 
 def _environment(args: argparse.Namespace) -> int:
@@ -12,10 +17,12 @@ def _environment(args: argparse.Namespace) -> int:
 
     state_dir = Path(args.state_dir) if args.state_dir else environment.default_state_dir()
     if args.command == "up":
+        delay = route_delay(args.route_delay)
         if args.clusters > 1:
-            return _regions_up(state_dir, args.clusters)
-        info = environment.start_environment(state_dir)
+            return _regions_up(state_dir, args.clusters, delay)
+        info = environment.start_environment(state_dir, route_delay=delay)
         print(f"# local environment up in {info.started_in_seconds}s; state in {state_dir}")
+        _say_delay(delay)
         print(info.exports())
         return 0
     if args.command == "down":
@@ -34,11 +41,22 @@ def _environment(args: argparse.Namespace) -> int:
     return 0
 
 
-def _regions_up(state_dir: Path, clusters: int) -> int:
+def route_delay(flag: float | None) -> float:
+    """--route-delay, else $TIDEGATE_ROUTE_DELAY, else 0 (changes applied at once)."""
+    if flag is not None:
+        return flag
+    raw = os.environ.get(ROUTE_DELAY_ENV, "").strip()
+    try:
+        return seconds_arg(raw) if raw else 0.0
+    except argparse.ArgumentTypeError as error:
+        raise SystemExit(f"tidegate-dev: ${ROUTE_DELAY_ENV}: {error}") from None
+
+
+def _regions_up(state_dir: Path, clusters: int, delay: float) -> int:
     from tidegate_devenv.readers import DEFAULT_NAMESPACE, write_reader_secrets
     from tidegate_devenv.regions import region_names, start_regions, stop_regions
 
-    info = start_regions(state_dir, region_names(clusters))
+    info = start_regions(state_dir, region_names(clusters), route_delay=delay)
     try:
         write_reader_secrets(info, DEFAULT_NAMESPACE)
     except BaseException:
@@ -48,8 +66,14 @@ def _regions_up(state_dir: Path, clusters: int) -> int:
         f"# {clusters} regions ({', '.join(info.names)}) up in {info.started_in_seconds}s; "
         f"state in {state_dir}; reader Secrets <region>-reader in {DEFAULT_NAMESPACE}"
     )
+    _say_delay(delay)
     print(info.exports())
     return 0
+
+
+def _say_delay(delay: float) -> None:
+    if delay:
+        print(f"# the gateway applies each change {delay:g}s after it sees it (--route-delay)")
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -84,6 +108,15 @@ def build_parser() -> argparse.ArgumentParser:
                 "kwok nodes and gateway, one Prometheus for all (label cluster), and in each "
                 "region's default namespace the Secrets <other region>-reader "
                 "with read-only kubeconfigs for the others (docs/waves.md); default 1",
+            )
+            command.add_argument(
+                "--route-delay",
+                type=seconds_arg,
+                default=None,
+                metavar="SECONDS",
+                help="the gateway applies each HTTPRoute, Service and Pod change this long "
+                "after it sees it, as a real gateway lags (docs/dev-cluster.md); default: "
+                f"${ROUTE_DELAY_ENV}, else 0 (at once)",
             )
     demo = commands.add_parser("demo", help="a canary promoted and a bad one rolled back, live")
     demo.add_argument(

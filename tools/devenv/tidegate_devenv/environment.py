@@ -47,6 +47,8 @@ class EnvironmentInfo:
     # The region's name when this is one cluster of several (`tidegate_devenv.regions`):
     # the `cluster` label of what Prometheus scrapes of it, its kubeconfig's context.
     cluster: str = ""
+    # Seconds the gateway waits before applying a change it sees (--route-delay); 0: none.
+    route_delay: float = 0.0
 
     def exports(self) -> str:
         return "\n".join(
@@ -75,6 +77,7 @@ def start_environment(
     binaries: Binaries | None = None,
     gateway_seed: int | None = None,
     gateway: bool = True,
+    route_delay: float = 0.0,
 ) -> EnvironmentInfo:
     """Start everything in a fresh state directory; on any failure, stop what was started.
 
@@ -82,6 +85,10 @@ def start_environment(
     control plane; Prometheus and the gateway still run here, watching it. `gateway_seed`
     makes the gateway's weighted choices repeatable (see `gateway.py`); without it the
     gateway takes $TIDEGATE_GATEWAY_SEED, or a random seed it logs.
+
+    `route_delay` > 0 has the gateway apply each HTTPRoute, Service and Pod change that many
+    seconds after it sees it (plus a little jitter), as a real gateway lags; 0 (the
+    default), at once. Either way it writes each route's status.parents once applied.
 
     `gateway=False` starts no dev gateway, and so no demo-app processes (the gateway starts
     one per pod template with ready pods, which does not scale to thousands of them): no
@@ -107,6 +114,7 @@ def start_environment(
             kubeconfig=kubeconfig,
             gateway_seed=gateway_seed,
             gateway=gateway,
+            route_delay=route_delay,
         )
         prometheus_url = start_prometheus(processes, state_dir, [parts.scrape_source()])
         parts.wait_ready(binaries, processes)
@@ -130,6 +138,7 @@ class ClusterParts:
     gateway_url: str
     gateway_metrics_url: str
     cluster: str = ""
+    route_delay: float = 0.0
 
     def scrape_source(self) -> prometheus.ScrapeSource:
         """What Prometheus scrapes of it: the gateway, and the target files in the state
@@ -161,6 +170,7 @@ class ClusterParts:
             gateway_metrics_url=self.gateway_metrics_url,
             started_in_seconds=seconds,
             cluster=self.cluster,
+            route_delay=self.route_delay,
         )
 
 
@@ -174,10 +184,12 @@ def start_cluster_parts(
     gateway_seed: int | None = None,
     gateway: bool = True,
     cluster: str = "",
+    route_delay: float = 0.0,
 ) -> ClusterParts:
     """A control plane in `state_dir` (unless `kubeconfig` names an existing cluster), the
-    Gateway API CRDs from `gateway_crds`, and the dev gateway; not waiting for either to be
-    ready (`ClusterParts.wait_ready`). A `cluster` name names its kubeconfig's context too."""
+    Gateway API CRDs from `gateway_crds`, and the dev gateway (with `route_delay`, see
+    `start_environment`); not waiting for either to be ready (`ClusterParts.wait_ready`). A
+    `cluster` name names its kubeconfig's context too."""
     if kubeconfig is None:
         context = cluster or DEFAULT_CONTEXT
         control_plane = start_control_plane(binaries, state_dir, processes, context=context)
@@ -189,13 +201,17 @@ def start_cluster_parts(
     if not gateway:
         return ClusterParts(state_dir, control_plane, "", "", cluster)
     port, metrics_port = free_port(), free_port()
-    _start_gateway(processes, control_plane.kubeconfig, state_dir, gateway_seed, port, metrics_port)
+    command = gateway_command(
+        control_plane.kubeconfig, state_dir, port, metrics_port, gateway_seed, route_delay
+    )
+    processes.start("gateway", command)
     return ClusterParts(
         state_dir,
         control_plane,
         f"http://127.0.0.1:{port}",
         f"http://127.0.0.1:{metrics_port}",
         cluster,
+        route_delay,
     )
 
 
@@ -232,27 +248,28 @@ def write_info(info: EnvironmentInfo) -> None:
     info_path(Path(info.state_dir)).write_text(json.dumps(asdict(info), indent=1))
 
 
-def _start_gateway(
-    processes: ProcessTable,
+def gateway_command(
     kubeconfig: Path,
     state_dir: Path,
-    seed: int | None,
     port: int,
     metrics_port: int,
-) -> None:
-    processes.start(
-        "gateway",
-        [
-            sys.executable,
-            "-m",
-            "tidegate_devenv.gateway",
-            f"--kubeconfig={kubeconfig}",
-            f"--listen=127.0.0.1:{port}",
-            f"--metrics-listen=127.0.0.1:{metrics_port}",
-            f"--state-dir={state_dir}",
-            *([] if seed is None else [f"--seed={seed}"]),
-        ],
-    )
+    seed: int | None = None,
+    route_delay: float = 0.0,
+) -> list[str]:
+    """The dev gateway's command line."""
+    if route_delay < 0:
+        raise ValueError(f"a route delay is a number of seconds >= 0, not {route_delay}")
+    return [
+        sys.executable,
+        "-m",
+        "tidegate_devenv.gateway",
+        f"--kubeconfig={kubeconfig}",
+        f"--listen=127.0.0.1:{port}",
+        f"--metrics-listen=127.0.0.1:{metrics_port}",
+        f"--state-dir={state_dir}",
+        *([] if seed is None else [f"--seed={seed}"]),
+        *([f"--route-delay={route_delay}"] if route_delay else []),
+    ]
 
 
 def stop_environment(state_dir: Path) -> None:

@@ -16,6 +16,12 @@ seeded from the gateway's seed (--seed, $TIDEGATE_GATEWAY_SEED, else a random on
 and the route's namespace/name, one for the requests and one for their mirrored copies. The
 same requests to a route then take the same backends run after run, whatever other routes
 serve meanwhile, with or without a mirror.
+
+With --route-delay D > 0 it behaves like a real gateway, which applies a change some time
+after it is written: each change it sees (an HTTPRoute, Service or Pod added, modified or
+deleted) reaches its routing snapshot D seconds later, plus a little jitter
+(`tidegate_devenv.delayed`). Once a route's generation is applied, with or without a delay,
+its status.parents say so as a Gateway controller writes them (`tidegate_devenv.routestatus`).
 """
 
 from __future__ import annotations
@@ -41,7 +47,9 @@ from multidict import CIMultiDict
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from tidegate_devenv.delayed import PODS, ROUTES, SERVICES, DelayedView, seconds_arg
 from tidegate_devenv.demoprocs import DemoPool
+from tidegate_devenv.routestatus import WRITE_TIMEOUT, Patch, StatusWriter
 from tidegate_devenv.routing import (
     BackendRef,
     Route,
@@ -234,9 +242,19 @@ async def outgoing(request: web.Request) -> Outgoing:
 
 
 class Gateway:
-    def __init__(self, state_dir: Path, *, grace: float = 10.0, seed: int = 0) -> None:
+    def __init__(
+        self, state_dir: Path, *, grace: float = 10.0, seed: int = 0, route_delay: float = 0.0
+    ) -> None:
         self.targets_path = state_dir / TARGETS_FILE
         self.snapshot = Snapshot()
+        # The HTTPRoutes of the snapshot as the cluster had them, for their status.
+        self.routes: tuple[Mapping[str, Any], ...] = ()
+        # Its own generator, so that the jitter draws never change the routes' choices.
+        self.view = DelayedView(route_delay, random.Random(f"{seed}/route-delay"))
+        self._seen = asyncio.Event()
+        self.status_wake = asyncio.Event()
+        # Delayed: when the state the informers first listed is all applied.
+        self._ready_at: float | None = None
         self.metrics = GatewayMetrics()
         self.seed = seed
         self._rngs: dict[tuple[str, str, str], random.Random] = {}
@@ -273,15 +291,58 @@ class Gateway:
             rng = self._rngs[key] = random.Random(f"{self.seed}/{key[0]}/{key[1]}{suffix}")
         return rng
 
+    @property
+    def delayed(self) -> bool:
+        return self.view.delay > 0
+
     def update(
         self,
         routes: Iterable[Mapping[str, Any]],
         services: Iterable[Mapping[str, Any]],
         pods: Iterable[Mapping[str, Any]],
     ) -> None:
-        self.snapshot = build_snapshot(routes, services, pods)
+        """Route by these objects from now on (the moment a change is applied)."""
+        self.routes = tuple(routes)
+        self.snapshot = build_snapshot(self.routes, services, pods)
         self.wake.set()
+        self.status_wake.set()
         self.record_plans(time.time())
+
+    def applied(self) -> tuple[tuple[Mapping[str, Any], ...], Mapping[ServiceKey, ServiceInfo]]:
+        """The routes and Services of the snapshot: what route status is written from."""
+        return self.routes, self.snapshot.services
+
+    # --- the delayed view (--route-delay) -----------------------------------------------
+
+    def seen(self, kind: str, key: tuple[str, str], obj: Mapping[str, Any] | None) -> None:
+        """An informer saw an object change: it is applied once its delay has passed."""
+        self.view.seen(kind, key, obj, time.monotonic())
+        self._seen.set()
+
+    def informers_synced(self) -> None:
+        """Ready once everything the first lists held is applied, not before."""
+        if self._ready_at is None:
+            self._ready_at = self.view.latest_due
+            self._seen.set()
+
+    def apply_due(self, now: float) -> None:
+        if self.view.apply_due(now):
+            self.update(self.view.items(ROUTES), self.view.items(SERVICES), self.view.items(PODS))
+        if self._ready_at is not None and now >= self._ready_at:
+            self.synced = True
+
+    async def apply_forever(self) -> None:
+        """Apply the delayed changes as they fall due."""
+        while True:
+            self._seen.clear()
+            try:
+                self.apply_due(time.monotonic())
+            except Exception:  # as a failed change callback would be: logged, not fatal
+                log.exception("applying delayed changes failed")
+            due = self.view.next_due()
+            timeout = None if due is None else max(0.0, due - time.monotonic())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._seen.wait(), timeout)
 
     def record_plans(self, now: float) -> None:
         """Append to `plan_history` the routes whose version shares the snapshot changed."""
@@ -573,23 +634,58 @@ async def _mirror_cluster(gateway: Gateway, kubeconfig: str | None) -> None:
 
     def changed() -> None:
         assert mirror is not None
+        if gateway.delayed:
+            # The objects went to gateway.seen; they are applied by apply_forever.
+            if mirror.synced:
+                gateway.informers_synced()
+            return
         gateway.synced = mirror.synced
         gateway.update(
             mirror.routes.items.values(), mirror.services.items.values(), mirror.pods.items.values()
         )
 
-    mirror = ClusterMirror(api_client, changed)
+    mirror = ClusterMirror(api_client, changed, gateway.seen if gateway.delayed else None)
+    writer = StatusWriter(_status_patcher(api_client))
     try:
-        await mirror.run()
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(mirror.run(), name="informers")
+            tasks.create_task(writer.run(gateway.applied, gateway.status_wake), name="status")
     finally:
         await asyncio.to_thread(api_client.close)
+
+
+def _status_patcher(api_client: Any) -> Patch:
+    """A blocking merge patch of an HTTPRoute's status subresource."""
+    from kubernetes import client
+
+    from tidegate_devenv.kubewatch import HTTPROUTE_GROUP, HTTPROUTE_PLURAL, HTTPROUTE_VERSION
+
+    custom = client.CustomObjectsApi(api_client)
+
+    def patch(namespace: str, name: str, body: dict[str, Any]) -> None:
+        custom.patch_namespaced_custom_object_status(
+            HTTPROUTE_GROUP,
+            HTTPROUTE_VERSION,
+            namespace,
+            HTTPROUTE_PLURAL,
+            name,
+            body,
+            _content_type="application/merge-patch+json",
+            _request_timeout=WRITE_TIMEOUT,
+        )
+
+    return patch
 
 
 async def run(args: argparse.Namespace) -> None:
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**32)
     # Logged so that a run's choices can be made again: --seed or $TIDEGATE_GATEWAY_SEED.
     log.info("gateway seed %d", seed)
-    gateway = Gateway(Path(args.state_dir), grace=args.grace, seed=seed)
+    gateway = Gateway(
+        Path(args.state_dir), grace=args.grace, seed=seed, route_delay=args.route_delay
+    )
+    if gateway.delayed:
+        log.info("applying cluster changes %.3gs after they are seen", args.route_delay)
     gateway.write_targets()
     runners = [await _serve(gateway.app(), args.listen)]
     if args.metrics_listen is not None:
@@ -603,6 +699,8 @@ async def run(args: argparse.Namespace) -> None:
         asyncio.create_task(_mirror_cluster(gateway, args.kubeconfig), name="mirror"),
         asyncio.create_task(gateway.reconcile_forever(), name="reconcile"),
     ]
+    if gateway.delayed:
+        tasks.append(asyncio.create_task(gateway.apply_forever(), name="route-delay"))
     stopper = asyncio.create_task(stop.wait())
     try:
         done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
@@ -625,6 +723,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--metrics-listen", type=parse_address, default=None)
     parser.add_argument("--state-dir", default=".")
     parser.add_argument("--grace", type=float, default=10.0, help="seconds before stopping")
+    parser.add_argument(
+        "--route-delay",
+        type=seconds_arg,
+        default=0.0,
+        metavar="SECONDS",
+        help="apply each HTTPRoute, Service and Pod change this long after it is seen, as "
+        "a real gateway lags (plus up to min(20%%, 0.5s) of jitter); default 0: at once",
+    )
     parser.add_argument(
         "--seed",
         type=int,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import socket
@@ -18,6 +19,8 @@ from typing import Any
 
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
+
+from tidegate_devenv.delayed import PODS, ROUTES, SERVICES
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +40,8 @@ WATCH_EVENTS = frozenset({"ADDED", "MODIFIED", "DELETED"})  # not BOOKMARK
 
 Obj = dict[str, Any]
 Key = tuple[str, str]
+# Told of each object's new state (None: deleted) before on_change runs.
+OnObject = Callable[[Key, Obj | None], None]
 
 
 def _key(obj: Obj) -> Key:
@@ -53,6 +58,24 @@ def _describe(error: Exception) -> str:
     except (AttributeError, TypeError, ValueError):
         message = None
     return f"{error.status} {error.reason}" + (f": {message}" if message else "")
+
+
+def _same(old: Obj, new: Obj) -> bool:
+    """Whether a relisted object is the one already held: same resourceVersion."""
+    version = (new.get("metadata") or {}).get("resourceVersion")
+    if version:
+        return bool(version == (old.get("metadata") or {}).get("resourceVersion"))
+    return old == new
+
+
+def relist_changes(old: dict[Key, Obj], new: dict[Key, Obj]) -> list[tuple[Key, Obj | None]]:
+    """What a relist changed, object by object: the added and modified ones with their new
+    state, the deleted ones with None."""
+    changes: list[tuple[Key, Obj | None]] = [
+        (key, obj) for key, obj in new.items() if key not in old or not _same(old[key], obj)
+    ]
+    changes.extend((key, None) for key in old if key not in new)
+    return changes
 
 
 class _Stopped(Exception):
@@ -83,11 +106,13 @@ class Informer:
         lister: Callable[..., Any],
         on_change: Callable[[], None],
         args: tuple[str, ...] = (),
+        on_object: OnObject | None = None,
     ) -> None:
         self.name = name
         self._lister = lister
         self._args = args
         self._on_change = on_change
+        self._on_object = on_object
         self.items: dict[Key, Obj] = {}
         self.synced = asyncio.Event()
         self._stopping = threading.Event()
@@ -130,6 +155,9 @@ class Informer:
     def _replace(self, items: dict[Key, Obj]) -> None:
         if self._stopping.is_set():
             return
+        if self._on_object is not None:
+            for key, obj in relist_changes(self.items, items):
+                self._on_object(key, obj)
         self.items = items
         self.synced.set()
         self._on_change()
@@ -137,10 +165,13 @@ class Informer:
     def _apply(self, kind: str, obj: Obj) -> None:
         if self._stopping.is_set():
             return
+        key = _key(obj)
         if kind == "DELETED":
-            self.items.pop(_key(obj), None)
+            self.items.pop(key, None)
         else:
-            self.items[_key(obj)] = obj
+            self.items[key] = obj
+        if self._on_object is not None:
+            self._on_object(key, None if kind == "DELETED" else obj)
         self._on_change()
 
     # -- in the worker thread --
@@ -239,21 +270,37 @@ class Informer:
 
 
 class ClusterMirror:
-    """HTTPRoutes, Services and Pods of all namespaces; ``on_change`` runs after each event."""
+    """HTTPRoutes, Services and Pods of all namespaces; ``on_change`` runs after each event,
+    and before it ``on_object`` (if given) with the kind (ROUTES, SERVICES or PODS), key and
+    new state (None: deleted) of each object the event changed."""
 
-    def __init__(self, api_client: client.ApiClient, on_change: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        api_client: client.ApiClient,
+        on_change: Callable[[], None],
+        on_object: Callable[[str, Key, Obj | None], None] | None = None,
+    ) -> None:
         self.generation = 0
         self._on_change = on_change
         core = client.CoreV1Api(api_client)
         custom = client.CustomObjectsApi(api_client)
+
+        def told(kind: str) -> OnObject | None:
+            return None if on_object is None else functools.partial(on_object, kind)
+
         self.routes = Informer(
-            "httproutes",
+            ROUTES,
             custom.list_cluster_custom_object,
             self._bump,
             (HTTPROUTE_GROUP, HTTPROUTE_VERSION, HTTPROUTE_PLURAL),
+            told(ROUTES),
         )
-        self.services = Informer("services", core.list_service_for_all_namespaces, self._bump)
-        self.pods = Informer("pods", core.list_pod_for_all_namespaces, self._bump)
+        self.services = Informer(
+            SERVICES, core.list_service_for_all_namespaces, self._bump, on_object=told(SERVICES)
+        )
+        self.pods = Informer(
+            PODS, core.list_pod_for_all_namespaces, self._bump, on_object=told(PODS)
+        )
 
     def _bump(self) -> None:
         self.generation += 1

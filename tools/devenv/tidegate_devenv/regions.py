@@ -129,10 +129,12 @@ def start_regions(
     *,
     binaries: Binaries | None = None,
     gateway_seed: int | None = None,
+    route_delay: float = 0.0,
 ) -> RegionsInfo:
     """Start the regions (at once, each in a thread of its own: starting one is mostly
     waiting on its processes) and then the Prometheus for all; in a fresh state directory.
-    On any failure, stop everything started."""
+    Each region's gateway applies changes `route_delay` seconds after it sees them (see
+    `start_environment`). On any failure, stop everything started."""
     check_names(names)
     began = time.monotonic()
     if _running(state_dir):
@@ -146,7 +148,13 @@ def start_regions(
         region_dir.mkdir()
         processes = ProcessTable(region_dir)
         parts = start_cluster_parts(
-            binaries, region_dir, processes, gateway_crds, gateway_seed=gateway_seed, cluster=name
+            binaries,
+            region_dir,
+            processes,
+            gateway_crds,
+            gateway_seed=gateway_seed,
+            cluster=name,
+            route_delay=route_delay,
         )
         parts.wait_ready(binaries, processes)
         return parts
