@@ -154,6 +154,9 @@ class Observation:
     target_replicas: int  # replicas the user wants
     stable: WorkloadState | None  # None: the stable workload does not exist yet
     canary: WorkloadState | None  # None: no canary workload exists
+    # False: the user's Deployment does not exist (deleted); `target_revision` is then the
+    # status's own, and nothing new can be rolled out.
+    target_found: bool = True
     # Requests found on the rollout: annotation (tidegate.api.*_ANNOTATION) -> who asked.
     requests: Mapping[str, str] = field(default_factory=dict)
     measurements: tuple[Measurement, ...] | None = None  # only when needs_measurement() said so
@@ -471,6 +474,8 @@ class _Reconciler:
         phase = self.status.phase
         if self._rollback_asked():
             pass  # a rollback webhook said yes: rolled back
+        elif not self.obs.target_found:
+            self._target_gone()
         elif self._act_on_requests():
             pass  # the request decided this call
         elif phase is None or self.status.stable_revision is None:
@@ -497,6 +502,29 @@ class _Reconciler:
         self._update_conditions()
         requeue = min(self.wakeups) if self.wakeups else None
         return Decision(status=self.status, actions=tuple(self.actions), requeue_after=requeue)
+
+    # -- a target that went away --
+
+    def _target_gone(self) -> None:
+        """The target Deployment is gone: nothing new can be rolled out. A rollout under way
+        is rolled back (its traffic all on stable); a promotion already under way finishes
+        (the canary copy holds its template); otherwise stable keeps serving as it is."""
+        st = self.status
+        phase = st.phase
+        assert st.stable_revision is not None  # (the reconciler sees to it)
+        if phase in (RolloutPhase.PROGRESSING, RolloutPhase.PAUSED):
+            self._roll_back(
+                "TargetNotFound",
+                f"the target Deployment {self.spec.target_ref.name} was deleted mid-rollout: "
+                f"all traffic is back on the stable revision {st.stable_revision}",
+            )
+        elif phase is RolloutPhase.PROMOTING:
+            self._promoting()
+        elif phase is RolloutPhase.INITIALIZING:
+            self._say("TargetNotFound", f"Waiting for the target {self.spec.target_ref.name}")
+        else:
+            self._heal("stable", self.obs.stable, st.stable_revision)
+            self._scale_down_canary()
 
     # -- requests --
 

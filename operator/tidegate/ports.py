@@ -77,8 +77,9 @@ class Workloads(Protocol):
         reason NameConflict: tidegate never writes an object it did not create."""
         ...
 
-    async def ensure(self, role: Role, revision: str, replicas: int, target: Obj) -> None:
-        """Make that copy run `revision` with `replicas` pods (raises WorkloadError)."""
+    async def ensure(self, role: Role, revision: str, replicas: int, target: Obj | None) -> None:
+        """Make that copy run `revision` with `replicas` pods (raises WorkloadError); its
+        template from the target, or from a copy that runs it (the target may be gone)."""
         ...
 
     async def scale(self, role: Role, replicas: int) -> None: ...

@@ -22,6 +22,7 @@ from tidegate.ports import (
     CLAIM_ANNOTATION,
     HAND_BACK_FINALIZER,
     AdapterError,
+    AutoscalerError,
     Autoscalers,
     EventType,
     LoadError,
@@ -217,6 +218,10 @@ class Reconciler:
         # the rollouts checked at least once by this process.
         self._notify_problems: dict[tuple[str, str], Problem] = {}
         self._notify_checked: set[tuple[str, str]] = set()
+        # What could not be read at the last reconcile of each rollout (a target, an HPA, a
+        # metric template), reported while it lasts, and how many passes in a row.
+        self._unread_problems: dict[tuple[str, str], Problem] = {}
+        self._unread_counts: dict[tuple[str, str], int] = {}
         # The resourceVersion of each rollout as read, then as this process last wrote it:
         # every status write is conditional on it (fencing; see `_patch_status`).
         self._versions: dict[tuple[str, str], str] = {}
@@ -244,6 +249,8 @@ class Reconciler:
             self._notify_problems.pop(key, None)
             self._notify_checked.discard(key)
             self._versions.pop(key, None)
+            self._unread_problems.pop(key, None)
+            self._unread_counts.pop(key, None)
             return None
         version = rollout["metadata"].get("resourceVersion")
         if version is not None:
@@ -297,26 +304,47 @@ class Reconciler:
 
         router = self.ports.router(namespace, spec)
 
+        # What could not be read is an observation, not the end of the reconcile: the engine
+        # still runs (abort, rollback webhooks, deadlines, a target gone mid-rollout), and
+        # the problem is reported (Degraded, one Event) for as long as it lasts.
+        unread: list[Problem] = []
         workloads = self.ports.workloads(namespace, name, spec)
         target = await workloads.target()
         if target is None:
             message = f"target Deployment {namespace}/{spec.target_ref.name} does not exist"
-            raise WorkloadError(message, reason="TargetNotFound")
-        await self._claim(workloads, target, namespace, name)
-        await workloads.ensure_services(target)
+            if status.stable_revision is None:  # nothing adopted: nothing to decide yet
+                raise WorkloadError(message, reason="TargetNotFound")
+            unread.append(("TargetNotFound", message))
+        else:
+            await self._claim(workloads, target, namespace, name)
+            await workloads.ensure_services(target)
         autoscalers = self.ports.autoscalers(namespace, name, spec)
         # Checked before anything is decided: a rollout never goes on as if there were none.
-        autoscaler = await autoscalers.source() if spec.autoscaler_ref is not None else None
-        target_revision = template_revision(target["spec"]["template"])
+        autoscaler, autoscaler_read = None, True
+        if spec.autoscaler_ref is not None:
+            try:
+                autoscaler = await autoscalers.source()
+            except AutoscalerError as error:
+                if status.stable_revision is None:  # not adopted without it
+                    raise
+                unread.append((error.reason, str(error)))
+                autoscaler_read = False  # the copies stay as they are meanwhile
+        target_revision = (
+            template_revision(target["spec"]["template"])
+            if target is not None
+            else status.canary_revision or status.stable_revision or ""
+        )
         waves = spec.waves
-        try:
-            target_release = release_of(waves.release if waves else "template", target)
-        except ReleaseUnknown as error:
-            raise WorkloadError(str(error), reason="ReleaseUnknown") from None
+        target_release = None
+        if target is not None:
+            try:
+                target_release = release_of(waves.release if waves else "template", target)
+            except ReleaseUnknown as error:
+                unread.append(("ReleaseUnknown", str(error)))
         regions = await self.ports.regions.read_all(
             (namespace, name), namespace, [*waves.after, *waves.before] if waves else []
         )
-        asked_replicas = int(target["spec"].get("replicas", 1))
+        asked_replicas = int(target["spec"].get("replicas", 1)) if target is not None else 0
         now = self.clock()
         started = time.monotonic()
         _, stable = await workloads.observe("stable")
@@ -326,17 +354,24 @@ class Reconciler:
         measurements = None
         judged = spec  # with each metric's template resolved, when this reconcile measures
         if engine.needs_measurement(spec, status, now):
-            judged, measurements = await self._measure(spec, status, namespace, now)
+            try:
+                judged, measurements = await self._measure(spec, status, namespace, now)
+            except TemplateError as error:
+                unread.append((error.reason, str(error)))  # the step waits, reported
         wave_due = engine.wave_measurements_due(judged, status, now)
         wave_measurements: dict[str, tuple[analysis.Measurement, ...]] = {}
         if wave_due:
-            judged, wave_measurements = await self._measure_waves(judged, wave_due, namespace)
+            try:
+                judged, wave_measurements = await self._measure_waves(judged, wave_due, namespace)
+            except TemplateError as error:
+                unread.append((error.reason, str(error)))
         due = engine.due_webhooks(spec, status, now)
         outcomes = await self._call_webhooks(due, namespace, name, status) if due else None
         observation = engine.Observation(
             now=now,
             generation=int(rollout["metadata"].get("generation", 0)),
             target_revision=target_revision,
+            target_found=target is not None,
             target_replicas=asked_replicas or status.replicas or 1,
             stable=stable,
             canary=canary,
@@ -363,7 +398,10 @@ class Reconciler:
         # of stepping the traffic back to what it had decided before.
         key = (namespace, name)
         new_status = _wire(decision.status)
-        problem = self._problems.get(key) or self._load_problem(key, decision.status)
+        unread_problem = await self._unread(rollout, key, unread)
+        problem = (
+            self._problems.get(key) or unread_problem or self._load_problem(key, decision.status)
+        )
         if problem is None and not _degraded(new_status):
             # A rollout Degraded for its own reasons (rolled back) says so, not this.
             problem = self._notify_problems.get(key)
@@ -398,7 +436,8 @@ class Reconciler:
                 step_passed = False
         scaled_away = engine.ScaleWorkload(role="canary", replicas=0) in decision.actions
         canary_has_pods = canary is not None and canary.replicas > 0 and not scaled_away
-        await _autoscale(autoscalers, autoscaler, decision.status, canary_has_pods)
+        if autoscaler_read:
+            await _autoscale(autoscalers, autoscaler, decision.status, canary_has_pods)
         wanted = engine.status_traffic(decision.status)
         if _routes_traffic(decision) and held != wanted and await router.apply(wanted):
             # Someone else (a GitOps sync, a hand edit) changed what tidegate owns.
@@ -414,13 +453,35 @@ class Reconciler:
                 cleared = with_problem(
                     cleared, self._notify_problems[key], self._timestamp(), meta, raw_status
                 )
+            if unread_problem is not None:
+                cleared = with_problem(cleared, unread_problem, self._timestamp(), meta, raw_status)
             await self._patch_status(namespace, name, status_patch(new_status, cleared))
             stored.append(cleared)
         events = [
             (a.reason, a.message) for a in decision.actions if isinstance(a, engine.EmitEvent)
         ]
         await self._notify(rollout, spec, status, decision.status, events, stored)
+        if unread:
+            # Looked at again as the watches report a change, and after a backoff anyway.
+            count = self._unread_counts.get(key, 0) + 1
+            self._unread_counts[key] = count
+            wait = backoff(count)
+            return wait if decision.requeue_after is None else max(decision.requeue_after, wait)
+        self._unread_counts.pop(key, None)
         return decision.requeue_after
+
+    async def _unread(
+        self, rollout: Obj, key: tuple[str, str], unread: list[Problem]
+    ) -> Problem | None:
+        """What could not be read this pass, as one problem to report (None: all was read);
+        a Warning Event when it is new."""
+        problem = (unread[0][0], "; ".join(text for _, text in unread)) if unread else None
+        before = self._unread_problems.pop(key, None)
+        if problem is not None:
+            self._unread_problems[key] = problem
+            if problem != before:
+                await self._event(rollout, "Warning", *problem)
+        return problem
 
     async def _notify(
         self,
@@ -730,7 +791,7 @@ class Reconciler:
         self,
         action: engine.Action,
         rollout: Obj,
-        target: Obj,
+        target: Obj | None,
         workloads: Workloads,
         router: Router,
     ) -> None:
@@ -741,7 +802,7 @@ class Reconciler:
                 await workloads.ensure(role, revision, replicas, target)
             case engine.ScaleWorkload(role=role, replicas=replicas):
                 await workloads.scale(role, replicas)
-            case engine.ReleaseTarget():
+            case engine.ReleaseTarget() if target is not None:
                 await workloads.release_target(target)
             case engine.EmitEvent(type=type_, reason=reason, message=message):
                 await self._event(rollout, type_, reason, message)

@@ -504,10 +504,10 @@ class FakeWorkloads:
         state = WorkloadState(found.revision, found.replicas, found.ready)
         return {"spec": {"template": copy.deepcopy(found.template)}}, state
 
-    async def ensure(self, role: Role, revision: str, replicas: int, target: Obj) -> None:
+    async def ensure(self, role: Role, revision: str, replicas: int, target: Obj | None) -> None:
         self.world.record("ensure", role, revision, replicas)
-        template = target["spec"]["template"]
-        if template_revision(template) != revision:
+        template = target["spec"]["template"] if target is not None else None
+        if template is None or template_revision(template) != revision:
             source = next((c for c in self.world.copies.values() if c.revision == revision), None)
             if source is None:
                 raise WorkloadError(f"no template of revision {revision} is left")

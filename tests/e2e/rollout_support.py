@@ -50,6 +50,18 @@ def get(kubectl: KubectlRunner, namespace: str, *what: str) -> dict[str, Any]:
     return found
 
 
+def wait_replicas(
+    kubectl: KubectlRunner, namespace: str, deployment: str, replicas: int, timeout: float = 60
+) -> None:
+    """Wait until the Deployment asks for `replicas`: what is scaled down once the gateway
+    reports the traffic gone from it waits a scale-down delay after that."""
+    wait_until(
+        lambda: get(kubectl, namespace, "deployment", deployment)["spec"]["replicas"],
+        f"Deployment {deployment} at {replicas} replicas", timeout,
+        until=lambda found: found == replicas,
+    )  # fmt: skip
+
+
 def canary_weight_in_route(kubectl: KubectlRunner, namespace: str, route: str = "shop") -> int:
     """What the route gives shop-canary, as the dev gateway reads it (0 before tidegate took
     the rule over)."""

@@ -18,6 +18,7 @@ from rollout_support import (
     get,
     resource_versions,
     set_version,
+    wait_replicas,
 )
 
 from tidegate_devenv.cluster import KubectlRunner
@@ -118,12 +119,8 @@ def test_healthy_version_is_promoted_and_traffic_follows_each_step(example_shop:
     assert all(version == "1.1.0" and code == 200 for _, version, code in recent), Counter(
         (version, code) for _, version, code in recent
     )
-    # The status is written before the actions it decides: the canary's scale-down may land
-    # a moment after the phase shows.
-    wait_until(
-        lambda: get(shop.kubectl, shop.namespace, "deployment", "shop-canary")["spec"]["replicas"],
-        "the canary scaled to zero", 30, until=lambda replicas: replicas == 0,
-    )  # fmt: skip
+    # Scaled down once the gateway reports all traffic on stable, and the delay after that.
+    wait_replicas(shop.kubectl, shop.namespace, "shop-canary", 0)
     deployments = {
         d["metadata"]["name"]: d for d in get(shop.kubectl, shop.namespace, "deployments")["items"]
     }
@@ -175,8 +172,7 @@ def test_failing_version_is_rolled_back(start_shop: Callable[..., Shop]) -> None
     assert rolled_back and rolled_back[0]["type"] == "Warning"
     assert 'metric "error-rate"' in rolled_back[0]["message"]
 
-    canary = get(shop.kubectl, shop.namespace, "deployment", "shop-canary")
-    assert canary["spec"]["replicas"] == 0
+    wait_replicas(shop.kubectl, shop.namespace, "shop-canary", 0)
     after = shop.traffic_after(time.monotonic(), 240)
     on_stable = sum(1 for _, version, code in after if version == "1.0.0" and code == 200)
     assert on_stable / len(after) >= 0.99, Counter((version, code) for _, version, code in after)
@@ -364,6 +360,6 @@ def test_missing_target_and_route_are_reported_then_picked_up(
 
         wait_until(picked_up, "the rollout to take the route over and be Ready", 60)
         assert read_status(kubectl, namespace, "shop")["phase"] == "Initialized"
-        assert get(kubectl, namespace, "deployment", "shop")["spec"]["replicas"] == 0
+        wait_replicas(kubectl, namespace, "shop", 0)
     finally:
         operator.stop()

@@ -22,6 +22,7 @@ from rollout_support import (
     get,
     resource_versions,
     set_version,
+    wait_replicas,
 )
 
 from tidegate_devenv.cluster import KubectlRunner
@@ -147,7 +148,7 @@ def test_blue_green_is_previewed_then_switched_in_one_write(blue_green: Shop) ->
         lambda: pods_running(shop.kubectl, shop.namespace, "1.0.0"), "blue's pods gone", 60,
         until=lambda pods: pods == [],
     )  # fmt: skip
-    assert get(shop.kubectl, shop.namespace, "deployment", "shop-canary")["spec"]["replicas"] == 0
+    wait_replicas(shop.kubectl, shop.namespace, "shop-canary", 0)
     assert status["previewActive"] is False
     preview_route = get(shop.kubectl, shop.namespace, "httproute", "shop-preview")
     assert [r["name"] for r in preview_route["spec"]["rules"][0]["backendRefs"]] == ["shop-stable"]
@@ -166,7 +167,7 @@ def test_blue_green_bad_green_never_takes_live_traffic(blue_green: Shop) -> None
     assert set(watch.weights()) == {0}
     live = shop.load.samples_between(started, ended)
     assert {v for _, v, _ in live if v} == {"1.0.0"}, versions(live)
-    assert get(shop.kubectl, shop.namespace, "deployment", "shop-canary")["spec"]["replicas"] == 0
+    wait_replicas(shop.kubectl, shop.namespace, "shop-canary", 0)
 
 
 def test_blue_green_failing_after_the_switch_switches_back(start_shop: Callable[..., Shop]) -> None:

@@ -180,7 +180,7 @@ class KubeWorkloads:
             self._check_owned("Deployment", found)
         return found, workload_state(found)
 
-    async def ensure(self, role: Role, revision: str, replicas: int, target: Obj) -> None:
+    async def ensure(self, role: Role, revision: str, replicas: int, target: Obj | None) -> None:
         existing, state = await self.observe(role)
         if state is not None and state.revision == revision:
             if state.replicas != replicas:
@@ -192,13 +192,13 @@ class KubeWorkloads:
         desired = workload_copy(source, self.rollout, role, revision, replicas)
         await self.kube.apply(desired)
 
-    async def _template_source(self, revision: str, target: Obj) -> Obj:
+    async def _template_source(self, revision: str, target: Obj | None) -> Obj:
         """Where the pod template of `revision` can be copied from.
 
-        Usually the target; but when the target moved on during a promotion, the canary copy
-        still holds the revision being promoted.
+        Usually the target; but when the target moved on (or went) during a promotion, the
+        canary copy still holds the revision being promoted.
         """
-        if template_revision(target["spec"]["template"]) == revision:
+        if target is not None and template_revision(target["spec"]["template"]) == revision:
             return target
         for role in ("canary", "stable"):
             found, state = await self.observe(role)
@@ -207,10 +207,12 @@ class KubeWorkloads:
         kept = await self._kept()
         if kept is not None and kept[0] == revision:
             return kept[1]
-        raise WorkloadError(
-            f"no template of revision {revision} is left: the target Deployment now holds "
-            f"revision {template_revision(target['spec']['template'])}"
+        now = (
+            f"now holds revision {template_revision(target['spec']['template'])}"
+            if target is not None
+            else "does not exist"
         )
+        raise WorkloadError(f"no template of revision {revision} is left: the target {now}")
 
     def _kept_name(self) -> str:
         return f"{self.target_name}-previous-stable"
