@@ -717,3 +717,54 @@ async def test_a_status_decided_on_an_older_version_never_lands_and_nothing_is_a
     assert delay == backoff(1)  # decided again, soon, on what is there now
     await reconciler(world).reconcile(NAMESPACE, NAME)
     assert world.status["canaryRevision"] == world.revision_of("1.1.0")
+
+
+# --- what cannot be read ------------------------------------------------------------------
+
+
+async def test_a_target_deleted_mid_rollout_takes_the_traffic_back_to_stable() -> None:
+    world = await initialized_world()
+    world.set_version("1.1.0")
+    rec = reconciler(world)
+    await settle(world, {"Progressing"}, rec)
+    for _ in range(3):  # on to a weight
+        world.advance(await rec.reconcile(NAMESPACE, NAME) or 60)
+    assert world.canary_weight > 0
+    world.target = None
+    world.calls.clear()
+    await rec.reconcile(NAMESPACE, NAME)
+    assert world.status["phase"] == "Failed"
+    assert world.canary_weight == 0
+    degraded = world.condition("Degraded")
+    assert degraded is not None and degraded["status"] == "True"
+    assert degraded["reason"] == "TargetNotFound"
+    assert "does not exist" in degraded["message"]
+    warnings = [r for t, r, _ in world.events() if t == "Warning"]
+    assert warnings.count("TargetNotFound") == 1 and "RolledBack" in warnings
+    # Still gone: reported, not told again; stable keeps serving.
+    world.advance(60)
+    await rec.reconcile(NAMESPACE, NAME)
+    assert [r for t, r, _ in world.events() if t == "Warning"].count("TargetNotFound") == 1
+    assert world.copies["stable"].replicas == 3
+    assert world.canary_weight == 0
+
+
+async def test_an_abort_works_while_a_metric_template_is_missing() -> None:
+    world = World()
+    world.add_target()
+    spec = example_spec()
+    spec["analysis"]["metrics"] = [{"name": "error-rate", "templateRef": {"name": "gone"}}]
+    world.add_rollout(spec)
+    rec = reconciler(world)
+    await settle(world, {"Initialized"}, rec)
+    world.set_version("1.1.0")
+    for _ in range(4):
+        world.advance(await rec.reconcile(NAMESPACE, NAME) or 60)
+    degraded = world.condition("Degraded")
+    assert degraded is not None and degraded["reason"] == "TemplateNotFound"
+    assert world.status["phase"] == "Progressing"
+    assert world.rollout is not None
+    world.rollout["metadata"]["annotations"][api.ABORT_ANNOTATION] = "alice"
+    await rec.reconcile(NAMESPACE, NAME)
+    assert world.status["phase"] == "Aborted"
+    assert world.canary_weight == 0

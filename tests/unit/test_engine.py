@@ -830,3 +830,39 @@ def test_observed_generation_follows_the_spec() -> None:
     assert decision.status.observed_generation == 7
     assert all(c.observed_generation == 7 for c in decision.status.conditions)
     assert decision.actions == ()
+
+
+# --- a target that went away ----------------------------------------------------------------
+
+
+def test_a_target_gone_mid_rollout_rolls_back_even_with_a_promotion_asked() -> None:
+    spec = make_spec()
+    status = rolling(spec)
+    gone = at(T0 + MINUTE, target="v2", target_found=False, requests={PROMOTE_FULL_ANNOTATION: "a"})
+    decision = step(spec, status, gone)
+    assert decision.status.phase is RolloutPhase.FAILED
+    assert weights(decision) == [0]
+    assert "deleted mid-rollout" in decision.status.message
+    assert condition(decision.status, "Degraded") == "True"
+    assert "RequestRefused" in events(decision)  # nothing new can be promoted
+
+
+def test_a_promotion_under_way_finishes_without_the_target() -> None:
+    spec = make_spec(steps=[{"setWeight": 50}])
+    promoting = step(spec, rolling(spec), at(T0 + MINUTE, measurements=passing()))
+    assert promoting.status.phase is RolloutPhase.PROMOTING
+    gone = observe(
+        "v2", now=T0 + 2 * MINUTE, stable=ready("v2"), canary=ready("v2"), target_found=False
+    )
+    done = step(spec, promoting.status, gone)
+    assert done.status.phase is RolloutPhase.SUCCEEDED
+    assert done.status.stable_revision == "v2"
+
+
+def test_between_rollouts_a_target_gone_changes_nothing() -> None:
+    spec = make_spec()
+    status = initialized(spec)
+    gone = observe("v1", stable=ready("v1"), target_found=False)
+    decision = step(spec, status, gone)
+    assert decision.actions == ()
+    assert decision.status.phase is RolloutPhase.INITIALIZED
