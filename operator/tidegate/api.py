@@ -1050,6 +1050,35 @@ class WavesStatus(_StatusModel):
     )
 
 
+class PendingEvent(_StatusModel):
+    """A Kubernetes Event a reconcile decided to post."""
+
+    type: Literal["Normal", "Warning"]
+    reason: ShortText
+    message: LongText
+
+
+class PendingNotification(_StatusModel):
+    """A happening spec.notifications asks to be told of (every provider that wants it)."""
+
+    event: NotificationEvent
+    reason: ShortText
+    message: LongText
+
+
+class Outbox(_StatusModel):
+    """What one reconcile decided to tell (Events, notifications, postRollout webhooks),
+    kept in the status by the write that decided it until it is told: an operator that dies
+    in between leaves it to the next, which tells it. Its Events are named from `id`, so an
+    Event told twice is posted once."""
+
+    id: Annotated[str, StringConstraints(pattern=r"^[a-z0-9]{1,40}$")]
+    at: Timestamp
+    events: list[PendingEvent] = Field(default_factory=list, max_length=64)
+    notifications: list[PendingNotification] = Field(default_factory=list, max_length=64)
+    webhooks: list[WebhookType] = Field(default_factory=list, max_length=8)
+
+
 class RolloutStatus(_StatusModel):
     """Everything the engine remembers between reconciles. `{}` is a valid initial status."""
 
@@ -1110,6 +1139,10 @@ class RolloutStatus(_StatusModel):
     # When the rollback webhooks are polled next.
     next_rollback_poll_at: Timestamp | None = None
     waves: WavesStatus | None = None
+    # What the last reconcile decided to tell and has not told yet (see Outbox), and how
+    # many outboxes this rollout has had (their ids).
+    outbox: Outbox | None = None
+    outbox_count: int | None = Field(default=None, ge=0)
     conditions: list[Condition] = Field(
         default_factory=list, max_length=8, json_schema_extra=_list_map("type")
     )

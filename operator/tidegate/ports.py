@@ -277,9 +277,17 @@ class Events(Protocol):
     """Kubernetes Events about a rollout."""
 
     async def post(
-        self, rollout: Obj, type_: EventType, reason: str, message: str, timestamp: str
+        self,
+        rollout: Obj,
+        type_: EventType,
+        reason: str,
+        message: str,
+        timestamp: str,
+        name: str | None = None,
     ) -> None:
-        """Post one Event; an Event that cannot be posted is logged, never raised."""
+        """Post one Event; an Event that cannot be posted is logged, never raised. With
+        `name`, the Event has that name, and one of that name already posted is not posted
+        again."""
         ...
 
 

@@ -16,8 +16,9 @@ from datetime import UTC, datetime, timedelta
 
 from pydantic import ValidationError
 
-from tidegate import analysis, api, engine, metrics, notify, templates, validation
+from tidegate import analysis, api, engine, metrics, outbox, templates, validation
 from tidegate.durations import parse_duration
+from tidegate.notify import Message
 from tidegate.ports import (
     CLAIM_ANNOTATION,
     HAND_BACK_FINALIZER,
@@ -155,13 +156,6 @@ def _opens_wave(decision: engine.Decision) -> bool:
     )
 
 
-def _action_order(action: engine.Action) -> int:
-    """Writes first, then Events, then the webhooks told how a rollout ended."""
-    if isinstance(action, engine.CallWebhooks):
-        return 2
-    return 1 if isinstance(action, engine.EmitEvent) else 0
-
-
 def query_variables(
     spec: api.RolloutSpec, namespace: str, since_step: timedelta = timedelta(0)
 ) -> dict[str, str]:
@@ -212,8 +206,6 @@ class Reconciler:
         self._problems: dict[tuple[str, str], Problem] = {}
         # Failed reconciles in a row, for the backoff.
         self._failures: dict[tuple[str, str], int] = {}
-        # postRollout webhook calls under way: nothing waits for them.
-        self._reports: set[asyncio.Task[None]] = set()
         # What is wrong with a rollout's spec.notifications providers, as last checked, and
         # the rollouts checked at least once by this process.
         self._notify_problems: dict[tuple[str, str], Problem] = {}
@@ -293,6 +285,11 @@ class Reconciler:
         except ValidationError as error:
             await self._refuse(rollout, raw_status, "InvalidStatus", f"unreadable status: {error}")
             return None
+        if status.outbox is not None:
+            # Left by a process that died after deciding and before telling: told first.
+            await self._tell(rollout, spec, status, status, status.outbox, stored)
+            raw_status = stored[-1]
+            status = api.RolloutStatus.model_validate(raw_status)
 
         # The finalizer that makes a deletion wait for the hand-back, as spec.onDelete says.
         handing_back = spec.on_delete is api.OnDelete.HAND_BACK
@@ -395,7 +392,12 @@ class Reconciler:
                 decision = engine.reconcile(judged, status, observation)
         # The status first: an operator killed between the two resumes from what was decided
         # and finishes the actions (the route is put back to the status's weights), instead
-        # of stepping the traffic back to what it had decided before.
+        # of stepping the traffic back to what it had decided before. What the decision
+        # tells goes with it, in the outbox, and is told after the writes.
+        told = outbox.collect(judged, status, decision.status, decision.actions, now)
+        if told is not None:
+            decision.status.outbox = told
+            decision.status.outbox_count = (decision.status.outbox_count or 0) + 1
         key = (namespace, name)
         new_status = _wire(decision.status)
         unread_problem = await self._unread(rollout, key, unread)
@@ -423,10 +425,9 @@ class Reconciler:
         # Events last: they tell what was done, and must not hold a route write up in the
         # queue for the API server when a thousand rollouts step at once.
         step_passed = _analysis_passed(measurements, decision)
-        for action in sorted(decision.actions, key=_action_order):
-            if isinstance(action, engine.CallWebhooks):
-                self._report_webhooks(rollout, spec, decision.status, action.webhook_type)
-                continue
+        for action in decision.actions:
+            if isinstance(action, engine.EmitEvent | engine.CallWebhooks):
+                continue  # in the outbox, told below
             if isinstance(action, engine.DriveLoad):
                 await self._drive_load(rollout, spec, decision, stored[-1], action.seconds)
                 continue
@@ -457,10 +458,10 @@ class Reconciler:
                 cleared = with_problem(cleared, unread_problem, self._timestamp(), meta, raw_status)
             await self._patch_status(namespace, name, status_patch(new_status, cleared))
             stored.append(cleared)
-        events = [
-            (a.reason, a.message) for a in decision.actions if isinstance(a, engine.EmitEvent)
-        ]
-        await self._notify(rollout, spec, status, decision.status, events, stored)
+        if told is not None:
+            await self._tell(rollout, spec, status, decision.status, told, stored)
+        else:
+            await self._notify(rollout, spec, status, decision.status, [], stored)
         if unread:
             # Looked at again as the watches report a change, and after a backoff anyway.
             count = self._unread_counts.get(key, 0) + 1
@@ -483,23 +484,54 @@ class Reconciler:
                 await self._event(rollout, "Warning", *problem)
         return problem
 
+    async def _tell(
+        self,
+        rollout: Obj,
+        spec: api.RolloutSpec,
+        before: api.RolloutStatus,
+        status: api.RolloutStatus,
+        told: api.Outbox,
+        stored: list[Obj],
+    ) -> None:
+        """Tell what the outbox holds (its Events, notifications and postRollout webhooks,
+        these awaited), then write the status without it. `status` decided it, from
+        `before`."""
+        meta = rollout["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        for index, pending in enumerate(told.events):
+            await self._event(
+                rollout,
+                pending.type,
+                pending.reason,
+                pending.message,
+                name=outbox.event_name(name, told, index),
+            )
+        wanted = outbox.messages(spec, namespace, name, status, told)
+        await self._notify(rollout, spec, before, status, wanted, stored)
+        for webhook_type in told.webhooks:
+            await self._report_webhooks(rollout, spec, status, webhook_type)
+        current = stored[-1]
+        if "outbox" in current:
+            cleared = {k: v for k, v in current.items() if k != "outbox"}
+            await self._patch_status(namespace, name, status_patch(current, cleared))
+            stored.append(cleared)
+
     async def _notify(
         self,
         rollout: Obj,
         spec: api.RolloutSpec,
         old: api.RolloutStatus,
         new: api.RolloutStatus,
-        events: list[tuple[str, str]],
+        wanted: list[tuple[str, Message]],
         stored: list[Obj],
     ) -> None:
-        """Queue what spec.notifications asks to be told of this reconcile (the notifier
-        delivers in the background: nothing here waits for a provider). The providers are
-        looked up when there is something to send, the spec changed, or this process has not
-        looked yet; one that cannot be used is Degraded and an Event on the rollout."""
+        """Queue the notifications `wanted` (the notifier delivers in the background:
+        nothing here waits for a provider). The providers are looked up when there is
+        something to send, the spec changed, or this process has not looked yet; one that
+        cannot be used is Degraded and an Event on the rollout."""
         meta = rollout["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         key = (namespace, name)
-        wanted = notify.messages(spec, namespace, name, old, new, events, self.clock())
         spec_changed = old.observed_generation != meta.get("generation")
         if not spec.notifications:
             problem = None
@@ -714,36 +746,26 @@ class Reconciler:
         )
         return tuple(await asyncio.gather(*calls))
 
-    def _report_webhooks(
+    async def _report_webhooks(
         self,
         rollout: Obj,
         spec: api.RolloutSpec,
         status: api.RolloutStatus,
         type_: api.WebhookType,
     ) -> None:
-        """Call the webhooks of `type_` (postRollout) in the background, and tell each
-        outcome in an Event: they decide nothing, so no reconcile waits for them."""
+        """Call the webhooks of `type_` (postRollout), and tell each outcome in an Event.
+        They decide nothing, but are awaited: the outbox that asked for them is cleared only
+        once they were called."""
         meta = rollout["metadata"]
         webhooks = tuple(spec.webhooks_of(type_))
-
-        async def report() -> None:
-            outcomes = await self._call_webhooks(webhooks, meta["namespace"], meta["name"], status)
-            now = self.clock()
-            for webhook, outcome in zip(webhooks, outcomes, strict=True):
-                result = engine.judge_webhook(webhook, outcome, now)
-                if result.phase is api.WebhookPhase.PASSED:
-                    await self._event(rollout, "Normal", "WebhookCalled", result.message)
-                else:
-                    await self._event(rollout, "Warning", "WebhookFailed", result.message)
-
-        task = asyncio.create_task(report())
-        self._reports.add(task)
-        task.add_done_callback(self._reports.discard)
-
-    async def drain(self) -> None:
-        """Wait for the postRollout calls still under way."""
-        while self._reports:
-            await asyncio.gather(*self._reports, return_exceptions=True)
+        outcomes = await self._call_webhooks(webhooks, meta["namespace"], meta["name"], status)
+        now = self.clock()
+        for webhook, outcome in zip(webhooks, outcomes, strict=True):
+            result = engine.judge_webhook(webhook, outcome, now)
+            if result.phase is api.WebhookPhase.PASSED:
+                await self._event(rollout, "Normal", "WebhookCalled", result.message)
+            else:
+                await self._event(rollout, "Warning", "WebhookFailed", result.message)
 
     def _load_problem(self, key: tuple[str, str], status: api.RolloutStatus) -> Problem | None:
         """The loadtester's problem, while it matters: only as long as a rollout runs."""
@@ -855,8 +877,16 @@ class Reconciler:
     def _timestamp(self) -> str:
         return self.clock().strftime("%Y-%m-%dT%H:%M:%SZ")
 
-    async def _event(self, rollout: Obj, type_: EventType, reason: str, message: str) -> None:
+    async def _event(
+        self,
+        rollout: Obj,
+        type_: EventType,
+        reason: str,
+        message: str,
+        *,
+        name: str | None = None,
+    ) -> None:
         meta = rollout["metadata"]
         level = logging.WARNING if type_ == "Warning" else logging.INFO
         log.log(level, "%s/%s: %s: %s", meta["namespace"], meta["name"], reason, message)
-        await self.ports.events.post(rollout, type_, reason, message, self._timestamp())
+        await self.ports.events.post(rollout, type_, reason, message, self._timestamp(), name)

@@ -114,6 +114,8 @@ class World:
     route_applied: bool = True
     # Whether the routes were released to the user's Service (a hand-back).
     route_released: bool = False
+    # The names of the Events posted with one.
+    event_names: set[str] = field(default_factory=set)
     # Called right after a rollout is read: what someone else does meanwhile.
     after_get: Callable[[], None] | None = None
     # What the router can carry.
@@ -387,8 +389,18 @@ class FakeEvents:
         self.world = world
 
     async def post(
-        self, rollout: Obj, type_: EventType, reason: str, message: str, timestamp: str
+        self,
+        rollout: Obj,
+        type_: EventType,
+        reason: str,
+        message: str,
+        timestamp: str,
+        name: str | None = None,
     ) -> None:
+        if name is not None:
+            if name in self.world.event_names:
+                return  # the API server refuses a second Event of the same name
+            self.world.event_names.add(name)
         self.world.record("post_event", type_, reason, message)
 
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from fakes import NAME, NAMESPACE, World, example_spec
+from fakes import NAME, NAMESPACE, Killed, World, example_spec
 from test_reconciler import reconciler, settle
 
 from tidegate import api, metrics
@@ -310,3 +310,45 @@ async def test_the_notifier_renders_for_the_provider_and_queues() -> None:
     broken = WebhookNotifier(notifier.providers, None)  # type: ignore[arg-type]
     broken.send("chat", config, message)
     await queue.close()
+
+
+async def test_an_operator_killed_before_telling_has_the_next_one_tell_it_once() -> None:
+    world = notifying_world([{"provider": "hook", "events": ["promoted"]}])
+    await settle(world, {"Initialized"})
+    world.set_version("1.1.0")
+    rec = reconciler(world)
+    # Dies after writing the status that says Succeeded, before posting the Promoted Event.
+    world.kill_when["post_event"] = lambda type_, reason, message: reason == "Promoted"
+    with pytest.raises(Killed):
+        await settle(world, {"__never__"}, rec)
+    assert world.status["phase"] == "Succeeded"
+    assert world.status["outbox"]["events"]  # decided, written, not told
+    assert world.notifications == []
+    del world.kill_when["post_event"]
+    # A new process (the next leader) picks the rollout up and tells what was left.
+    await reconciler(world).reconcile(NAMESPACE, NAME)
+    assert [r for _, r, _ in world.events()].count("Promoted") == 1
+    assert told(world) == [("hook", HOOK, "promoted")]
+    assert "outbox" not in world.status
+    # Told once: nothing more on the passes after.
+    await reconciler(world).reconcile(NAMESPACE, NAME)
+    assert [r for _, r, _ in world.events()].count("Promoted") == 1
+    assert len(world.notifications) == 1
+
+
+async def test_an_event_told_again_after_a_death_is_posted_once() -> None:
+    world = notifying_world([{"provider": "hook", "events": ["promoted"]}])
+    await settle(world, {"Initialized"})
+    world.set_version("1.1.0")
+    rec = reconciler(world)
+    # Dies after posting the Promoted Event, before the outbox is cleared.
+    world.kill_when["patch_status"] = lambda patch: patch.get("outbox", "") is None and any(
+        r == "Promoted" for _, r, _ in world.events()
+    )
+    with pytest.raises(Killed):
+        await settle(world, {"__never__"}, rec)
+    assert [r for _, r, _ in world.events()].count("Promoted") == 1
+    del world.kill_when["patch_status"]
+    await reconciler(world).reconcile(NAMESPACE, NAME)
+    assert [r for _, r, _ in world.events()].count("Promoted") == 1  # named: not posted again
+    assert "outbox" not in world.status

@@ -647,10 +647,11 @@ async def test_a_deleted_rollout_hands_the_application_back_step_by_step() -> No
     assert await rec.reconcile(NAMESPACE, NAME) is None
     assert "hand_over" not in world.names()
     world.route_applied = True
-    # Applied: the copies serve requests already routed to them for the scale-down delay.
-    assert await rec.reconcile(NAMESPACE, NAME) == 30
+    # Applied: the copies serve requests already routed to them for the scale-down delay (the
+    # example's 5 s).
+    assert await rec.reconcile(NAMESPACE, NAME) == 5
     assert "hand_over" not in world.names()
-    world.advance(29)
+    world.advance(4)
     assert await rec.reconcile(NAMESPACE, NAME) == pytest.approx(1)
     world.advance(1)
     await rec.reconcile(NAMESPACE, NAME)

@@ -81,11 +81,15 @@ async def test_one_promote_ends_one_pause_when_the_annotation_event_comes_late()
     world.rollout["metadata"]["annotations"][PROMOTE_ANNOTATION] = "alice"
     kube._store(world.rollout)
     kube.deliver()
+    annotated = len(kube.written)
     await rec.reconcile(NAMESPACE, NAME)
     assert world.status["currentStepIndex"] == 2  # the first pause ended, the second began
     assert PROMOTE_ANNOTATION not in world.rollout["metadata"]["annotations"]
-    status_write, removal = len(kube.written) - 1, len(kube.written)
+    # The writes: the status (the annotation still there), then the annotation removed.
+    status_write = annotated + 1
     assert PROMOTE_ANNOTATION in kube.written[status_write - 1]["metadata"]["annotations"]
+    assert PROMOTE_ANNOTATION not in kube.written[status_write]["metadata"]["annotations"]
+    removal = status_write + 1
     # The status write's event is back (it wakes the rollout); the removal's is not yet.
     kube.deliver(status_write)
     await rec.reconcile(NAMESPACE, NAME)

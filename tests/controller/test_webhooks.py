@@ -146,13 +146,12 @@ async def test_rollout_webhooks_alone_need_no_prometheus() -> None:
     assert len(webhook_calls(world)) == 3
 
 
-async def test_post_rollout_webhooks_are_told_the_end_in_the_background() -> None:
+async def test_post_rollout_webhooks_are_told_the_end_after_the_writes() -> None:
     world = await rolling_world(
         webhook("chat", "postRollout"), webhook("audit", "postRollout"), audit=None
     )
     rec = reconciler(world)
     await settle(world, {"Succeeded"}, rec)
-    await rec.drain()
     bodies = webhook_calls(world)
     assert [b["webhook"]["name"] for b in bodies] == ["chat", "audit"]
     assert {b["phase"] for b in bodies} == {"Succeeded"}

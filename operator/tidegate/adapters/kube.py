@@ -299,5 +299,5 @@ class Kube:
             f"events.events.k8s.io {namespace}",
             lambda dynamic: dynamic.resources.get(
                 api_version="events.k8s.io/v1", kind="Event"
-            ).create(body=event, namespace=namespace, _request_timeout=REQUEST_TIMEOUT),
+            ).create(body=event, namespace=namespace, _request_timeout=self.request_timeout),
         )

@@ -105,13 +105,20 @@ class KubeEvents:
         self.instance = f"{COMPONENT}-{_instance()}"[:128]
 
     async def post(
-        self, rollout: Obj, type_: EventType, reason: str, message: str, timestamp: str
+        self,
+        rollout: Obj,
+        type_: EventType,
+        reason: str,
+        message: str,
+        timestamp: str,
+        name: str | None = None,
     ) -> None:
         meta = rollout["metadata"]
+        naming = {"name": name} if name else {"generateName": f"{meta['name']}-"}
         event: Obj = {
             "apiVersion": "events.k8s.io/v1",
             "kind": "Event",
-            "metadata": {"generateName": f"{meta['name']}-", "namespace": meta["namespace"]},
+            "metadata": {**naming, "namespace": meta["namespace"]},
             "regarding": {
                 "apiVersion": api.API_VERSION,
                 "kind": api.KIND,
@@ -130,7 +137,9 @@ class KubeEvents:
         }
         try:
             await self.kube.create_event(meta["namespace"], event)
-        except KubeError:  # an Event lost is not worth stopping a rollback for
+        except KubeError as error:  # an Event lost is not worth stopping a rollback for
+            if error.status == 409 and name:
+                return  # told already (by a process that died before it could say so)
             log.warning("could not post event %s %s", reason, message, exc_info=True)
 
 
