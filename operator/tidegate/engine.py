@@ -165,6 +165,9 @@ class Observation:
     # API: every parent Gateway accepted the route's generation). A write is not traffic
     # moved until then.
     traffic_applied: bool = True
+    # Whether the user's own Service (spec.service) selects only the stable copy's pods, so
+    # that callers inside the cluster reach neither the canary nor the user's Deployment.
+    service_isolated: bool = True
     # Whether the user's Deployment asks for pods of its own (spec.replicas > 0): after
     # adoption, or when the user resizes it, it is scaled back to zero once the route is
     # seen on tidegate's Services.
@@ -201,6 +204,12 @@ class SetTraffic:
     """Make the routes hold `traffic` (the live split, header and mirror routes, preview)."""
 
     traffic: Traffic
+
+
+@dataclass(frozen=True)
+class IsolateService:
+    """Make the user's Service select only the stable copy's pods: callers inside the
+    cluster, which do not go through the route, reach only the version that is stable."""
 
 
 @dataclass(frozen=True)
@@ -243,6 +252,7 @@ Action = (
     EnsureWorkload
     | ScaleWorkload
     | ReleaseTarget
+    | IsolateService
     | SetTraffic
     | EmitEvent
     | ClearRequest
@@ -458,6 +468,9 @@ class _Reconciler:
     reason: str | None = None
     answered: set[str] = field(default_factory=set)  # request annotations answered
     gates_passed: set[WebhookType] = field(default_factory=set)  # by this call's outcomes
+    # A rollout (re)started in this call: the webhook outcomes observed were asked for the
+    # one before it, and pass no gate of this one.
+    started: bool = False
     # The Wave condition as this call judged it (ok, reason, message); None: as it was.
     wave: tuple[bool, str, str] | None = None
 
@@ -491,6 +504,7 @@ class _Reconciler:
         else:
             self._steady()
         self._refuse_unanswered_requests()
+        self._isolate_service()
         self._scale_down_target()
         poll = self.status.next_rollback_poll_at
         if poll is not None and self.status.phase in (
@@ -709,7 +723,11 @@ class _Reconciler:
         hooks = self.spec.webhooks_of(type_)
         if not hooks or (type_ is WebhookType.PRE_ROLLOUT and st.pre_rollout_passed):
             return True
-        asked = self.original.webhook_gate is type_ and type_ not in self.gates_passed
+        asked = (
+            not self.started
+            and self.original.webhook_gate is type_
+            and type_ not in self.gates_passed
+        )
         results = self._judged(hooks) if asked else None
         if results is None:
             if st.webhook_gate is not type_:
@@ -861,14 +879,24 @@ class _Reconciler:
         self._emit(ScaleWorkload(role="canary", replicas=0))
         st.canary_scale_down_at = None
 
+    def _isolate_service(self) -> None:
+        """Once the stable copy serves the route, the user's Service selects it alone: the
+        canary, analysed through the route's weights, is never reached around them."""
+        adopted = self.status.phase not in (None, RolloutPhase.INITIALIZING)
+        ours = self.obs.traffic is not None and self.obs.traffic_applied
+        if adopted and ours and not self.obs.service_isolated:
+            self._emit(IsolateService())
+
     def _scale_down_target(self) -> None:
         """The user's Deployment runs no pods once tidegate's copies serve in its place: after
         adoption, or a resize by the user, once the route is seen applied on tidegate's
-        Services and the scale-down delay has passed."""
+        Services, the user's Service selects the stable copy alone, and the scale-down delay
+        has passed."""
         st = self.status
         adopted = st.phase not in (None, RolloutPhase.INITIALIZING)
         ours = self.obs.traffic is not None and self.obs.traffic_applied
-        if not (self.obs.target_running and adopted and ours):
+        isolated = self.obs.service_isolated
+        if not (self.obs.target_running and adopted and ours and isolated):
             st.target_scale_down_at = None
             return
         if st.target_scale_down_at is None:
@@ -1043,6 +1071,7 @@ class _Reconciler:
         st.pre_rollout_passed = False
         st.webhook_gate = None
         st.next_webhook_at = None
+        self.started = True
         # The canary runs again: a scale-down decided before this call would undo that.
         st.canary_scale_down_at = None
         self.actions = [
@@ -1090,6 +1119,10 @@ class _Reconciler:
                 return
             step = steps[index]
             st.current_step_name = step.name
+            label = f"Step {index + 1}/{len(steps)} ({step.name})"
+            # The new version gets no pod before its preRollout webhooks said yes.
+            if not self._gate(WebhookType.PRE_ROLLOUT, label):
+                return
             replicas = (
                 self.obs.target_replicas if step.canary_replicas is None else step.canary_replicas
             )
@@ -1097,7 +1130,6 @@ class _Reconciler:
             if not self._ready(self.obs.canary, rev, replicas):
                 self._wait_for_canary(rev)
                 return
-            label = f"Step {index + 1}/{len(steps)} ({step.name})"
             if status_traffic(st) != step.traffic:
                 if not self._may_route(label, step):
                     st.waiting_since = None  # held by a gate, not waiting on the cluster

@@ -84,6 +84,20 @@ class Workloads(Protocol):
 
     async def scale(self, role: Role, replicas: int) -> None: ...
 
+    async def service_isolated(self) -> bool:
+        """Whether the user's Service (spec.service.name) selects only the stable copy's
+        pods (True when there is no such Service)."""
+        ...
+
+    async def isolate_service(self) -> None:
+        """Make the user's Service select only the stable copy's pods (by the role label)."""
+        ...
+
+    async def restore_service(self) -> bool:
+        """Give the user's Service its own selector back (the role label out); False when it
+        had it already."""
+        ...
+
     async def release_target(self, target: Obj) -> None:
         """Scale the user's Deployment to zero: the stable copy serves in its place."""
         ...

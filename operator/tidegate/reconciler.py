@@ -348,6 +348,8 @@ class Reconciler:
         _, canary = await workloads.observe("canary")
         held = await router.observe()
         applied = await router.applied()
+        # Routing by the user's Service itself already keeps it on one version.
+        isolated = "service" in router.capabilities or await workloads.service_isolated()
         measurements = None
         judged = spec  # with each metric's template resolved, when this reconcile measures
         if engine.needs_measurement(spec, status, now):
@@ -376,6 +378,7 @@ class Reconciler:
             measurements=measurements,
             traffic=held,
             traffic_applied=applied,
+            service_isolated=isolated,
             target_running=asked_replicas > 0,
             webhooks=outcomes,
             target_release=target_release,
@@ -600,7 +603,9 @@ class Reconciler:
                 if not workloads.target_ready(target, replicas):
                     return None
             router = self.ports.router(namespace, spec)
-            if await router.release(spec.service.name) or not await router.applied():
+            # Callers inside the cluster reach the user's pods again, as the route does.
+            restored = await workloads.restore_service()
+            if await router.release(spec.service.name) or restored or not await router.applied():
                 return None  # woken when the gateway reports the route applied
             # The copies go with the rollout: not before requests already routed to them
             # have had the scale-down delay to finish.
@@ -826,6 +831,8 @@ class Reconciler:
                 await workloads.scale(role, replicas)
             case engine.ReleaseTarget() if target is not None:
                 await workloads.release_target(target)
+            case engine.IsolateService():
+                await workloads.isolate_service()
             case engine.EmitEvent(type=type_, reason=reason, message=message):
                 await self._event(rollout, type_, reason, message)
             case engine.ClearRequest(annotation=annotation):

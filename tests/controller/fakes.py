@@ -112,8 +112,12 @@ class World:
     route: Traffic | None = None
     # Whether the gateway reports the routes, as written now, applied.
     route_applied: bool = True
+    # Whether the user's Service selects only the stable copy's pods (the role label added).
+    service_isolated: bool = False
     # Whether the routes were released to the user's Service (a hand-back).
     route_released: bool = False
+    # How many times a watched object changed (each would wake the rollout).
+    changes: int = 0
     # The names of the Events posted with one.
     event_names: set[str] = field(default_factory=set)
     # Called right after a rollout is read: what someone else does meanwhile.
@@ -291,6 +295,7 @@ class World:
 
     def changed(self) -> None:
         """A watched object changed: what its watch event would do."""
+        self.changes += 1
         for listener in self.listeners:
             listener()
 
@@ -559,6 +564,21 @@ class FakeWorkloads:
     async def hand_over(self, owner: Obj) -> None:
         self.world.record("hand_over", owner["metadata"]["uid"])
         self.world.owned_by = owner["metadata"]["uid"]
+
+    async def service_isolated(self) -> bool:
+        return self.world.service_isolated
+
+    async def isolate_service(self) -> None:
+        self.world.record("isolate_service")
+        if not self.world.service_isolated:
+            self.world.service_isolated = True
+            self.world.changed()
+
+    async def restore_service(self) -> bool:
+        self.world.record("restore_service")
+        changed = self.world.service_isolated
+        self.world.service_isolated = False
+        return changed
 
     async def release_target(self, target: Obj) -> None:
         self.world.record("release_target")

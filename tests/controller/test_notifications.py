@@ -342,8 +342,8 @@ async def test_an_event_told_again_after_a_death_is_posted_once() -> None:
     world.set_version("1.1.0")
     rec = reconciler(world)
     # Dies after posting the Promoted Event, before the outbox is cleared.
-    world.kill_when["patch_status"] = lambda patch: patch.get("outbox", "") is None and any(
-        r == "Promoted" for _, r, _ in world.events()
+    world.kill_when["patch_status"] = lambda patch: (
+        patch.get("outbox", "") is None and any(r == "Promoted" for _, r, _ in world.events())
     )
     with pytest.raises(Killed):
         await settle(world, {"__never__"}, rec)

@@ -43,14 +43,16 @@ async def settle(
 
 
 async def until_idle(world: World, rec: Reconciler | None = None, passes: int = 50) -> None:
-    """Reconcile, moving the clock on by what each pass asks, until a pass asks for no timer:
-    what waits for a delay (a copy scaled away after the traffic left it) is done."""
+    """Reconcile, moving the clock on by what each pass asks, until a pass asks for no timer
+    and changed nothing watched (whose event would wake it): what waits for a delay (a copy
+    scaled away after the traffic left it) is done."""
     rec = rec or reconciler(world)
     for _ in range(passes):
+        changes = world.changes
         delay = await rec.reconcile(NAMESPACE, NAME)
-        if delay is None:
+        if delay is None and world.changes == changes:
             return
-        world.advance(delay)
+        world.advance(delay or 0)
     raise AssertionError(f"never idle; status: {world.status}")
 
 

@@ -35,7 +35,7 @@ from tidegate_devenv.regions import RegionsInfo, start_regions, stop_regions
 
 E2E_DIR = Path(__file__).parent
 GATEWAY_SEED = 20240611
-ROUTE_DELAY = 1.0
+ROUTE_DELAY = 2.0
 
 
 def route_delay() -> float:

@@ -264,6 +264,13 @@ def test_header_route_then_mirror_then_weights(start_shop: Callable[..., Shop]) 
     rules = get(kubectl, namespace, "httproute", "shop")["spec"]["rules"]
     assert len(rules) == 1  # the header rule is gone
     assert not [f for f in rules[0].get("filters", []) if f["type"] == "RequestMirror"]
+    # The gateway applies the end of the rollout, and the stable pods' change, a moment
+    # after the status says Succeeded: until then some requests still reach the old pods.
+    wait_until(
+        lambda: requests(environment, host, 50, {"X-Canary": "always"}),
+        "every request on the promoted version", 30,
+        until=lambda seen: seen == Counter({("1.1.0", 200): 50}),
+    )  # fmt: skip
     assert requests(environment, host, 200, {"X-Canary": "always"}) == Counter(
         {("1.1.0", 200): 200}
     )

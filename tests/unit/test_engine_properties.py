@@ -402,6 +402,11 @@ def test_invariants_hold_on_every_decision(
         webhooks = observed.webhooks
         key_after = (status.canary_revision, status.rollout_started_at)
         for action in decision.actions:
+            if isinstance(action, EnsureWorkload) and action.role == "canary":
+                # The new version gets no pod before its preRollout webhooks said yes.
+                assert not spec.webhooks_of(WebhookType.PRE_ROLLOUT) or (
+                    key_after in pre_rollout_passed
+                ), "canary pods before the preRollout webhooks passed"
             if isinstance(action, SetTraffic) and action.traffic != STABLE_ONLY:
                 # No traffic reaches a new version before its preRollout webhooks said yes.
                 assert not spec.webhooks_of(WebhookType.PRE_ROLLOUT) or (

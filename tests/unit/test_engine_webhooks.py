@@ -34,6 +34,7 @@ from tidegate.engine import (
     CallWebhooks,
     ClearRequest,
     Decision,
+    EnsureWorkload,
     Observation,
     WebhookOutcome,
     due_webhooks,
@@ -86,29 +87,33 @@ def result(status: RolloutStatus, name: str) -> tuple[WebhookPhase, int | None]:
 # --- preRollout -----------------------------------------------------------------------------
 
 
-def test_pre_rollout_is_asked_before_any_traffic_and_a_2xx_lets_it_through() -> None:
+def test_pre_rollout_is_asked_before_the_canary_gets_a_pod_and_a_2xx_lets_it_through() -> None:
     spec = spec_with(hook("smoke", "preRollout"))
     begun = started(spec)
-    assert due_webhooks(spec, begun.status, T0) == ()  # asked when the canary is ready
-    held, called = call(spec, begun.status, at(T0))
-    assert called == [] and weights(held) == []
-    assert held.status.webhook_gate is WebhookType.PRE_ROLLOUT
-    assert held.requeue_after is not None and held.requeue_after < 1
-    assert "preRollout" in held.status.message
+    assert not any(isinstance(a, EnsureWorkload) and a.role == "canary" for a in begun.actions)
+    assert begun.status.webhook_gate is WebhookType.PRE_ROLLOUT
+    assert begun.requeue_after is not None and begun.requeue_after < 1
+    assert "preRollout" in begun.status.message
+    assert [h.name for h in due_webhooks(spec, begun.status, T0)] == ["smoke"]
 
-    through, called = call(spec, held.status, at(T0))
+    no_canary = observe("v2", now=T0, stable=ready("v1"))
+    through, called = call(spec, begun.status, no_canary)
     assert called == ["smoke"]
-    assert weights(through) == [20]
+    assert EnsureWorkload(role="canary", revision="v2", replicas=3) in through.actions
+    assert weights(through) == []  # not before the canary is ready
     assert through.status.pre_rollout_passed and through.status.webhook_gate is None
     assert result(through.status, "smoke") == (WebhookPhase.PASSED, 200)
+    routed, called = call(spec, through.status, at(T0))
+    assert called == [] and weights(routed) == [20]
 
 
 @pytest.mark.parametrize("answer", [500, 403, 302, None])
 def test_a_pre_rollout_refusal_or_no_answer_rolls_back_with_no_traffic(answer: int | None) -> None:
     spec = spec_with(hook("ok", "preRollout"), hook("smoke", "preRollout"))
-    held, _ = call(spec, started(spec).status, at(T0))
-    failed, called = call(spec, held.status, at(T0), {"smoke": answer})
+    no_canary = observe("v2", now=T0, stable=ready("v1"))
+    failed, called = call(spec, started(spec).status, no_canary, {"smoke": answer})
     assert called == ["ok", "smoke"]
+    assert not any(isinstance(a, EnsureWorkload) and a.role == "canary" for a in failed.actions)
     assert failed.status.phase is RolloutPhase.FAILED
     assert weights(failed) == [0] and failed.status.canary_weight == 0
     assert 'webhook "smoke" (preRollout)' in failed.status.message

@@ -17,7 +17,9 @@ from tidegate.ports import Role, RoutingError
 class ServiceSelectorRouter:
     """The `Router` port on Service selectors."""
 
-    capabilities = frozenset({"switch", "preview"})
+    # "service": it routes by the user's Service itself, so that Service already selects
+    # only the version the traffic is on (nothing to isolate east-west).
+    capabilities = frozenset({"switch", "preview", "service"})
 
     def __init__(
         self, kube: Kube, namespace: str, service: str, preview_service: str | None

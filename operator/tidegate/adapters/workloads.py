@@ -276,6 +276,36 @@ class KubeWorkloads:
             "deployments", self.namespace, self.name(role), _scaled(found, replicas)
         )
 
+    async def service_isolated(self) -> bool:
+        found = await self.kube.read("services", self.namespace, self.service_name)
+        if found is None:
+            return True  # nothing selects the pods but tidegate's own Services
+        selector = found.get("spec", {}).get("selector") or {}
+        return bool(selector.get(ROLE_LABEL) == "stable")
+
+    async def isolate_service(self) -> None:
+        await self._select_role("stable")
+
+    async def restore_service(self) -> bool:
+        return await self._select_role(None)
+
+    async def _select_role(self, role: Role | None) -> bool:
+        """The user's Service's selector with the role label set to `role` (None: taken out),
+        the rest as the user wrote it; False when it was so already."""
+        found = await self.kube.read("services", self.namespace, self.service_name)
+        if found is None:
+            return False
+        selector = found.get("spec", {}).get("selector") or {}
+        if not selector or selector.get(ROLE_LABEL) == role:
+            return False  # (a Service without a selector has endpoints of its own: untouched)
+        patch = {
+            "metadata": {"resourceVersion": found["metadata"]["resourceVersion"]},
+            # A merge patch: the label set to None is removed.
+            "spec": {"selector": {ROLE_LABEL: role}},
+        }
+        await self.kube.patch("services", self.namespace, self.service_name, patch)
+        return True
+
     async def release_target(self, target: Obj) -> None:
         """Scale the user's Deployment to zero: the stable copy serves in its place."""
         if target["spec"].get("replicas", 1) == 0:

@@ -1,0 +1,297 @@
+"""No request is sent where nothing can answer it: under steady load through the dev gateway
+in its realistic mode (route, Service and Pod changes applied seconds after they are
+written), every operation that moves traffic or scales pods leaves every request answered
+by the application. A gateway 5xx (no ready endpoint, an upstream gone), a refused
+connection or a time-out is a request dropped; the application's own 500s, from a version
+built to fail, are answers.
+
+Each test holds its load until what the operation scales down is gone (and the gateway has
+had its delay to see it), and only then counts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from rollout_support import (
+    BackgroundLoad,
+    Shop,
+    get,
+    route_host,
+    set_version,
+    wait_replicas,
+)
+
+from tidegate.api import ABORT_ANNOTATION
+from tidegate_devenv.cluster import KubectlRunner
+from tidegate_devenv.environment import EnvironmentInfo
+from tidegate_devenv.operator_process import start_operator
+from tidegate_devenv.paths import CANARY_EXAMPLE, REPO
+from tidegate_devenv.traffic import Sample
+from tidegate_devenv.waiting import wait_until
+
+BLUE_GREEN = REPO / "examples" / "blue-green"
+# Requests per second through the gateway during each operation (at least 20).
+RATE = 25.0
+# How many seconds of responses to count after the last scale-down: the gateway's delay and
+# its jitter, for it to see the pods go.
+AFTERWARDS = 4.0
+
+
+def responses_after(load: BackgroundLoad, mark: float) -> None:
+    """Wait until the load has had AFTERWARDS seconds' worth of responses after `mark`."""
+    wanted = int(RATE * AFTERWARDS)
+    wait_until(
+        lambda: len(load.samples_between(mark, time.monotonic())),
+        f"{wanted} responses after the scale-down", AFTERWARDS * 5,
+        until=lambda count: count >= wanted,
+    )  # fmt: skip
+
+
+def unanswered(samples: list[Sample]) -> Counter[tuple[str | None, int]]:
+    """The requests the application did not answer: no response at all (code 0), or a 5xx
+    from the gateway itself (no version: no application process wrote it)."""
+    return Counter((v, code) for _, v, code in samples if code == 0 or (code >= 500 and not v))
+
+
+def settle_and_count(shop: Shop, started: float, *scaled_to_zero: str) -> list[Sample]:
+    """Wait until each named Deployment is at zero, and the gateway's delay after that;
+    every response from `started` on."""
+    for name in scaled_to_zero:
+        wait_replicas(shop.kubectl, shop.namespace, name, 0, timeout=120)
+    responses_after(shop.load, time.monotonic())
+    samples = shop.load.samples_between(started, time.monotonic())
+    assert len(samples) >= RATE * 5, f"too few requests to judge: {len(samples)}"
+    return samples
+
+
+@pytest.fixture
+def loaded(start_shop: Callable[..., Shop]) -> Callable[..., Shop]:
+    """start_shop, with the shop's load at RATE."""
+
+    def start(*args: object, **options: object) -> Shop:
+        shop = start_shop(*args, **options)
+        shop.load.stop()
+        shop.load = BackgroundLoad(shop.environment.gateway_url, shop.host(), rps=RATE)
+        wait_until(lambda: shop.load.seen("1.0.0"), "traffic on 1.0.0", 30)
+        return shop
+
+    return start
+
+
+def test_a_canary_promotion_answers_every_request(loaded: Callable[..., Shop]) -> None:
+    shop = loaded()
+    started = time.monotonic()
+    set_version(shop.kubectl, shop.namespace, "1.1.0")
+    shop.wait_phase("Succeeded", 180)
+    samples = settle_and_count(shop, started, "shop-canary")
+    assert not unanswered(samples), unanswered(samples)
+    assert {v for _, v, _ in samples[-int(RATE) :]} == {"1.1.0"}
+
+
+def test_a_rollback_answers_every_request(loaded: Callable[..., Shop]) -> None:
+    shop = loaded()
+    started = time.monotonic()
+    set_version(shop.kubectl, shop.namespace, "1.2.0", error_rate=0.5)
+    shop.wait_phase("Failed", 180)
+    samples = settle_and_count(shop, started, "shop-canary")
+    assert not unanswered(samples), unanswered(samples)
+    app_errors = sum(1 for _, v, code in samples if v == "1.2.0" and code == 500)
+    assert app_errors > 0  # the bad version did answer, with its own errors
+
+
+def test_an_abort_at_30_percent_answers_every_request(loaded: Callable[..., Shop]) -> None:
+    shop = loaded()
+    started = time.monotonic()
+    set_version(shop.kubectl, shop.namespace, "1.1.0")
+    shop.wait_status(
+        lambda s: s.get("canaryWeight") == 30 and s.get("stepStartedAt") is not None,
+        "the canary at 30%",
+    )
+    shop.kubectl.check(
+        "annotate", "-n", shop.namespace, "progressiverollout/shop", f"{ABORT_ANNOTATION}=test"
+    )
+    shop.wait_phase("Aborted", 60)
+    samples = settle_and_count(shop, started, "shop-canary")
+    assert not unanswered(samples), unanswered(samples)
+    assert {v for _, v, _ in samples[-int(RATE) :]} == {"1.0.0"}
+
+
+def test_a_blue_green_switch_and_scale_down_answer_every_request(
+    loaded: Callable[..., Shop],
+) -> None:
+    shop = loaded(example=BLUE_GREEN)
+    started = time.monotonic()
+    set_version(shop.kubectl, shop.namespace, "1.1.0")
+    shop.wait_phase("Succeeded", 240)
+    samples = settle_and_count(shop, started, "shop-canary")
+    assert not unanswered(samples), unanswered(samples)
+    assert {v for _, v, _ in samples[-int(RATE) :]} == {"1.1.0"}
+
+
+@pytest.fixture
+def app_under_load(
+    environment: EnvironmentInfo, kubectl: KubectlRunner, namespace: str
+) -> Iterator[BackgroundLoad]:
+    """The canary example's app alone (no rollout yet), serving through its own Service,
+    with load at RATE."""
+    app = list(yaml.safe_load_all((CANARY_EXAMPLE / "app.yaml").read_text()))
+    for obj in app:
+        if obj["kind"] == "HTTPRoute":
+            obj["spec"]["hostnames"] = [route_host(namespace, obj["metadata"]["name"])]
+    kubectl.check("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump_all(app))
+    load = BackgroundLoad(environment.gateway_url, route_host(namespace, "shop"), rps=RATE)
+    try:
+        wait_until(lambda: load.seen("1.0.0"), "traffic on 1.0.0 through Service shop", 60)
+        yield load
+    finally:
+        load.stop()
+
+
+def test_adoption_and_hand_back_answer_every_request(
+    environment: EnvironmentInfo,
+    kubectl: KubectlRunner,
+    namespace: str,
+    rollout_crd: None,
+    tmp_path: Path,
+    app_under_load: BackgroundLoad,
+) -> None:
+    load = app_under_load
+    started = time.monotonic()
+    kubectl.check("apply", "-n", namespace, "-f", str(CANARY_EXAMPLE / "rollout.yaml"))
+    operator = start_operator(environment, tmp_path / "operator.log", namespaces=[namespace])
+    try:
+        # Adopted: the route on tidegate's copies, then the user's Deployment scaled away.
+        wait_until(
+            lambda: get(kubectl, namespace, "progressiverollout", "shop").get("status", {}),
+            "adopted", 90, until=lambda status: status.get("phase") == "Initialized",
+        )  # fmt: skip
+        wait_replicas(kubectl, namespace, "shop", 0, timeout=90)
+        responses_after(load, time.monotonic())
+        adopted = load.samples_between(started, time.monotonic())
+        assert len(adopted) >= RATE * 5
+        assert not unanswered(adopted), unanswered(adopted)
+
+        # Handed back on delete: the user's Deployment up and ready, the route back on
+        # Service shop, then tidegate's copies gone with the rollout.
+        handing_back = time.monotonic()
+        kubectl.check("delete", "-n", namespace, "progressiverollout/shop", "--wait=false")
+        wait_until(
+            lambda: kubectl.run("get", "-n", namespace, "progressiverollout/shop").returncode,
+            "the rollout gone", 120, until=lambda code: code != 0,
+        )  # fmt: skip
+        wait_until(
+            lambda: kubectl.run("get", "-n", namespace, "deployment/shop-stable").returncode,
+            "the stable copy gone with it", 120, until=lambda code: code != 0,
+        )  # fmt: skip
+        responses_after(load, time.monotonic())
+        handed_back = load.samples_between(handing_back, time.monotonic())
+        assert len(handed_back) >= RATE * 5
+        assert not unanswered(handed_back), unanswered(handed_back)
+        assert {v for _, v, _ in handed_back[-int(RATE) :]} == {"1.0.0"}
+    finally:
+        operator.stop()
+
+
+def freeze_routes(kubectl: KubectlRunner, namespace: str) -> Callable[[], None]:
+    """Refuse every change to the HTTPRoutes of `namespace` (not their status, which the
+    gateway writes), as an admission webhook or a policy a platform team adds would; once the
+    API server enforces it. Returns what lifts it."""
+    name = f"freeze-{namespace}"
+    policy = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {
+                "resourceRules": [
+                    {
+                        "apiGroups": ["gateway.networking.k8s.io"],
+                        "apiVersions": ["*"],
+                        "operations": ["UPDATE"],
+                        "resources": ["httproutes"],
+                    }
+                ]
+            },
+            "validations": [{"expression": "false", "message": "routes frozen by the test"}],
+        },
+    }
+    binding = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name},
+        "spec": {
+            "policyName": name,
+            "validationActions": ["Deny"],
+            "matchResources": {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
+            },
+        },
+    }
+    kubectl.check("apply", "-f", "-", stdin=yaml.safe_dump_all([policy, binding]))
+
+    def refused() -> bool:
+        probe = kubectl.run(
+            "label", "-n", namespace, "httproute/shop", "probe=1", "--overwrite",
+            "--dry-run=server",
+        )  # fmt: skip
+        return probe.returncode != 0 and "routes frozen by the test" in probe.stderr
+
+    wait_until(refused, "the API server refusing route writes", 30)
+
+    def lift() -> None:
+        kubectl.check(
+            "delete", "validatingadmissionpolicybinding", name, "validatingadmissionpolicy", name
+        )  # fmt: skip
+        wait_until(lambda: not refused(), "route writes allowed again", 30)
+
+    return lift
+
+
+def test_a_refused_route_write_never_leaves_weight_on_a_canary_with_no_pods(
+    loaded: Callable[..., Shop],
+) -> None:
+    shop = loaded()
+    kubectl, namespace = shop.kubectl, shop.namespace
+    set_version(kubectl, namespace, "1.1.0")
+    shop.wait_status(
+        lambda s: s.get("canaryWeight") == 30 and s.get("stepStartedAt") is not None,
+        "the canary at 30%",
+    )
+    lift = freeze_routes(kubectl, namespace)
+    started = time.monotonic()
+    seen: list[tuple[int, int]] = []  # (canary weight in the route, canary replicas)
+
+    def look() -> tuple[int, int]:
+        route = get(kubectl, namespace, "httproute", "shop")
+        weights = {r["name"]: r.get("weight", 1) for r in route["spec"]["rules"][0]["backendRefs"]}
+        replicas = get(kubectl, namespace, "deployment", "shop-canary")["spec"]["replicas"]
+        seen.append((weights.get("shop-canary", 0), replicas))
+        return seen[-1]
+
+    try:
+        kubectl.check(
+            "annotate", "-n", namespace, "progressiverollout/shop", f"{ABORT_ANNOTATION}=test"
+        )
+        shop.wait_phase("Aborted", 60)
+        # 20 s of refused route writes: the traffic stays where it was, and so do the pods.
+        wait_until(
+            look, "20 s of refused route writes", 60,
+            until=lambda _: time.monotonic() - started >= 20,
+        )  # fmt: skip
+        degraded = [c for c in shop.status()["conditions"] if c["type"] == "Degraded"]
+        assert degraded and degraded[0]["status"] == "True"
+    finally:
+        lift()
+    wait_until(look, "the route back on stable and the canary scaled away", 120,
+               until=lambda state: state == (0, 0))  # fmt: skip
+    assert all(replicas > 0 for weight, replicas in seen if weight > 0), seen
+    assert any(weight == 30 for weight, _ in seen), seen  # the frozen route was looked at
+    samples = shop.load.samples_between(started, time.monotonic())
+    assert not unanswered(samples), unanswered(samples)
