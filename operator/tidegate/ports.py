@@ -106,6 +106,11 @@ class Workloads(Protocol):
         """Mark the target as this rollout's (CLAIM_ANNOTATION)."""
         ...
 
+    async def restore_template(self, target: Obj, source: Obj) -> None:
+        """Give the user's Deployment the pod template of `source` (a copy, as `observe`
+        returned it), its role label taken out."""
+        ...
+
     async def restore_target(self, target: Obj, replicas: int) -> None:
         """Scale the user's Deployment back to `replicas`."""
         ...

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 from pydantic import ValidationError
 
-from tidegate import analysis, api, engine, metrics, outbox, templates, validation
+from tidegate import analysis, api, engine, handback, metrics, outbox, templates, validation
 from tidegate.durations import parse_duration
 from tidegate.notify import Message
 from tidegate.ports import (
@@ -141,13 +141,6 @@ async def _autoscale(
             await autoscalers.remove(role)
 
 
-def _hand_back_size(spec: api.RolloutSpec, target: Obj, recorded: int) -> int:
-    """The size the target is handed back at: the recorded one; with an autoscaler, once the
-    target runs again, whatever count the user's HPA (acting again) gives it."""
-    current = int(target["spec"].get("replicas", 1))
-    return current if spec.autoscaler_ref is not None and current > 0 else recorded
-
-
 def _opens_wave(decision: engine.Decision) -> bool:
     """Whether this decision starts a release the regions before this one let through."""
     return any(
@@ -250,7 +243,7 @@ class Reconciler:
         stored: list[Obj] = [rollout.get("status") or {}]  # the status as last written
         try:
             if rollout["metadata"].get("deletionTimestamp"):
-                delay = await self._hand_back(rollout)
+                delay = await handback.hand_back(self, rollout)
             else:
                 delay = await self._reconcile(rollout, stored)
         except AdapterError as error:
@@ -567,72 +560,6 @@ class Reconciler:
         elif before is not None:
             current = stored[-1]
             await self._patch_status(namespace, name, status_patch(current, _wire(new)))
-
-    async def _hand_back(self, rollout: Obj) -> float | None:
-        """A deleted rollout gives the application back to the target Deployment, one step
-        per pass (each step waits for what the watches report): the target scaled back to its
-        size and ready; then the routes on the user's Service again, applied by the gateway,
-        and the scale-down delay after that (`handBackAt`); then the copies and
-        tidegate's Services owned by the rollout (so that they go with it) and the claim
-        removed; then the finalizer, and the rollout is gone."""
-        meta = rollout["metadata"]
-        namespace, name = meta["namespace"], meta["name"]
-        if HAND_BACK_FINALIZER not in (meta.get("finalizers") or []):
-            return None
-        try:
-            spec = api.RolloutSpec.model_validate(rollout.get("spec") or {})
-        except ValidationError:
-            spec = None  # nothing can be handed back to a target it cannot name
-        if spec is not None and spec.on_delete is api.OnDelete.HAND_BACK:
-            raw_status = rollout.get("status") or {}
-            status = api.RolloutStatus.model_validate(raw_status)
-            workloads = self.ports.workloads(namespace, name, spec)
-            target = await workloads.target()
-            if target is not None:
-                replicas = _hand_back_size(spec, target, status.replicas or 1)
-                if int(target["spec"].get("replicas", 1)) != replicas:
-                    await self._event(
-                        rollout,
-                        "Normal",
-                        "HandingBack",
-                        f"Deleted: scaling Deployment {namespace}/{spec.target_ref.name} back "
-                        f"to {replicas} replicas before traffic goes back to it",
-                    )
-                    await workloads.restore_target(target, replicas)
-                    return None  # woken when it changes
-                if not workloads.target_ready(target, replicas):
-                    return None
-            router = self.ports.router(namespace, spec)
-            # Callers inside the cluster reach the user's pods again, as the route does.
-            restored = await workloads.restore_service()
-            if await router.release(spec.service.name) or restored or not await router.applied():
-                return None  # woken when the gateway reports the route applied
-            # The copies go with the rollout: not before requests already routed to them
-            # have had the scale-down delay to finish.
-            if status.hand_back_at is None:
-                delay = spec.strategy.scale_down_delay(rolled_back=False)
-                at = self.clock() + timedelta(seconds=delay)
-                wire = {**raw_status, "handBackAt": at.strftime("%Y-%m-%dT%H:%M:%SZ")}
-                await self._patch_status(namespace, name, status_patch(raw_status, wire))
-                return float(delay)
-            if self.clock() < status.hand_back_at:
-                return max((status.hand_back_at - self.clock()).total_seconds(), 0.1)
-            await workloads.hand_over(rollout)
-            await self.ports.autoscalers(namespace, name, spec).hand_over(rollout)
-            if target is not None:
-                await workloads.unclaim_target(target)
-            await self._event(
-                rollout,
-                "Normal",
-                "HandedBack",
-                f"Traffic is back on Service {namespace}/{spec.service.name} and Deployment "
-                f"{namespace}/{spec.target_ref.name}; tidegate's copies go with the rollout",
-            )
-        self._wrote(
-            (namespace, name),
-            await self.ports.rollouts.set_finalizer(rollout, HAND_BACK_FINALIZER, False),
-        )
-        return None
 
     async def _claim(self, workloads: Workloads, target: Obj, namespace: str, name: str) -> None:
         """Mark the target as this rollout's, unless another rollout that still exists has it."""

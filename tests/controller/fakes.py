@@ -546,6 +546,12 @@ class FakeWorkloads:
         self.world.target["metadata"]["annotations"][CLAIM_ANNOTATION] = self.rollout
         self.world.changed()
 
+    async def restore_template(self, target: Obj, source: Obj) -> None:
+        self.world.record("restore_template")
+        assert self.world.target is not None
+        self.world.target["spec"]["template"] = copy.deepcopy(source["spec"]["template"])
+        self.world.changed()
+
     async def restore_target(self, target: Obj, replicas: int) -> None:
         self.world.record("restore_target", replicas)
         assert self.world.target is not None

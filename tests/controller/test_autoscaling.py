@@ -243,3 +243,13 @@ async def test_an_hpa_event_wakes_the_rollouts_that_use_it() -> None:
         lambda: world.autoscaler_copies["stable"].spec["maxReplicas"] == 9, timeout=1
     )
     await rollouts.stop_all()
+
+
+async def test_a_hand_back_restores_the_count_the_hpa_copy_had_chosen() -> None:
+    world = await initialized()
+    world.copies["stable"].replicas = 5  # as the stable HPA copy decided (recorded: 3)
+    delete(world)
+    rec = reconciler(world)
+    await rec.reconcile(NAMESPACE, NAME)
+    assert world.target is not None and world.target["spec"]["replicas"] == 5
+    assert ("restore_target", 5) in world.calls

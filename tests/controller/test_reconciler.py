@@ -20,6 +20,7 @@ from tidegate.ports import (
     WorkloadError,
 )
 from tidegate.reconciler import Reconciler, backoff
+from tidegate.revisions import template_revision
 
 PROMETHEUS = "http://prometheus.test:9090"
 
@@ -771,3 +772,37 @@ async def test_an_abort_works_while_a_metric_template_is_missing() -> None:
     await rec.reconcile(NAMESPACE, NAME)
     assert world.status["phase"] == "Aborted"
     assert world.canary_weight == 0
+
+
+async def test_a_rolled_back_rollout_deleted_hands_back_the_stable_template() -> None:
+    world = await initialized_world()
+    world.metric_value = 0.5  # over both thresholds
+    world.set_version("1.2.0")
+    await settle(world, {"Failed"})
+    await until_idle(world)
+    assert world.target is not None
+    assert world.revision_of("1.2.0") == world.status["canaryRevision"]
+    stable = world.status["stableRevision"]
+    delete(world)
+    rec = reconciler(world)
+    for _ in range(8):
+        world.advance(await rec.reconcile(NAMESPACE, NAME) or 0)
+        if HAND_BACK_FINALIZER not in world.rollout["metadata"]["finalizers"]:  # type: ignore[index]
+            break
+    assert HAND_BACK_FINALIZER not in world.rollout["metadata"]["finalizers"]  # type: ignore[index]
+    names = world.names()
+    assert names.index("restore_template") < names.index("restore_target")
+    assert template_revision(world.target["spec"]["template"]) == stable
+    warnings = [(r, m) for t, r, m in world.events() if t == "Warning"]
+    assert any(r == "HandingBackStable" and stable in m for r, m in warnings), warnings
+
+
+async def test_a_succeeded_rollout_deleted_keeps_the_targets_template() -> None:
+    world = await initialized_world()
+    world.set_version("1.1.0")
+    await settle(world, {"Succeeded"})
+    delete(world)
+    rec = reconciler(world)
+    for _ in range(8):
+        world.advance(await rec.reconcile(NAMESPACE, NAME) or 0)
+    assert "restore_template" not in world.names()

@@ -328,6 +328,14 @@ class KubeWorkloads:
             if error.status != 409:
                 raise
 
+    async def restore_template(self, target: Obj, source: Obj) -> None:
+        template = as_template_source(source, self.target_name)["spec"]["template"]
+        patch = {
+            "metadata": {"resourceVersion": target["metadata"]["resourceVersion"]},
+            "spec": {"template": template},
+        }
+        await self.kube.patch("deployments", self.namespace, self.target_name, patch)
+
     async def restore_target(self, target: Obj, replicas: int) -> None:
         await self.kube.patch(
             "deployments", self.namespace, self.target_name, {"spec": {"replicas": replicas}}
