@@ -251,7 +251,7 @@ class Reconciler:
             if error.reason == "Conflict":
                 # The object changed after it was read (a request, another replica's write):
                 # nothing went wrong, the next pass decides on what is there now.
-                log.debug("%s/%s: %s; deciding again", namespace, name, error)
+                log.info("%s/%s: %s; deciding again", namespace, name, error)
                 return backoff(self._failures[key])
             self._problems[key] = (error.reason, str(error))
             await self._refuse(rollout, stored[-1], error.reason, str(error))

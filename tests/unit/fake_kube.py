@@ -44,3 +44,11 @@ class FakeKube:
         self.patches.append((name, patch))
         merge(stored, {k: v for k, v in patch.items() if k != "metadata"})
         stored["metadata"]["resourceVersion"] += "+"
+        _default_weights(stored)
+
+
+def _default_weights(obj: Obj) -> None:
+    """As the API server defaults an HTTPRoute's backendRefs: weight 1 where none is set."""
+    for rule in obj.get("spec", {}).get("rules") or []:
+        for ref in rule.get("backendRefs") or []:
+            ref.setdefault("weight", 1)

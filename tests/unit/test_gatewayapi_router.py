@@ -204,3 +204,16 @@ def test_the_cache_keeps_of_a_routes_status_only_what_says_it_was_applied() -> N
         ]
     }
     assert route_applied(trimmed)
+
+
+async def test_a_released_route_reads_back_equal_and_is_not_written_again() -> None:
+    client = FakeKube(user_route(), user_route("shop-preview"))
+    shop = router(client, preview="shop-preview")
+    await shop.apply(AB)
+    assert await shop.release("shop") is True
+    writes = len(client.patches)
+    # (The API server defaults each backendRef's weight to 1: the release writes it so.)
+    assert await shop.release("shop") is False
+    assert len(client.patches) == writes
+    assert await shop.apply(STABLE_ONLY) is True
+    assert await shop.apply(STABLE_ONLY) is False

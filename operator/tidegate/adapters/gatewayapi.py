@@ -234,7 +234,9 @@ class GatewayAPIRouter:
             if r.get("name") != HEADER_RULE
         ]
         managed = rules[self.rule_index]
-        managed["backendRefs"] = [backend_ref(service, self.port)]
+        # The weight written out as the API server defaults it, so that the rule reads back
+        # equal and a released route is not written again.
+        managed["backendRefs"] = [backend_ref(service, self.port, 1)]
         filters = [
             f for f in managed.get("filters", []) if not _is_our_mirror(f, self.canary_service)
         ]
@@ -246,7 +248,7 @@ class GatewayAPIRouter:
 
     def _preview(self, route: Obj, service: str) -> list[Obj]:
         rules = copy.deepcopy(self._rules(route, 0))
-        rules[0]["backendRefs"] = [backend_ref(service, self.port)]
+        rules[0]["backendRefs"] = [backend_ref(service, self.port, 1)]  # (as in `_released`)
         return rules
 
     async def _edit(self, name: str, edit: Callable[[Obj], list[Obj]]) -> bool:

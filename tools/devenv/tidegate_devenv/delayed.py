@@ -3,8 +3,10 @@
 Real gateways apply an HTTPRoute change from a few hundred milliseconds to seconds after it
 is written, and their endpoints lag the pods. `DelayedView` stands for that: a change seen
 at `now` is applied at `now + delay + jitter`, the jitter uniform in
-[0, min(0.2 * delay, 0.5)] seconds. Changes to one object are applied in the order they were
-seen, never an older state after a newer one, even when their jitters would cross.
+[0, min(0.2 * delay, 0.5)] seconds. Changes are applied in the order they were seen, all
+objects together, even when their jitters would cross: a gateway takes its configuration
+(routes, endpoints) from ordered watch events, so it may be late but never sees a pod's
+replacement ready after the pod it replaced is gone.
 
 Pure: the caller supplies the clock readings and drives `apply_due`.
 """
@@ -68,9 +70,6 @@ class DelayedView:
         self._applied: dict[str, dict[Key, Obj]] = {}
         self._queue: list[Change] = []
         self._seq = itertools.count()
-        # Per object, the due time and seq of its last pending change: a later change is
-        # never due before it.
-        self._last: dict[tuple[str, Key], tuple[float, int]] = {}
         self.latest_due = -math.inf
 
     def items(self, kind: str) -> Iterable[Obj]:
@@ -87,12 +86,9 @@ class DelayedView:
             self._apply(kind, key, obj)
             return True
         due = now + self.delay + self._rng.uniform(0.0, max_jitter(self.delay))
-        previous = self._last.get((kind, key))
-        if previous is not None:
-            due = max(due, previous[0])
+        due = max(due, self.latest_due)  # never before a change seen earlier
         change = Change(due, next(self._seq), kind, key, obj)
         heapq.heappush(self._queue, change)
-        self._last[(kind, key)] = (change.due, change.seq)
         self.latest_due = max(self.latest_due, due)
         return False
 
@@ -106,8 +102,6 @@ class DelayedView:
         while self._queue and self._queue[0].due <= now:
             change = heapq.heappop(self._queue)
             self._apply(change.kind, change.key, change.obj)
-            if self._last.get((change.kind, change.key)) == (change.due, change.seq):
-                del self._last[(change.kind, change.key)]
             applied = True
         return applied
 
