@@ -76,19 +76,8 @@ def messages(
     decided them)."""
     found: list[tuple[str, Message]] = []
     for pending in outbox.notifications:
-        message = Message(
-            event=pending.event,
-            reason=pending.reason,
-            namespace=namespace,
-            name=name,
-            phase=status.phase.value if status.phase is not None else None,
-            stable_revision=status.stable_revision,
-            canary_revision=status.canary_revision,
-            step_index=status.current_step_index,
-            step_name=status.current_step_name,
-            weight=status.canary_weight,
-            message=pending.message,
-            time=outbox.at,
+        message = notify.message_of(
+            pending.event, pending.reason, pending.message, namespace, name, status, outbox.at
         )
         found.extend(
             (n.provider, message) for n in spec.notifications or () if pending.event in n.events

@@ -142,22 +142,35 @@ def messages(
         return []
     found: list[tuple[str, Message]] = []
     for event, reason, text in happenings(old, new, events):
-        message = Message(
-            event=event,
-            reason=reason,
-            namespace=namespace,
-            name=name,
-            phase=new.phase.value if new.phase is not None else None,
-            stable_revision=new.stable_revision,
-            canary_revision=new.canary_revision,
-            step_index=new.current_step_index,
-            step_name=new.current_step_name,
-            weight=new.canary_weight,
-            message=text,
-            time=now,
-        )
+        message = message_of(event, reason, text, namespace, name, new, now)
         found.extend((n.provider, message) for n in wanted if event in n.events)
     return found
+
+
+def message_of(
+    event: NotificationEvent,
+    reason: str,
+    text: str,
+    namespace: str,
+    name: str,
+    status: RolloutStatus,
+    time: datetime,
+) -> Message:
+    """The message of one happening, told as of `status` (the status that decided it)."""
+    return Message(
+        event=event,
+        reason=reason,
+        namespace=namespace,
+        name=name,
+        phase=status.phase.value if status.phase is not None else None,
+        stable_revision=status.stable_revision,
+        canary_revision=status.canary_revision,
+        step_index=status.current_step_index,
+        step_name=status.current_step_name,
+        weight=status.canary_weight,
+        message=text,
+        time=time,
+    )
 
 
 def render(provider: NotificationProvider, message: Message) -> dict[str, Any]:
