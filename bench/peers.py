@@ -13,7 +13,7 @@ manager, scheduler, kwok nodes, Prometheus, the dev gateway and its demo apps):
   no Prometheus  Prometheus stopped, then a healthy canary: the same
 
 then, for each N (`--fleet 100 1000`), on a fresh environment without the gateway (no
-traffic; an always-passing query, as bench/scale.py):
+traffic, route status still written; an always-passing query, as bench/scale.py):
 
   idle           N objects settled: controller RSS, CPU s/min and API requests/min (audit
                  log, by User-Agent) over `--idle` seconds

@@ -2,8 +2,11 @@
 
 Starts the local environment WITHOUT the dev gateway (`start_environment(gateway=False)`):
 no demo-app processes at all, as the gateway would start one per pod template and that does
-not scale to thousands. The analysis needs no traffic: one metric, `vector(0)` with
-thresholdRange {max: 1}, asked of the environment's real Prometheus at every interval.
+not scale to thousands. Route status is still written: a light process watching only
+HTTPRoutes and Services (`tidegate_devenv.statusonly`) accepts each route's generation at
+once, as the gateway does with no route delay, so a rollout's route writes count as
+applied. The analysis needs no traffic: one metric, `vector(0)` with thresholdRange
+{max: 1}, asked of the environment's real Prometheus at every interval.
 
 Each rollout has a Deployment (1 replica, the pause image, on kwok), a Service, an HTTPRoute
 and a ProgressiveRollout with steps setWeight 20 and 60, analysis every 2 s, spread over
@@ -64,8 +67,9 @@ from tidegate_devenv.operator_process import (
 )
 
 DATA_PLANE = (
-    "no dev gateway and no demo apps (start_environment(gateway=False)); the analysis needs "
-    "no traffic: vector(0) <= 1 against the environment's Prometheus"
+    "no dev gateway and no demo apps (start_environment(gateway=False)), route status still "
+    "written at once (tidegate_devenv.statusonly); the analysis needs no traffic: "
+    "vector(0) <= 1 against the environment's Prometheus"
 )
 OPERATOR_AGENT = "tidegate/"
 BATCH = 100
@@ -457,7 +461,9 @@ def main() -> int:
     parser.add_argument("--rollouts", "-n", type=int, default=1000)
     parser.add_argument("--namespaces", type=int, default=10)
     parser.add_argument("--idle", type=float, default=IDLE_RESYNC_SECONDS + 15, help="seconds")
-    parser.add_argument("--settle", type=float, default=15.0, help="seconds before idle")
+    # Past the rollouts' default 30 s scale-down delay: each user Deployment is scaled to zero
+    # that long after its route is accepted, which is not idle yet.
+    parser.add_argument("--settle", type=float, default=45.0, help="seconds before idle")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per wait")
     parser.add_argument(
         "--change-timeout",
@@ -472,7 +478,7 @@ def main() -> int:
     began = time.monotonic()
     operator: OperatorProcess | None = None
     try:
-        log(f"starting the local environment in {args.state_dir} (no gateway) ...")
+        log(f"starting the local environment in {args.state_dir} (no gateway; route status) ...")
         info = start_environment(args.state_dir, gateway=False)
         install_crd(kubectl_for(info))
         operator = start_operator(info, operator_log(args.state_dir))

@@ -1,4 +1,5 @@
-"""The whole local environment: control plane, Gateway API CRDs, Prometheus and gateway."""
+"""The whole local environment: control plane, Gateway API CRDs, Prometheus and gateway (or,
+without one, the route-status writer)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,11 @@ SCRAPE_INTERVAL = "1s"
 # Prometheus scrapes what the target files here name (file_sd): the gateway's demo apps and
 # the operators `start_operator` starts.
 SCRAPE_TARGETS_DIR = "prometheus-targets"
+# Without the gateway: the process that writes route status in its place, its ProcessTable
+# name (and so its log, logs/route-status.log), and the file it writes once synced.
+ROUTE_STATUS = "route-status"
+ROUTE_STATUS_READY = "route-status.ready"
+ROUTE_STATUS_WAIT = 30.0
 
 
 def default_state_dir() -> Path:
@@ -93,8 +99,11 @@ def start_environment(
     `gateway=False` starts no dev gateway, and so no demo-app processes (the gateway starts
     one per pod template with ready pods, which does not scale to thousands of them): no
     HTTP data plane, `gateway_url` and `gateway_metrics_url` are empty, and Prometheus only
-    has what is published to it otherwise. For runs whose analysis needs no traffic, such as
-    the scale benchmark.
+    has what is published to it otherwise. Route status is still written, at once (whatever
+    `route_delay`), by a light process watching only HTTPRoutes and Services
+    (`tidegate_devenv.statusonly`), so that a controller waiting for its route writes to be
+    accepted still progresses. For runs whose analysis needs no traffic, such as the scale
+    benchmark and the peers benchmark's fleets.
 
     Several clusters, each with its own control plane and gateway and one Prometheus for
     all: `tidegate_devenv.regions`.
@@ -130,8 +139,9 @@ def start_environment(
 @dataclass(frozen=True)
 class ClusterParts:
     """One cluster's share of an environment, as `start_cluster_parts` started it: its
-    control plane (or an existing cluster) with the Gateway API CRDs, and its dev gateway
-    unless there is none (then both URLs are empty)."""
+    control plane (or an existing cluster) with the Gateway API CRDs, and its dev gateway,
+    or when there is none (both URLs empty) the route-status writer, which says it is
+    ready by writing `route_status_ready`."""
 
     state_dir: Path
     control_plane: ControlPlane
@@ -139,6 +149,7 @@ class ClusterParts:
     gateway_metrics_url: str
     cluster: str = ""
     route_delay: float = 0.0
+    route_status_ready: Path | None = None
 
     def scrape_source(self) -> prometheus.ScrapeSource:
         """What Prometheus scrapes of it: the gateway, and the target files in the state
@@ -157,6 +168,14 @@ class ClusterParts:
                 "the gateway's /metrics",
                 30,
                 processes.log_dir / "gateway.log",
+            )
+        if self.route_status_ready is not None:
+            ready = self.route_status_ready
+            wait_until(
+                ready.exists,
+                "the route-status writer's informers to sync",
+                ROUTE_STATUS_WAIT,
+                processes.log_dir / f"{ROUTE_STATUS}.log",
             )
 
     def info(self, binaries: Binaries, prometheus_url: str, seconds: float) -> EnvironmentInfo:
@@ -188,8 +207,9 @@ def start_cluster_parts(
 ) -> ClusterParts:
     """A control plane in `state_dir` (unless `kubeconfig` names an existing cluster), the
     Gateway API CRDs from `gateway_crds`, and the dev gateway (with `route_delay`, see
-    `start_environment`); not waiting for either to be ready (`ClusterParts.wait_ready`). A
-    `cluster` name names its kubeconfig's context too."""
+    `start_environment`), or with `gateway=False` the route-status writer in its place
+    (`tidegate_devenv.statusonly`, no delay); not waiting for any to be ready
+    (`ClusterParts.wait_ready`). A `cluster` name names its kubeconfig's context too."""
     if kubeconfig is None:
         context = cluster or DEFAULT_CONTEXT
         control_plane = start_control_plane(binaries, state_dir, processes, context=context)
@@ -199,7 +219,10 @@ def start_cluster_parts(
     kubectl.check("apply", "--server-side", "-f", str(gateway_crds))
     (state_dir / SCRAPE_TARGETS_DIR).mkdir(parents=True, exist_ok=True)
     if not gateway:
-        return ClusterParts(state_dir, control_plane, "", "", cluster)
+        ready = state_dir / ROUTE_STATUS_READY
+        ready.unlink(missing_ok=True)  # only the process started now may say it is ready
+        processes.start(ROUTE_STATUS, route_status_command(control_plane.kubeconfig, ready))
+        return ClusterParts(state_dir, control_plane, "", "", cluster, route_status_ready=ready)
     port, metrics_port = free_port(), free_port()
     command = gateway_command(
         control_plane.kubeconfig, state_dir, port, metrics_port, gateway_seed, route_delay
@@ -269,6 +292,17 @@ def gateway_command(
         f"--state-dir={state_dir}",
         *([] if seed is None else [f"--seed={seed}"]),
         *([f"--route-delay={route_delay}"] if route_delay else []),
+    ]
+
+
+def route_status_command(kubeconfig: Path, ready_file: Path) -> list[str]:
+    """The route-status writer's command line (for an environment without the gateway)."""
+    return [
+        sys.executable,
+        "-m",
+        "tidegate_devenv.statusonly",
+        f"--kubeconfig={kubeconfig}",
+        f"--ready-file={ready_file}",
     ]
 
 

@@ -49,7 +49,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from tidegate_devenv.delayed import PODS, ROUTES, SERVICES, DelayedView, seconds_arg
 from tidegate_devenv.demoprocs import DemoPool
-from tidegate_devenv.routestatus import WRITE_TIMEOUT, Patch, StatusWriter
+from tidegate_devenv.routestatus import StatusWriter, status_patcher
 from tidegate_devenv.routing import (
     BackendRef,
     Route,
@@ -604,6 +604,9 @@ def _new_session() -> aiohttp.ClientSession:
 
 
 def _error(status: int, message: str) -> web.Response:
+    """An answer of the gateway's own (no application wrote it): logged, since each is a
+    request the application never saw."""
+    log.info("answered %d: %s", status, message)
     return web.json_response({"error": message}, status=status)
 
 
@@ -645,36 +648,13 @@ async def _mirror_cluster(gateway: Gateway, kubeconfig: str | None) -> None:
         )
 
     mirror = ClusterMirror(api_client, changed, gateway.seen if gateway.delayed else None)
-    writer = StatusWriter(_status_patcher(api_client))
+    writer = StatusWriter(status_patcher(api_client))
     try:
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(mirror.run(), name="informers")
             tasks.create_task(writer.run(gateway.applied, gateway.status_wake), name="status")
     finally:
         await asyncio.to_thread(api_client.close)
-
-
-def _status_patcher(api_client: Any) -> Patch:
-    """A blocking merge patch of an HTTPRoute's status subresource."""
-    from kubernetes import client
-
-    from tidegate_devenv.kubewatch import HTTPROUTE_GROUP, HTTPROUTE_PLURAL, HTTPROUTE_VERSION
-
-    custom = client.CustomObjectsApi(api_client)
-
-    def patch(namespace: str, name: str, body: dict[str, Any]) -> None:
-        custom.patch_namespaced_custom_object_status(
-            HTTPROUTE_GROUP,
-            HTTPROUTE_VERSION,
-            namespace,
-            HTTPROUTE_PLURAL,
-            name,
-            body,
-            _content_type="application/merge-patch+json",
-            _request_timeout=WRITE_TIMEOUT,
-        )
-
-    return patch
 
 
 async def run(args: argparse.Namespace) -> None:

@@ -14,7 +14,7 @@ import json
 import logging
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from kubernetes import client, watch
@@ -37,6 +37,7 @@ REQUEST_TIMEOUT = (10.0, WATCH_SERVER_TIMEOUT + 20.0)
 # daemon thread, and only a list call in flight keeps it (up to REQUEST_TIMEOUT).
 STOP_TIMEOUT = 5.0
 WATCH_EVENTS = frozenset({"ADDED", "MODIFIED", "DELETED"})  # not BOOKMARK
+ALL_KINDS = (ROUTES, SERVICES, PODS)
 
 Obj = dict[str, Any]
 Key = tuple[str, str]
@@ -270,37 +271,55 @@ class Informer:
 
 
 class ClusterMirror:
-    """HTTPRoutes, Services and Pods of all namespaces; ``on_change`` runs after each event,
-    and before it ``on_object`` (if given) with the kind (ROUTES, SERVICES or PODS), key and
-    new state (None: deleted) of each object the event changed."""
+    """HTTPRoutes, Services and Pods of all namespaces, or only the `kinds` asked for;
+    ``on_change`` runs after each event, and before it ``on_object`` (if given) with the
+    kind (ROUTES, SERVICES or PODS), key and new state (None: deleted) of each object the
+    event changed."""
 
     def __init__(
         self,
         api_client: client.ApiClient,
         on_change: Callable[[], None],
         on_object: Callable[[str, Key, Obj | None], None] | None = None,
+        kinds: Collection[str] = ALL_KINDS,
     ) -> None:
+        unknown = set(kinds) - set(ALL_KINDS)
+        if unknown:
+            raise ValueError(f"no informer for {sorted(unknown)}")
         self.generation = 0
         self._on_change = on_change
         core = client.CoreV1Api(api_client)
         custom = client.CustomObjectsApi(api_client)
+        listers: dict[str, tuple[Callable[..., Any], tuple[str, ...]]] = {
+            ROUTES: (
+                custom.list_cluster_custom_object,
+                (HTTPROUTE_GROUP, HTTPROUTE_VERSION, HTTPROUTE_PLURAL),
+            ),
+            SERVICES: (core.list_service_for_all_namespaces, ()),
+            PODS: (core.list_pod_for_all_namespaces, ()),
+        }
 
         def told(kind: str) -> OnObject | None:
             return None if on_object is None else functools.partial(on_object, kind)
 
-        self.routes = Informer(
-            ROUTES,
-            custom.list_cluster_custom_object,
-            self._bump,
-            (HTTPROUTE_GROUP, HTTPROUTE_VERSION, HTTPROUTE_PLURAL),
-            told(ROUTES),
-        )
-        self.services = Informer(
-            SERVICES, core.list_service_for_all_namespaces, self._bump, on_object=told(SERVICES)
-        )
-        self.pods = Informer(
-            PODS, core.list_pod_for_all_namespaces, self._bump, on_object=told(PODS)
-        )
+        # Only what is asked for is listed and watched: Pods are most of a cluster's churn.
+        self.informers: dict[str, Informer] = {
+            kind: Informer(kind, lister, self._bump, args, told(kind))
+            for kind, (lister, args) in listers.items()
+            if kind in kinds
+        }
+
+    @property
+    def routes(self) -> Informer:
+        return self.informers[ROUTES]
+
+    @property
+    def services(self) -> Informer:
+        return self.informers[SERVICES]
+
+    @property
+    def pods(self) -> Informer:
+        return self.informers[PODS]
 
     def _bump(self) -> None:
         self.generation += 1
@@ -308,9 +327,9 @@ class ClusterMirror:
 
     @property
     def synced(self) -> bool:
-        return all(i.synced.is_set() for i in (self.routes, self.services, self.pods))
+        return all(i.synced.is_set() for i in self.informers.values())
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
-            for informer in (self.routes, self.services, self.pods):
+            for informer in self.informers.values():
                 group.create_task(informer.run(), name=f"informer-{informer.name}")

@@ -225,8 +225,9 @@ def utc_now() -> datetime:
 
 class StatusWriter:
     """Writes the status of the applied routes whose generation or ResolvedRefs outcome
-    differs from what it last wrote for them. A failed write is logged and tried again on
-    the next change, or after `RETRY_PERIOD`."""
+    differs from what it last wrote for them, up to `parallel` writes at a time (each
+    route's one at a time). A failed write is logged and tried again on the next change, or
+    after `RETRY_PERIOD`."""
 
     def __init__(
         self,
@@ -234,10 +235,14 @@ class StatusWriter:
         *,
         timeout: float = WRITE_TIMEOUT,
         clock: Callable[[], datetime] = utc_now,
+        parallel: int = 1,
     ) -> None:
+        if parallel < 1:
+            raise ValueError(f"at least one write at a time, not {parallel}")
         self._patch = patch
         self._timeout = timeout
         self._clock = clock
+        self._parallel = parallel
         self._written: dict[Key, Written] = {}
 
     def due(self, routes: Iterable[Obj], services: Collection[ServiceKey]) -> list[Write]:
@@ -263,14 +268,19 @@ class StatusWriter:
         return writes
 
     async def write_due(self, routes: Iterable[Obj], services: Collection[ServiceKey]) -> int:
-        """Do the writes `due` finds, one at a time, off the event loop; how many failed."""
-        failed = 0
-        for write in self.due(routes, services):
-            if await self._write(write):
+        """Do the writes `due` finds (at most one per route), `parallel` at a time, in
+        worker threads; how many failed."""
+        slots = asyncio.Semaphore(self._parallel)
+
+        async def one(write: Write) -> bool:
+            async with slots:
+                ok = await self._write(write)
+            if ok:
                 self._written[write.key] = Written(write.signature, write.entries)
-            else:
-                failed += 1
-        return failed
+            return ok
+
+        outcomes = await asyncio.gather(*(one(w) for w in self.due(routes, services)))
+        return outcomes.count(False)
 
     async def _write(self, write: Write) -> bool:
         namespace, name = write.key
@@ -308,3 +318,27 @@ class StatusWriter:
             timeout = period if failed else None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), timeout)
+
+
+def status_patcher(api_client: Any) -> Patch:
+    """A blocking merge patch of an HTTPRoute's status subresource, through `api_client`."""
+    # Imported here so that the pure parts above don't need the Kubernetes client.
+    from kubernetes import client
+
+    from tidegate_devenv.kubewatch import HTTPROUTE_GROUP, HTTPROUTE_PLURAL, HTTPROUTE_VERSION
+
+    custom = client.CustomObjectsApi(api_client)
+
+    def patch(namespace: str, name: str, body: dict[str, Any]) -> None:
+        custom.patch_namespaced_custom_object_status(
+            HTTPROUTE_GROUP,
+            HTTPROUTE_VERSION,
+            namespace,
+            HTTPROUTE_PLURAL,
+            name,
+            body,
+            _content_type="application/merge-patch+json",
+            _request_timeout=WRITE_TIMEOUT,
+        )
+
+    return patch
