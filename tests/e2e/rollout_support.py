@@ -7,6 +7,8 @@ import contextlib
 import json
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -60,6 +62,40 @@ def wait_replicas(
         f"Deployment {deployment} at {replicas} replicas", timeout,
         until=lambda found: found == replicas,
     )  # fmt: skip
+
+
+def gateway_caught_up(
+    kubectl: KubectlRunner, namespace: str, gateway_url: str, timeout: float = 60
+) -> None:
+    """Wait until the dev gateway has applied every change written before this call. It
+    applies what it sees in order, each a route delay later: once a route created now is
+    served (any answer but 404), every earlier route, Service and Pod change is applied too.
+    What a status says was decided is then what the data plane does."""
+    name = f"barrier-{uuid.uuid4().hex[:8]}"
+    host = f"{name}.{namespace}.test"
+    route = {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "hostnames": [host],
+            "rules": [{"backendRefs": [{"name": name, "port": 80}]}],  # no such Service
+        },
+    }
+    kubectl.check("apply", "-n", namespace, "-f", "-", stdin=json.dumps(route))
+
+    def status() -> int:
+        request = urllib.request.Request(gateway_url, headers={"Host": host})
+        try:
+            with urllib.request.urlopen(request, timeout=5) as answer:
+                return int(answer.status)
+        except urllib.error.HTTPError as error:
+            return int(error.code)
+
+    try:
+        wait_until(status, f"the gateway to serve {host}", timeout, until=lambda c: c != 404)
+    finally:
+        kubectl.check("delete", "-n", namespace, f"httproute/{name}", "--wait=false")
 
 
 def canary_weight_in_route(kubectl: KubectlRunner, namespace: str, route: str = "shop") -> int:
@@ -169,6 +205,10 @@ class Shop:
         self.operator = start_operator(
             self.environment, self.operator.log, namespaces=[self.namespace]
         )
+
+    def caught_up(self) -> None:
+        """The dev gateway has applied all that was written so far (`gateway_caught_up`)."""
+        gateway_caught_up(self.kubectl, self.namespace, self.environment.gateway_url)
 
     def traffic_after(self, start: float, count: int) -> list[Sample]:
         """`count` responses that arrived after time.monotonic() reading `start`, once

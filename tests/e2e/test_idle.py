@@ -95,10 +95,15 @@ def phases(kubectl: KubectlRunner, namespace: str) -> dict[str, str | None]:
 
 def settled(kubectl: KubectlRunner, namespace: str) -> list[str]:
     """What is still moving: Deployments whose controller has not caught up with their spec
-    (a scale the operator asked for, pods not yet ready). Empty when nothing is."""
+    (a scale the operator asked for, pods not yet ready), and users' Deployments not yet
+    scaled to zero (a scale-down delay after the route is applied). Empty when nothing is."""
     moving = []
     for deployment in get(kubectl, namespace, "deployments")["items"]:
         spec, status = deployment["spec"], deployment.get("status") or {}
+        ours = "tidegate.io/rollout" in (deployment["metadata"].get("labels") or {})
+        if not ours and spec["replicas"] != 0:
+            moving.append(deployment["metadata"]["name"])
+            continue
         caught_up = status.get("observedGeneration") == deployment["metadata"]["generation"]
         ready = (status.get("readyReplicas") or 0) == spec["replicas"]
         gone = (status.get("replicas") or 0) == spec["replicas"]  # no old pods left

@@ -63,6 +63,7 @@ def test_a_healthy_version_is_promoted_through_the_templates(
     assert "within [-inf, 0.5]" in metrics["latency-p99"]["message"]
     conditions = {c["type"]: c["status"] for c in status["conditions"]}  # type: ignore[attr-defined]
     assert conditions["Degraded"] == "False"
+    shop.caught_up()  # the gateway has applied the end of the rollout
     recent = shop.traffic_after(time.monotonic(), 60)
     assert {version for _, version, _ in recent} == {"1.1.0"}
 
@@ -80,6 +81,7 @@ def test_a_failing_version_is_rolled_back_through_the_template(
     assert 'metric "error-rate"' in message and "outside [-inf, 0.05]" in message, message
     rolled_back = [e for e in events(shop.kubectl, shop.namespace) if e["reason"] == "RolledBack"]
     assert rolled_back and 'metric "error-rate"' in rolled_back[0]["message"]
+    shop.caught_up()  # the gateway has applied the rollback
     after = shop.traffic_after(time.monotonic(), 120)
     on_stable = sum(1 for _, version, code in after if version == "1.0.0" and code == 200)
     assert on_stable / len(after) >= 0.99, Counter((version, code) for _, version, code in after)

@@ -11,6 +11,7 @@ had its delay to see it), and only then counts.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -30,6 +31,7 @@ from rollout_support import (
 from tidegate.api import ABORT_ANNOTATION
 from tidegate_devenv.cluster import KubectlRunner
 from tidegate_devenv.environment import EnvironmentInfo
+from tidegate_devenv.loadgen import generate
 from tidegate_devenv.operator_process import start_operator
 from tidegate_devenv.paths import CANARY_EXAMPLE, REPO
 from tidegate_devenv.traffic import Sample
@@ -299,3 +301,31 @@ def test_a_refused_route_write_never_leaves_weight_on_a_canary_with_no_pods(
     assert any(weight == 30 for weight, _ in seen), seen  # the frozen route was looked at
     samples = shop.load.samples_between(started, time.monotonic())
     assert not unanswered(samples), unanswered(samples)
+
+
+def test_callers_inside_the_cluster_reach_only_stable_while_a_canary_is_analysed(
+    loaded: Callable[..., Shop],
+) -> None:
+    shop = loaded()
+    set_version(shop.kubectl, shop.namespace, "1.1.0")
+    shop.wait_status(
+        lambda s: s.get("canaryWeight") == 30 and s.get("stepStartedAt") is not None,
+        "the canary at 30%",
+    )
+    shop.caught_up()  # the gateway has applied the Service selector and the weights
+    # Through the route: the split. To the user's Service by its cluster name (as a pod in
+    # the cluster calls it, around the route): the stable version alone.
+    routed = shop.load.samples_between(time.monotonic() - 3, time.monotonic())
+    assert any(v == "1.1.0" for _, v, _ in routed), Counter(v for _, v, _ in routed)
+    inside = asyncio.run(
+        generate(
+            shop.environment.gateway_url,
+            host=f"shop.{shop.namespace}.svc",
+            count=100,
+            concurrency=4,
+        )
+    )
+    seen = Counter((version, code) for _, version, code in inside.samples)
+    assert seen == Counter({("1.0.0", 200): 100}), seen
+    selector = get(shop.kubectl, shop.namespace, "service", "shop")["spec"]["selector"]
+    assert selector["tidegate.io/role"] == "stable"

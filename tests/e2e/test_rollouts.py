@@ -22,6 +22,7 @@ from rollout_support import (
 )
 
 from tidegate_devenv.cluster import KubectlRunner
+from tidegate_devenv.delayed import max_jitter
 from tidegate_devenv.environment import EnvironmentInfo
 from tidegate_devenv.operator_process import (
     read_status,
@@ -47,17 +48,24 @@ def example_shop(start_shop: Callable[..., Shop]) -> Shop:
 
 
 def record_weights_until(
-    shop: Shop, phases: set[str], timeout: float = 120
+    shop: Shop,
+    phases: set[str],
+    timeout: float = 120,
+    first_seen: dict[str, float] | None = None,
 ) -> list[tuple[float, int]]:
     """The HTTPRoute's canary weight, each time it was seen to change, until the rollout
-    reaches one of `phases`; last the weight then."""
+    reaches one of `phases`; last the weight then. `first_seen`, if given, gets when each
+    phase was first seen."""
     timeline: list[tuple[float, int]] = []
 
     def phase_after_recording() -> object:
         weight = shop.weight()
         if not timeline or timeline[-1][1] != weight:
             timeline.append((time.monotonic(), weight))
-        return shop.phase()
+        phase = shop.phase()
+        if first_seen is not None:
+            first_seen.setdefault(str(phase), time.monotonic())
+        return phase
 
     wait_until(
         phase_after_recording,
@@ -98,24 +106,32 @@ def assert_operator_idle(shop: Shop) -> None:
 def test_healthy_version_is_promoted_and_traffic_follows_each_step(example_shop: Shop) -> None:
     shop = example_shop
     set_version(shop.kubectl, shop.namespace, "1.1.0")
-    timeline = record_weights_until(shop, {"Succeeded", "Failed"})
+    first_seen: dict[str, float] = {}
+    timeline = record_weights_until(shop, {"Succeeded", "Failed"}, first_seen=first_seen)
     status = shop.status()
     assert status["phase"] == "Succeeded", status
 
     weights = [w for _, w in timeline]
     assert [w for w in weights if w] == [10, 30, 60], timeline
     assert weights[-1] == 0
-    # What the load generator really saw while each weight held.
+    # What the load generator really saw while each weight held: from when the gateway had
+    # applied it (the route's weight is written a route delay before), until the next one
+    # was written or the promotion began to replace the stable pods.
+    delay = shop.environment.route_delay + max_jitter(shop.environment.route_delay)
+    promoting = first_seen.get("Promoting", float("inf"))
     for (start, weight), (end, _) in itertools.pairwise(timeline):
+        start, end = start + delay + 0.3, min(end, promoting)
         if weight == 0 or end - start < 2:
             continue
-        samples = shop.load.samples_between(start + 0.3, end)
+        samples = shop.load.samples_between(start, end)
         canary = sum(1 for _, version, _ in samples if version == "1.1.0")
         assert len(samples) > 80
         assert abs(canary / len(samples) - weight / 100) <= 0.1, (weight, canary, len(samples))
 
-    # Promoted: the stable copy runs the new template and serves everything.
-    recent = shop.traffic_after(timeline[-1][0], 90)
+    # Promoted: the stable copy runs the new template and serves everything (once the
+    # gateway has applied the stable pods' change and the route's return to stable).
+    shop.caught_up()
+    recent = shop.traffic_after(time.monotonic(), 90)
     assert all(version == "1.1.0" and code == 200 for _, version, code in recent), Counter(
         (version, code) for _, version, code in recent
     )
@@ -195,7 +211,8 @@ def test_new_revision_mid_rollout_restarts_it(shop: Shop) -> None:
     assert [w for _, w in timeline if w][:1] == [10]
     assert shop.status()["stableRevision"] == restarted["canaryRevision"]
     assert "RolloutRestarted" in {e["reason"] for e in events(shop.kubectl, shop.namespace)}
-    recent = shop.traffic_after(timeline[-1][0], 90)
+    shop.caught_up()  # the gateway has applied the end of the rollout
+    recent = shop.traffic_after(time.monotonic(), 90)
     assert {version for _, version, _ in recent} == {"1.3.0"}
 
 
@@ -287,6 +304,7 @@ def test_query_returning_no_data_never_promotes(start_shop: Callable[..., Shop])
     assert "no data" in str(status["message"])
     assert "inconclusive 3 in a row of limit 3" in str(status["message"])
     assert (status["failedChecks"], status["inconclusiveChecks"]) == (0, 3)
+    shop.caught_up()  # the gateway has applied the rollback
     recent = shop.traffic_after(time.monotonic(), 90)
     assert {version for _, version, _ in recent} == {"1.0.0"}
 

@@ -187,7 +187,9 @@ def test_blue_green_failing_after_the_switch_switches_back(start_shop: Callable[
     assert status["failedChecks"] == 1 and status["passedChecks"] == 0, status
     assert status["currentStepName"] == "Switched"
     assert watch.weights() == [0, 100, 0], watch.weights()
-    after = shop.traffic_after(back, 300)
+    shop.caught_up()  # the gateway has applied the switch back
+    after = shop.traffic_after(time.monotonic(), 300)
+    assert time.monotonic() - back < 60
     on_blue = sum(1 for _, v, code in after if v == "1.0.0" and code == 200)
     assert on_blue / len(after) >= 0.99, versions(after)
 
@@ -202,6 +204,7 @@ def test_blue_green_without_auto_promotion_waits_in_preview(
     waiting = shop.wait_phase("Paused", 60)
     assert waiting["currentStepName"] == "Preview"
     assert "paused until promoted" in str(waiting["message"])
+    shop.caught_up()  # (and has written the routes' status for what it applied)
     # Woken twice with nothing to do: it looks, and changes nothing (no switch).
     held = resource_versions(kubectl, namespace, "progressiverollout,httproute")
     reconciles = shop.operator.reconciles()
@@ -216,10 +219,10 @@ def test_blue_green_without_auto_promotion_waits_in_preview(
         )  # fmt: skip
     assert resource_versions(kubectl, namespace, "progressiverollout,httproute") == held
     assert shop.weight() == 0
-    started = time.monotonic()
     shop.promote()
     shop.wait_phase("Succeeded", 120)
-    recent = shop.traffic_after(started, 60)
+    shop.caught_up()  # the gateway has applied the switch
+    recent = shop.traffic_after(time.monotonic(), 60)
     assert recent[-1][1] == "1.1.0"
     annotations = get(kubectl, namespace, "pro", "shop")["metadata"].get("annotations", {})
     assert "tidegate.io/promote" not in annotations

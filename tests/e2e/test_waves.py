@@ -259,7 +259,9 @@ def test_a_release_rejected_later_is_reverted_in_the_first_region(
             "a's stable copy back on r1",
             120,
         )
-        # All of a's traffic is on the release before, from here on.
+        # All of a's traffic is on the release before, from here on (once a's gateway has
+        # applied what was written).
+        a.caught_up()
         start = time.monotonic()
         samples = a.traffic_after(start, 40)
         assert {version for _, version, _ in samples} == {"1.0.0"}
