@@ -554,7 +554,9 @@ class _Reconciler:
         st, requests = self.status, self.obs.requests
         running = st.phase in (RolloutPhase.PROGRESSING, RolloutPhase.PAUSED)
         current = self.obs.target_revision == st.canary_revision
-        if ABORT_ANNOTATION in requests and running:
+        if ABORT_ANNOTATION in requests and (running or st.phase is RolloutPhase.PROMOTING):
+            # A promotion is aborted too: until it is done, stable is still the revision
+            # before it, and the stable copy is given that back.
             self._abort(self._answer(ABORT_ANNOTATION))
             return True
         if ABORT_ANNOTATION in requests and st.phase is RolloutPhase.WAITING_FOR_WAVE:
@@ -806,8 +808,9 @@ class _Reconciler:
     ) -> None:
         replicas = self.obs.target_replicas if replicas is None else replicas
         replicas = self._sized(workload, replicas)
-        if _drifted(workload, revision, replicas):
-            self._emit(EnsureWorkload(role=role, revision=revision, replicas=replicas))
+        wanted = EnsureWorkload(role=role, revision=revision, replicas=replicas)
+        if _drifted(workload, revision, replicas) and wanted not in self.actions:
+            self._emit(wanted)
         self.status.replicas = self.obs.target_replicas
 
     # -- initialisation --
@@ -1335,6 +1338,9 @@ class _Reconciler:
         (`_scale_down_canary`)."""
         st = self.status
         self._route(STABLE_ONLY)
+        if phase in _ROLLED_BACK_PHASES and st.stable_revision is not None:
+            # A promotion under way may have begun to give the stable copy the new template.
+            self._heal("stable", self.obs.stable, st.stable_revision)
         st.canary_scale_down_at = None
         st.phase = phase
         st.step_started_at = None
@@ -1375,6 +1381,7 @@ class _Reconciler:
         st.next_webhook_at = None
         st.next_rollback_poll_at = None
         st.current_step_name = None  # past the last step: the phase says what happens
+        st.waiting_since = self.now  # the progress deadline counts from here
         self._event("Normal", "Promoting", f"Promoting revision {st.canary_revision} to stable")
         self._promoting()
 
@@ -1382,13 +1389,33 @@ class _Reconciler:
         st, rev = self.status, self.status.canary_revision
         assert rev is not None
         if self.spec.paused:
+            st.waiting_since = None  # a pause is not counted against the deadline
             self._say("PausedBySpec", f"Promotion of revision {rev} paused: spec.paused is true")
             return
+        if st.waiting_since is None:
+            st.waiting_since = self.now  # (resumed, or written by an operator without it)
+        seconds = self.spec.progress_deadline_seconds
+        deadline = st.waiting_since + timedelta(seconds=seconds)
         self._heal("stable", self.obs.stable, rev)
         if not self._ready(self.obs.stable, rev, self.obs.target_replicas):
+            if self.now >= deadline:
+                # A promotion that cannot finish must not hang for ever, half done: the
+                # stable copy goes back to the stable revision, as for any rollback.
+                self.actions = [
+                    a
+                    for a in self.actions
+                    if not (isinstance(a, EnsureWorkload) and a.role == "stable")
+                ]
+                self._roll_back(
+                    "ProgressDeadlineExceeded",
+                    f"the stable workload did not run revision {rev} ready within {seconds}s "
+                    "of the promotion",
+                )
+                return
             self._say("Promoting", f"Waiting for the stable workload to run revision {rev}")
-            self._await_change()
+            self._wake_at(deadline)
             return
+        st.waiting_since = None
         self._end_rollout(RolloutPhase.SUCCEEDED)
         self._event("Normal", "Promoted", f"Revision {rev} promoted to stable")
         if st.stable_revision != rev:

@@ -708,7 +708,8 @@ def test_promotion() -> None:
     promoting = step(spec, rolling(spec), at(T0 + MINUTE, measurements=passing()))
     assert promoting.status.phase is RolloutPhase.PROMOTING
     assert EnsureWorkload(role="stable", revision="v2", replicas=REPLICAS) in promoting.actions
-    assert promoting.requeue_after is None
+    # Woken by the stable copy becoming ready, or at the progress deadline at the latest.
+    assert promoting.requeue_after == spec.progress_deadline_seconds
 
     still = step(
         spec,
@@ -733,6 +734,69 @@ def test_promotion() -> None:
 
     idle = step(spec, st, observe("v2", now=T0 + 4 * MINUTE, stable=ready("v2")))
     assert idle.actions == () and idle.status == st
+
+
+def promoting_status(spec: RolloutSpec) -> RolloutStatus:
+    """A rollout whose last step passed at T0 + 1 min: promotion under way."""
+    promoting = step(spec, rolling(spec), at(T0 + MINUTE, measurements=passing()))
+    assert promoting.status.phase is RolloutPhase.PROMOTING
+    return promoting.status
+
+
+def test_promotion_that_cannot_finish_is_rolled_back_at_the_deadline() -> None:
+    spec = make_spec(steps=[{"setWeight": 50}], progressDeadlineSeconds=120)
+    status = promoting_status(spec)
+    never = observe("v2", now=T0 + 2 * MINUTE, stable=starting("v2"), canary=ready("v2"))
+    waiting = step(spec, status, never)
+    assert waiting.status.phase is RolloutPhase.PROMOTING
+    assert waiting.requeue_after == MINUTE.total_seconds()  # at the deadline
+
+    late = step(spec, waiting.status, replace(never, now=T0 + 3 * MINUTE))
+    st = late.status
+    assert st.phase is RolloutPhase.FAILED
+    assert st.stable_revision == "v1" and st.canary_weight == 0
+    assert late.actions[0] == set_weight(0)
+    # The stable copy, half way to v2, gets v1 back; nothing asks it for v2 any more.
+    assert EnsureWorkload(role="stable", revision="v1", replicas=REPLICAS) in late.actions
+    assert EnsureWorkload(role="stable", revision="v2", replicas=REPLICAS) not in late.actions
+    assert "RolledBack" in events(late)
+    assert "ProgressDeadlineExceeded" in st.message or any(
+        c.reason == "ProgressDeadlineExceeded" for c in st.conditions
+    )
+
+
+def test_a_paused_promotion_is_not_counted_against_the_deadline() -> None:
+    spec = make_spec(steps=[{"setWeight": 50}], progressDeadlineSeconds=120)
+    status = promoting_status(spec)
+    stuck = dict(stable=starting("v2"), canary=ready("v2"))
+    paused_spec = spec.model_copy(update={"paused": True})
+    paused = step(paused_spec, status, observe("v2", now=T0 + 2 * MINUTE, **stuck))
+    assert paused.status.phase is RolloutPhase.PROMOTING
+    # Resumed long after the deadline would have passed: the wait starts again.
+    resumed = step(spec, paused.status, observe("v2", now=T0 + 30 * MINUTE, **stuck))
+    assert resumed.status.phase is RolloutPhase.PROMOTING
+    late = step(spec, resumed.status, observe("v2", now=T0 + 32 * MINUTE, **stuck))
+    assert late.status.phase is RolloutPhase.FAILED
+
+
+def test_abort_during_promotion() -> None:
+    spec = make_spec(steps=[{"setWeight": 50}])
+    status = promoting_status(spec)
+    asked = observe(
+        "v2",
+        now=T0 + 2 * MINUTE,
+        stable=starting("v2"),
+        canary=ready("v2"),
+        requests={ABORT_ANNOTATION: "alice"},
+    )
+    aborted = step(spec, status, asked)
+    st = aborted.status
+    assert st.phase is RolloutPhase.ABORTED
+    assert (st.stable_revision, st.canary_weight) == ("v1", 0)
+    assert ClearRequest(ABORT_ANNOTATION) in aborted.actions
+    assert EnsureWorkload(role="stable", revision="v1", replicas=REPLICAS) in aborted.actions
+    assert "Aborted" in events(aborted)
+    assert "RequestRefused" not in events(aborted)
 
 
 def test_newer_revision_during_promotion_waits_for_it_to_finish() -> None:

@@ -459,7 +459,7 @@ def test_invariants_hold_on_every_decision(
                 assert annotation in cleared, f"{annotation} left unanswered"
         if ABORT_ANNOTATION in cleared and "Aborted" in reasons:
             assert status.phase is RolloutPhase.ABORTED
-            assert before in (RolloutPhase.PROGRESSING, RolloutPhase.PAUSED)
+            assert before in (RolloutPhase.PROGRESSING, RolloutPhase.PAUSED, RolloutPhase.PROMOTING)
         skipped = "PromotedFully" in reasons
         if status.phase in (RolloutPhase.PROMOTING, RolloutPhase.SUCCEEDED) and before in running:
             assert not spec.webhooks_of(WebhookType.PRE_ROLLOUT) or key in pre_rollout_passed
