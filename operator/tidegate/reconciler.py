@@ -16,7 +16,17 @@ from datetime import UTC, datetime, timedelta
 
 from pydantic import ValidationError
 
-from tidegate import analysis, api, engine, handback, metrics, outbox, templates, validation
+from tidegate import (
+    analysis,
+    api,
+    engine,
+    failpoints,
+    handback,
+    metrics,
+    outbox,
+    templates,
+    validation,
+)
 from tidegate.durations import parse_duration
 from tidegate.notify import Message
 from tidegate.ports import (
@@ -412,6 +422,7 @@ class Reconciler:
         if new_status != raw_status:
             await self._patch_status(namespace, name, status_patch(raw_status, new_status))
             stored.append(new_status)
+            failpoints.after_status(told)
         strategy = "canary" if spec.strategy.canary is not None else "blueGreen"
         metrics.observe_rollout(
             namespace, name, strategy, raw_status, new_status, measurements is not None, now

@@ -10,7 +10,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -177,6 +177,7 @@ class Shop:
     environment: EnvironmentInfo
     operator: OperatorProcess
     load: BackgroundLoad
+    notifications_secret: str | None = None
 
     def status(self) -> dict[str, Any]:
         return read_status(self.kubectl, self.namespace, "shop")
@@ -199,11 +200,16 @@ class Shop:
     def wait_phase(self, phase: str, timeout: float = 90) -> dict[str, Any]:
         return self.wait_status(lambda s: s.get("phase") == phase, f"phase {phase}", timeout)
 
-    def restart_operator(self) -> None:
-        """A new operator in place of the one a test killed, logging to the same file."""
+    def restart_operator(self, env: Mapping[str, str] | None = None) -> None:
+        """A new operator in place of the one a test killed (or that died), logging to the
+        same file, with `env` added to its environment."""
         self.operator.stop()
         self.operator = start_operator(
-            self.environment, self.operator.log, namespaces=[self.namespace]
+            self.environment,
+            self.operator.log,
+            namespaces=[self.namespace],
+            notifications_secret=self.notifications_secret,
+            env=env,
         )
 
     def caught_up(self) -> None:
@@ -267,9 +273,8 @@ def running_shop(
     )
     host = route_host(namespace, "shop")
     try:
-        shop = Shop(
-            namespace, kubectl, environment, operator, BackgroundLoad(environment.gateway_url, host)
-        )
+        load = BackgroundLoad(environment.gateway_url, host)
+        shop = Shop(namespace, kubectl, environment, operator, load, notifications_secret)
     except BaseException:
         operator.stop()
         raise

@@ -22,6 +22,7 @@ import yaml
 from rollout_support import (
     BackgroundLoad,
     Shop,
+    events,
     get,
     route_host,
     set_version,
@@ -329,3 +330,28 @@ def test_callers_inside_the_cluster_reach_only_stable_while_a_canary_is_analysed
     assert seen == Counter({("1.0.0", 200): 100}), seen
     selector = get(shop.kubectl, shop.namespace, "service", "shop")["spec"]["selector"]
     assert selector["tidegate.io/role"] == "stable"
+
+
+def test_a_target_deleted_mid_rollout_leaves_traffic_on_stable(
+    loaded: Callable[..., Shop],
+) -> None:
+    shop = loaded()
+    set_version(shop.kubectl, shop.namespace, "1.1.0")
+    shop.wait_status(
+        lambda s: s.get("canaryWeight") == 30 and s.get("stepStartedAt") is not None,
+        "the canary at 30%",
+    )
+    started = time.monotonic()
+    shop.kubectl.check("delete", "-n", shop.namespace, "deployment/shop")
+    status = shop.wait_phase("Failed", 60)
+    assert status["canaryWeight"] == 0
+    degraded = {c["type"]: c for c in status["conditions"]}["Degraded"]
+    assert (degraded["status"], degraded["reason"]) == ("True", "TargetNotFound"), degraded
+    assert "does not exist" in degraded["message"]
+    rolled_back = [e for e in events(shop.kubectl, shop.namespace) if e["reason"] == "RolledBack"]
+    assert rolled_back and "deleted mid-rollout" in rolled_back[0]["message"], rolled_back
+    samples = settle_and_count(shop, started, "shop-canary")
+    assert not unanswered(samples), unanswered(samples)
+    assert {v for _, v, _ in samples[-int(RATE) :]} == {"1.0.0"}
+    stable = get(shop.kubectl, shop.namespace, "deployment", "shop-stable")
+    assert stable["status"].get("readyReplicas") == stable["spec"]["replicas"] > 0

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 import yaml
 from aiohttp import web
-from rollout_support import Shop, set_version
+from rollout_support import Shop, events, set_version
 
-from tidegate import metrics
+from tidegate import failpoints, metrics
 from tidegate.adapters.notifications import Delivery, DeliveryQueue
 from tidegate.notify import SCHEMA_VERSION
 from tidegate_devenv.cluster import KubectlRunner, free_port
@@ -173,6 +173,44 @@ def test_a_sink_gets_one_message_per_configured_event(
         10,
     )
     assert shop.operator.notifications("audit-log", "failed") == 0
+
+
+def test_an_operator_that_died_before_telling_a_promotion_has_it_told_once_by_the_next(
+    start_shop: Callable[..., Shop], kubectl: KubectlRunner, namespace: str, sink: Sink
+) -> None:
+    shop = start_notifying_shop(start_shop, kubectl, namespace, sink.url)
+    set_version(kubectl, namespace, "1.1.0")
+    shop.wait_status(lambda s: s.get("canaryWeight") == 60, "the canary at its last step", 120)
+    # An operator that dies right after writing the status that promotes, before anything
+    # that status decided is done or told (no Event, no notification, no route write).
+    shop.restart_operator(env={failpoints.ENV: "after-status:Promoted"})
+    code = wait_until(
+        shop.operator.process.poll, "the operator to die at the failpoint", 120,
+        until=lambda code: code is not None,
+    )  # fmt: skip
+    assert code == failpoints.EXIT_CODE
+    status = shop.status()
+    assert status["phase"] == "Succeeded"
+    assert [e["reason"] for e in status["outbox"]["events"]] == ["Promoted"]
+    assert "Promoted" not in [e["reason"] for e in events(kubectl, namespace)]
+    assert "promoted" not in events_of(sink.bodies("audit-log"))
+
+    shop.restart_operator()
+    wait_until(
+        lambda: (
+            "Promoted" in [e["reason"] for e in events(kubectl, namespace)]
+            and "promoted" in events_of(sink.bodies("audit-log"))
+            and any(": promoted" in b["text"] for b in sink.bodies("team-chat"))
+            and "outbox" not in shop.status()
+        ),
+        "the promotion told by the next operator, and the outbox cleared",
+        90,
+    )
+    wait_until(shop.weight, "the route on stable alone", 60, until=lambda weight: weight == 0)
+    # Told once each: the Event, and the message to each provider that asks for it.
+    assert [e["reason"] for e in events(kubectl, namespace)].count("Promoted") == 1
+    assert events_of(sink.bodies("audit-log")).count("promoted") == 1
+    assert sum(": promoted" in b["text"] for b in sink.bodies("team-chat")) == 1
 
 
 def test_a_sink_that_is_down_delays_no_rollback(

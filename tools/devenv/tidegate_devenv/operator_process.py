@@ -31,7 +31,7 @@ import subprocess
 import sys
 import urllib.request
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,6 +135,7 @@ def start_operator(
     leader_election: bool = True,
     lease_namespace: str | None = None,
     notifications_secret: str | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> OperatorProcess:
     """Start `python -m tidegate run` against the environment's cluster and wait for /readyz.
 
@@ -153,6 +154,9 @@ def start_operator(
     `notifications_secret` (`NAMESPACE/NAME`, e.g. a test's own namespace) is the Secret of
     the providers spec.notifications names; by default the operator's own default
     (`tidegate-notifications` in $POD_NAMESPACE, else `default`).
+
+    `env` is added to the process's environment (for instance a failpoint,
+    `tidegate.failpoints`).
     """
     log.parent.mkdir(parents=True, exist_ok=True)
     health = f"127.0.0.1:{free_port()}"
@@ -187,7 +191,7 @@ def start_operator(
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env={**os.environ, "KUBECONFIG": str(kubeconfig or info.kubeconfig)},
+            env={**os.environ, **(env or {}), "KUBECONFIG": str(kubeconfig or info.kubeconfig)},
         )
     scrape_file = _register_scrape_target(info, identity, metrics_listen)
     operator = OperatorProcess(
