@@ -1117,6 +1117,11 @@ class RolloutStatus(_StatusModel):
     # During a hand-back: when tidegate's copies may go, once the gateway reports the route
     # back on the user's Service.
     hand_back_at: Timestamp | None = None
+    # Copies, by revision, whose revision lost its role: the stable copy a promotion
+    # replaced, a canary given up. Each goes once nothing selects it, the gateway has caught
+    # up and the scale-down delay has passed since (`retireAt`).
+    retiring: list[Revision] = Field(default_factory=list, max_length=8)
+    retire_at: Timestamp | None = None
     next_measurement_at: Timestamp | None = None
     passed_checks: int = Field(default=0, ge=0)
     failed_checks: int = Field(default=0, ge=0)

@@ -147,13 +147,24 @@ class WebhookOutcome:
 
 
 @dataclass(frozen=True)
+class Selection:
+    """Which copy, by the revision it runs, each of tidegate's Services selects (None: no
+    copy of this rollout). A copy takes a role when the role's Service selects it: a
+    promotion flips `<service>-stable` to the copy that was analysed, and no pod is made."""
+
+    stable: str | None
+    canary: str | None
+
+
+@dataclass(frozen=True)
 class Observation:
     now: datetime  # timezone-aware UTC
     generation: int  # metadata.generation of the ProgressiveRollout
     target_revision: str  # revision of the user's Deployment pod template
     target_replicas: int  # replicas the user wants
-    stable: WorkloadState | None  # None: the stable workload does not exist yet
-    canary: WorkloadState | None  # None: no canary workload exists
+    # The copies of the status's stable and canary revisions (None: no copy runs it).
+    stable: WorkloadState | None
+    canary: WorkloadState | None
     # False: the user's Deployment does not exist (deleted); `target_revision` is then the
     # status's own, and nothing new can be rolled out.
     target_found: bool = True
@@ -165,6 +176,12 @@ class Observation:
     # API: every parent Gateway accepted the route's generation). A write is not traffic
     # moved until then.
     traffic_applied: bool = True
+    # What tidegate's Services select; None: not observed (each taken to select what it
+    # should).
+    selected: Selection | None = None
+    # The copies of status.retiring, by revision (None: gone). A revision not in it was not
+    # looked at.
+    retiring: Mapping[str, WorkloadState | None] = field(default_factory=dict)
     # Whether the user's own Service (spec.service) selects only the stable copy's pods, so
     # that callers inside the cluster reach neither the canary nor the user's Deployment.
     service_isolated: bool = True
@@ -186,7 +203,8 @@ class Observation:
 
 @dataclass(frozen=True)
 class EnsureWorkload:
-    """Create or update that workload to run `revision` of the target template."""
+    """Create the copy that runs `revision` of the target template (one copy per revision:
+    it never changes revision), or bring it to `replicas`. `role` says what it is for."""
 
     role: Role
     revision: str
@@ -195,8 +213,28 @@ class EnsureWorkload:
 
 @dataclass(frozen=True)
 class ScaleWorkload:
+    """Scale the copy of the role's revision (as the decision's status names it)."""
+
     role: Role
     replicas: int
+
+
+@dataclass(frozen=True)
+class PointService:
+    """Make tidegate's Service of `role` select the copy that runs `revision`."""
+
+    role: Role
+    revision: str
+
+
+@dataclass(frozen=True)
+class RemoveCopy:
+    """Delete the copy that runs `revision`: it has no role, nothing selects it, and the
+    scale-down delay has passed. `keep_template`: its pod template is kept first (the
+    revision a later region's rollback may bring back, spec.waves.revertOnLaterFailure)."""
+
+    revision: str
+    keep_template: bool = False
 
 
 @dataclass(frozen=True)
@@ -208,8 +246,11 @@ class SetTraffic:
 
 @dataclass(frozen=True)
 class IsolateService:
-    """Make the user's Service select only the stable copy's pods: callers inside the
-    cluster, which do not go through the route, reach only the version that is stable."""
+    """Make the user's Service select only the pods of the copy that runs `revision` (the
+    one `<service>-stable` selects): callers inside the cluster, which do not go through the
+    route, reach only the version that is stable."""
+
+    revision: str
 
 
 @dataclass(frozen=True)
@@ -251,6 +292,8 @@ class DriveLoad:
 Action = (
     EnsureWorkload
     | ScaleWorkload
+    | PointService
+    | RemoveCopy
     | ReleaseTarget
     | IsolateService
     | SetTraffic
@@ -504,8 +547,10 @@ class _Reconciler:
         else:
             self._steady()
         self._refuse_unanswered_requests()
+        self._point_stable()
         self._isolate_service()
         self._scale_down_target()
+        self._retire()
         poll = self.status.next_rollback_poll_at
         if poll is not None and self.status.phase in (
             RolloutPhase.PROGRESSING,
@@ -803,6 +848,16 @@ class _Reconciler:
     def _ready(self, workload: WorkloadState | None, revision: str, replicas: int) -> bool:
         return _ready_at(workload, revision, self._sized(workload, replicas))
 
+    def _selects(self, role: Role, revision: str | None) -> bool:
+        """Whether tidegate's Service of `role` is seen to select the copy of `revision`."""
+        selected = self.obs.selected
+        if selected is None:
+            return True
+        return (selected.stable if role == "stable" else selected.canary) == revision
+
+    def _service(self, role: Role) -> str:
+        return f"Service {self.spec.service.name}-{role}"
+
     def _heal(
         self, role: Role, workload: WorkloadState | None, revision: str, replicas: int | None = None
     ) -> None:
@@ -826,7 +881,14 @@ class _Reconciler:
         # Nothing serves canary traffic yet, so simply adopt whatever the template is now.
         st.stable_revision = self.obs.target_revision
         self._heal("stable", self.obs.stable, st.stable_revision)
-        if self._ready(self.obs.stable, st.stable_revision, self.obs.target_replicas):
+        if not self._ready(self.obs.stable, st.stable_revision, self.obs.target_replicas):
+            self._say("Initializing", f"Waiting for stable revision {st.stable_revision}")
+            self._await_change()
+        elif not self._selects("stable", st.stable_revision):
+            # (`_point_stable` points it, now that the copy is ready.)
+            self._say("Initializing", f"Waiting for {self._service('stable')} to select it")
+            self._await_change()
+        else:
             # The route moves to the stable copy only once it can serve: adopting a live
             # application must not drop its traffic.
             self._route(STABLE_ONLY)
@@ -834,9 +896,6 @@ class _Reconciler:
             self._stable_now(st.stable_revision, self.obs.target_release)
             self._say("Initialized", f"Stable revision {st.stable_revision} is ready")
             self._event("Normal", "Initialized", st.message)
-        else:
-            self._say("Initializing", f"Waiting for stable revision {st.stable_revision}")
-            self._await_change()
 
     # -- steady phases --
 
@@ -869,9 +928,14 @@ class _Reconciler:
         if canary is None or canary.replicas == 0:
             st.canary_scale_down_at = None
             return
-        if not self._holds(STABLE_ONLY):
+        selected = self.obs.selected
+        if not self._holds(STABLE_ONLY) or (
+            selected is not None and selected.stable == canary.revision
+        ):
+            # (The stable Service selects it after a promotion was aborted past its flip, or
+            # a revert to the release before: until it is pointed back.)
             st.canary_scale_down_at = None
-            return  # woken when the route (or its status) changes
+            return  # woken when the route (or its status, or the Service) changes
         if st.canary_scale_down_at is None:
             rolled_back = st.phase in _ROLLED_BACK_PHASES
             delay = self.spec.strategy.scale_down_delay(rolled_back)
@@ -887,8 +951,64 @@ class _Reconciler:
         canary, analysed through the route's weights, is never reached around them."""
         adopted = self.status.phase not in (None, RolloutPhase.INITIALIZING)
         ours = self.obs.traffic is not None and self.obs.traffic_applied
-        if adopted and ours and not self.obs.service_isolated:
-            self._emit(IsolateService())
+        selected = self.obs.selected
+        stable = selected.stable if selected is not None else self.status.stable_revision
+        if adopted and ours and stable is not None and not self.obs.service_isolated:
+            self._emit(IsolateService(stable))
+
+    def _point_stable(self) -> None:
+        """`<service>-stable` selects the stable revision's copy once that copy is ready (at
+        adoption, on a revert to the release before, after a promotion aborted past its
+        flip, or when someone changed the selector); a promotion flips it itself."""
+        st, selected, revision = self.status, self.obs.selected, self.status.stable_revision
+        if selected is None or revision is None or selected.stable == revision:
+            return
+        if st.phase is RolloutPhase.PROMOTING and selected.stable == st.canary_revision:
+            return  # flipped by the promotion, which ends once it has seen that
+        if self._ready(self.obs.stable, revision, self.obs.target_replicas):
+            self._emit(PointService("stable", revision))
+
+    def _retire(self) -> None:
+        """Copies whose revision lost its role (the stable copy a promotion replaced, a
+        canary given up) go, once no Service of tidegate's selects them, the user's Service
+        selects the stable copy alone, the gateway has applied the routes as written, and
+        the scale-down delay has passed since; at once when they run no pod."""
+        st, original = self.status, self.original
+        roles = {st.stable_revision, st.canary_revision}
+        for revision in (original.stable_revision, original.canary_revision):
+            if revision is not None and revision not in roles and revision not in st.retiring:
+                st.retiring.append(revision)
+        observed = self.obs.retiring
+        st.retiring = [
+            r for r in st.retiring if r not in roles and not (r in observed and observed[r] is None)
+        ][-8:]  # (a status holds 8 at most: more than two at once is already rare)
+        present = {r: w for r, w in observed.items() if r in st.retiring and w is not None}
+        if not present:
+            st.retire_at = None
+            return
+        selected = self.obs.selected
+        in_use = {selected.stable, selected.canary} if selected is not None else set(roles)
+        safe = (
+            self.obs.traffic is not None
+            and self.obs.traffic_applied
+            and self.obs.service_isolated
+            and not in_use & set(present)
+        )
+        if not safe:
+            st.retire_at = None
+            return  # woken when the route, its status or a Service changes
+        idle = all(w.replicas == 0 for w in present.values())
+        if st.retire_at is None and not idle:
+            st.retire_at = self.now + timedelta(
+                seconds=self.spec.strategy.scale_down_delay(rolled_back=False)
+            )
+        if st.retire_at is not None and self.now < st.retire_at:
+            self._wake_at(st.retire_at)
+            return
+        for revision in present:
+            keep = revision == st.previous_stable_revision
+            self._emit(RemoveCopy(revision, keep_template=keep))
+        st.retire_at = None
 
     def _scale_down_target(self) -> None:
         """The user's Deployment runs no pods once tidegate's copies serve in its place: after
@@ -1126,6 +1246,15 @@ class _Reconciler:
             # The new version gets no pod before its preRollout webhooks said yes.
             if not self._gate(WebhookType.PRE_ROLLOUT, label):
                 return
+            if not self._selects("canary", rev):
+                # `<service>-canary` moves from another copy to the new one only while the
+                # data plane sends it nothing (a rollout restarted mid-way first took the
+                # traffic back).
+                selected = self.obs.selected
+                if selected is not None and selected.canary and not self._holds(STABLE_ONLY):
+                    self._wait_for_route(label, STABLE_ONLY)
+                    return
+                self._emit(PointService("canary", rev))
             replicas = (
                 self.obs.target_replicas if step.canary_replicas is None else step.canary_replicas
             )
@@ -1134,6 +1263,10 @@ class _Reconciler:
                 self._wait_for_canary(rev)
                 return
             if status_traffic(st) != step.traffic:
+                if not self._selects("canary", rev):
+                    self._say("WaitingForCanary", f"{label}: waiting for {self._service('canary')}")
+                    self._await_change()
+                    return
                 if not self._may_route(label, step):
                     st.waiting_since = None  # held by a gate, not waiting on the cluster
                     return
@@ -1386,33 +1519,48 @@ class _Reconciler:
         self._promoting()
 
     def _promoting(self) -> None:
+        """The copy that was analysed becomes stable: brought to the stable copy's size, then
+        `<service>-stable` flips to it. No other pod is made, the pods that served the last
+        step go on serving, and the stable copy before it serves until the flip (it goes
+        after the scale-down delay, `_retire`). Within the progress deadline, else rolled
+        back; a pause stops the clock."""
         st, rev = self.status, self.status.canary_revision
         assert rev is not None
         if self.spec.paused:
-            st.waiting_since = None  # a pause is not counted against the deadline
+            st.waiting_since = None
             self._say("PausedBySpec", f"Promotion of revision {rev} paused: spec.paused is true")
             return
         if st.waiting_since is None:
             st.waiting_since = self.now  # (resumed, or written by an operator without it)
         seconds = self.spec.progress_deadline_seconds
         deadline = st.waiting_since + timedelta(seconds=seconds)
-        self._heal("stable", self.obs.stable, rev)
-        if not self._ready(self.obs.stable, rev, self.obs.target_replicas):
+        # The size stable serves at now (with an HPA: what it chose), at least.
+        full = self._sized(self.obs.stable, self.obs.target_replicas)
+        canary = self.obs.canary
+        runs = canary is not None and canary.revision == rev
+        if not runs or canary.replicas < full:  # type: ignore[union-attr]
+            wanted = EnsureWorkload(role="canary", revision=rev, replicas=full)
+            if wanted not in self.actions:
+                self._emit(wanted)
+        flip = False
+        if not (runs and canary.ready and canary.replicas >= full):  # type: ignore[union-attr]
+            waiting = f"the canary copy of revision {rev} to run {full} ready pods"
+        elif not self._selects("stable", rev):
+            flip = True
+            waiting = f"{self._service('stable')} to select the copy of revision {rev}"
+        else:
+            waiting = ""
+        if flip and self.now < deadline:
+            self._emit(PointService("stable", rev))
+        if waiting:
             if self.now >= deadline:
-                # A promotion that cannot finish must not hang for ever, half done: the
-                # stable copy goes back to the stable revision, as for any rollback.
-                self.actions = [
-                    a
-                    for a in self.actions
-                    if not (isinstance(a, EnsureWorkload) and a.role == "stable")
-                ]
                 self._roll_back(
                     "ProgressDeadlineExceeded",
-                    f"the stable workload did not run revision {rev} ready within {seconds}s "
-                    "of the promotion",
+                    f"revision {rev} was not promoted within {seconds}s: still waiting for "
+                    f"{waiting}",
                 )
                 return
-            self._say("Promoting", f"Waiting for the stable workload to run revision {rev}")
+            self._say("Promoting", f"Waiting for {waiting}")
             self._wake_at(deadline)
             return
         st.waiting_since = None

@@ -124,7 +124,7 @@ async def _undo_rejected(
         return False
     if template_revision(target["spec"]["template"]) != rejected:
         return False
-    stable, state = await workloads.observe("stable")
+    stable, state = await workloads.observe(status.stable_revision)
     if stable is None or state is None or state.revision != status.stable_revision:
         return False  # no good template to give it: handed back as it is
     meta = rollout["metadata"]
@@ -151,7 +151,7 @@ async def _size(
     if spec.autoscaler_ref is not None:
         if current > 0:
             return current
-        _, stable = await workloads.observe("stable")
+        _, stable = await workloads.observe(status.stable_revision)
         if stable is not None and stable.replicas > 0:
             return stable.replicas
     return status.replicas or 1

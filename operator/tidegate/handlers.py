@@ -30,6 +30,7 @@ from tidegate.adapters.notifications import (
 )
 from tidegate.adapters.regions import KubeRegions
 from tidegate.adapters.wiring import kube_ports
+from tidegate.adapters.workloads import ROLLOUT_LABEL
 from tidegate.reconciler import Reconciler, backoff
 
 # With nothing due, a rollout is still looked at this often (reads only; no writes).
@@ -343,8 +344,14 @@ def _wake_users(memo: Any, index: kopf.Index[Key, str], namespace: str | None, n
 
 # Async handlers run in the event loop, where the wake-up events and tasks live.
 @kopf.on.event("apps", "v1", "deployments")
-async def deployment_changed(namespace: str | None, name: str, memo: Any, **kwargs: Any) -> None:
+async def deployment_changed(
+    namespace: str | None, name: str, labels: kopf.Labels, memo: Any, **kwargs: Any
+) -> None:
     _wake_users(memo, kwargs["rollouts_by_deployment"], namespace, name)
+    # A copy (`<target>-<revision>`) names its rollout in a label.
+    owner = labels.get(ROLLOUT_LABEL)
+    if owner:
+        memo.rollouts.wake(_key(namespace, owner))
 
 
 @kopf.on.event("", "v1", "services")

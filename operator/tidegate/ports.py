@@ -14,7 +14,7 @@ from typing import Any, Literal, Protocol
 
 from tidegate import api
 from tidegate.analysis import Measurement
-from tidegate.engine import WebhookOutcome, WorkloadState
+from tidegate.engine import Selection, WebhookOutcome, WorkloadState
 from tidegate.notify import Message
 from tidegate.plan import Traffic
 from tidegate.waves import RegionRead
@@ -71,30 +71,50 @@ class Workloads(Protocol):
         """Create the stable and canary Services when they are missing."""
         ...
 
-    async def observe(self, role: Role) -> tuple[Obj | None, WorkloadState | None]:
-        """That copy as stored, and what the engine needs to know of it (None: missing).
-        A Deployment of that name that is not this rollout's raises WorkloadError with
-        reason NameConflict: tidegate never writes an object it did not create."""
+    async def observe(self, revision: str | None) -> tuple[Obj | None, WorkloadState | None]:
+        """The copy that runs `revision` as stored, and what the engine needs to know of it
+        (None: no copy runs it). A Deployment of a copy's name that is not this rollout's
+        raises WorkloadError with reason NameConflict: tidegate never writes an object it
+        did not create."""
         ...
 
-    async def ensure(self, role: Role, revision: str, replicas: int, target: Obj | None) -> None:
-        """Make that copy run `revision` with `replicas` pods (raises WorkloadError); its
+    async def copy_name(self, revision: str) -> str:
+        """The name of the copy of `revision` (the one it will have, if none runs it yet)."""
+        ...
+
+    async def ensure(self, revision: str, replicas: int, target: Obj | None) -> None:
+        """Make a copy run `revision` with `replicas` pods (raises WorkloadError); its
         template from the target, or from a copy that runs it (the target may be gone)."""
         ...
 
-    async def scale(self, role: Role, replicas: int) -> None: ...
-
-    async def service_isolated(self) -> bool:
-        """Whether the user's Service (spec.service.name) selects only the stable copy's
-        pods (True when there is no such Service)."""
+    async def scale(self, revision: str, replicas: int) -> None:
+        """Scale the copy of `revision`, if there is one."""
         ...
 
-    async def isolate_service(self) -> None:
-        """Make the user's Service select only the stable copy's pods (by the role label)."""
+    async def remove(self, revision: str, keep_template: bool) -> None:
+        """Delete the copy of `revision` (its template kept first, when asked and the rollout
+        keeps the release before, spec.waves.revertOnLaterFailure)."""
+        ...
+
+    async def selection(self) -> Selection:
+        """Which copy each of tidegate's Services selects."""
+        ...
+
+    async def point(self, role: Role, revision: str) -> None:
+        """Make the role's Service select the copy of `revision`."""
+        ...
+
+    async def service_isolated(self, revision: str | None) -> bool:
+        """Whether the user's Service (spec.service.name) selects only the pods of the copy
+        of `revision` (True when there is no such Service, or it has no selector)."""
+        ...
+
+    async def isolate_service(self, revision: str) -> None:
+        """Make the user's Service select only the pods of the copy of `revision`."""
         ...
 
     async def restore_service(self) -> bool:
-        """Give the user's Service its own selector back (the role label out); False when it
+        """Give the user's Service its own selector back (the copy label out); False when it
         had it already."""
         ...
 
@@ -108,7 +128,7 @@ class Workloads(Protocol):
 
     async def restore_template(self, target: Obj, source: Obj) -> None:
         """Give the user's Deployment the pod template of `source` (a copy, as `observe`
-        returned it), its role label taken out."""
+        returned it), its copy label taken out."""
         ...
 
     async def restore_target(self, target: Obj, replicas: int) -> None:
@@ -140,15 +160,16 @@ class AutoscalerError(AdapterError):
 
 class Autoscalers(Protocol):
     """The user's HorizontalPodAutoscaler of the target and tidegate's copies of it,
-    `<target>-stable` and `<target>-canary`, each scaling the Deployment copy of its name."""
+    `<target>-stable` and `<target>-canary`, each scaling the Deployment copy that has the
+    role (it follows the copy when a promotion flips the role)."""
 
     async def source(self) -> Obj:
         """The user's HPA, checked to scale the target Deployment (raises AutoscalerError)."""
         ...
 
-    async def ensure(self, role: Role, source: Obj) -> None:
+    async def ensure(self, role: Role, source: Obj, workload: str) -> None:
         """Make that copy hold the source's bounds, metrics and behavior, scaling the
-        Deployment copy of the role; nothing is written when it already does. An HPA of that
+        Deployment `workload`; nothing is written when it already does. An HPA of that
         name that is not this rollout's raises AutoscalerError with reason NameConflict."""
         ...
 

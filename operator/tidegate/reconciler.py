@@ -135,18 +135,24 @@ def _analysis_passed(
 
 async def _autoscale(
     autoscalers: Autoscalers,
+    workloads: Workloads,
     source: Obj | None,
     status: api.RolloutStatus,
     canary_has_pods: bool,
 ) -> None:
     """The HPA copies as the spec and the phase want them. With spec.autoscalerRef: one for
     the stable copy, and one for the canary copy while it runs (created as a rollout starts,
-    deleted once it ends and the canary is scaled away); without it, none."""
+    deleted once it ends and the canary is scaled away); without it, none. Each scales the
+    copy of its role's revision."""
     for role in ("stable", "canary"):
-        if source is not None and (role == "stable" or engine.canary_runs(status)):
-            await autoscalers.ensure(role, source)
-        elif source is not None and role == "canary" and canary_has_pods:
-            pass  # the canary keeps its pods for the scale-down delay: its HPA copy stays too
+        revision = status.stable_revision if role == "stable" else status.canary_revision
+        runs = role == "stable" or engine.canary_runs(status)
+        if source is not None and revision is not None and runs:
+            await autoscalers.ensure(role, source, await workloads.copy_name(revision))
+        elif source is not None and revision is not None and canary_has_pods:
+            # A canary given up keeps its pods for the scale-down delay: its HPA copy stays
+            # too. (A promoted one is the stable copy now, which the stable HPA copy scales.)
+            pass
         else:
             await autoscalers.remove(role)
 
@@ -347,12 +353,16 @@ class Reconciler:
         asked_replicas = int(target["spec"].get("replicas", 1)) if target is not None else 0
         now = self.clock()
         started = time.monotonic()
-        _, stable = await workloads.observe("stable")
-        _, canary = await workloads.observe("canary")
+        _, stable = await workloads.observe(status.stable_revision)
+        _, canary = await workloads.observe(status.canary_revision)
+        retiring = {r: (await workloads.observe(r))[1] for r in status.retiring}
+        selected = await workloads.selection()
         held = await router.observe()
         applied = await router.applied()
         # Routing by the user's Service itself already keeps it on one version.
-        isolated = "service" in router.capabilities or await workloads.service_isolated()
+        isolated = "service" in router.capabilities or await workloads.service_isolated(
+            selected.stable
+        )
         measurements = None
         judged = spec  # with each metric's template resolved, when this reconcile measures
         if engine.needs_measurement(spec, status, now):
@@ -377,6 +387,8 @@ class Reconciler:
             target_replicas=asked_replicas or status.replicas or 1,
             stable=stable,
             canary=canary,
+            selected=selected,
+            retiring=retiring,
             requests=requests_of(rollout),
             measurements=measurements,
             traffic=held,
@@ -438,14 +450,14 @@ class Reconciler:
             if isinstance(action, engine.DriveLoad):
                 await self._drive_load(rollout, spec, decision, stored[-1], action.seconds)
                 continue
-            await self._apply(action, rollout, target, workloads, router)
+            await self._apply(action, rollout, target, workloads, router, decision.status)
             if step_passed and isinstance(action, engine.SetTraffic):
                 metrics.STEP_LATENCY.observe(time.monotonic() - started)
                 step_passed = False
         scaled_away = engine.ScaleWorkload(role="canary", replicas=0) in decision.actions
         canary_has_pods = canary is not None and canary.replicas > 0 and not scaled_away
         if autoscaler_read:
-            await _autoscale(autoscalers, autoscaler, decision.status, canary_has_pods)
+            await _autoscale(autoscalers, workloads, autoscaler, decision.status, canary_has_pods)
         wanted = engine.status_traffic(decision.status)
         if _routes_traffic(decision) and held != wanted and await router.apply(wanted):
             # Someone else (a GitOps sync, a hand edit) changed what tidegate owns.
@@ -759,18 +771,26 @@ class Reconciler:
         target: Obj | None,
         workloads: Workloads,
         router: Router,
+        status: api.RolloutStatus,
     ) -> None:
         match action:
             case engine.SetTraffic(traffic=traffic):
                 await router.apply(traffic)
-            case engine.EnsureWorkload(role=role, revision=revision, replicas=replicas):
-                await workloads.ensure(role, revision, replicas, target)
+            case engine.EnsureWorkload(revision=revision, replicas=replicas):
+                await workloads.ensure(revision, replicas, target)
             case engine.ScaleWorkload(role=role, replicas=replicas):
-                await workloads.scale(role, replicas)
+                # The copy of the role's revision as the decision left it.
+                of_role = status.stable_revision if role == "stable" else status.canary_revision
+                if of_role is not None:
+                    await workloads.scale(of_role, replicas)
+            case engine.PointService(role=role, revision=revision):
+                await workloads.point(role, revision)
+            case engine.RemoveCopy(revision=revision, keep_template=keep):
+                await workloads.remove(revision, keep)
             case engine.ReleaseTarget() if target is not None:
                 await workloads.release_target(target)
-            case engine.IsolateService():
-                await workloads.isolate_service()
+            case engine.IsolateService(revision=revision):
+                await workloads.isolate_service(revision)
             case engine.EmitEvent(type=type_, reason=reason, message=message):
                 await self._event(rollout, type_, reason, message)
             case engine.ClearRequest(annotation=annotation):

@@ -22,7 +22,7 @@ import yaml
 from tidegate import api
 from tidegate.adapters.notifications import parse_provider
 from tidegate.analysis import Measurement
-from tidegate.engine import WebhookOutcome, WorkloadState
+from tidegate.engine import Selection, WebhookOutcome, WorkloadState
 from tidegate.notify import Message
 from tidegate.plan import STABLE_ONLY, Traffic
 from tidegate.ports import (
@@ -73,7 +73,7 @@ def merge_patch(target: Obj, patch: Mapping[str, Any]) -> Obj:
 
 @dataclass
 class Copy:
-    """A stable or canary Deployment as the fake cluster holds it."""
+    """A Deployment copy of one revision as the fake cluster holds it."""
 
     revision: str
     replicas: int
@@ -98,7 +98,11 @@ class World:
     # Other ProgressiveRollouts in the namespace, by name.
     others: dict[str, Obj] = field(default_factory=dict)
     target: Obj | None = None
-    copies: dict[Role, Copy] = field(default_factory=dict)
+    # The copies, by revision; which one each of tidegate's Services selects.
+    by_revision: dict[str, Copy] = field(default_factory=dict)
+    selects: dict[Role, str | None] = field(
+        default_factory=lambda: {"stable": None, "canary": None}
+    )
     services: set[Role] = field(default_factory=set)
     route_exists: bool = True
     # The user's HorizontalPodAutoscaler (spec.autoscalerRef), and HPAs of the copies' names.
@@ -112,12 +116,14 @@ class World:
     route: Traffic | None = None
     # Whether the gateway reports the routes, as written now, applied.
     route_applied: bool = True
-    # Whether the user's Service selects only the stable copy's pods (the role label added).
-    service_isolated: bool = False
+    # The revision whose copy the user's Service was narrowed to (None: as the user wrote it).
+    service_on: str | None = None
     # Whether the routes were released to the user's Service (a hand-back).
     route_released: bool = False
-    # How many times a watched object changed (each would wake the rollout).
+    # How many times a watched object changed (each would wake the rollout), and how many
+    # had when the rollout last waited.
     changes: int = 0
+    changes_waited: int = 0
     # The names of the Events posted with one.
     event_names: set[str] = field(default_factory=set)
     # Called right after a rollout is read: what someone else does meanwhile.
@@ -250,6 +256,24 @@ class World:
             {"name": "VERSION", "value": version}
         ]
 
+    @property
+    def copies(self) -> dict[Role, Copy]:
+        """The copies that have a role, as the rollout's status names them, by role."""
+        status = (self.rollout or {}).get("status") or {}
+        found: dict[Role, Copy] = {}
+        for role, key in (("stable", "stableRevision"), ("canary", "canaryRevision")):
+            revision = status.get(key)
+            if revision in self.by_revision:
+                found[role] = self.by_revision[revision]
+        return found
+
+    def role_of(self, revision: str) -> str:
+        """What the rollout's status says the revision is for ("other": neither role)."""
+        status = (self.rollout or {}).get("status") or {}
+        if status.get("stableRevision") == revision:
+            return "stable"
+        return "canary" if status.get("canaryRevision") == revision else "other"
+
     def revision_of(self, version: str) -> str:
         assert self.target is not None
         template = copy.deepcopy(self.target["spec"]["template"])
@@ -292,6 +316,15 @@ class World:
             raise self.fail[method]
         if method in self.kill_when and self.kill_when[method](*args):
             raise Killed(method)
+
+    def wait(self, delay: float | None) -> None:
+        """Between two passes: none when a watched object changed since the last wait (its
+        watch event wakes the rollout at once), else the pass's timer (60 s when it asked
+        for none)."""
+        if self.changes != self.changes_waited:
+            self.changes_waited = self.changes
+            return
+        self.advance(delay if delay is not None else 60)
 
     def changed(self) -> None:
         """A watched object changed: what its watch event would do."""
@@ -513,31 +546,54 @@ class FakeWorkloads:
             self.world.services |= {"stable", "canary"}
             self.world.changed()
 
-    async def observe(self, role: Role) -> tuple[Obj | None, WorkloadState | None]:
-        self.world.record("observe", role)
-        found = self.world.copies.get(role)
+    async def observe(self, revision: str | None) -> tuple[Obj | None, WorkloadState | None]:
+        self.world.record("observe", revision)
+        found = self.world.by_revision.get(revision) if revision else None
         if found is None:
             return None, None
         state = WorkloadState(found.revision, found.replicas, found.ready)
         return {"spec": {"template": copy.deepcopy(found.template)}}, state
 
-    async def ensure(self, role: Role, revision: str, replicas: int, target: Obj | None) -> None:
-        self.world.record("ensure", role, revision, replicas)
+    async def copy_name(self, revision: str) -> str:
+        return f"shop-{revision}"
+
+    async def ensure(self, revision: str, replicas: int, target: Obj | None) -> None:
+        self.world.record("ensure", self.world.role_of(revision), revision, replicas)
+        existing = self.world.by_revision.get(revision)
+        if existing is not None:
+            if existing.replicas != replicas:
+                existing.replicas = replicas
+                existing.ready = self.world.ready_on_write
+                self.world.changed()
+            return
         template = target["spec"]["template"] if target is not None else None
         if template is None or template_revision(template) != revision:
-            source = next((c for c in self.world.copies.values() if c.revision == revision), None)
-            if source is None:
-                raise WorkloadError(f"no template of revision {revision} is left")
-            template = source.template
-        self.world.copies[role] = Copy(
+            raise WorkloadError(f"no template of revision {revision} is left")
+        self.world.by_revision[revision] = Copy(
             revision, replicas, copy.deepcopy(template), self.world.ready_on_write
         )
         self.world.changed()
 
-    async def scale(self, role: Role, replicas: int) -> None:
-        self.world.record("scale", role, replicas)
-        if role in self.world.copies and self.world.copies[role].replicas != replicas:
-            self.world.copies[role].replicas = replicas
+    async def scale(self, revision: str, replicas: int) -> None:
+        self.world.record("scale", self.world.role_of(revision), replicas)
+        found = self.world.by_revision.get(revision)
+        if found is not None and found.replicas != replicas:
+            found.replicas = replicas
+            self.world.changed()
+
+    async def remove(self, revision: str, keep_template: bool) -> None:
+        self.world.record("remove", revision, keep_template)
+        assert revision not in self.world.selects.values(), "a copy in use removed"
+        if self.world.by_revision.pop(revision, None) is not None:
+            self.world.changed()
+
+    async def selection(self) -> Selection:
+        return Selection(stable=self.world.selects["stable"], canary=self.world.selects["canary"])
+
+    async def point(self, role: Role, revision: str) -> None:
+        self.world.record("point", role, revision)
+        if self.world.selects[role] != revision:
+            self.world.selects[role] = revision
             self.world.changed()
 
     async def claim_target(self, target: Obj) -> None:
@@ -571,19 +627,19 @@ class FakeWorkloads:
         self.world.record("hand_over", owner["metadata"]["uid"])
         self.world.owned_by = owner["metadata"]["uid"]
 
-    async def service_isolated(self) -> bool:
-        return self.world.service_isolated
+    async def service_isolated(self, revision: str | None) -> bool:
+        return revision is not None and self.world.service_on == revision
 
-    async def isolate_service(self) -> None:
-        self.world.record("isolate_service")
-        if not self.world.service_isolated:
-            self.world.service_isolated = True
+    async def isolate_service(self, revision: str) -> None:
+        self.world.record("isolate_service", revision)
+        if self.world.service_on != revision:
+            self.world.service_on = revision
             self.world.changed()
 
     async def restore_service(self) -> bool:
         self.world.record("restore_service")
-        changed = self.world.service_isolated
-        self.world.service_isolated = False
+        changed = self.world.service_on is not None
+        self.world.service_on = None
         return changed
 
     async def release_target(self, target: Obj) -> None:
@@ -661,11 +717,11 @@ class FakeAutoscalers:
             raise AutoscalerError(f"HorizontalPodAutoscaler shop-{role} exists", "NameConflict")
         return found
 
-    async def ensure(self, role: Role, source: Obj) -> None:
+    async def ensure(self, role: Role, source: Obj, workload: str) -> None:
         self.world.record("ensure_autoscaler", role)
         existing = self._ours(role)
         spec = {k: copy.deepcopy(source["spec"][k]) for k in self.COPIED if k in source["spec"]}
-        wanted = AutoscalerCopy(self.rollout, f"{self.target}-{role}", spec)
+        wanted = AutoscalerCopy(self.rollout, workload, spec)
         if existing is not None and (existing.scales, existing.spec) == (wanted.scales, spec):
             return
         self.world.record("write_autoscaler", role, spec)

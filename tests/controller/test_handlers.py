@@ -80,7 +80,7 @@ async def test_an_idle_rollout_is_looked_at_once_per_resync_period() -> None:
     rollouts, recorded = looping(initialized_world())
     rollouts.ensure_running(KEY)
     # (The target is scaled away a scale-down delay after the route is seen applied.)
-    await recorded.wait_for(lambda: len(recorded.times) >= 8, timeout=10 * IDLE_RESYNC_SECONDS)
+    await recorded.wait_for(lambda: len(recorded.times) >= 10, timeout=10 * IDLE_RESYNC_SECONDS)
     await rollouts.stop_all()
     # Initialising takes a few quick passes; after that, one per resync period.
     gaps = [b - a for a, b in zip(recorded.times[-3:], recorded.times[-2:], strict=False)]
@@ -238,15 +238,26 @@ async def test_deployment_events_wake_the_rollouts_that_use_them() -> None:
     memo = SimpleNamespace(rollouts=rollouts)
     rollouts.ensure_running(KEY)
     await recorded.wait_for(lambda: world.status.get("phase") == "Initialized", timeout=60)
-    index = {(NAMESPACE, "shop-canary"): [NAME]}
+    index = {(NAMESPACE, "shop"): [NAME]}
     seen = len(recorded.times)
     await handlers.deployment_changed(
-        namespace=NAMESPACE, name="unrelated", memo=memo, rollouts_by_deployment=index
+        namespace=NAMESPACE, name="unrelated", labels={}, memo=memo, rollouts_by_deployment=index
     )
     with pytest.raises(TimeoutError):
         await recorded.wait_for(lambda: len(recorded.times) > seen, timeout=1)
+    # The target, by the index of what the rollouts name.
     await handlers.deployment_changed(
-        namespace=NAMESPACE, name="shop-canary", memo=memo, rollouts_by_deployment=index
+        namespace=NAMESPACE, name="shop", labels={}, memo=memo, rollouts_by_deployment=index
+    )
+    await recorded.wait_for(lambda: len(recorded.times) > seen, timeout=1)
+    # A copy, by the rollout its label names.
+    seen = len(recorded.times)
+    await handlers.deployment_changed(
+        namespace=NAMESPACE,
+        name="shop-0123456789",
+        labels={"tidegate.io/rollout": NAME},
+        memo=memo,
+        rollouts_by_deployment=index,
     )
     await recorded.wait_for(lambda: len(recorded.times) > seen, timeout=1)
     await rollouts.stop_all()

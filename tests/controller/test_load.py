@@ -71,7 +71,7 @@ async def test_an_unreachable_loadtester_is_degraded_but_never_holds_a_rollback(
     while world.status.get("phase") != "Failed" and rec_passes < 50:
         delay = await rec.reconcile(NAMESPACE, "shop")
         seen.append(world.condition("Degraded"))
-        world.advance(delay if delay is not None else 60)
+        world.wait(delay)
         rec_passes += 1
     assert world.status["phase"] == "Failed"
     reported = [c for c in seen if c is not None and c["reason"] == "LoadtesterUnreachable"]
@@ -100,7 +100,7 @@ async def test_a_loadtester_back_clears_the_condition() -> None:
     world.set_version("1.1.0")
     for _ in range(10):
         delay = await rec.reconcile(NAMESPACE, "shop")
-        world.advance(delay if delay is not None else 60)
+        world.wait(delay)
         degraded = world.condition("Degraded")
         if degraded is not None and degraded["status"] == "True":
             break
@@ -109,7 +109,7 @@ async def test_a_loadtester_back_clears_the_condition() -> None:
     before = len(jobs(world))
     for _ in range(10):
         delay = await rec.reconcile(NAMESPACE, "shop")
-        world.advance(delay if delay is not None else 60)
+        world.wait(delay)
         if len(jobs(world)) > before and world.status.get("phase") == "Progressing":
             break
     degraded = world.condition("Degraded")
@@ -124,7 +124,7 @@ async def test_no_loadtester_address_is_reported() -> None:
     world.set_version("1.1.0")
     for _ in range(10):
         delay = await rec.reconcile(NAMESPACE, "shop")
-        world.advance(delay if delay is not None else 60)
+        world.wait(delay)
         degraded = world.condition("Degraded")
         if degraded is not None and degraded["status"] == "True":
             break

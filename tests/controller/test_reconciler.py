@@ -39,7 +39,7 @@ async def settle(
         delay = await rec.reconcile(NAMESPACE, NAME)
         if world.status.get("phase") in phases:
             return delay
-        world.advance(delay if delay is not None else 60)
+        world.wait(delay)
     raise AssertionError(f"never reached {phases}; status: {world.status}")
 
 
@@ -117,15 +117,20 @@ async def test_a_healthy_canary_walks_every_step_and_is_promoted() -> None:
             weights.append(world.canary_weight)
         if world.status.get("phase") == "Succeeded":
             break
-        world.advance(delay if delay is not None else 60)
+        world.wait(delay)
     assert world.status.get("phase") == "Succeeded", world.status
     assert weights == [0, 10, 30, 60, 0]
     assert world.status["stableRevision"] == world.revision_of("1.1.0")
-    assert world.copies["stable"].revision == world.revision_of("1.1.0")
-    # The canary keeps its pods until the gateway has moved the traffic and the delay is over.
-    assert world.copies["canary"].replicas == 3
+    new, old = world.revision_of("1.1.0"), world.revision_of("1.0.0")
+    # The pointer flip: the copy that was analysed is stable, no other copy was made.
+    assert world.copies["stable"].revision == new
+    assert world.selects == {"stable": new, "canary": new}
+    assert set(world.by_revision) == {old, new}
+    # The stable copy before keeps its pods until the gateway has moved the traffic and the
+    # delay is over; then it goes.
+    assert world.by_revision[old].replicas == 3
     await until_idle(world, rec)
-    assert world.copies["canary"].replicas == 0
+    assert set(world.by_revision) == {new} and world.status["retiring"] == []
     # Every analysed step asked Prometheus, with the canary's own Service in the query.
     queries = [c for c in world.calls if c[0] == "measure_all"]
     assert queries and all(c[1] == PROMETHEUS for c in queries)
@@ -221,7 +226,7 @@ async def test_status_is_written_before_any_action() -> None:
             assert names.index("patch_status") < acted[0], names
         if world.status.get("phase") == "Succeeded":
             return
-        world.advance(delay if delay is not None else 60)
+        world.wait(delay)
     raise AssertionError(f"not promoted: {world.status}")
 
 
@@ -452,7 +457,7 @@ async def test_blue_green_previews_then_switches_in_one_write_and_ends_on_stable
             seen.append((world.status.get("currentStepName"), route.canary_weight, route.preview))
         if world.status.get("phase") == "Succeeded":
             break
-        world.advance(delay if delay is not None else 60)
+        world.wait(delay)
     assert world.status["phase"] == "Succeeded", world.status
     live_weights = [c[1].canary_weight for c in world.calls if c[0] == "set_traffic"]
     assert set(live_weights) == {0, 100}  # never a split
@@ -519,7 +524,7 @@ async def test_header_and_mirror_routes_are_gone_after_a_rollback() -> None:
             held.append(world.route)
         if world.status.get("phase") == "Failed":
             break
-        world.advance(delay if delay is not None else 60)
+        world.wait(delay)
     assert world.status["phase"] == "Failed"
     assert any(t.header_route and t.mirror_percent == 50 and t.canary_weight == 10 for t in held)
     assert world.route == Traffic()
@@ -554,7 +559,7 @@ async def settle_named(world: World, name: str) -> None:
         delay = await rec.reconcile(NAMESPACE, name)
         if world.others[name].get("status", {}).get("phase") == "Initialized":
             return
-        world.advance(delay if delay is not None else 60)
+        world.wait(delay)
     raise AssertionError(world.others[name].get("status"))
 
 

@@ -45,7 +45,7 @@ async def test_confirm_promotion_holds_at_the_last_step_until_it_answers_2xx() -
         delay = await rec.reconcile(NAMESPACE, NAME)
         if webhook_calls(world):
             break
-        world.advance(delay if delay is not None else 60)
+        world.wait(delay)
     [body] = webhook_calls(world)
     assert body == {
         "rollout": {"name": NAME, "namespace": NAMESPACE},
@@ -98,7 +98,7 @@ async def test_a_rollback_webhook_rolls_back_at_its_next_poll() -> None:
         delay = await rec.reconcile(NAMESPACE, NAME)
         if world.status.get("canaryWeight") == 30:
             break
-        world.advance(delay if delay is not None else 60)
+        world.wait(delay)
     assert len(webhook_calls(world, "kill-switch")) >= 1
     world.webhook_answers["kill-switch"] = 200
     polled_at = world.now
@@ -113,7 +113,7 @@ async def test_confirm_traffic_increase_holds_the_weight_without_a_failed_check(
     rec = reconciler(world)
     for _ in range(10):
         delay = await rec.reconcile(NAMESPACE, NAME)
-        world.advance(delay if delay is not None else 60)
+        world.wait(delay)
     status = world.status
     assert status["phase"] == "Progressing" and world.canary_weight == 0
     assert status["failedChecks"] == 0 and status["webhookGate"] == "confirmTrafficIncrease"

@@ -16,8 +16,11 @@ from tidegate.adapters.kube_rollouts import KubeTemplates
 from tidegate.adapters.prometheus import UnknownVariable, render_query, single_value
 from tidegate.adapters.workloads import (
     REVISION_ANNOTATION,
+    REVISION_LABEL,
     ROLE_LABEL,
     as_template_source,
+    copy_label,
+    selecting,
     template_revision,
     workload_copy,
     workload_state,
@@ -56,27 +59,50 @@ def test_revision_ignores_key_order_but_not_content() -> None:
     assert template_revision(changed) != template_revision(template)
 
 
-def test_copy_adds_the_role_to_selector_and_pods_and_keeps_the_rest() -> None:
-    canary = workload_copy(target(), "shop-rollout", "canary", "abc", 2)
-    assert canary["metadata"]["name"] == "shop-canary"
+def test_a_copy_is_named_and_labelled_by_its_revision_and_keeps_the_rest() -> None:
+    canary = workload_copy(target(), "shop-rollout", "abc", 2)
+    assert canary["metadata"]["name"] == "shop-abc"
     assert canary["metadata"]["annotations"] == {"team": "a", REVISION_ANNOTATION: "abc"}
+    assert canary["metadata"]["labels"] == {
+        "app": "shop", REVISION_LABEL: "abc", "tidegate.io/rollout": "shop-rollout"
+    }  # fmt: skip
     assert canary["spec"]["replicas"] == 2
     assert canary["spec"]["minReadySeconds"] == 5
-    assert canary["spec"]["selector"]["matchLabels"] == {"app": "shop", ROLE_LABEL: "canary"}
-    assert canary["spec"]["template"]["metadata"]["labels"] == {"app": "shop", ROLE_LABEL: "canary"}
+    assert canary["spec"]["selector"]["matchLabels"] == {"app": "shop", REVISION_LABEL: "abc"}
+    assert canary["spec"]["template"]["metadata"]["labels"] == {
+        "app": "shop",
+        REVISION_LABEL: "abc",
+    }
+    assert copy_label(canary) == {REVISION_LABEL: "abc"}
     assert target()["spec"]["template"]["metadata"]["labels"] == {"app": "shop"}  # untouched
 
 
 def test_a_copy_gives_back_the_template_it_was_made_from() -> None:
     original = target()
-    canary = workload_copy(original, "r", "canary", "abc", 2)
+    canary = workload_copy(original, "r", "abc", 2)
     source = as_template_source(canary, "shop")
     assert template_revision(source["spec"]["template"]) == template_revision(
         original["spec"]["template"]
     )
-    stable = workload_copy(source, "r", "stable", "abc", 3)
-    assert stable["metadata"]["name"] == "shop-stable"
-    assert stable["spec"]["selector"]["matchLabels"] == {"app": "shop", ROLE_LABEL: "stable"}
+    # A copy made before copies were keyed by revision, too.
+    legacy = copy.deepcopy(canary)
+    for labels in (
+        legacy["spec"]["selector"]["matchLabels"],
+        legacy["spec"]["template"]["metadata"]["labels"],
+    ):
+        del labels[REVISION_LABEL]
+        labels[ROLE_LABEL] = "stable"
+    assert copy_label(legacy) == {ROLE_LABEL: "stable"}
+    source = as_template_source(legacy, "shop")
+    assert template_revision(source["spec"]["template"]) == template_revision(
+        original["spec"]["template"]
+    )
+
+
+def test_a_selector_moves_from_one_copy_label_to_the_other() -> None:
+    assert selecting({REVISION_LABEL: "abc"}) == {ROLE_LABEL: None, REVISION_LABEL: "abc"}
+    assert selecting({ROLE_LABEL: "stable"}) == {ROLE_LABEL: "stable", REVISION_LABEL: None}
+    assert selecting({}) == {ROLE_LABEL: None, REVISION_LABEL: None}
 
 
 def deployment(generation: int, observed: int, **status: int) -> dict[str, Any]:

@@ -223,6 +223,7 @@ def test_empty_status_is_a_valid_initial_status() -> None:
         "passedChecks": 0,
         "failedChecks": 0,
         "inconclusiveChecks": 0,
+        "retiring": [],
         "inconclusivePause": False,
         "metrics": [],
         "webhooks": [],

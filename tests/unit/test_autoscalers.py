@@ -69,7 +69,7 @@ def adapter(kube: FakeKube) -> KubeAutoscalers:
 
 def test_a_copy_scales_its_own_deployment_with_the_users_bounds_metrics_and_behavior() -> None:
     source = users_hpa()
-    canary = autoscaler_copy(source, "shop-rollout", "canary", "shop")
+    canary = autoscaler_copy(source, "shop-rollout", "canary", "shop", "shop-c0ffee")
     assert canary["apiVersion"] == "autoscaling/v2"
     assert canary["metadata"]["name"] == "shop-canary"
     assert canary["metadata"]["labels"] == {
@@ -78,7 +78,7 @@ def test_a_copy_scales_its_own_deployment_with_the_users_bounds_metrics_and_beha
         ROLLOUT_LABEL: "shop-rollout",
     }
     assert canary["spec"] == {
-        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "shop-canary"},
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "shop-c0ffee"},
         "minReplicas": 2,
         "maxReplicas": 8,
         "metrics": source["spec"]["metrics"],
@@ -87,16 +87,20 @@ def test_a_copy_scales_its_own_deployment_with_the_users_bounds_metrics_and_beha
 
 
 def test_holds_compares_what_is_copied_and_ignores_labels_added_by_others() -> None:
-    desired = autoscaler_copy(users_hpa(), "shop-rollout", "stable", "shop")
+    desired = autoscaler_copy(users_hpa(), "shop-rollout", "stable", "shop", "shop-5ab1e")
     stored = copy.deepcopy(desired)
     stored["metadata"]["labels"]["argocd"] = "x"
     stored["status"] = {"currentReplicas": 5}
     assert holds(stored, desired)
-    changed = autoscaler_copy(users_hpa(maxReplicas=9), "shop-rollout", "stable", "shop")
+    changed = autoscaler_copy(
+        users_hpa(maxReplicas=9), "shop-rollout", "stable", "shop", "shop-5ab1e"
+    )
     assert not holds(stored, changed)
     without_behavior = users_hpa()
     del without_behavior["spec"]["behavior"]
-    assert not holds(stored, autoscaler_copy(without_behavior, "shop-rollout", "stable", "shop"))
+    assert not holds(
+        stored, autoscaler_copy(without_behavior, "shop-rollout", "stable", "shop", "shop-5ab1e")
+    )
     unmarked = copy.deepcopy(stored)
     del unmarked["metadata"]["labels"][ROLE_LABEL]
     assert not holds(unmarked, desired)
@@ -124,10 +128,10 @@ async def test_the_source_must_exist_and_scale_the_target() -> None:
 async def test_a_copy_is_written_when_missing_or_different_and_only_then() -> None:
     kube = FakeKube()
     hpas = adapter(kube)
-    await hpas.ensure("stable", users_hpa())
-    await hpas.ensure("stable", users_hpa())
+    await hpas.ensure("stable", users_hpa(), "shop-5ab1e")
+    await hpas.ensure("stable", users_hpa(), "shop-5ab1e")
     assert [w[:2] for w in kube.writes] == [("apply", "shop-stable")]
-    await hpas.ensure("stable", users_hpa(maxReplicas=20))
+    await hpas.ensure("stable", users_hpa(maxReplicas=20), "shop-5ab1e")
     assert [w[:2] for w in kube.writes] == [("apply", "shop-stable")] * 2
     assert kube.objects["shop-stable"]["spec"]["maxReplicas"] == 20
 
@@ -138,7 +142,7 @@ async def test_a_foreign_hpa_of_a_copys_name_is_never_written_nor_deleted() -> N
     kube = FakeKube(foreign)
     hpas = adapter(kube)
     with pytest.raises(AutoscalerError) as conflict:
-        await hpas.ensure("canary", users_hpa())
+        await hpas.ensure("canary", users_hpa(), "shop-5ab1e")
     assert conflict.value.reason == "NameConflict"
     await hpas.remove("canary")
     await hpas.hand_over({"metadata": {"name": "shop-rollout", "uid": "u-rollout"}})
@@ -149,7 +153,7 @@ async def test_remove_deletes_this_rollouts_copy_by_uid_and_nothing_else() -> No
     kube = FakeKube()
     hpas = adapter(kube)
     await hpas.remove("canary")  # nothing there: nothing asked
-    await hpas.ensure("canary", users_hpa())
+    await hpas.ensure("canary", users_hpa(), "shop-5ab1e")
     await hpas.remove("canary")
     assert kube.writes[-1] == ("delete", "shop-canary", "u-shop-canary")
     assert "shop-canary" not in kube.objects
@@ -158,7 +162,7 @@ async def test_remove_deletes_this_rollouts_copy_by_uid_and_nothing_else() -> No
 async def test_hand_over_makes_the_rollout_own_its_copies() -> None:
     kube = FakeKube()
     hpas = adapter(kube)
-    await hpas.ensure("stable", users_hpa())
+    await hpas.ensure("stable", users_hpa(), "shop-5ab1e")
     await hpas.hand_over({"metadata": {"name": "shop-rollout", "uid": "u-rollout"}})
     owners = kube.objects["shop-stable"]["metadata"]["ownerReferences"]
     assert [(o["kind"], o["name"], o["uid"]) for o in owners] == [

@@ -114,12 +114,12 @@ def test_every_crd_is_copied_into_both_installs() -> None:
 ROLES = ("ClusterRole", "Role")
 
 
-# The one exception: the canary's HPA copy is deleted when a rollout ends (by uid, and only
-# when it carries this rollout's label).
-DELETABLE = {("autoscaling", "horizontalpodautoscalers")}
+# The exceptions: the canary's HPA copy is deleted when a rollout ends, and a Deployment copy
+# once its revision lost its role (by uid, and only when it carries this rollout's label).
+DELETABLE = {("autoscaling", "horizontalpodautoscalers"), ("apps", "deployments")}
 
 
-def test_rbac_deletes_only_hpa_copies_and_names_no_wildcards() -> None:
+def test_rbac_deletes_only_copies_and_names_no_wildcards() -> None:
     for kind in ROLES:
         for rule in one(kustomize_objects(), kind)["rules"]:
             assert "deletecollection" not in rule["verbs"]

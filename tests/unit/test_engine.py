@@ -22,8 +22,11 @@ from tidegate.engine import (
     EmitEvent,
     EnsureWorkload,
     Observation,
+    PointService,
     ReleaseTarget,
+    RemoveCopy,
     ScaleWorkload,
+    Selection,
     SetTraffic,
     WorkloadState,
     needs_measurement,
@@ -142,7 +145,8 @@ def rolling(spec: RolloutSpec, now: datetime = T0) -> RolloutStatus:
 
 
 def at(now: datetime, target: str = "v2", **extra: Any) -> Observation:
-    return observe(target, now=now, stable=ready("v1"), canary=ready(target), **extra)
+    copies = {"stable": ready("v1"), "canary": ready(target), **extra}
+    return observe(target, now=now, **copies)
 
 
 # --- expand_steps ---------------------------------------------------------------------------
@@ -547,7 +551,8 @@ def test_analysis_step_needs_all_iterations() -> None:
         status = step(spec, status, at(T0 + minute * MINUTE, measurements=passing())).status
         assert (status.current_step_index, status.passed_checks) == (1, expected)
     done = step(spec, status, at(T0 + 4 * MINUTE, measurements=passing()))
-    assert done.status.phase is RolloutPhase.PROMOTING
+    assert done.status.phase is RolloutPhase.SUCCEEDED  # (the canary runs at full size)
+    assert events(done) == ["Promoting", "Promoted"]
 
 
 def test_skip_analysis_holds_each_weight_for_one_interval() -> None:
@@ -662,15 +667,8 @@ def test_promote_full_skips_the_remaining_steps_and_analysis() -> None:
     spec = make_spec(steps=[{"setWeight": 10}, {"setWeight": 30}, {"setWeight": 60}])
     full = step(spec, rolling(spec), at(T0 + MINUTE, requests={PROMOTE_FULL_ANNOTATION: "erin"}))
     assert full.actions[0] == ClearRequest(PROMOTE_FULL_ANNOTATION)
-    assert full.status.phase is RolloutPhase.PROMOTING
-    assert EnsureWorkload(role="stable", revision="v2", replicas=REPLICAS) in full.actions
-    assert "PromotedFully" in events(full)
-    done = step(
-        spec,
-        full.status,
-        observe("v2", now=T0 + 2 * MINUTE, stable=ready("v2"), canary=ready("v2")),
-    )
-    assert done.status.phase is RolloutPhase.SUCCEEDED and done.status.stable_revision == "v2"
+    assert events(full) == ["PromotedFully", "Promoting", "Promoted"]
+    assert full.status.phase is RolloutPhase.SUCCEEDED and full.status.stable_revision == "v2"
 
 
 @pytest.mark.parametrize("annotation", [ABORT_ANNOTATION, PROMOTE_FULL_ANNOTATION])
@@ -703,42 +701,97 @@ def test_promote_without_a_pause_is_refused_but_waits_for_a_pause_it_did_not_rea
 # --- promotion ------------------------------------------------------------------------------
 
 
-def test_promotion() -> None:
+BEFORE_FLIP = Selection(stable="v1", canary="v2")
+FLIPPED = Selection(stable="v2", canary="v2")
+
+
+def test_promotion_flips_the_stable_service_to_the_analysed_copy() -> None:
     spec = make_spec(steps=[{"setWeight": 50}])
-    promoting = step(spec, rolling(spec), at(T0 + MINUTE, measurements=passing()))
+    promoting = step(
+        spec, rolling(spec), at(T0 + MINUTE, measurements=passing(), selected=BEFORE_FLIP)
+    )
     assert promoting.status.phase is RolloutPhase.PROMOTING
-    assert EnsureWorkload(role="stable", revision="v2", replicas=REPLICAS) in promoting.actions
-    # Woken by the stable copy becoming ready, or at the progress deadline at the latest.
+    # No pod is made: the analysed copy runs at full size already. Its pods take the role.
+    assert not any(isinstance(a, EnsureWorkload | ScaleWorkload) for a in promoting.actions)
+    assert PointService("stable", "v2") in promoting.actions
+    assert weights(promoting) == []  # the last step's split holds until the flip is seen
+    # Woken by the Service changing, or at the progress deadline at the latest.
     assert promoting.requeue_after == spec.progress_deadline_seconds
 
-    still = step(
-        spec,
-        promoting.status,
-        observe("v2", now=T0 + 2 * MINUTE, stable=starting("v2"), canary=ready("v2")),
-    )
-    assert still.actions == ()
-
-    done = step(
-        spec,
-        still.status,
-        observe("v2", now=T0 + 3 * MINUTE, stable=ready("v2"), canary=ready("v2")),
-    )
+    done = step(spec, promoting.status, at(T0 + 2 * MINUTE, selected=FLIPPED))
     assert done.actions[0] == set_weight(0)
-    assert ScaleWorkload(role="canary", replicas=0) not in done.actions
+    assert not any(isinstance(a, EnsureWorkload | ScaleWorkload) for a in done.actions)
     assert "Promoted" in events(done)
     st = done.status
     assert st.phase is RolloutPhase.SUCCEEDED
     assert (st.stable_revision, st.canary_revision, st.canary_weight) == ("v2", None, 0)
+    assert st.retiring == ["v1"]  # the stable copy before, once nothing needs it
     assert condition(st, "Ready") == "True"
     assert done.requeue_after is None
 
-    idle = step(spec, st, observe("v2", now=T0 + 4 * MINUTE, stable=ready("v2")))
-    assert idle.actions == () and idle.status == st
+    # The copy before goes once the route and the Services are seen on v2, after the
+    # scale-down delay; its template is kept (the release before, for a later rollback).
+    seen = {"stable": ready("v2"), "selected": FLIPPED}
+    waiting = step(
+        spec, st, observe("v2", now=T0 + 3 * MINUTE, retiring={"v1": ready("v1")}, **seen)
+    )
+    assert waiting.actions == ()
+    assert waiting.status.retire_at == T0 + 3 * MINUTE + timedelta(seconds=30)
+    removed = step(
+        spec,
+        waiting.status,
+        observe("v2", now=T0 + 4 * MINUTE, retiring={"v1": ready("v1")}, **seen),
+    )
+    assert removed.actions == (RemoveCopy("v1", keep_template=True),)
+    gone = step(
+        spec, removed.status, observe("v2", now=T0 + 5 * MINUTE, retiring={"v1": None}, **seen)
+    )
+    assert gone.actions == () and gone.status.retiring == []
+
+
+def test_a_copy_in_use_is_never_removed() -> None:
+    spec = make_spec(steps=[{"setWeight": 50}])
+    promoting = step(
+        spec, rolling(spec), at(T0 + MINUTE, measurements=passing(), selected=BEFORE_FLIP)
+    )
+    done = step(spec, promoting.status, at(T0 + 2 * MINUTE, selected=FLIPPED)).status
+    old = {"v1": ready("v1")}
+    for selected, applied in ((BEFORE_FLIP, True), (FLIPPED, False)):
+        for minutes in (3, 30):
+            held = step(
+                spec,
+                done,
+                observe(
+                    "v2",
+                    now=T0 + minutes * MINUTE,
+                    stable=ready("v2"),
+                    selected=selected,
+                    retiring=old,
+                    traffic_applied=applied,
+                ),
+            )
+            assert not any(isinstance(a, RemoveCopy) for a in held.actions)
+            assert held.status.retire_at is None
+
+
+def test_a_smaller_canary_is_brought_to_the_stable_size_before_the_flip() -> None:
+    spec = make_spec(steps=[{"setWeight": 50}])
+    status = promoting_status(spec)
+    small = at(T0 + 2 * MINUTE, canary=ready("v2", 1), selected=BEFORE_FLIP)
+    growing = step(spec, status, small)
+    assert growing.status.phase is RolloutPhase.PROMOTING
+    assert growing.actions == (EnsureWorkload(role="canary", revision="v2", replicas=REPLICAS),)
+    assert step(spec, status, replace(small, canary=starting("v2"))).actions == ()
+    grown = step(spec, status, replace(small, canary=ready("v2")))
+    assert grown.actions == (PointService("stable", "v2"),)
 
 
 def promoting_status(spec: RolloutSpec) -> RolloutStatus:
-    """A rollout whose last step passed at T0 + 1 min: promotion under way."""
-    promoting = step(spec, rolling(spec), at(T0 + MINUTE, measurements=passing()))
+    """A rollout whose last step passed at T0 + 1 min: promotion under way, waiting for the
+    stable Service to be seen on the canary's copy."""
+    promoting = step(
+        spec, rolling(spec), at(T0 + MINUTE, measurements=passing(), selected=BEFORE_FLIP)
+    )
     assert promoting.status.phase is RolloutPhase.PROMOTING
     return promoting.status
 
@@ -746,7 +799,10 @@ def promoting_status(spec: RolloutSpec) -> RolloutStatus:
 def test_promotion_that_cannot_finish_is_rolled_back_at_the_deadline() -> None:
     spec = make_spec(steps=[{"setWeight": 50}], progressDeadlineSeconds=120)
     status = promoting_status(spec)
-    never = observe("v2", now=T0 + 2 * MINUTE, stable=starting("v2"), canary=ready("v2"))
+    # The analysed copy never gets to the stable size (a quota, say).
+    never = observe(
+        "v2", now=T0 + 2 * MINUTE, stable=ready("v1"), canary=starting("v2"), selected=BEFORE_FLIP
+    )
     waiting = step(spec, status, never)
     assert waiting.status.phase is RolloutPhase.PROMOTING
     assert waiting.requeue_after == MINUTE.total_seconds()  # at the deadline
@@ -756,19 +812,28 @@ def test_promotion_that_cannot_finish_is_rolled_back_at_the_deadline() -> None:
     assert st.phase is RolloutPhase.FAILED
     assert st.stable_revision == "v1" and st.canary_weight == 0
     assert late.actions[0] == set_weight(0)
-    # The stable copy, half way to v2, gets v1 back; nothing asks it for v2 any more.
-    assert EnsureWorkload(role="stable", revision="v1", replicas=REPLICAS) in late.actions
-    assert EnsureWorkload(role="stable", revision="v2", replicas=REPLICAS) not in late.actions
+    assert not any(isinstance(a, PointService) for a in late.actions)
     assert "RolledBack" in events(late)
-    assert "ProgressDeadlineExceeded" in st.message or any(
-        c.reason == "ProgressDeadlineExceeded" for c in st.conditions
-    )
+    degraded = st.condition("Degraded")
+    assert degraded is not None and degraded.reason == "ProgressDeadlineExceeded"
+
+
+def test_a_flip_never_seen_is_rolled_back_at_the_deadline_and_not_asked_for_again() -> None:
+    spec = make_spec(steps=[{"setWeight": 50}], progressDeadlineSeconds=120)
+    status = promoting_status(spec)
+    refused = at(T0 + 2 * MINUTE, selected=BEFORE_FLIP)  # (a policy refuses the write)
+    asking = step(spec, status, refused)
+    assert asking.actions == (PointService("stable", "v2"),)
+    late = step(spec, asking.status, replace(refused, now=T0 + 3 * MINUTE))
+    assert late.status.phase is RolloutPhase.FAILED
+    assert not any(isinstance(a, PointService) for a in late.actions)
+    assert "still waiting for Service app-stable" in late.status.message
 
 
 def test_a_paused_promotion_is_not_counted_against_the_deadline() -> None:
     spec = make_spec(steps=[{"setWeight": 50}], progressDeadlineSeconds=120)
     status = promoting_status(spec)
-    stuck = dict(stable=starting("v2"), canary=ready("v2"))
+    stuck = {"stable": ready("v1"), "canary": starting("v2"), "selected": BEFORE_FLIP}
     paused_spec = spec.model_copy(update={"paused": True})
     paused = step(paused_spec, status, observe("v2", now=T0 + 2 * MINUTE, **stuck))
     assert paused.status.phase is RolloutPhase.PROMOTING
@@ -777,6 +842,26 @@ def test_a_paused_promotion_is_not_counted_against_the_deadline() -> None:
     assert resumed.status.phase is RolloutPhase.PROMOTING
     late = step(spec, resumed.status, observe("v2", now=T0 + 32 * MINUTE, **stuck))
     assert late.status.phase is RolloutPhase.FAILED
+
+
+def test_an_abort_past_the_flip_points_the_stable_service_back() -> None:
+    spec = make_spec(steps=[{"setWeight": 50}])
+    status = promoting_status(spec)
+    asked = at(
+        T0 + 2 * MINUTE, selected=Selection(stable="v2", canary="v2"),
+        requests={ABORT_ANNOTATION: "alice"},
+    )  # fmt: skip
+    aborted = step(spec, status, asked)
+    st = aborted.status
+    assert st.phase is RolloutPhase.ABORTED
+    assert (st.stable_revision, st.canary_weight) == ("v1", 0)
+    assert PointService("stable", "v1") in aborted.actions
+    # The canary's copy keeps its pods while the stable Service still selects it.
+    later = replace(asked, now=T0 + 30 * MINUTE, requests={})
+    assert not any(isinstance(a, ScaleWorkload) for a in step(spec, st, later).actions)
+    back = replace(later, selected=Selection(stable="v1", canary="v2"))
+    first = step(spec, st, back)
+    assert first.status.canary_scale_down_at is not None
 
 
 def test_abort_during_promotion() -> None:
@@ -801,9 +886,9 @@ def test_abort_during_promotion() -> None:
 
 def test_newer_revision_during_promotion_waits_for_it_to_finish() -> None:
     spec = make_spec(steps=[{"setWeight": 50}])
-    promoting = step(spec, rolling(spec), at(T0 + MINUTE, measurements=passing())).status
+    promoting = promoting_status(spec)
     done = step(
-        spec, promoting, observe("v3", now=T0 + 2 * MINUTE, stable=ready("v2"), canary=ready("v2"))
+        spec, promoting, at(T0 + 2 * MINUTE, target="v3", canary=ready("v2"), selected=FLIPPED)
     )
     assert done.status.phase is RolloutPhase.SUCCEEDED
     assert done.status.stable_revision == "v2"
@@ -913,12 +998,9 @@ def test_a_target_gone_mid_rollout_rolls_back_even_with_a_promotion_asked() -> N
 
 def test_a_promotion_under_way_finishes_without_the_target() -> None:
     spec = make_spec(steps=[{"setWeight": 50}])
-    promoting = step(spec, rolling(spec), at(T0 + MINUTE, measurements=passing()))
-    assert promoting.status.phase is RolloutPhase.PROMOTING
-    gone = observe(
-        "v2", now=T0 + 2 * MINUTE, stable=ready("v2"), canary=ready("v2"), target_found=False
-    )
-    done = step(spec, promoting.status, gone)
+    promoting = promoting_status(spec)
+    gone = at(T0 + 2 * MINUTE, selected=FLIPPED, target_found=False)
+    done = step(spec, promoting, gone)
     assert done.status.phase is RolloutPhase.SUCCEEDED
     assert done.status.stable_revision == "v2"
 

@@ -85,7 +85,7 @@ def test_a_canary_still_rolling_out_at_its_own_count_is_waited_for() -> None:
     assert decision.status.waiting_since == T0
 
 
-def test_promotion_keeps_the_stable_copys_count_across_the_template_change() -> None:
+def test_promotion_brings_the_canary_to_the_count_the_stable_hpa_chose() -> None:
     spec = autoscaled(strategy={"canary": {"steps": [{"setWeight": 50}]}})
     status = rolling(spec)
     promoting = step(
@@ -100,14 +100,20 @@ def test_promotion_keeps_the_stable_copys_count_across_the_template_change() -> 
         ),
     )
     assert promoting.status.phase is RolloutPhase.PROMOTING
-    assert EnsureWorkload(role="stable", revision="v2", replicas=7) in promoting.actions
+    # The copy that takes all traffic first runs as many pods as stable does.
+    assert EnsureWorkload(role="canary", revision="v2", replicas=7) in promoting.actions
     done = step(
         spec,
         promoting.status,
-        observe("v2", now=T0 + 2 * MINUTE, stable=ready("v2", replicas=4), canary=ready("v2")),
+        observe(
+            "v2",
+            now=T0 + 2 * MINUTE,
+            stable=ready("v1", replicas=7),
+            canary=ready("v2", replicas=7),
+        ),
     )
     assert done.status.phase is RolloutPhase.SUCCEEDED
-    assert ScaleWorkload(role="canary", replicas=0) not in done.actions  # after the delay
+    assert ScaleWorkload(role="canary", replicas=0) not in done.actions
     assert not any(isinstance(a, EnsureWorkload) for a in done.actions)
 
 

@@ -26,7 +26,10 @@ from tidegate.engine import (
     EmitEvent,
     EnsureWorkload,
     Observation,
+    PointService,
+    RemoveCopy,
     ScaleWorkload,
+    Selection,
     SetTraffic,
     WebhookOutcome,
     WorkloadState,
@@ -172,9 +175,13 @@ class World:
 
     now: datetime = T0
     target: str = "v1"
-    workloads: dict[str, WorkloadState | None] = field(
-        default_factory=lambda: {"stable": None, "canary": None}
-    )
+    # The copies, one per revision; the revisions of each role as the last status said
+    # (what the reconciler observes the copies by), and of the copies it retires; the
+    # revision whose copy each of tidegate's Services selects.
+    copies: dict[str, WorkloadState] = field(default_factory=dict)
+    roles: dict[str, str | None] = field(default_factory=lambda: {"stable": None, "canary": None})
+    retiring: list[str] = field(default_factory=list)
+    selects: dict[str, str | None] = field(default_factory=lambda: {"stable": None, "canary": None})
     traffic: Traffic = STABLE_ONLY
     applied: Traffic = STABLE_ONLY  # what the data plane routes by
     route_broken: bool = False
@@ -199,8 +206,10 @@ class World:
             generation=1,
             target_revision=self.target,
             target_replicas=REPLICAS,
-            stable=self.workloads["stable"],
-            canary=self.workloads["canary"],
+            stable=self.copy_of("stable"),
+            canary=self.copy_of("canary"),
+            selected=Selection(**self.selects),
+            retiring={r: self.copies.get(r) for r in self.retiring},
             requests=dict(self.requests),
             measurements=measurements,
             traffic=None if self.route_broken else self.traffic,
@@ -208,20 +217,23 @@ class World:
             webhooks=webhooks,
         )
 
+    def copy_of(self, role: str) -> WorkloadState | None:
+        revision = self.roles[role]
+        return self.copies.get(revision) if revision is not None else None
+
     def happen(self, kind: str, arg: Any) -> None:
         """What the cluster or a user does between reconciles."""
         if kind == "tick":
             self.now += timedelta(seconds=arg)
         elif kind == "settle":
-            for role, current in self.workloads.items():
-                if current is not None:
-                    self.workloads[role] = replace(current, ready=True)
+            for revision, current in self.copies.items():
+                self.copies[revision] = replace(current, ready=True)
         elif kind == "propagate":
             self.applied = self.traffic
         elif kind == "unready":
-            current = self.workloads[arg]
-            if current is not None:
-                self.workloads[arg] = replace(current, ready=False)
+            current = self.copy_of(arg)
+            if current is not None and current.revision is not None:
+                self.copies[current.revision] = replace(current, ready=False)
         elif kind == "revision":
             self.target = arg
         elif kind == "promote":
@@ -235,6 +247,9 @@ class World:
 
     def apply(self, decision: Decision) -> None:
         self._carry_out(decision)
+        status = decision.status
+        self.roles = {"stable": status.stable_revision, "canary": status.canary_revision}
+        self.retiring = list(status.retiring)
         # The reconciler puts the routes back to what the status says when they drifted (or
         # a write to them failed) and the decision did not set them itself.
         adopted = decision.status.phase not in (None, RolloutPhase.INITIALIZING)
@@ -249,14 +264,22 @@ class World:
                     return
                 self.traffic = action.traffic
             elif isinstance(action, EnsureWorkload):
-                current = self.workloads[action.role]
-                wanted = (action.revision, action.replicas)
-                if current is None or (current.revision, current.replicas) != wanted:
-                    self.workloads[action.role] = WorkloadState(*wanted, ready=False)
+                current = self.copies.get(action.revision)
+                if current is None or current.replicas != action.replicas:
+                    wanted = WorkloadState(action.revision, action.replicas, ready=False)
+                    self.copies[action.revision] = wanted
             elif isinstance(action, ScaleWorkload):
-                current = self.workloads[action.role]
-                if current is not None:
-                    self.workloads[action.role] = replace(current, replicas=action.replicas)
+                status = decision.status
+                of_role = (
+                    status.stable_revision if action.role == "stable" else status.canary_revision
+                )
+                if of_role in self.copies:
+                    self.copies[of_role] = replace(self.copies[of_role], replicas=action.replicas)
+            elif isinstance(action, PointService):
+                self.selects[action.role] = action.revision
+            elif isinstance(action, RemoveCopy):
+                assert action.revision not in self.selects.values(), "removed a copy in use"
+                self.copies.pop(action.revision, None)
             elif isinstance(action, ClearRequest):
                 del self.requests[action.annotation]
 
@@ -264,13 +287,16 @@ class World:
 def assert_no_request_meets_an_empty_copy(world: World) -> None:
     """What the data plane routes by never sends a request to a copy scaled to zero."""
     applied = world.applied
-    canary, stable = world.workloads["canary"], world.workloads["stable"]
+    behind = {r: world.copies.get(r) if r else None for r in world.selects.values()}
+    canary, stable = behind[world.selects["canary"]], behind[world.selects["stable"]]
     if applied.canary_weight > 0 or applied.header_route:
         assert canary is not None and canary.replicas > 0, (
-            f"the gateway sends {applied.describe()} to a canary with no pods"
+            f"the gateway sends {applied.describe()} to a canary Service with no pods"
         )
-    if applied.canary_weight < 100 and stable is not None:
-        assert stable.replicas > 0, "the gateway sends requests to a stable copy with no pods"
+    if applied.canary_weight < 100 and world.selects["stable"] is not None:
+        assert stable is not None and stable.replicas > 0, (
+            "the gateway sends requests to a stable Service with no pods"
+        )
 
 
 def stored(status: RolloutStatus) -> RolloutStatus:
@@ -318,7 +344,7 @@ def stage(spec: RolloutSpec, status: RolloutStatus) -> str:
 
 
 def assert_idle_is_quiet(spec: RolloutSpec, status: RolloutStatus, world: World) -> None:
-    stable = world.workloads["stable"]
+    stable, canary = world.copy_of("stable"), world.copy_of("canary")
     if (
         status.phase in STEADY_PHASES
         and world.target == status.stable_revision
@@ -327,7 +353,9 @@ def assert_idle_is_quiet(spec: RolloutSpec, status: RolloutStatus, world: World)
         and (stable.revision, stable.replicas) == (status.stable_revision, REPLICAS)
         and not world.route_broken
         and world.applied == world.traffic
-        and (world.workloads["canary"] is None or world.workloads["canary"].replicas == 0)
+        and (canary is None or canary.replicas == 0)
+        and not status.retiring
+        and world.selects["stable"] == status.stable_revision
     ):
         again = reconcile(spec, stored(status), world.observe())
         assert again.actions == ()
@@ -359,7 +387,7 @@ def test_invariants_hold_on_every_decision(
     pre_rollout_passed: set[tuple[object, ...]] = set()
 
     # Most scripts should exercise a rollout: start from v1 and ask for v2 right away.
-    prefix: list[tuple[str, Any]] = [("settle", None), ("settle", None), ("revision", "v2")]
+    prefix: list[tuple[str, Any]] = [("settle", None)] * 3 + [("revision", "v2")]
     for kind, arg in prefix + script:
         spec = paused_spec if paused else base_spec
         measurements: tuple[Measurement, ...] | None = None
@@ -376,7 +404,7 @@ def test_invariants_hold_on_every_decision(
         key = (status.canary_revision, status.rollout_started_at)
         if key != rollout_key:
             rollout_key, passes = key, {}
-        canary = world.workloads["canary"]
+        canary = world.copy_of("canary")
         canary_ready = (
             canary is not None and canary.ready and canary.revision == status.canary_revision
         )
@@ -387,6 +415,7 @@ def test_invariants_hold_on_every_decision(
 
         before, last_good = status.phase, status.stable_revision
         weight_before, key_before = status.canary_weight, key
+        copies_before = set(world.copies)
         observed = world.observe(measurements, world.call(spec, status))
         if said_yes(spec, WebhookType.PRE_ROLLOUT, observed.webhooks):
             pre_rollout_passed.add(key)
@@ -398,10 +427,23 @@ def test_invariants_hold_on_every_decision(
         assert_no_request_meets_an_empty_copy(world)
         if any(isinstance(a, ScaleWorkload) and a.replicas == 0 for a in decision.actions):
             event("a copy was scaled to zero")
+        if any(isinstance(a, RemoveCopy) for a in decision.actions):
+            event("a copy that lost its role was removed")
+        if any(isinstance(a, PointService) and a.role == "stable" for a in decision.actions):
+            event("the stable Service was pointed")
         running = (RolloutPhase.PROGRESSING, RolloutPhase.PAUSED)
         webhooks = observed.webhooks
         key_after = (status.canary_revision, status.rollout_started_at)
+        if status.phase is RolloutPhase.SUCCEEDED and before is not RolloutPhase.SUCCEEDED:
+            # The pointer flip: the stable Service is on the copy that was analysed, which
+            # was there before (a promotion makes no copy of its own).
+            assert world.selects["stable"] == status.stable_revision
+            assert status.stable_revision in copies_before
         for action in decision.actions:
+            if isinstance(action, EnsureWorkload) and action.role == "stable":
+                # Only ever the copy of the stable revision (never the canary's revision
+                # deployed a second time).
+                assert action.revision == status.stable_revision
             if isinstance(action, EnsureWorkload) and action.role == "canary":
                 # The new version gets no pod before its preRollout webhooks said yes.
                 assert not spec.webhooks_of(WebhookType.PRE_ROLLOUT) or (
@@ -497,7 +539,7 @@ def test_never_advances_past_an_analysed_step_without_passing_data(
     needed = required_passes(spec)
     world = World()
     status = RolloutStatus()
-    for kind, arg in [("settle", None), ("settle", None), ("revision", "v2"), *script]:
+    for kind, arg in [*[("settle", None)] * 3, ("revision", "v2"), *script]:
         measurements: tuple[Measurement, ...] | None = None
         world.happen(kind, arg)
         if kind == "measure" and needs_measurement(spec, status, world.now):

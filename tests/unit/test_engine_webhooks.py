@@ -34,8 +34,10 @@ from tidegate.engine import (
     CallWebhooks,
     ClearRequest,
     Decision,
+    EmitEvent,
     EnsureWorkload,
     Observation,
+    Selection,
     WebhookOutcome,
     due_webhooks,
     needs_measurement,
@@ -222,7 +224,8 @@ def test_confirm_promotion_holds_in_place_then_promotes() -> None:
     assert progressing is not None and progressing.reason == "PromotionHeld"
     assert "release-window" in progressing.message
     promoted, _ = call(spec, st, at(now + MINUTE))
-    assert promoted.status.phase is RolloutPhase.PROMOTING
+    assert promoted.status.phase is RolloutPhase.SUCCEEDED  # (the canary runs at full size)
+    assert "Promoting" in [a.reason for a in promoted.actions if isinstance(a, EmitEvent)]
 
 
 def test_a_full_promotion_is_a_persons_override_of_the_confirm_gates() -> None:
@@ -231,7 +234,7 @@ def test_a_full_promotion_is_a_persons_override_of_the_confirm_gates() -> None:
     refused, _ = call(spec, held.status, at(now), {"release-window": 403})
     asked = at(now, requests={PROMOTE_FULL_ANNOTATION: "alice"})
     promoted, _ = call(spec, refused.status, asked)
-    assert promoted.status.phase is RolloutPhase.PROMOTING
+    assert promoted.status.phase is RolloutPhase.SUCCEEDED
     assert promoted.status.webhook_gate is None
 
 
@@ -350,9 +353,15 @@ def test_post_rollout_after_a_promotion() -> None:
     spec = spec_with(hook("chat", "postRollout"), steps=[{"setWeight": 50}])
     running, _ = call(spec, started(spec).status, at(T0))
     running, _ = call(spec, running.status, at(T0))
-    promoting, _ = call(spec, running.status, at(T0 + MINUTE, measurements=passing()))
+    # Held at the flip: `<service>-stable` not yet seen on the canary's copy.
+    before_flip = Selection(stable="v1", canary="v2")
+    promoting, _ = call(
+        spec, running.status, at(T0 + MINUTE, measurements=passing(), selected=before_flip)
+    )
+    assert promoting.status.phase is RolloutPhase.PROMOTING
     assert CallWebhooks(WebhookType.POST_ROLLOUT) not in promoting.actions
-    done = step(spec, promoting.status, observe("v2", now=T0 + MINUTE, stable=ready("v2")))
+    flipped = Selection(stable="v2", canary="v2")
+    done = step(spec, promoting.status, at(T0 + MINUTE, selected=flipped))
     assert done.status.phase is RolloutPhase.SUCCEEDED
     assert CallWebhooks(WebhookType.POST_ROLLOUT) in done.actions
 

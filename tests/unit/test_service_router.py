@@ -8,19 +8,24 @@ import pytest
 from fake_kube import FakeKube
 
 from tidegate.adapters.service_router import ServiceSelectorRouter
-from tidegate.adapters.workloads import ROLE_LABEL
+from tidegate.adapters.workloads import REVISION_LABEL, ROLE_LABEL
 from tidegate.plan import STABLE_ONLY, HeaderMatch, Traffic
 from tidegate.ports import RoutingError
 
 Obj = dict[str, Any]
 
 
+def service(name: str, **copy_label: str) -> Obj:
+    selector = {"app": "shop", **copy_label}
+    return {"metadata": {"name": name, "resourceVersion": "1"}, "spec": {"selector": selector}}
+
+
 def services(*names: str) -> FakeKube:
+    """The user's Services named, and tidegate's: stable on the copy of v1, canary on v2's."""
     return FakeKube(
-        *(
-            {"metadata": {"name": n, "resourceVersion": "1"}, "spec": {"selector": {"app": "shop"}}}
-            for n in names
-        )
+        *(service(n) for n in names),
+        service("shop-stable", **{REVISION_LABEL: "v1"}),
+        service("shop-canary", **{REVISION_LABEL: "v2"}),
     )
 
 
@@ -39,10 +44,34 @@ async def test_switches_the_users_service_and_the_preview_between_the_versions()
         writes = len(client.patches)
         assert await router.apply(traffic) is False
         assert len(client.patches) == writes
-    assert selector(client, "shop") == {"app": "shop", ROLE_LABEL: "stable"}
+    assert selector(client, "shop") == {"app": "shop", REVISION_LABEL: "v1"}
     await router.apply(Traffic(100, preview=True))
-    assert selector(client, "shop") == {"app": "shop", ROLE_LABEL: "canary"}
-    assert selector(client, "shop-preview") == {"app": "shop", ROLE_LABEL: "canary"}
+    assert selector(client, "shop") == {"app": "shop", REVISION_LABEL: "v2"}
+    assert selector(client, "shop-preview") == {"app": "shop", REVISION_LABEL: "v2"}
+    assert await router.release("shop") is True
+    assert selector(client, "shop") == {"app": "shop"}
+
+
+async def test_after_the_flip_going_back_to_stable_moves_nothing() -> None:
+    client = services("shop")
+    router = ServiceSelectorRouter(client, "ns", "shop", None)  # type: ignore[arg-type]
+    await router.apply(Traffic(100))
+    # The promotion flips tidegate's stable Service to the copy that took the traffic.
+    client.objects["shop-stable"]["spec"]["selector"][REVISION_LABEL] = "v2"
+    assert await router.observe() == STABLE_ONLY
+    writes = len(client.patches)
+    assert await router.apply(STABLE_ONLY) is False
+    assert len(client.patches) == writes  # one cutover, not two
+
+
+async def test_a_selector_of_a_copy_from_before_revisions_is_understood_and_replaced() -> None:
+    client = services()
+    client.objects["shop"] = service("shop", **{ROLE_LABEL: "stable"})
+    client.objects["shop-stable"] = service("shop-stable", **{ROLE_LABEL: "stable"})
+    router = ServiceSelectorRouter(client, "ns", "shop", None)  # type: ignore[arg-type]
+    assert await router.observe() == STABLE_ONLY
+    assert await router.apply(Traffic(100)) is True
+    assert selector(client, "shop") == {"app": "shop", REVISION_LABEL: "v2"}
 
 
 @pytest.mark.parametrize(

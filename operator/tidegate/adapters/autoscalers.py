@@ -28,8 +28,9 @@ _COPIED_SPEC_FIELDS = ("minReplicas", "maxReplicas", "metrics", "behavior")
 _DROPPED_LABELS = (ROLE_LABEL, ROLLOUT_LABEL)
 
 
-def autoscaler_copy(source: Obj, rollout: str, role: Role, target: str) -> Obj:
-    """The HPA that scales the `role` copy of Deployment `target` as `source` scales it."""
+def autoscaler_copy(source: Obj, rollout: str, role: Role, target: str, workload: str) -> Obj:
+    """The HPA `<target>-<role>` that scales the Deployment copy `workload` as `source`
+    scales the target."""
     meta, spec = source["metadata"], source.get("spec", {})
     name = f"{target}-{role}"
     labels = {k: v for k, v in (meta.get("labels") or {}).items() if k not in _DROPPED_LABELS}
@@ -42,7 +43,7 @@ def autoscaler_copy(source: Obj, rollout: str, role: Role, target: str) -> Obj:
             "labels": {**labels, ROLE_LABEL: role, ROLLOUT_LABEL: rollout},
         },
         "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": workload},
             **{k: copy.deepcopy(spec[k]) for k in _COPIED_SPEC_FIELDS if k in spec},
         },
     }
@@ -106,9 +107,9 @@ class KubeAutoscalers:
     def _ours(self, found: Obj) -> bool:
         return (found["metadata"].get("labels") or {}).get(ROLLOUT_LABEL) == self.rollout
 
-    async def ensure(self, role: Role, source: Obj) -> None:
+    async def ensure(self, role: Role, source: Obj, workload: str) -> None:
         existing = await self._copy(role)
-        desired = autoscaler_copy(source, self.rollout, role, self.target_name)
+        desired = autoscaler_copy(source, self.rollout, role, self.target_name, workload)
         if existing is not None and holds(existing, desired):
             return
         await self.kube.apply(desired)

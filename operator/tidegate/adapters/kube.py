@@ -275,19 +275,20 @@ class Kube:
 
     async def delete(self, kind: Kind, namespace: str, name: str, uid: str) -> None:
         """Delete the object with that uid (a precondition: never another object that took
-        its name meanwhile); one already gone is no error. Only HPA copies are ever deleted."""
-        if kind != "horizontalpodautoscalers":
+        its name meanwhile); one already gone is no error. Only tidegate's copies are ever
+        deleted: HPAs and Deployments."""
+        if kind == "horizontalpodautoscalers":
+            delete = self.autoscaling.delete_namespaced_horizontal_pod_autoscaler
+        elif kind == "deployments":
+            delete = self.apps.delete_namespaced_deployment
+        else:
             raise ValueError(f"tidegate does not delete {kind}")
         options = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid))
         try:
             await self.call(
-                "delete",
-                f"{_RESOURCE[kind]} {namespace}/{name}",
-                self.autoscaling.delete_namespaced_horizontal_pod_autoscaler,
-                name,
-                namespace,
+                "delete", f"{_RESOURCE[kind]} {namespace}/{name}", delete, name, namespace,
                 body=options,
-            )
+            )  # fmt: skip
         except KubeError as error:
             if error.status != 404:
                 raise

@@ -1,7 +1,12 @@
 """Traffic routing by a Service's selector: the Service `spec.service.name` selects either
-the stable or the canary copy's pods (by tidegate's role label), so all live traffic moves at
-once and nothing else is needed in front of it. An optional preview Service is pointed at the
-new version the same way while it is rolled out.
+the stable or the canary copy's pods (by the copy label tidegate's own `<service>-stable` or
+`<service>-canary` selects), so all live traffic moves at once and nothing else is needed in
+front of it. An optional preview Service is pointed at the new version the same way while it
+is rolled out.
+
+It follows tidegate's Services: once a promotion flipped `<service>-stable` to the copy that
+took the traffic, "stable" is that same copy, and going back to stable moves nothing (one
+cutover per blue/green rollout).
 
 It carries blue/green only: no split, no header route, no mirror.
 """
@@ -9,9 +14,16 @@ It carries blue/green only: no split, no header route, no mirror.
 from __future__ import annotations
 
 from tidegate.adapters.kube import Kube, Obj
-from tidegate.adapters.workloads import ROLE_LABEL
+from tidegate.adapters.workloads import REVISION_LABEL, ROLE_LABEL, selecting
 from tidegate.plan import Traffic
-from tidegate.ports import Role, RoutingError
+from tidegate.ports import Role, RoutingError, role_service
+
+_COPY_LABELS = (REVISION_LABEL, ROLE_LABEL)
+
+
+def _copy_label(service: Obj) -> dict[str, str]:
+    selector = service.get("spec", {}).get("selector") or {}
+    return {k: selector[k] for k in _COPY_LABELS if selector.get(k)}
 
 
 class ServiceSelectorRouter:
@@ -36,9 +48,14 @@ class ServiceSelectorRouter:
         return found
 
     async def _role(self, name: str) -> Role | None:
-        selector = (await self._get(name)).get("spec", {}).get("selector") or {}
-        role = selector.get(ROLE_LABEL)
-        return role if role in ("stable", "canary") else None
+        """The role whose copy Service `name` selects (stable when both roles have it)."""
+        label = _copy_label(await self._get(name))
+        if not label:
+            return None
+        for role in ("stable", "canary"):
+            if _copy_label(await self._get(role_service(self.service, role))) == label:
+                return role
+        return None
 
     async def observe(self) -> Traffic | None:
         live = await self._role(self.service)
@@ -74,15 +91,18 @@ class ServiceSelectorRouter:
         return changed
 
     async def _select(self, name: str, role: Role | None) -> bool:
+        """Service `name` selects the copy of `role` (None: every copy, as the user wrote it);
+        False when it did already."""
         service = await self._get(name)
-        selector = dict(service.get("spec", {}).get("selector") or {})
-        if selector.get(ROLE_LABEL) == role:
+        wanted = _copy_label(await self._get(role_service(self.service, role))) if role else {}
+        if role is not None and not wanted:
+            raise RoutingError(f"Service {role_service(self.service, role)} selects no copy yet")
+        if _copy_label(service) == wanted:
             return False
         # A merge patch: a key set to None is removed (the selector as the user wrote it).
-        selector[ROLE_LABEL] = role
         patch = {
             "metadata": {"resourceVersion": service["metadata"]["resourceVersion"]},
-            "spec": {"selector": selector},
+            "spec": {"selector": selecting(wanted)},
         }
         await self.kube.patch("services", self.namespace, name, patch)
         return True

@@ -51,9 +51,17 @@ def _say(text: str) -> None:
 def _screen(cluster: Cluster, rollout: Obj) -> str:
     meta = rollout["metadata"]
     target = ((rollout.get("spec") or {}).get("targetRef") or {}).get("name", "")
-    images = {
-        role: cluster.images(meta["namespace"], f"{target}-{role}") for role in ("stable", "canary")
-    }
+    status = rollout.get("status") or {}
+    images: dict[str, list[str]] = {}
+    for role in ("stable", "canary"):
+        revision = status.get(f"{role}Revision")
+        if revision:
+            # The copy of the role's revision; else one made before copies were keyed by
+            # revision, named by its role.
+            found = cluster.images(meta["namespace"], f"{target}-{revision}")
+            images[role] = found or cluster.images(meta["namespace"], f"{target}-{role}")
+        else:
+            images[role] = []
     return render.detail(rollout, images, cluster.events(rollout), _now())
 
 
