@@ -64,6 +64,29 @@ def wait_replicas(
     )  # fmt: skip
 
 
+def copy_of(revision: str, target: str = "shop") -> str:
+    """The name of tidegate's copy of the target that runs `revision`."""
+    return f"{target}-{revision}"
+
+
+def wait_idle(kubectl: KubectlRunner, namespace: str, deployment: str, timeout: float = 60) -> None:
+    """Wait until the Deployment asks for no pod, or is gone: a copy that no longer takes
+    traffic is scaled to zero (a canary given up) or removed (a stable copy replaced), a
+    scale-down delay after the gateway reports the traffic gone from it."""
+
+    def replicas() -> int:
+        found = kubectl.run("get", "-n", namespace, f"deployment/{deployment}", "-o", "json")
+        return 0 if found.returncode != 0 else int(json.loads(found.stdout)["spec"]["replicas"])
+
+    wait_until(replicas, f"Deployment {deployment} at no pod", timeout, until=lambda n: n == 0)
+
+
+def copies(kubectl: KubectlRunner, namespace: str, rollout: str = "shop") -> dict[str, Any]:
+    """tidegate's copies for the rollout, by name."""
+    found = get(kubectl, namespace, "deployments", f"-l=tidegate.io/rollout={rollout}")
+    return {d["metadata"]["name"]: d for d in found["items"]}
+
+
 def gateway_caught_up(
     kubectl: KubectlRunner, namespace: str, gateway_url: str, timeout: float = 60
 ) -> None:
@@ -199,6 +222,11 @@ class Shop:
 
     def wait_phase(self, phase: str, timeout: float = 90) -> dict[str, Any]:
         return self.wait_status(lambda s: s.get("phase") == phase, f"phase {phase}", timeout)
+
+    def copy(self, role: str) -> dict[str, Any]:
+        """The copy that has the role, as the status names it."""
+        revision = self.status()[f"{role}Revision"]
+        return get(self.kubectl, self.namespace, "deployment", copy_of(revision))
 
     def restart_operator(self, env: Mapping[str, str] | None = None) -> None:
         """A new operator in place of the one a test killed (or that died), logging to the

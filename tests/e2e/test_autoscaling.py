@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import yaml
-from rollout_support import Shop, get
+from rollout_support import Shop, copy_of, get
 
 from tidegate_devenv.cluster import KubectlRunner
 from tidegate_devenv.paths import CANARY_EXAMPLE
@@ -103,7 +103,7 @@ def test_hpa_copies_follow_the_users_hpa_and_the_canary_copy_only_lives_during_a
     assert stable["spec"]["scaleTargetRef"] == {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "name": "shop-stable",
+        "name": copy_of(shop.status()["stableRevision"]),
     }
     assert {k: stable["spec"].get(k) for k in COPIED} == {k: users["spec"].get(k) for k in COPIED}
     labels = stable["metadata"]["labels"]
@@ -128,7 +128,8 @@ def test_hpa_copies_follow_the_users_hpa_and_the_canary_copy_only_lives_during_a
     )  # fmt: skip
     shop.wait_phase("Paused")
     canary = wait_hpa(kubectl, namespace, "shop-canary", "the canary HPA copy")
-    assert canary["spec"]["scaleTargetRef"]["name"] == "shop-canary"
+    promoted = shop.status()["canaryRevision"]
+    assert canary["spec"]["scaleTargetRef"]["name"] == copy_of(promoted)
     assert canary["spec"]["maxReplicas"] == 6
     shop.promote()
     shop.wait_phase("Succeeded")
@@ -136,7 +137,11 @@ def test_hpa_copies_follow_the_users_hpa_and_the_canary_copy_only_lives_during_a
         lambda: hpa(kubectl, namespace, "shop-canary"), "the canary HPA copy gone", 30,
         until=lambda h: h is None,
     )  # fmt: skip
-    assert hpa(kubectl, namespace, "shop-stable") is not None
+    # The stable HPA copy follows the role to the copy that was promoted.
+    wait_hpa(
+        kubectl, namespace, "shop-stable", "the stable HPA copy on the promoted copy",
+        lambda h: h["spec"]["scaleTargetRef"]["name"] == copy_of(promoted),
+    )  # fmt: skip
 
 
 def test_the_count_an_hpa_copy_chose_is_not_reset_and_a_hand_back_restarts_the_users_hpa(
@@ -147,9 +152,10 @@ def test_the_count_an_hpa_copy_chose_is_not_reset_and_a_hand_back_restarts_the_u
     # A bound the HPA controller enforces without metrics: the stable copy goes to 3.
     patch_hpa(kubectl, namespace, {"minReplicas": recorded + 1})
     wanted = recorded + 1
+    stable = copy_of(shop.status()["stableRevision"])
     scaled = wait_until(
-        lambda: get(kubectl, namespace, "deployment", "shop-stable"),
-        f"the stable HPA copy to scale shop-stable to {wanted}",
+        lambda: get(kubectl, namespace, "deployment", stable),
+        f"the stable HPA copy to scale {stable} to {wanted}",
         90,
         until=lambda d: (
             d["spec"]["replicas"] == wanted and d["status"].get("readyReplicas") == wanted
@@ -160,7 +166,7 @@ def test_the_count_an_hpa_copy_chose_is_not_reset_and_a_hand_back_restarts_the_u
     before = shop.operator.reconciles()
     kubectl.check("annotate", "-n", namespace, "pro/shop", "example.com/poke=1")
     wait_until(shop.operator.reconciles, "a reconcile", 30, until=lambda n: n > before)
-    after = get(kubectl, namespace, "deployment", "shop-stable")
+    after = get(kubectl, namespace, "deployment", stable)
     assert (after["spec"]["replicas"], after["metadata"]["generation"]) == (wanted, generation)
     assert shop.status()["replicas"] == recorded  # still the user's Deployment's size
 

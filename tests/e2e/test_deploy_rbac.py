@@ -27,6 +27,8 @@ from rollout_support import (
     ACCOUNT_NAMESPACE,
     KUSTOMIZE,
     canary_weight_in_route,
+    copies,
+    copy_of,
     events,
     get,
     install_operator_rbac,
@@ -175,7 +177,7 @@ class OperatorRun:
     failure: str | None  # why the run did not get to the end, if it did not
 
 
-# On the example's Deployment: tidegate copies it for shop-stable and shop-canary.
+# On the example's Deployment: tidegate's copies of it get HPA copies too.
 HPA = {
     "apiVersion": "autoscaling/v2",
     "kind": "HorizontalPodAutoscaler",
@@ -253,11 +255,12 @@ def operator_run(
             )
             follow(kubectl, namespace, {"Succeeded", "Failed"}, weights)
             # The status is written before the actions it decides: the end of the rollout
-            # (the canary scaled to zero, its HPA copy deleted) lands a moment after the
-            # phase shows, and must be done by the operator under test before it stops.
+            # (the stable copy before removed, the canary's HPA copy deleted) lands a moment
+            # after the phase shows, and must be done by the operator under test before it
+            # stops.
             wait_until(
-                lambda: get(kubectl, namespace, "deploy", "shop-canary")["spec"]["replicas"],
-                "the canary scaled to zero", 60, until=lambda replicas: replicas == 0,
+                lambda: copies(kubectl, namespace), "the stable copy before removed", 60,
+                until=lambda found: len(found) == 1,
             )  # fmt: skip
             wait_until(
                 lambda: kubectl.run("get", "-n", namespace, "hpa/shop-canary").returncode,
@@ -304,16 +307,12 @@ def test_operator_takes_a_canary_to_promotion_as_its_service_account(
     rollout = get(kubectl, namespace, "progressiverollout", "shop")
     assert rollout["status"]["phase"] == "Succeeded", rollout["status"]
     assert PROMOTE_ANNOTATION not in rollout["metadata"].get("annotations", {})
-    # The status is written before the actions it decides: the canary's scale-down may land
-    # a moment after the phase shows.
-    wait_until(
-        lambda: get(kubectl, namespace, "deploy", "shop-canary")["spec"]["replicas"],
-        "the canary scaled to zero", 30, until=lambda replicas: replicas == 0,
-    )  # fmt: skip
+    # The promoted copy is the only one left: the stable copy before it was removed.
     deployments = {d["metadata"]["name"]: d for d in get(kubectl, namespace, "deploy")["items"]}
     assert deployments["shop"]["spec"]["replicas"] == 0
-    assert deployments["shop-canary"]["spec"]["replicas"] == 0
-    stable_env = deployments["shop-stable"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    stable = copy_of(rollout["status"]["stableRevision"])
+    assert set(copies(kubectl, namespace)) == {stable}
+    stable_env = deployments[stable]["spec"]["template"]["spec"]["containers"][0]["env"]
     assert {"name": "VERSION", "value": "1.1.0"} in stable_env
     kubectl.check("get", "-n", namespace, "svc/shop-stable", "svc/shop-canary")
     kubectl.check("get", "-n", namespace, "hpa/shop-stable")
@@ -388,7 +387,8 @@ def test_rbac_grants_nothing_the_operator_does_not_use(
 @pytest.mark.usefixtures("installed_rbac")
 def test_service_account_cannot_delete_or_read_secrets(kubectl: KubectlRunner) -> None:
     # What the real server decides, default roles included, not only what rbac.yaml says.
-    for verb, resource in [("delete", "deployments.apps"), ("get", "secrets")]:
+    # (It may delete Deployments, its copies; it may already scale any Deployment to zero.)
+    for verb, resource in [("delete", "services"), ("delete", "pods"), ("get", "secrets")]:
         result = kubectl.run("auth", "can-i", verb, resource, f"--as={ACCOUNT}", "-n", "default")
         assert result.stdout.strip() == "no", (verb, resource, result.stdout, result.stderr)
 

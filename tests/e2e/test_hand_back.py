@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import yaml
-from rollout_support import Shop, get, resource_versions, set_version
+from rollout_support import Shop, copies, get, resource_versions, set_version
 
 from tidegate_devenv.paths import CANARY_EXAMPLE
 from tidegate_devenv.waiting import wait_until
@@ -41,8 +41,7 @@ def test_a_rollout_deleted_mid_rollout_hands_the_application_back(
     assert [r["name"] for r in rule["backendRefs"]] == ["shop"]
     # tidegate's copies and Services go with the rollout (the garbage collector).
     wait_until(
-        lambda: gone(shop, "deployment/shop-stable")
-        and gone(shop, "deployment/shop-canary")
+        lambda: not copies(kubectl, namespace)
         and gone(shop, "service/shop-stable")
         and gone(shop, "service/shop-canary"),
         "the copies and tidegate's Services gone", 60,

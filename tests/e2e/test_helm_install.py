@@ -47,8 +47,9 @@ OPERATOR_CALLS: list[tuple[str, str, tuple[str, ...], str]] = [
     # kube_rollouts.py patch_status: all of the rollout's state.
     ("tidegate.io", "progressiverollouts/status", ("patch",), "cluster"),
     # handlers.py: watched (kopf index); workloads.py: server-side apply of the copies (a
-    # patch that may create) and merge patches of replicas, claims and owners.
-    ("apps", "deployments", ("list", "watch", "create", "patch"), "cluster"),
+    # patch that may create), merge patches of replicas, claims and owners, and the delete
+    # (by uid) of a copy whose revision lost its role.
+    ("apps", "deployments", ("list", "watch", "create", "patch", "delete"), "cluster"),
     # workloads.py ensure_services (apply), hand_over (patch); watched by handlers.py.
     ("", "services", ("list", "watch", "create", "patch"), "cluster"),
     # autoscalers.py: the user's HPA (watched) and tidegate's copies of it (apply, owner
@@ -258,12 +259,13 @@ def test_the_service_account_may_do_what_the_operator_does(
                 )
             ]
         assert refused == [], f"{release.account} may not: {refused}"
-        # And not more: no Lease outside its namespace, no delete, no secrets.
+        # And not more: no Lease outside its namespace, no delete but of the copies, no secrets.
         for verb, group, resource, where in [
             ("get", "coordination.k8s.io", "leases", ("-n", other)),
             ("update", "coordination.k8s.io", "leases", ("-n", other)),
             ("delete", "coordination.k8s.io", "leases", ("-n", release.namespace)),
-            ("delete", "apps", "deployments", ("-n", other)),
+            ("delete", "", "services", ("-n", other)),
+            ("delete", "apps", "replicasets", ("-n", other)),
             ("update", "apps", "deployments", ("-n", other)),
             ("get", "", "secrets", ("-n", release.namespace)),
             ("delete", "tidegate.io", "progressiverollouts", ("-n", other)),

@@ -10,17 +10,18 @@ from typing import Any
 import yaml
 from rollout_support import events, get, route_host
 
+from tidegate.revisions import template_revision
 from tidegate_devenv.cluster import KubectlRunner
 from tidegate_devenv.environment import EnvironmentInfo
 from tidegate_devenv.operator_process import read_status, start_operator
 from tidegate_devenv.paths import CANARY_EXAMPLE
 from tidegate_devenv.waiting import wait_until
 
-FOREIGN_STABLE = """
+FOREIGN_COPY = """
 apiVersion: apps/v1
 kind: Deployment
 metadata:
-  name: shop-stable
+  name: NAME
   labels: {app: someone-else}
 spec:
   replicas: 1
@@ -30,6 +31,14 @@ spec:
     spec:
       containers: [{name: app, image: registry.k8s.io/pause:3.10}]
 """
+
+
+def stable_copy_name() -> str:
+    """The name tidegate gives its copy of the example's Deployment as it is: `shop-<its
+    revision>`."""
+    app = yaml.safe_load_all((CANARY_EXAMPLE / "app.yaml").read_text())
+    (target,) = [obj for obj in app if obj["kind"] == "Deployment"]
+    return f"shop-{template_revision(target['spec']['template'])}"
 
 
 def apply_app(kubectl: KubectlRunner, namespace: str) -> None:
@@ -50,7 +59,7 @@ def degraded(kubectl: KubectlRunner, namespace: str, name: str, reason: str) -> 
     return condition
 
 
-def test_a_foreign_deployment_with_the_stable_name_is_reported_and_never_written(
+def test_a_foreign_deployment_with_the_stable_copys_name_is_reported_and_never_written(
     environment: EnvironmentInfo,
     kubectl: KubectlRunner,
     namespace: str,
@@ -58,21 +67,22 @@ def test_a_foreign_deployment_with_the_stable_name_is_reported_and_never_written
     tmp_path: Path,
 ) -> None:
     # A selector that matches the app's pods: a forced apply would have taken it over.
-    kubectl.check("apply", "-n", namespace, "-f", "-", stdin=FOREIGN_STABLE)
+    taken = stable_copy_name()
+    kubectl.check("apply", "-n", namespace, "-f", "-", stdin=FOREIGN_COPY.replace("NAME", taken))
     apply_app(kubectl, namespace)
     # Settled first: its own rollout (pods becoming ready) changes its resourceVersion too.
     kubectl.check(
-        "wait", "-n", namespace, "--for=condition=Available", "deployment/shop-stable",
+        "wait", "-n", namespace, "--for=condition=Available", f"deployment/{taken}",
         "--timeout=60s",
     )  # fmt: skip
-    kubectl.check("rollout", "status", "-n", namespace, "deployment/shop-stable", "--timeout=60s")
-    before = get(kubectl, namespace, "deployment", "shop-stable")["metadata"]["resourceVersion"]
+    kubectl.check("rollout", "status", "-n", namespace, f"deployment/{taken}", "--timeout=60s")
+    before = get(kubectl, namespace, "deployment", taken)["metadata"]["resourceVersion"]
     kubectl.check("apply", "-n", namespace, "-f", str(CANARY_EXAMPLE / "rollout.yaml"))
     operator = start_operator(environment, tmp_path / "operator.log", namespaces=[namespace])
     try:
         condition = degraded(kubectl, namespace, "shop", "NameConflict")
         reported_at = time.monotonic()
-        assert f"Deployment {namespace}/shop-stable exists" in condition["message"]
+        assert f"Deployment {namespace}/{taken} exists" in condition["message"]
         # Tried again and again, and never written: each change to the target wakes the
         # rollout (the backoff timer would too, but it is up to a minute by now).
         for poke in range(1, 4):
@@ -90,7 +100,7 @@ def test_a_foreign_deployment_with_the_stable_name_is_reported_and_never_written
             operator.reconciles, "30 s of tries", 120,
             until=lambda count: count > tries and time.monotonic() - reported_at >= 30,
         )  # fmt: skip
-        after = get(kubectl, namespace, "deployment", "shop-stable")
+        after = get(kubectl, namespace, "deployment", taken)
         assert after["metadata"]["resourceVersion"] == before
         assert after["metadata"]["labels"] == {"app": "someone-else"}
         managers = {m["manager"] for m in after["metadata"].get("managedFields", [])}

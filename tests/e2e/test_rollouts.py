@@ -14,6 +14,8 @@ import pytest
 import yaml
 from rollout_support import (
     Shop,
+    copies,
+    copy_of,
     events,
     get,
     resource_versions,
@@ -135,14 +137,18 @@ def test_healthy_version_is_promoted_and_traffic_follows_each_step(example_shop:
     assert all(version == "1.1.0" and code == 200 for _, version, code in recent), Counter(
         (version, code) for _, version, code in recent
     )
-    # Scaled down once the gateway reports all traffic on stable, and the delay after that.
-    wait_replicas(shop.kubectl, shop.namespace, "shop-canary", 0)
+    # The stable copy before goes once the gateway reports all traffic on the promoted one,
+    # and the delay after that: the promoted copy is the only one left.
+    stable = copy_of(str(status["stableRevision"]))
+    wait_until(
+        lambda: set(copies(shop.kubectl, shop.namespace)), "the stable copy before removed",
+        60, until=lambda names: names == {stable},
+    )  # fmt: skip
     deployments = {
         d["metadata"]["name"]: d for d in get(shop.kubectl, shop.namespace, "deployments")["items"]
     }
-    assert deployments["shop-canary"]["spec"]["replicas"] == 0
     assert deployments["shop"]["spec"]["replicas"] == 0
-    stable_env = deployments["shop-stable"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    stable_env = deployments[stable]["spec"]["template"]["spec"]["containers"][0]["env"]
     assert {"name": "VERSION", "value": "1.1.0"} in stable_env
     assert status["stableRevision"] and "canaryRevision" not in status
     conditions = {c["type"]: c["status"] for c in status["conditions"]}  # type: ignore[attr-defined]
@@ -188,7 +194,7 @@ def test_failing_version_is_rolled_back(start_shop: Callable[..., Shop]) -> None
     assert rolled_back and rolled_back[0]["type"] == "Warning"
     assert 'metric "error-rate"' in rolled_back[0]["message"]
 
-    wait_replicas(shop.kubectl, shop.namespace, "shop-canary", 0)
+    wait_replicas(shop.kubectl, shop.namespace, copy_of(shop.status()["canaryRevision"]), 0)
     after = shop.traffic_after(time.monotonic(), 240)
     on_stable = sum(1 for _, version, code in after if version == "1.0.0" and code == 200)
     assert on_stable / len(after) >= 0.99, Counter((version, code) for _, version, code in after)

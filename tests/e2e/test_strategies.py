@@ -18,6 +18,8 @@ from rollout_support import (
     BackgroundLoad,
     RouteWatch,
     Shop,
+    copies,
+    copy_of,
     events,
     get,
     resource_versions,
@@ -112,7 +114,8 @@ def test_blue_green_is_previewed_then_switched_in_one_write(blue_green: Shop) ->
         )
         assert in_preview["canaryWeight"] == 0
         wait_until(lambda: preview.seen("1.1.0"), "green on the preview host", 30)
-        green = get(shop.kubectl, shop.namespace, "deployment", "shop-canary")
+        green = shop.copy("canary")
+        green_name = green["metadata"]["name"]
         assert green["spec"]["replicas"] == 1  # previewReplicaCount
         switched = shop.wait_status(lambda s: s.get("canaryWeight") == 100, "the switch", 120)
         assert switched["currentStepName"] == "Switched"
@@ -123,12 +126,12 @@ def test_blue_green_is_previewed_then_switched_in_one_write(blue_green: Shop) ->
         assert len(live_before_switch) > 100
         assert {v for _, v, _ in live_before_switch if v} == {"1.0.0"}
         # Blue is still there, at full size, after the switch.
-        blue = get(shop.kubectl, shop.namespace, "deployment", "shop-stable")
+        blue = shop.copy("stable")
         blue_env = blue["spec"]["template"]["spec"]["containers"][0]["env"]
         assert {"name": "VERSION", "value": "1.0.0"} in blue_env
         assert blue["status"].get("readyReplicas") == 2
         assert (
-            get(shop.kubectl, shop.namespace, "deployment", "shop-canary")["spec"]["replicas"] == 2
+            get(shop.kubectl, shop.namespace, "deployment", green_name)["spec"]["replicas"] == 2
         )  # full size before any live traffic
         shop.wait_status(lambda s: s.get("currentStepName") == "ScalingDown", "scaling down")
         assert pods_running(shop.kubectl, shop.namespace, "1.0.0")  # blue kept up meanwhile
@@ -148,7 +151,12 @@ def test_blue_green_is_previewed_then_switched_in_one_write(blue_green: Shop) ->
         lambda: pods_running(shop.kubectl, shop.namespace, "1.0.0"), "blue's pods gone", 60,
         until=lambda pods: pods == [],
     )  # fmt: skip
-    wait_replicas(shop.kubectl, shop.namespace, "shop-canary", 0)
+    # Green became stable as it was (one cutover): its copy is the only one left.
+    wait_until(
+        lambda: set(copies(shop.kubectl, shop.namespace)), "blue's copy removed", 60,
+        until=lambda names: names == {green_name},
+    )  # fmt: skip
+    assert copy_of(status["stableRevision"]) == green_name
     assert status["previewActive"] is False
     preview_route = get(shop.kubectl, shop.namespace, "httproute", "shop-preview")
     assert [r["name"] for r in preview_route["spec"]["rules"][0]["backendRefs"]] == ["shop-stable"]
@@ -167,7 +175,7 @@ def test_blue_green_bad_green_never_takes_live_traffic(blue_green: Shop) -> None
     assert set(watch.weights()) == {0}
     live = shop.load.samples_between(started, ended)
     assert {v for _, v, _ in live if v} == {"1.0.0"}, versions(live)
-    wait_replicas(shop.kubectl, shop.namespace, "shop-canary", 0)
+    wait_replicas(shop.kubectl, shop.namespace, copy_of(status["canaryRevision"]), 0)
 
 
 def test_blue_green_failing_after_the_switch_switches_back(start_shop: Callable[..., Shop]) -> None:
@@ -342,13 +350,13 @@ def test_blue_green_through_a_service_selector(start_shop: Callable[..., Shop]) 
     kubectl, namespace = shop.kubectl, shop.namespace
     assert get(kubectl, namespace, "service", "shop")["spec"]["selector"] == {
         "app": "shop",
-        "tidegate.io/role": "stable",
+        "tidegate.io/revision": shop.status()["stableRevision"],
     }
     started = time.monotonic()
     set_version(kubectl, namespace, "1.1.0")
-    shop.wait_status(lambda s: s.get("canaryWeight") == 100, "the switch", 90)
+    green = shop.wait_status(lambda s: s.get("canaryWeight") == 100, "the switch", 90)
     switched = get(kubectl, namespace, "service", "shop")["spec"]["selector"]
-    assert switched["tidegate.io/role"] == "canary"
+    assert switched["tidegate.io/revision"] == green["canaryRevision"]
     shop.wait_phase("Succeeded", 90)
     ended = time.monotonic()
     live = shop.load.samples_between(started, ended)
@@ -357,5 +365,5 @@ def test_blue_green_through_a_service_selector(start_shop: Callable[..., Shop]) 
     assert {v for _, v, _ in recent} == {"1.1.0"}, versions(recent)
     assert get(kubectl, namespace, "service", "shop")["spec"]["selector"] == {
         "app": "shop",
-        "tidegate.io/role": "stable",
+        "tidegate.io/revision": green["canaryRevision"],
     }

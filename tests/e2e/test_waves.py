@@ -232,11 +232,14 @@ def test_a_release_rejected_later_is_reverted_in_the_first_region(
         _release(b.kubectl, b.namespace, "2.0.0", error_rate=0.5, release="r2")
         promoted = a.wait_phase("Succeeded", 120)
         assert promoted["stableRelease"] == f"annotation:{RELEASE_KEY}=r2"
-        # The release before is kept, owned by the rollout (it goes when the rollout goes).
-        kept = json.loads(
-            a.kubectl.check("get", "configmap", "shop-previous-stable", "-n", a.namespace,
-                            "-o", "json")
+        # The release before is kept, owned by the rollout (it goes when the rollout goes),
+        # as its copy is removed (the scale-down delay after the promotion).
+        found = wait_until(
+            lambda: a.kubectl.run("get", "configmap", "shop-previous-stable", "-n", a.namespace,
+                                  "-o", "json"),
+            "the release before kept", 60, until=lambda found: found.returncode == 0,
         )  # fmt: skip
+        kept = json.loads(found.stdout)
         assert kept["data"]["revision"] == promoted["previousStableRevision"]
         owner = json.loads(a.kubectl.check("get", "pro", "shop", "-n", a.namespace, "-o", "json"))
         assert [o["uid"] for o in kept["metadata"]["ownerReferences"]] == [owner["metadata"]["uid"]]
@@ -270,7 +273,7 @@ def test_a_release_rejected_later_is_reverted_in_the_first_region(
 
 def _stable_runs(kubectl: KubectlRunner, namespace: str, revision: str) -> bool:
     deployment = json.loads(
-        kubectl.check("get", "deployment", "shop-stable", "-n", namespace, "-o", "json")
+        kubectl.check("get", "deployment", f"shop-{revision}", "-n", namespace, "-o", "json")
     )
     annotations = deployment["metadata"].get("annotations") or {}
     status = deployment.get("status") or {}
