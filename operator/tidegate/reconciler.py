@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 from pydantic import ValidationError
 
@@ -115,12 +116,6 @@ def requests_of(rollout: Obj) -> dict[str, str]:
         for key in api.REQUEST_ANNOTATIONS
         if key in annotations
     }
-
-
-def _routes_traffic(decision: engine.Decision) -> bool:
-    """Whether the route should hold the status's weights and the engine did not just set them."""
-    adopted = decision.status.phase not in (None, api.RolloutPhase.INITIALIZING)
-    return adopted and not any(isinstance(a, engine.SetTraffic) for a in decision.actions)
 
 
 def _analysis_passed(
@@ -363,22 +358,24 @@ class Reconciler:
         isolated = "service" in router.capabilities or await workloads.service_isolated(
             selected.stable
         )
+        # One answer names everything to observe besides the cluster before deciding.
+        needs = engine.needs(spec, status, now, namespace, name)
         measurements = None
         judged = spec  # with each metric's template resolved, when this reconcile measures
-        if engine.needs_measurement(spec, status, now):
+        if needs.measure:
             try:
                 judged, measurements = await self._measure(spec, status, namespace, now)
             except TemplateError as error:
                 unread.append((error.reason, str(error)))  # the step waits, reported
-        wave_due = engine.wave_measurements_due(judged, status, now)
         wave_measurements: dict[str, tuple[analysis.Measurement, ...]] = {}
-        if wave_due:
+        if needs.wave_regions:
             try:
-                judged, wave_measurements = await self._measure_waves(judged, wave_due, namespace)
+                judged, wave_measurements = await self._measure_waves(
+                    judged, needs.wave_regions, namespace
+                )
             except TemplateError as error:
                 unread.append((error.reason, str(error)))
-        due = engine.due_webhooks(spec, status, now)
-        outcomes = await self._call_webhooks(due, namespace, name, status) if due else None
+        outcomes = await self._call_webhooks(needs.webhooks) if needs.webhooks else None
         observation = engine.Observation(
             now=now,
             generation=int(rollout["metadata"].get("generation", 0)),
@@ -458,15 +455,6 @@ class Reconciler:
         canary_has_pods = canary is not None and canary.replicas > 0 and not scaled_away
         if autoscaler_read:
             await _autoscale(autoscalers, workloads, autoscaler, decision.status, canary_has_pods)
-        wanted = engine.status_traffic(decision.status)
-        if _routes_traffic(decision) and held != wanted and await router.apply(wanted):
-            # Someone else (a GitOps sync, a hand edit) changed what tidegate owns.
-            log.warning(
-                "%s/%s: restored the routes (%s) they had drifted from",
-                namespace,
-                name,
-                wanted.describe(),
-            )
         if self._problems.pop(key, None):
             cleared = _wire(decision.status)
             if key in self._notify_problems and not _degraded(cleared):
@@ -688,17 +676,10 @@ class Reconciler:
         return resolved
 
     async def _call_webhooks(
-        self,
-        webhooks: tuple[api.Webhook, ...],
-        namespace: str,
-        name: str,
-        status: api.RolloutStatus,
+        self, webhooks: tuple[engine.WebhookCall, ...]
     ) -> tuple[engine.WebhookOutcome, ...]:
         """Each webhook called once, all at the same time."""
-        calls = (
-            self.ports.webhooks.call(w, engine.webhook_body(w, namespace, name, status))
-            for w in webhooks
-        )
+        calls = (self.ports.webhooks.call(c.webhook, c.body) for c in webhooks)
         return tuple(await asyncio.gather(*calls))
 
     async def _report_webhooks(
@@ -713,7 +694,9 @@ class Reconciler:
         once they were called."""
         meta = rollout["metadata"]
         webhooks = tuple(spec.webhooks_of(type_))
-        outcomes = await self._call_webhooks(webhooks, meta["namespace"], meta["name"], status)
+        body = partial(engine.webhook_body, namespace=meta["namespace"], name=meta["name"])
+        calls = tuple(engine.WebhookCall(w, body(w, status=status)) for w in webhooks)
+        outcomes = await self._call_webhooks(calls)
         now = self.clock()
         for webhook, outcome in zip(webhooks, outcomes, strict=True):
             result = engine.judge_webhook(webhook, outcome, now)
@@ -774,8 +757,14 @@ class Reconciler:
         status: api.RolloutStatus,
     ) -> None:
         match action:
-            case engine.SetTraffic(traffic=traffic):
-                await router.apply(traffic)
+            case engine.SetTraffic(traffic=traffic, restore=restore):
+                if await router.apply(traffic) and restore:
+                    # Someone else (a GitOps sync, a hand edit) changed what tidegate owns.
+                    log.warning(
+                        "%s/%s: restored the routes (%s) they had drifted from",
+                        *(rollout["metadata"][k] for k in ("namespace", "name")),
+                        traffic.describe(),
+                    )
             case engine.EnsureWorkload(revision=revision, replicas=replicas):
                 await workloads.ensure(revision, replicas, target)
             case engine.ScaleWorkload(role=role, replicas=replicas):

@@ -327,7 +327,9 @@ def test_waiting_for_the_canary_then_first_step() -> None:
     # Woken by the route's watch event, or at the progress deadline.
     assert go.requeue_after == pytest.approx(600.0)
     unrouted = step(spec, go.status, at(T0 + MINUTE, traffic=Traffic(canary_weight=0)))
-    assert unrouted.status.step_started_at is None and unrouted.actions == ()
+    assert unrouted.status.step_started_at is None
+    # (The write was lost or undone: it is made again, before anything else.)
+    assert unrouted.actions == (SetTraffic(Traffic(canary_weight=20), restore=True),)
     # Written, not yet applied by the gateway: still waiting.
     unapplied = step(spec, go.status, at(T0 + MINUTE, traffic_applied=False))
     assert unapplied.status.step_started_at is None and unapplied.actions == ()

@@ -250,12 +250,8 @@ class World:
         status = decision.status
         self.roles = {"stable": status.stable_revision, "canary": status.canary_revision}
         self.retiring = list(status.retiring)
-        # The reconciler puts the routes back to what the status says when they drifted (or
-        # a write to them failed) and the decision did not set them itself.
-        adopted = decision.status.phase not in (None, RolloutPhase.INITIALIZING)
-        routed = any(isinstance(a, SetTraffic) for a in decision.actions)
-        if adopted and not routed and not self.route_broken:
-            self.traffic = status_traffic(decision.status)
+        # (Routes that drifted, or that a failed write left behind, are the engine's to put
+        # back: its decision says so, first of all.)
 
     def _carry_out(self, decision: Decision) -> None:
         for action in decision.actions:
@@ -467,7 +463,10 @@ def test_invariants_hold_on_every_decision(
                 weight = action.traffic.canary_weight
                 assert 0 <= weight <= 100
                 assert 0 <= action.traffic.mirror_percent <= 100
-                if weight > 0:
+                if action.restore:
+                    # Drift put back: never other traffic than the status already names.
+                    assert action.traffic == status_traffic(status)
+                elif weight > 0:
                     # Live traffic only ever reaches a new version seen ready at full size.
                     seen = observed.canary
                     assert seen is not None and seen.ready and seen.replicas == REPLICAS
