@@ -20,7 +20,7 @@ from typing import Any
 import kopf
 
 from tidegate import api, metrics
-from tidegate.adapters.cache import Cache, Kind, Obj, trim
+from tidegate.adapters.cache import SERVICE_NAME_LABEL, Cache, Kind, Obj, trim
 from tidegate.adapters.kube import REQUEST_TIMEOUT, Kube, make_api_client, user_agent
 from tidegate.adapters.notifications import (
     DeliveryQueue,
@@ -225,6 +225,7 @@ CACHED: tuple[Kind, ...] = (
     "horizontalpodautoscalers",
     "metrictemplates",
     "clustermetrictemplates",
+    "endpointslices",
 )
 
 
@@ -241,6 +242,15 @@ def services(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dic
 @kopf.index("gateway.networking.k8s.io", "v1", "httproutes")
 def httproutes(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Key, Obj]:
     return {_key(namespace, name): trim("httproutes", body)}
+
+
+# Keyed by their Service: one Service has one or more.
+@kopf.index("discovery.k8s.io", "v1", "endpointslices")
+def endpointslices(
+    namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
+) -> dict[Key, Obj]:
+    service = labels.get(SERVICE_NAME_LABEL)
+    return {_key(namespace, service): trim("endpointslices", body)} if service else {}
 
 
 @kopf.index("autoscaling", "v2", "horizontalpodautoscalers")
@@ -357,6 +367,16 @@ async def deployment_changed(
 @kopf.on.event("", "v1", "services")
 async def service_changed(namespace: str | None, name: str, memo: Any, **kwargs: Any) -> None:
     _wake_users(memo, kwargs["rollouts_by_service"], namespace, name)
+
+
+@kopf.on.event("discovery.k8s.io", "v1", "endpointslices")
+async def endpoints_changed(
+    namespace: str | None, labels: kopf.Labels, memo: Any, **kwargs: Any
+) -> None:
+    # The Service router's change reached the endpoints (or a pod became ready or went).
+    service = labels.get(SERVICE_NAME_LABEL)
+    if service:
+        _wake_users(memo, kwargs["rollouts_by_service"], namespace, service)
 
 
 @kopf.on.event("gateway.networking.k8s.io", "v1", "httproutes")

@@ -60,6 +60,8 @@ OPERATOR_CALLS: list[tuple[str, str, tuple[str, ...], str]] = [
         ("list", "watch", "create", "patch", "delete"),
         "cluster",
     ),
+    # handlers.py: watched (kopf index); service_router.py reads the cache's endpoints.
+    ("discovery.k8s.io", "endpointslices", ("list", "watch"), "cluster"),
     # gatewayapi.py: the route's backendRefs (get after a conflict, merge patch); watched.
     ("gateway.networking.k8s.io", "httproutes", ("get", "list", "watch", "patch"), "cluster"),
     # kube.py create_event (events.k8s.io/v1), and kopf's own core/v1 warnings.

@@ -27,11 +27,16 @@ class FakeKube:
         self.objects = {o["metadata"]["name"]: o for o in objects}
         self.patches: list[tuple[str, Obj]] = []
         self.conflicts = 0  # the next N patches fail with 409, as a concurrent writer causes
+        # Each Service's endpoints, as its EndpointSlices hold them: pod name -> ready.
+        self.slices: dict[str, dict[str, bool]] = {}
 
     async def read(
         self, kind: str, namespace: str, name: str, *, fresh: bool = False
     ) -> Obj | None:
         return copy.deepcopy(self.objects.get(name))
+
+    async def endpoints(self, namespace: str, service: str) -> list[Obj]:
+        return [{"pod": p, "ready": r} for p, r in self.slices.get(service, {}).items()]
 
     async def patch(self, kind: str, namespace: str, name: str, patch: Obj) -> None:
         stored = self.objects[name]

@@ -263,3 +263,41 @@ async def test_without_a_cache_templates_are_asked_of_the_api_server() -> None:
         ("metrictemplates.tidegate.io ns/t", "ns", "tidegate.io", "v1alpha1", "ns",
          "metrictemplates", "t"),
     ]  # fmt: skip
+
+
+async def test_a_services_endpoints_are_read_from_all_its_endpointslices() -> None:
+    from tidegate.adapters.kube import Kube
+
+    def endpointslice(name: str, *pods: tuple[str, bool | None]) -> dict[str, object]:
+        return {
+            "metadata": {"name": name, "namespace": "ns", "labels": {"x": "y"}},
+            "endpoints": [
+                {
+                    "addresses": ["10.0.0.1"],
+                    "targetRef": {"kind": "Pod", "name": pod},
+                    "conditions": {} if ready is None else {"ready": ready},
+                }
+                for pod, ready in pods
+            ],
+        }
+
+    first = endpointslice("shop-a", ("shop-v1-h-1", True), ("shop-v1-h-2", False))
+    second = endpointslice("shop-b", ("shop-v2-h-3", None))
+    trimmed = trim("endpointslices", first)
+    # Which pod, and whether it takes requests (ready unless said otherwise): nothing more.
+    assert trimmed == {
+        "metadata": {"name": "shop-a", "namespace": "ns"},
+        "endpoints": [
+            {"pod": "shop-v1-h-1", "ready": True},
+            {"pod": "shop-v1-h-2", "ready": False},
+        ],
+    }
+    cache = Cache({"endpointslices": {("ns", "shop"): [trimmed, trim("endpointslices", second)]}})
+    kube = Kube.__new__(Kube)
+    kube.cache = cache
+    assert await kube.endpoints("ns", "shop") == [
+        {"pod": "shop-v1-h-1", "ready": True},
+        {"pod": "shop-v1-h-2", "ready": False},
+        {"pod": "shop-v2-h-3", "ready": True},
+    ]
+    assert await kube.endpoints("ns", "other") == []

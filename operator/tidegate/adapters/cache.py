@@ -2,10 +2,11 @@
 
 kopf's indices (registered in `tidegate.handlers`) hold a trimmed copy of every Deployment,
 Service, HTTPRoute, HorizontalPodAutoscaler, ProgressiveRollout and MetricTemplate in the
-watched namespaces, and of every ClusterMetricTemplate (keyed by an empty namespace):
-only the fields tidegate reads, so that thousands of objects stay small. kopf fills them from
-its watches and starts no handler before every one has its first full list, so a reconcile
-never reads an empty cache. An idle rollout costs no API request.
+watched namespaces, the endpoints of every EndpointSlice (keyed by its Service), and every
+ClusterMetricTemplate (keyed by an empty namespace): only the fields tidegate reads, so that
+thousands of objects stay small. kopf fills them from its watches and starts no handler
+before every one has its first full list, so a reconcile never reads an empty cache. An idle
+rollout costs no API request.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 Obj = dict[str, Any]
+# The label that names an EndpointSlice's Service (set by the EndpointSlice controller).
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 Key = tuple[str, str]  # (namespace, name)
 Kind = Literal[
     "deployments",
@@ -24,6 +27,7 @@ Kind = Literal[
     "horizontalpodautoscalers",
     "metrictemplates",
     "clustermetrictemplates",
+    "endpointslices",
 ]
 
 _METADATA = (
@@ -103,6 +107,16 @@ def trim(kind: Kind, body: Mapping[str, Any]) -> Obj:
         trimmed["status"] = {"parents": _route_parents(body.get("status"))}
     elif kind == "horizontalpodautoscalers":
         trimmed["spec"] = _pick(body.get("spec"), _AUTOSCALER_SPEC)
+    elif kind == "endpointslices":
+        # Which pods the Service sends to, and whether each is ready: nothing else.
+        trimmed["endpoints"] = [
+            {
+                "pod": (e.get("targetRef") or {}).get("name"),
+                "ready": (e.get("conditions") or {}).get("ready") is not False,
+            }
+            for e in body.get("endpoints") or []
+        ]
+        trimmed["metadata"] = _pick(body.get("metadata"), ("name", "namespace"))
     elif kind in ("metrictemplates", "clustermetrictemplates"):
         trimmed["spec"] = copy.deepcopy(body.get("spec") or {})
     else:
@@ -122,3 +136,7 @@ class Cache:
         for obj in store or ():
             return copy.deepcopy(obj)
         return None
+
+    def get_all(self, kind: Kind, namespace: str, name: str) -> list[Obj]:
+        """Every object under one key (the EndpointSlices of one Service)."""
+        return [copy.deepcopy(obj) for obj in self.indices[kind].get((namespace, name)) or ()]

@@ -18,7 +18,7 @@ from urllib3.exceptions import HTTPError
 
 from tidegate import __version__, api, metrics
 from tidegate.adapters import threads
-from tidegate.adapters.cache import Cache, Kind
+from tidegate.adapters.cache import SERVICE_NAME_LABEL, Cache, Kind, trim
 from tidegate.ports import AdapterError
 
 FIELD_MANAGER = "tidegate"
@@ -36,6 +36,7 @@ _RESOURCE: dict[Kind, str] = {
     "httproutes": "httproutes.gateway.networking.k8s.io",
     "progressiverollouts": f"progressiverollouts.{api.GROUP}",
     "horizontalpodautoscalers": "horizontalpodautoscalers.autoscaling",
+    "endpointslices": "endpointslices.discovery.k8s.io",
 }
 _CUSTOM: dict[Kind, tuple[str, str]] = {
     "httproutes": ("gateway.networking.k8s.io", "v1"),
@@ -154,6 +155,7 @@ class Kube:
         self.core = client.CoreV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
         self.autoscaling = client.AutoscalingV2Api(api_client)
+        self.discovery = client.DiscoveryV1Api(api_client)
         self._dynamic_client: DynamicClient | None = None
 
     async def call(
@@ -171,7 +173,7 @@ class Kube:
         return await _off_the_loop(verb, resource, run)
 
     def _check_may_write(self, verb: str, resource: str) -> None:
-        if verb != "get" and self.may_write is not None and not self.may_write():
+        if verb not in ("get", "list") and self.may_write is not None and not self.may_write():
             raise KubeError(0, verb, resource, "not sent: this replica does not lead")
 
     async def get_or_none(
@@ -258,6 +260,22 @@ class Kube:
         return await self.get_or_none(
             f"{_RESOURCE[kind]} {namespace}/{name}", read, *self._arguments(kind, namespace, name)
         )
+
+    async def endpoints(self, namespace: str, service: str) -> list[Obj]:
+        """The endpoints of Service `service`, from all its EndpointSlices: each as
+        {"pod": name, "ready": bool} (trimmed as the cache keeps them)."""
+        if self.cache is not None:
+            slices = self.cache.get_all("endpointslices", namespace, service)
+        else:
+            found = await self.call(
+                "list",
+                _RESOURCE["endpointslices"],
+                self.discovery.list_namespaced_endpoint_slice,
+                namespace,
+                label_selector=f"{SERVICE_NAME_LABEL}={service}",
+            )
+            slices = [trim("endpointslices", s) for s in found.get("items") or []]
+        return [e for s in slices for e in s.get("endpoints") or []]
 
     async def patch(
         self, kind: Kind, namespace: str, name: str, patch: Obj, *, status: bool = False

@@ -8,6 +8,10 @@ It follows tidegate's Services: once a promotion flipped `<service>-stable` to t
 took the traffic, "stable" is that same copy, and going back to stable moves nothing (one
 cutover per blue/green rollout).
 
+A change counts as applied once the Service's EndpointSlices (kept by the EndpointSlice
+controller, which kube-proxy and every mesh follow) hold only pods of the copy it selects,
+and at least one when that copy has a ready pod.
+
 It carries blue/green only: no split, no header route, no mirror.
 """
 
@@ -26,6 +30,13 @@ def _copy_label(service: Obj) -> dict[str, str]:
     return {k: selector[k] for k in _COPY_LABELS if selector.get(k)}
 
 
+def _pod_of(pod: str | None, deployment: str) -> bool:
+    """Whether a pod is the Deployment's, by its name: `<deployment>-<template hash>-<id>`."""
+    if pod is None or not pod.startswith(f"{deployment}-"):
+        return False
+    return pod.removeprefix(f"{deployment}-").count("-") == 1
+
+
 class ServiceSelectorRouter:
     """The `Router` port on Service selectors."""
 
@@ -34,12 +45,18 @@ class ServiceSelectorRouter:
     capabilities = frozenset({"switch", "preview", "service"})
 
     def __init__(
-        self, kube: Kube, namespace: str, service: str, preview_service: str | None
+        self,
+        kube: Kube,
+        namespace: str,
+        service: str,
+        preview_service: str | None,
+        target: str,
     ) -> None:
         self.kube = kube
         self.namespace = namespace
         self.service = service
         self.preview_service = preview_service
+        self.target = target  # the user's Deployment: its copies are named after it
 
     async def _get(self, name: str) -> Obj:
         found = await self.kube.read("services", self.namespace, name)
@@ -79,9 +96,25 @@ class ServiceSelectorRouter:
         return changed
 
     async def applied(self) -> bool:
-        # A selector change reaches the endpoints through the EndpointSlice controller; that
-        # lag is not observed yet, so a written selector counts as applied.
+        for name in (self.service, self.preview_service):
+            if name is not None and not await self._endpoints_follow(name):
+                return False
         return True
+
+    async def _endpoints_follow(self, name: str) -> bool:
+        """Whether Service `name`'s endpoints are those of the copy its selector names: no
+        ready pod of another, and one at least when the copy has a ready pod (a selector
+        change reaches them through the EndpointSlice controller, a moment later)."""
+        label = _copy_label(await self._get(name))
+        if not label:
+            return True  # as the user wrote it: nothing of tidegate's to wait for
+        copy = f"{self.target}-{next(iter(label.values()))}"
+        ready = [e["pod"] for e in await self.kube.endpoints(self.namespace, name) if e["ready"]]
+        if not all(_pod_of(pod, copy) for pod in ready):
+            return False
+        deployment = await self.kube.read("deployments", self.namespace, copy)
+        has_ready = bool(((deployment or {}).get("status") or {}).get("readyReplicas"))
+        return bool(ready) or not has_ready
 
     async def release(self, service: str) -> bool:
         changed = False

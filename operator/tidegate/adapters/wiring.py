@@ -50,7 +50,9 @@ def gateway_api_router(kube: Kube, namespace: str, spec: api.RolloutSpec) -> Rou
 def service_router(kube: Kube, namespace: str, spec: api.RolloutSpec) -> Router:
     routing = spec.traffic_routing.service
     assert routing is not None
-    return ServiceSelectorRouter(kube, namespace, spec.service.name, routing.preview_service)
+    return ServiceSelectorRouter(
+        kube, namespace, spec.service.name, routing.preview_service, spec.target_ref.name
+    )
 
 
 # Prometheus is the only provider so far (`spec.analysis.prometheus`, or the operator's
