@@ -89,10 +89,13 @@ bench-scale: setup
 # are configurable: `make bench-peers BENCH_PEERS_N=100` for a shorter run. The peers'
 # client-side request limits (tidegate's client has none) are raised so that at N = 1,000
 # the limit is not what is measured; BENCH_PEERS_QPS= (empty) keeps their defaults.
+# The gateway applies each change BENCH_PEERS_ROUTE_DELAY seconds late, for all three alike.
 BENCH_PEERS_N ?= 100 1000
 BENCH_PEERS_QPS ?= 1000
+BENCH_PEERS_ROUTE_DELAY ?= 2
 bench-peers: setup peers
-	$(BIN)/python bench/peers.py --fleet $(BENCH_PEERS_N) $(if $(BENCH_PEERS_QPS),--client-qps $(BENCH_PEERS_QPS))
+	$(BIN)/python bench/peers.py --fleet $(BENCH_PEERS_N) --route-delay $(BENCH_PEERS_ROUTE_DELAY) \
+		$(if $(BENCH_PEERS_QPS),--client-qps $(BENCH_PEERS_QPS))
 
 dev-up: setup
 	$(BIN)/tidegate-dev up

@@ -23,7 +23,10 @@ traffic, route status still written; an always-passing query, as bench/scale.py)
 Results go to bench/results/peers-<time>.json and .md; the table is printed. Only prints.
 
     .venv/bin/python bench/peers.py [--controllers tidegate flagger argo-rollouts]
-        [--fleet 100 1000] [--idle 60] [--observe 60]
+        [--fleet 100 1000] [--idle 60] [--observe 60] [--route-delay 2]
+
+The gateway applies every change `--route-delay` seconds after it sees it (2 by default, as
+the e2e tests), for all three controllers alike.
 """
 
 from __future__ import annotations
@@ -425,13 +428,20 @@ CASES = ("bad_canary", "healthy", "no_data", "prometheus_stopped")
 
 @contextlib.contextmanager
 def controller_on_environment(
-    c: Controller, state_dir: Path, binaries: Path, client_qps: int | None, *, gateway: bool
+    c: Controller,
+    state_dir: Path,
+    binaries: Path,
+    client_qps: int | None,
+    *,
+    gateway: bool,
+    route_delay: float,
 ) -> Iterator[tuple[EnvironmentInfo, Running]]:
     """A fresh environment with the controller's CRDs and the controller running on it;
-    both stopped on the way out, whatever happened."""
+    both stopped on the way out, whatever happened. The gateway (or the status-only process
+    that stands in for it) applies each change `route_delay` seconds after it sees it."""
     running: Running | None = None
     try:
-        info = start_environment(state_dir, gateway=gateway)
+        info = start_environment(state_dir, gateway=gateway, route_delay=route_delay)
         c.install(kubectl_for(info))
         running = c.start(info, state_dir, binaries, client_qps)
         yield info, running
@@ -467,7 +477,7 @@ def one_controller(c: Controller, args: argparse.Namespace, binaries: Path) -> d
         log(f"{c.name}: environment with the gateway")
         try:
             with controller_on_environment(
-                c, state_dir, binaries, args.client_qps, gateway=True
+                c, state_dir, binaries, args.client_qps, gateway=True, route_delay=args.route_delay
             ) as (info, running):
                 result.update(asyncio.run(cases(c, info, running, args.observe)))
         except Exception as error:
@@ -477,7 +487,7 @@ def one_controller(c: Controller, args: argparse.Namespace, binaries: Path) -> d
         log(f"{c.name}: fleet of {n}, environment without the gateway")
         try:
             with controller_on_environment(
-                c, state_dir, binaries, args.client_qps, gateway=False
+                c, state_dir, binaries, args.client_qps, gateway=False, route_delay=args.route_delay
             ) as (
                 info,
                 running,
@@ -526,6 +536,12 @@ def main() -> int:
         default=None,
         help="the peers' client-side API request limit (burst twice that); default: theirs",
     )
+    parser.add_argument(
+        "--route-delay",
+        type=float,
+        default=2.0,
+        help="seconds the gateway takes to apply a change, the same for every controller",
+    )
     parser.add_argument("--timeout", type=float, default=600.0, help="fleet waits, seconds")
     parser.add_argument("--state-dir", type=Path, default=Path.cwd() / ".state" / "bench-peers")
     parser.add_argument("--results", type=Path, default=Path(__file__).parent / "results")
@@ -542,6 +558,7 @@ def main() -> int:
         "observe_s": args.observe if args.cases else None,
         "cases": args.cases,
         "client_qps": args.client_qps,
+        "route_delay_s": args.route_delay,
         "controllers": {},
     }
     try:

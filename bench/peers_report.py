@@ -218,6 +218,9 @@ def render_markdown(run: dict[str, Any]) -> str:
         f"Run {run.get('started', '?')} on {m.get('cpus', '?')} CPUs ({m.get('cpu', '?')}); "
         f"load before: `{m.get('load_before', '?')}`; after: `{m.get('load_after', '?')}`.",
         "",
+        f"Gateway route delay: {run.get('route_delay_s', 0)} s (each change applied that "
+        "long after it is written, for every controller).",
+        "",
         "Settings and differences:",
     ]
     for name, result in results.items():
