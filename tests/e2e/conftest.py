@@ -4,9 +4,11 @@ TIDEGATE_TEST_KUBECONFIG names an existing cluster (kind, k3d, a real one) to us
 of starting a local control plane; Prometheus and the gateway still run on this machine.
 The tests that need several clusters (the `regions` fixture) are then skipped.
 
-The gateway's weighted choices are seeded ($TIDEGATE_GATEWAY_SEED, else GATEWAY_SEED), so a
-test's traffic shares are the same from run to run; with every test on a hostname, and so a
-route, of its own, no other test's requests change them.
+The gateway splits a route's traffic by smooth weighted round robin, so a test's traffic
+shares are the weights, give or take a request, in every run; with every test on a hostname,
+and so a route, of its own, no other test's requests change them. Its other choices (a
+Service's pod templates, mirrored copies) are seeded ($TIDEGATE_GATEWAY_SEED, else
+GATEWAY_SEED).
 
 The gateways run in their realistic mode: each change they see takes effect
 $TIDEGATE_ROUTE_DELAY seconds later (else ROUTE_DELAY; 0 for changes at once), as with a

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from tidegate.adapters.gatewayapi import backend_refs
-from tidegate_devenv.gateway import Gateway, build_snapshot
+from tidegate_devenv.gateway import build_snapshot
 from tidegate_devenv.routing import (
     BackendRef,
     PathMatch,
     Rule,
+    SmoothSplit,
     backend_weight,
     host_matches,
     image_tag,
@@ -190,16 +191,38 @@ def test_route_parsing_defaults() -> None:
 # --- weighted backend choice ---------------------------------------------------------------
 
 
-def test_pick_backend_follows_weights() -> None:
+def test_pick_backend_splits_every_run_of_picks_exactly_as_weighted() -> None:
     rule = Rule(
         matches=(),
         backends=(BackendRef("stable", "demo", 80, 90), BackendRef("canary", "demo", 80, 10)),
     )
-    rng = random.Random(1234)
-    picks = Counter(b.name for b in (pick_backend(rule, rng) for _ in range(20_000)) if b)
-    assert sum(picks.values()) == 20_000
-    # 10 % canary; the binomial standard deviation is ~0.2 %, allow a wide margin.
-    assert 0.09 < picks["canary"] / 20_000 < 0.11
+    split = SmoothSplit()
+    picks = [_name(pick_backend(rule, split)) for _ in range(1_000)]
+    # Every run of 100 holds exactly 10 canary picks, spread evenly: any window of n picks
+    # has n/10 of them, give or take one.
+    for start in range(0, 1_000, 100):
+        assert picks[start : start + 100].count("canary") == 10
+    for n in (7, 33, 81):
+        for start in range(0, 1_000 - n, 13):
+            assert abs(picks[start : start + n].count("canary") - n / 10) <= 1
+    assert "canary, canary" not in ", ".join(picks)
+
+
+def test_a_rules_split_starts_again_when_its_weights_change_and_rules_keep_their_own() -> None:
+    backends = (BackendRef("stable", "demo", 80, 70), BackendRef("canary", "demo", 80, 30))
+    split = SmoothSplit()
+    for _ in range(5):  # part-way through a run of the 70/30 split
+        pick_backend(Rule((), backends), split, "shop")
+    sixty = Rule((), (replace(backends[0], weight=40), replace(backends[1], weight=60)))
+    picks = [_name(pick_backend(sixty, split, "shop")) for _ in range(100)]
+    assert picks.count("canary") == 60
+    # Another route's rule has its own state: its picks leave this one's alone.
+    other = Rule((), (BackendRef("a", "d", 80, 1), BackendRef("b", "d", 80, 1)))
+    mixed = []
+    for _ in range(100):
+        pick_backend(other, split, "other")
+        mixed.append(_name(pick_backend(sixty, split, "shop")))
+    assert mixed.count("canary") == 60
 
 
 def test_pick_backend_never_picks_zero_weight() -> None:
@@ -207,8 +230,8 @@ def test_pick_backend_never_picks_zero_weight() -> None:
         matches=(),
         backends=(BackendRef("stable", "demo", 80, 0), BackendRef("canary", "demo", 80, 5)),
     )
-    rng = random.Random(7)
-    assert {pick_backend(rule, rng) for _ in range(500)} == {rule.backends[1]}
+    split = SmoothSplit()
+    assert {pick_backend(rule, split) for _ in range(500)} == {rule.backends[1]}
 
 
 @pytest.mark.parametrize("weights", [(), (0,), (0, 0)])
@@ -216,7 +239,7 @@ def test_pick_backend_without_positive_weight_is_none(weights: tuple[int, ...]) 
     rule = Rule(
         matches=(), backends=tuple(BackendRef(f"b{i}", "d", 80, w) for i, w in enumerate(weights))
     )
-    assert pick_backend(rule, random.Random(0)) is None
+    assert pick_backend(rule, SmoothSplit()) is None
 
 
 def test_backend_weight_reads_what_the_operator_writes() -> None:
@@ -233,26 +256,6 @@ def test_backend_weight_reads_what_the_operator_writes() -> None:
 def test_backend_weight_of_an_unweighted_ref_is_one() -> None:
     # As examples/canary's route is written, before tidegate takes the rule over.
     assert backend_weight(route("shop", rules=[{"backendRefs": [{"name": "shop"}]}]), "shop") == 1
-
-
-def test_each_route_draws_its_own_repeatable_choices(tmp_path: Path) -> None:
-    """The choices made for one route do not depend on the traffic of another."""
-    rule = Rule(matches=(), backends=(BackendRef("a", "d", 80, 1), BackendRef("b", "d", 80, 1)))
-    shop = route_from_dict(route("shop", ["shop.example"]))
-    other = route_from_dict(route("other", ["other.example"]))
-
-    def shop_choices(requests_to_other_first: int) -> list[str | None]:
-        gateway = Gateway(tmp_path, seed=7)
-        for _ in range(requests_to_other_first):
-            pick_backend(rule, gateway.rng_for(other))
-        return [_name(pick_backend(rule, gateway.rng_for(shop))) for _ in range(64)]
-
-    alone = shop_choices(0)
-    assert shop_choices(37) == alone
-    assert set(alone) == {"a", "b"}
-    # The seed is what decides: another one chooses otherwise.
-    other_seed = Gateway(tmp_path, seed=8).rng_for(shop)
-    assert [_name(pick_backend(rule, other_seed)) for _ in range(64)] != alone
 
 
 def _name(backend: BackendRef | None) -> str | None:

@@ -11,11 +11,12 @@ without waiting for them, and throw the copies' answers away. Per-backend metric
 copies labelled mirrored="true") are exported on a separate address, and the demo apps are
 published to Prometheus through a file_sd targets file.
 
-Weighted choices are random but repeatable: each route draws from generators of its own,
-seeded from the gateway's seed (--seed, $TIDEGATE_GATEWAY_SEED, else a random one it logs)
-and the route's namespace/name, one for the requests and one for their mirrored copies. The
-same requests to a route then take the same backends run after run, whatever other routes
-serve meanwhile, with or without a mirror.
+A rule's weighted backendRefs are chosen by smooth weighted round robin, as NGINX and
+Envoy do (`routing.SmoothSplit`): any run of requests splits as the weights say, give or take
+one. The other choices (which pod template of a Service, which requests to mirror) are
+random but repeatable: each route draws from generators of its own, seeded from the
+gateway's seed (--seed, $TIDEGATE_GATEWAY_SEED, else a random one it logs) and the route's
+namespace/name, one for the requests and one for their mirrored copies.
 
 With --route-delay D > 0 it behaves like a real gateway, which applies a change some time
 after it is written: each change it sees (an HTTPRoute, Service or Pod added, modified or
@@ -55,6 +56,7 @@ from tidegate_devenv.routing import (
     Route,
     Rule,
     ServiceInfo,
+    SmoothSplit,
     TemplateGroup,
     mirror_targets,
     pick_backend,
@@ -258,6 +260,7 @@ class Gateway:
         self.metrics = GatewayMetrics()
         self.seed = seed
         self._rngs: dict[tuple[str, str, str], random.Random] = {}
+        self.split = SmoothSplit()
         self.synced = False
         self.wake = asyncio.Event()
         self.pool = DemoPool(grace=grace, on_change=self.wake.set)
@@ -408,7 +411,9 @@ class Gateway:
             return _error(404, f"no HTTPRoute matches host {request.host!r} path {request.path!r}")
         route = match.route
         rng = self.rng_for(route)
-        backend = pick_backend(match.rule, rng)
+        backend = pick_backend(
+            match.rule, self.split, (route.namespace, route.name, match.rule_index)
+        )
         if backend is None:
             self.metrics.observe(route.namespace, route.name, "", 500, time.perf_counter() - start)
             return _error(500, f"HTTPRoute {route.namespace}/{route.name}: no backend with weight")
