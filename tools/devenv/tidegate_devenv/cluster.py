@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import socket
 import ssl
 import subprocess
@@ -27,11 +28,39 @@ class StartupError(RuntimeError):
     pass
 
 
+# Ports for the components that take a port number instead of binding port 0 themselves.
+# A port the kernel picks for port 0 comes from its ephemeral range, where any outgoing
+# connection's source port or another bind to port 0 can take it before the component binds
+# it (kube-scheduler once failed with "address already in use" so). These come from below
+# that range, where nothing takes a port unasked, and none is handed out twice by a process.
+_PORTS_FROM = 20000
+_handed_out: set[int] = set()
+_draw = random.Random()
+
+
+def _ephemeral_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
+    """A port on 127.0.0.1 that nothing listens on, outside the ephemeral range."""
+    end = _ephemeral_start()
+    start = min(_PORTS_FROM, end - 1000)
+    for _ in range(1000):
+        port = _draw.randrange(start, end)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # taken, or lingering from an earlier run
+        _handed_out.add(port)
         return port
+    raise StartupError(f"no free port in {start}-{end - 1} after 1000 tries")
 
 
 def http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
