@@ -55,8 +55,9 @@ controller coverage: venv
 	$(BIN)/pytest tests/controller -q --cov=tidegate.reconciler --cov=tidegate.handlers \
 		--cov-report=term-missing --cov-fail-under=$(COVERAGE_MIN)
 
+# The slowest 15 tests are printed at the end, so that what the suite costs stays in view.
 e2e: setup
-	$(BIN)/pytest tests/e2e -q
+	$(BIN)/pytest tests/e2e -q --durations=15
 
 test: setup lint unit controller e2e
 

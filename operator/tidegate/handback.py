@@ -48,7 +48,7 @@ async def hand_back(rec: Reconciler, rollout: Obj) -> float | None:
         done, wait = await _give_back(rec, rollout, spec)
         if not done:
             return wait
-    rec._wrote(
+    rec.wrote(
         (namespace, name),
         await rec.ports.rollouts.set_finalizer(rollout, HAND_BACK_FINALIZER, False),
     )
@@ -70,7 +70,7 @@ async def _give_back(
             return False, None  # woken when the target changes
         replicas = await _size(spec, status, workloads, target)
         if int(target["spec"].get("replicas", 1)) != replicas:
-            await rec._event(
+            await rec.event(
                 rollout,
                 "Normal",
                 "HandingBack",
@@ -92,7 +92,7 @@ async def _give_back(
     if status.hand_back_at is None:
         delay = spec.strategy.scale_down_delay(rolled_back=False)
         at = now + timedelta(seconds=delay)
-        await rec._patch_status(namespace, name, {"handBackAt": at.strftime("%Y-%m-%dT%H:%M:%SZ")})
+        await rec.patch_status(namespace, name, {"handBackAt": at.strftime("%Y-%m-%dT%H:%M:%SZ")})
         return False, float(delay)
     if now < status.hand_back_at:
         return False, max((status.hand_back_at - now).total_seconds(), 0.1)
@@ -100,7 +100,7 @@ async def _give_back(
     await rec.ports.autoscalers(namespace, name, spec).hand_over(rollout)
     if target is not None:
         await workloads.unclaim_target(target)
-    await rec._event(
+    await rec.event(
         rollout,
         "Normal",
         "HandedBack",
@@ -128,7 +128,7 @@ async def _undo_rejected(
     if stable is None or state is None or state.revision != status.stable_revision:
         return False  # no good template to give it: handed back as it is
     meta = rollout["metadata"]
-    await rec._event(
+    await rec.event(
         rollout,
         "Warning",
         "HandingBackStable",

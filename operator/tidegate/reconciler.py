@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
@@ -190,6 +190,30 @@ def _wire(status: api.RolloutStatus) -> Obj:
     return dumped
 
 
+@dataclass
+class Known:
+    """What this process remembers of one rollout between passes. None of it is the
+    rollout's state (that is all in its .status): a new leader starts with none of it."""
+
+    # What last kept its actions from being carried out.
+    problem: Problem | None = None
+    failures: int = 0  # failed reconciles in a row, for the backoff
+    # Why the loadtester last did not take its load: reported (Degraded) while the rollout
+    # goes on, until a job is taken or the rollout is over.
+    load_problem: Problem | None = None
+    # What is wrong with its spec.notifications providers, as last checked; and whether
+    # they were checked at all.
+    notify_problem: Problem | None = None
+    notify_checked: bool = False
+    # What could not be read at its last pass (a target, an HPA, a metric template),
+    # reported while it lasts, and how many passes in a row.
+    unread_problem: Problem | None = None
+    unread_count: int = 0
+    # Its resourceVersion as read, then as this process last wrote it: every status write
+    # is conditional on it (fencing; see `patch_status`).
+    version: str | None = None
+
+
 class Reconciler:
     def __init__(
         self,
@@ -203,24 +227,14 @@ class Reconciler:
         self.default_prometheus_url = default_prometheus_url
         self.default_loadtester_url = default_loadtester_url
         self.clock = clock
-        # Why the loadtester last did not take a rollout's load: reported (Degraded) while
-        # the rollout goes on, until a job is taken or the rollout is over.
-        self._load_problems: dict[tuple[str, str], Problem] = {}
-        # What last kept each rollout's actions from being carried out (this process only).
-        self._problems: dict[tuple[str, str], Problem] = {}
-        # Failed reconciles in a row, for the backoff.
-        self._failures: dict[tuple[str, str], int] = {}
-        # What is wrong with a rollout's spec.notifications providers, as last checked, and
-        # the rollouts checked at least once by this process.
-        self._notify_problems: dict[tuple[str, str], Problem] = {}
-        self._notify_checked: set[tuple[str, str]] = set()
-        # What could not be read at the last reconcile of each rollout (a target, an HPA, a
-        # metric template), reported while it lasts, and how many passes in a row.
-        self._unread_problems: dict[tuple[str, str], Problem] = {}
-        self._unread_counts: dict[tuple[str, str], int] = {}
-        # The resourceVersion of each rollout as read, then as this process last wrote it:
-        # every status write is conditional on it (fencing; see `_patch_status`).
-        self._versions: dict[tuple[str, str], str] = {}
+        # What this process remembers of each rollout between passes.
+        self._known: dict[tuple[str, str], Known] = {}
+
+    def _of(self, key: tuple[str, str]) -> Known:
+        known = self._known.get(key)
+        if known is None:
+            known = self._known[key] = Known()
+        return known
 
     async def reconcile(self, namespace: str, name: str) -> float | None:
         """Run one reconcile; return seconds until the next one is due (None: on change).
@@ -239,18 +253,11 @@ class Reconciler:
         rollout = await self.ports.rollouts.get(namespace, name)
         if rollout is None:
             self.ports.regions.forget(key)
-            self._problems.pop(key, None)
-            self._failures.pop(key, None)
-            self._load_problems.pop(key, None)
-            self._notify_problems.pop(key, None)
-            self._notify_checked.discard(key)
-            self._versions.pop(key, None)
-            self._unread_problems.pop(key, None)
-            self._unread_counts.pop(key, None)
+            self._known.pop(key, None)
             return None
         version = rollout["metadata"].get("resourceVersion")
         if version is not None:
-            self._versions[key] = str(version)
+            self._of(key).version = str(version)
         stored: list[Obj] = [rollout.get("status") or {}]  # the status as last written
         try:
             if rollout["metadata"].get("deletionTimestamp"):
@@ -258,16 +265,17 @@ class Reconciler:
             else:
                 delay = await self._reconcile(rollout, stored)
         except AdapterError as error:
-            self._failures[key] = self._failures.get(key, 0) + 1
+            known = self._of(key)
+            known.failures += 1
             if error.reason == "Conflict":
                 # The object changed after it was read (a request, another replica's write):
                 # nothing went wrong, the next pass decides on what is there now.
                 log.info("%s/%s: %s; deciding again", namespace, name, error)
-                return backoff(self._failures[key])
-            self._problems[key] = (error.reason, str(error))
+                return backoff(known.failures)
+            known.problem = (error.reason, str(error))
             await self._refuse(rollout, stored[-1], error.reason, str(error))
-            return backoff(self._failures[key])
-        self._failures.pop(key, None)
+            return backoff(known.failures)
+        self._of(key).failures = 0
         return delay
 
     async def _reconcile(self, rollout: Obj, stored: list[Obj]) -> float | None:
@@ -298,7 +306,7 @@ class Reconciler:
         # The finalizer that makes a deletion wait for the hand-back, as spec.onDelete says.
         handing_back = spec.on_delete is api.OnDelete.HAND_BACK
         if (HAND_BACK_FINALIZER in (meta.get("finalizers") or [])) != handing_back:
-            self._wrote(
+            self.wrote(
                 (namespace, name),
                 await self.ports.rollouts.set_finalizer(rollout, HAND_BACK_FINALIZER, handing_back),
             )
@@ -417,11 +425,11 @@ class Reconciler:
         new_status = _wire(decision.status)
         unread_problem = await self._unread(rollout, key, unread)
         problem = (
-            self._problems.get(key) or unread_problem or self._load_problem(key, decision.status)
+            self._of(key).problem or unread_problem or self._load_problem(key, decision.status)
         )
         if problem is None and not _degraded(new_status):
             # A rollout Degraded for its own reasons (rolled back) says so, not this.
-            problem = self._notify_problems.get(key)
+            problem = self._of(key).notify_problem
         if problem is not None:
             # Still reported until the actions go through (or the loadtester or the
             # notifications' providers are fixed), so the status does not flap.
@@ -429,7 +437,7 @@ class Reconciler:
                 new_status, problem, self._timestamp(), rollout["metadata"], raw_status
             )
         if new_status != raw_status:
-            await self._patch_status(namespace, name, status_patch(raw_status, new_status))
+            await self.patch_status(namespace, name, status_patch(raw_status, new_status))
             stored.append(new_status)
             failpoints.after_status(told)
         strategy = "canary" if spec.strategy.canary is not None else "blueGreen"
@@ -455,15 +463,17 @@ class Reconciler:
         canary_has_pods = canary is not None and canary.replicas > 0 and not scaled_away
         if autoscaler_read:
             await _autoscale(autoscalers, workloads, autoscaler, decision.status, canary_has_pods)
-        if self._problems.pop(key, None):
+        known = self._of(key)
+        if known.problem is not None:
+            known.problem = None
             cleared = _wire(decision.status)
-            if key in self._notify_problems and not _degraded(cleared):
+            if known.notify_problem is not None and not _degraded(cleared):
                 cleared = with_problem(
-                    cleared, self._notify_problems[key], self._timestamp(), meta, raw_status
+                    cleared, known.notify_problem, self._timestamp(), meta, raw_status
                 )
             if unread_problem is not None:
                 cleared = with_problem(cleared, unread_problem, self._timestamp(), meta, raw_status)
-            await self._patch_status(namespace, name, status_patch(new_status, cleared))
+            await self.patch_status(namespace, name, status_patch(new_status, cleared))
             stored.append(cleared)
         if told is not None:
             await self._tell(rollout, spec, status, decision.status, told, stored)
@@ -471,11 +481,11 @@ class Reconciler:
             await self._notify(rollout, spec, status, decision.status, [], stored)
         if unread:
             # Looked at again as the watches report a change, and after a backoff anyway.
-            count = self._unread_counts.get(key, 0) + 1
-            self._unread_counts[key] = count
+            known.unread_count += 1
+            count = known.unread_count
             wait = backoff(count)
             return wait if decision.requeue_after is None else max(decision.requeue_after, wait)
-        self._unread_counts.pop(key, None)
+        known.unread_count = 0
         return decision.requeue_after
 
     async def _unread(
@@ -484,11 +494,12 @@ class Reconciler:
         """What could not be read this pass, as one problem to report (None: all was read);
         a Warning Event when it is new."""
         problem = (unread[0][0], "; ".join(text for _, text in unread)) if unread else None
-        before = self._unread_problems.pop(key, None)
+        known = self._of(key)
+        before, known.unread_problem = known.unread_problem, None
         if problem is not None:
-            self._unread_problems[key] = problem
+            known.unread_problem = problem
             if problem != before:
-                await self._event(rollout, "Warning", *problem)
+                await self.event(rollout, "Warning", *problem)
         return problem
 
     async def _tell(
@@ -506,7 +517,7 @@ class Reconciler:
         meta = rollout["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         for index, pending in enumerate(told.events):
-            await self._event(
+            await self.event(
                 rollout,
                 pending.type,
                 pending.reason,
@@ -520,7 +531,7 @@ class Reconciler:
         current = stored[-1]
         if "outbox" in current:
             cleared = {k: v for k, v in current.items() if k != "outbox"}
-            await self._patch_status(namespace, name, status_patch(current, cleared))
+            await self.patch_status(namespace, name, status_patch(current, cleared))
             stored.append(cleared)
 
     async def _notify(
@@ -542,8 +553,8 @@ class Reconciler:
         spec_changed = old.observed_generation != meta.get("generation")
         if not spec.notifications:
             problem = None
-        elif wanted or spec_changed or key not in self._notify_checked:
-            self._notify_checked.add(key)
+        elif wanted or spec_changed or not self._of(key).notify_checked:
+            self._of(key).notify_checked = True
             configs: dict[str, api.NotificationProvider] = {}
             problems: list[Problem] = []
             for notification in spec.notifications:
@@ -561,16 +572,17 @@ class Reconciler:
             )
         else:
             return  # nothing to send, nothing looked at
-        before = self._notify_problems.pop(key, None)
+        known = self._of(key)
+        before, known.notify_problem = known.notify_problem, None
         if problem is not None:
-            self._notify_problems[key] = problem
+            known.notify_problem = problem
             if not _degraded(_wire(new)):
                 await self._refuse(rollout, stored[-1], *problem)
             elif problem != before:  # the condition says why the rollout failed: an Event
-                await self._event(rollout, "Warning", *problem)
+                await self.event(rollout, "Warning", *problem)
         elif before is not None:
             current = stored[-1]
-            await self._patch_status(namespace, name, status_patch(current, _wire(new)))
+            await self.patch_status(namespace, name, status_patch(current, _wire(new)))
 
     async def _claim(self, workloads: Workloads, target: Obj, namespace: str, name: str) -> None:
         """Mark the target as this rollout's, unless another rollout that still exists has it."""
@@ -701,15 +713,15 @@ class Reconciler:
         for webhook, outcome in zip(webhooks, outcomes, strict=True):
             result = engine.judge_webhook(webhook, outcome, now)
             if result.phase is api.WebhookPhase.PASSED:
-                await self._event(rollout, "Normal", "WebhookCalled", result.message)
+                await self.event(rollout, "Normal", "WebhookCalled", result.message)
             else:
-                await self._event(rollout, "Warning", "WebhookFailed", result.message)
+                await self.event(rollout, "Warning", "WebhookFailed", result.message)
 
     def _load_problem(self, key: tuple[str, str], status: api.RolloutStatus) -> Problem | None:
         """The loadtester's problem, while it matters: only as long as a rollout runs."""
         if status.phase in (api.RolloutPhase.PROGRESSING, api.RolloutPhase.PAUSED):
-            return self._load_problems.get(key)
-        self._load_problems.pop(key, None)
+            return self._of(key).load_problem
+        self._of(key).load_problem = None
         return None
 
     async def _drive_load(
@@ -739,13 +751,15 @@ class Reconciler:
             variables = query_variables(spec, namespace)
             await self.ports.load.drive(loadtester, f"{namespace}/{name}", load, seconds, variables)
         except LoadError as error:
-            self._load_problems[key] = (error.reason, str(error))
+            self._of(key).load_problem = (error.reason, str(error))
             await self._refuse(rollout, written, error.reason, str(error))
             return
-        if self._load_problems.pop(key, None) is not None and key not in self._problems:
+        known = self._of(key)
+        had, known.load_problem = known.load_problem, None
+        if had is not None and known.problem is None:
             clean = _wire(decision.status)
             if clean != written:
-                await self._patch_status(namespace, name, status_patch(written, clean))
+                await self.patch_status(namespace, name, status_patch(written, clean))
 
     async def _apply(
         self,
@@ -781,29 +795,29 @@ class Reconciler:
             case engine.IsolateService(revision=revision):
                 await workloads.isolate_service(revision)
             case engine.EmitEvent(type=type_, reason=reason, message=message):
-                await self._event(rollout, type_, reason, message)
+                await self.event(rollout, type_, reason, message)
             case engine.ClearRequest(annotation=annotation):
                 meta = rollout["metadata"]
                 key = (meta["namespace"], meta["name"])
-                self._wrote(
+                self.wrote(
                     key,
                     await self.ports.rollouts.remove_annotation(*key, annotation),
                 )
 
-    async def _patch_status(self, namespace: str, name: str, patch: Obj) -> None:
+    async def patch_status(self, namespace: str, name: str, patch: Obj) -> None:
         """Write the status only if the rollout is still as this reconcile read it (or as
         this process last wrote it): a replica that lost the Lease while its write was on
         its way, or a decision made before a request arrived, fails with a Conflict instead
         of overwriting what is newer."""
         key = (namespace, name)
         written = await self.ports.rollouts.patch_status(
-            namespace, name, patch, resource_version=self._versions.get(key)
+            namespace, name, patch, resource_version=self._of(key).version
         )
-        self._wrote(key, written)
+        self.wrote(key, written)
 
-    def _wrote(self, key: tuple[str, str], version: str | None) -> None:
+    def wrote(self, key: tuple[str, str], version: str | None) -> None:
         if version is not None:
-            self._versions[key] = version
+            self._of(key).version = version
 
     async def _refuse(self, rollout: Obj, status: Obj, reason: str, message: str) -> None:
         """Record why nothing can be done: a Degraded condition and an Event, once per
@@ -813,9 +827,7 @@ class Reconciler:
         if degraded == status:
             return
         try:
-            await self._patch_status(
-                meta["namespace"], meta["name"], status_patch(status, degraded)
-            )
+            await self.patch_status(meta["namespace"], meta["name"], status_patch(status, degraded))
         except AdapterError as error:
             log.warning(
                 "%s/%s: %s: %s (and the status could not say so: %s)",
@@ -826,12 +838,12 @@ class Reconciler:
                 error,
             )
             return
-        await self._event(rollout, "Warning", reason, message)
+        await self.event(rollout, "Warning", reason, message)
 
     def _timestamp(self) -> str:
         return self.clock().strftime("%Y-%m-%dT%H:%M:%SZ")
 
-    async def _event(
+    async def event(
         self,
         rollout: Obj,
         type_: EventType,
