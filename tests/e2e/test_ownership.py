@@ -33,11 +33,11 @@ spec:
 """
 
 
-def stable_copy_name() -> str:
-    """The name tidegate gives its copy of the example's Deployment as it is: `shop-<its
-    revision>`."""
-    app = yaml.safe_load_all((CANARY_EXAMPLE / "app.yaml").read_text())
-    (target,) = [obj for obj in app if obj["kind"] == "Deployment"]
+def stable_copy_name(kubectl: KubectlRunner, namespace: str) -> str:
+    """The name tidegate gives its copy of the Deployment `shop` as it is: `shop-<its
+    revision>`. The revision is read from the live object: the API server fills in defaults
+    (imagePullPolicy, terminationMessagePath, ...), so the file's template hashes otherwise."""
+    target = get(kubectl, namespace, "deployment", "shop")
     return f"shop-{template_revision(target['spec']['template'])}"
 
 
@@ -66,10 +66,10 @@ def test_a_foreign_deployment_with_the_stable_copys_name_is_reported_and_never_w
     rollout_crd: None,
     tmp_path: Path,
 ) -> None:
-    # A selector that matches the app's pods: a forced apply would have taken it over.
-    taken = stable_copy_name()
-    kubectl.check("apply", "-n", namespace, "-f", "-", stdin=FOREIGN_COPY.replace("NAME", taken))
     apply_app(kubectl, namespace)
+    # A selector that matches the app's pods: a forced apply would have taken it over.
+    taken = stable_copy_name(kubectl, namespace)
+    kubectl.check("apply", "-n", namespace, "-f", "-", stdin=FOREIGN_COPY.replace("NAME", taken))
     # Settled first: its own rollout (pods becoming ready) changes its resourceVersion too.
     kubectl.check(
         "wait", "-n", namespace, "--for=condition=Available", f"deployment/{taken}",
