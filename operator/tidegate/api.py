@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -28,7 +29,12 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic.config import JsonDict
 
-from tidegate.durations import DURATION_MAX_LENGTH, DURATION_PATTERN, parse_duration
+from tidegate.durations import (
+    DURATION_MAX_LENGTH,
+    DURATION_PATTERN,
+    MAX_DURATION_TEXT,
+    parse_duration,
+)
 
 GROUP = "tidegate.io"
 VERSION = "v1alpha1"
@@ -53,15 +59,55 @@ ShortText = Annotated[str, StringConstraints(max_length=1024)]
 LongText = Annotated[str, StringConstraints(max_length=32768)]
 
 
-def _check_duration(text: str) -> str:
-    parse_duration(text)
-    return text
+def _duration_check(longest: str, *, positive: bool = False) -> Callable[[str], str]:
+    """A validator of a Go-style duration: at most `longest`, and above zero if `positive`."""
+    most = parse_duration(longest)
 
+    def check(text: str) -> str:
+        value = parse_duration(text)
+        if value > most:
+            raise ValueError(f"duration {text!r} is longer than the maximum, {longest}")
+        if positive and value.total_seconds() <= 0:
+            raise ValueError("must be greater than zero")
+        return text
+
+    return check
+
+
+def _duration_rule(longest: str, *, positive: bool = False) -> JsonDict:
+    """The same check as a CEL rule, for the API server to refuse at apply. The pattern alone
+    lets "99999999999h" through; duration() is Go's, which cannot hold it either (an error
+    refuses too)."""
+    rule = f"duration(self) <= duration('{longest}')"
+    message = f"must be a duration of at most {longest}"
+    if positive:
+        rule = f"duration(self) > duration('0s') && {rule}"
+        message = f"must be a duration above zero and of at most {longest}"
+    return {"x-kubernetes-validations": [{"rule": rule, "message": message}]}
+
+
+_DURATION_TEXT = StringConstraints(pattern=DURATION_PATTERN, max_length=DURATION_MAX_LENGTH)
+# A webhook is waited for this long at most: one tenant's hung endpoint holds a call, and a
+# connection, for no longer than this.
+WEBHOOK_TIMEOUT_MAX = "5m"
 
 Duration = Annotated[
     str,
-    StringConstraints(pattern=DURATION_PATTERN, max_length=DURATION_MAX_LENGTH),
-    AfterValidator(_check_duration),
+    _DURATION_TEXT,
+    AfterValidator(_duration_check(MAX_DURATION_TEXT)),
+    Field(json_schema_extra=_duration_rule(MAX_DURATION_TEXT)),
+]
+PositiveDuration = Annotated[
+    str,
+    _DURATION_TEXT,
+    AfterValidator(_duration_check(MAX_DURATION_TEXT, positive=True)),
+    Field(json_schema_extra=_duration_rule(MAX_DURATION_TEXT, positive=True)),
+]
+WebhookTimeout = Annotated[
+    str,
+    _DURATION_TEXT,
+    AfterValidator(_duration_check(WEBHOOK_TIMEOUT_MAX, positive=True)),
+    Field(json_schema_extra=_duration_rule(WEBHOOK_TIMEOUT_MAX, positive=True)),
 ]
 
 
@@ -654,7 +700,7 @@ class OnInconclusive(StrEnum):
 
 
 class Analysis(_SpecModel):
-    interval: Duration = "1m"
+    interval: PositiveDuration = "1m"
     # Checks a metric failed (a value out of its range) that roll the rollout back.
     failure_limit: int = Field(default=2, ge=1, le=1000)
     # Inconclusive checks in a row (no data, NaN, a query error or timeout: nothing to judge)
@@ -668,13 +714,6 @@ class Analysis(_SpecModel):
     metrics: list[Metric] = Field(
         default_factory=list, max_length=MAX_METRICS, json_schema_extra=_list_map("name")
     )
-
-    @field_validator("interval")
-    @classmethod
-    def _positive_interval(cls, value: str) -> str:
-        if parse_duration(value).total_seconds() <= 0:
-            raise ValueError("analysis.interval must be greater than zero")
-        return value
 
     @field_validator("metrics")
     @classmethod
@@ -712,19 +751,12 @@ class Webhook(_SpecModel):
     name: MetricName
     type: WebhookType
     url: WebhookURL = Field(description="http:// or https:// (the certificate is verified)")
-    timeout: Duration = "10s"
+    timeout: WebhookTimeout = "10s"
     metadata: dict[MetadataKey, MetadataValue] = Field(
         default_factory=dict,
         max_length=64,
         description="Sent as it is in the body's metadata field",
     )
-
-    @field_validator("timeout")
-    @classmethod
-    def _positive_timeout(cls, value: str) -> str:
-        if parse_duration(value).total_seconds() <= 0:
-            raise ValueError("timeout must be greater than zero")
-        return value
 
 
 # --- notifications ---------------------------------------------------------------------------
@@ -879,7 +911,7 @@ class RolloutSpec(_SpecModel):
     strategy: Strategy
     traffic_routing: TrafficRouting
     analysis: Analysis = Field(default_factory=Analysis)
-    progress_deadline_seconds: int = Field(default=600, ge=1)
+    progress_deadline_seconds: int = Field(default=600, ge=1, le=604800)  # a week at most
     skip_analysis: bool = False
     paused: bool = False
     # handBack: deleting the rollout gives the application back to the target Deployment

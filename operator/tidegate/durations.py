@@ -24,6 +24,11 @@ DURATION_PATTERN = rf"^(0|([0-9]+(\.[0-9]+)?({_UNITS}))+)$"
 
 DURATION_MAX_LENGTH = 32
 
+# The longest duration a spec may name: a week is more than any step, pause, soak or timeout
+# needs, and far from where the date arithmetic of the engine could overflow.
+MAX_DURATION = timedelta(days=7)
+MAX_DURATION_TEXT = "168h"
+
 _DURATION_RE = re.compile(DURATION_PATTERN)
 _COMPONENT_RE = re.compile(_COMPONENT)
 
@@ -39,6 +44,9 @@ def parse_duration(text: str) -> timedelta:
         (Decimal(number) * _UNIT_SECONDS[unit] for number, unit in _COMPONENT_RE.findall(text)),
         Decimal(0),
     )
+    # Compared before it becomes a timedelta, which cannot hold 10**20 hours (OverflowError).
+    if seconds > Decimal(MAX_DURATION.total_seconds()):
+        raise ValueError(f"duration {text!r} is longer than the maximum, {MAX_DURATION_TEXT}")
     return timedelta(seconds=float(seconds))
 
 

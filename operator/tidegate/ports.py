@@ -198,8 +198,8 @@ class Router(Protocol):
 
     async def applied(self) -> bool:
         """Whether the data plane reports the routes, as they are written now, applied (a
-        Gateway API route: every parent's Accepted condition is True for its generation).
-        Raises RoutingError."""
+        Gateway API route: every parent's Accepted condition is True for its generation). A
+        route that no longer exists routes nothing and counts as applied. Raises RoutingError."""
         ...
 
     async def apply(self, traffic: Traffic) -> bool:
@@ -209,7 +209,8 @@ class Router(Protocol):
     async def release(self, service: str) -> bool:
         """Give the routes back to the user: everything tidegate owns in them goes, and the
         traffic goes to `service` (the user's Service) as before tidegate. False when they
-        already did (then `applied` speaks of the released routes)."""
+        already did (then `applied` speaks of the released routes); a route that no longer
+        exists has nothing to release."""
         ...
 
 

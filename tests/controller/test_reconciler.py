@@ -701,6 +701,26 @@ async def test_a_hand_back_that_fails_is_reported_and_retried() -> None:
     assert HAND_BACK_FINALIZER not in world.rollout["metadata"]["finalizers"]
 
 
+async def test_a_rollout_whose_route_and_target_are_gone_is_let_go() -> None:
+    """A namespace being deleted, or an app pruned whole: nothing is left to give back, and
+    the finalizer goes after the scale-down delay."""
+    world = await initialized_world()
+    world.set_version("1.1.0")
+    rec = reconciler(world)
+    for _ in range(5):  # mid-rollout
+        await rec.reconcile(NAMESPACE, NAME)
+        world.advance(1)
+    delete(world)
+    world.route_exists = False
+    world.target = None
+    for _ in range(3):
+        world.advance(await rec.reconcile(NAMESPACE, NAME) or 0)
+    assert world.rollout is not None
+    assert HAND_BACK_FINALIZER not in world.rollout["metadata"]["finalizers"]
+    degraded = world.condition("Degraded")
+    assert degraded is None or degraded["status"] == "False"
+
+
 # --- fencing ------------------------------------------------------------------------------
 
 

@@ -142,6 +142,17 @@ BAD_SPECS: list[tuple[str, dict[str, Any], str]] = [
     ),
     ("bad interval", spec_dict(analysis={"interval": "1d"}), "should match pattern"),
     ("zero interval", spec_dict(analysis={"interval": "0s"}), "greater than zero"),
+    (
+        "a duration past any date",
+        with_canary(steps=[{"pause": {"duration": "99999999999999999999999999999h"}}]),
+        "longer than the maximum, 168h",
+    ),
+    (
+        "a duration past the maximum",
+        with_canary(steps=[{"pause": {"duration": "9999999999h"}}]),
+        "longer than the maximum, 168h",
+    ),
+    ("a deadline past a week", spec_dict(progressDeadlineSeconds=604801), "less than or equal"),
     ("weight above 100", with_canary(steps=[{"setWeight": 101}]), "less than or equal to 100"),
     ("port zero", spec_dict(service={"name": "s", "port": 0}), "greater than or equal to 1"),
     ("wrong kind", spec_dict(targetRef={"name": "x", "kind": "StatefulSet"}), "Deployment"),

@@ -3,7 +3,13 @@ from datetime import timedelta
 
 import pytest
 
-from tidegate.durations import DURATION_PATTERN, format_duration, parse_duration
+from tidegate.durations import (
+    DURATION_PATTERN,
+    MAX_DURATION,
+    MAX_DURATION_TEXT,
+    format_duration,
+    parse_duration,
+)
 
 
 @pytest.mark.parametrize(
@@ -53,3 +59,12 @@ def test_format(value: timedelta, text: str) -> None:
 def test_format_rejects_negative() -> None:
     with pytest.raises(ValueError):
         format_duration(timedelta(seconds=-1))
+
+
+@pytest.mark.parametrize("text", ["169h", "10081m", "99999999999999999999999999999h", "1e3h"])
+def test_nothing_longer_than_the_maximum_is_parsed(text: str) -> None:
+    """Not OverflowError (a timedelta cannot hold 10**29 hours): a ValueError, as for any
+    duration that is refused."""
+    with pytest.raises(ValueError):
+        parse_duration(text)
+    assert parse_duration(MAX_DURATION_TEXT) == MAX_DURATION

@@ -392,7 +392,8 @@ def test_the_body_names_the_rollout_its_revisions_step_weight_and_the_webhook() 
     [
         (hook("a", "sometimes"), "Input should be"),
         ({"name": "a", "type": "rollout", "url": "ftp://x/"}, "String should match pattern"),
-        (hook("a", "rollout", timeout="0s"), "timeout must be greater than zero"),
+        (hook("a", "rollout", timeout="0s"), "timeout\n.*must be greater than zero"),
+        (hook("a", "rollout", timeout="6m"), "longer than the maximum, 5m"),
         (hook("a", "rollout", metadata={"k": 1}), "Input should be a valid string"),
     ],
 )

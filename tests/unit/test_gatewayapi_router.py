@@ -144,6 +144,12 @@ async def test_missing_routes_and_rules_are_routing_errors() -> None:
         await far.observe()
 
 
+async def test_routes_already_gone_have_nothing_to_release_and_route_nothing() -> None:
+    gone = router(FakeKube(), preview="shop-preview")
+    assert await gone.release("shop") is False
+    assert await gone.applied() is True
+
+
 def with_parents(route: Obj, generation: int, *accepted: tuple[str, int]) -> Obj:
     """`route` at `generation`, with one status.parents entry per (Accepted status,
     observedGeneration)."""

@@ -92,6 +92,12 @@ async def test_a_missing_service_is_a_routing_error() -> None:
         await router.observe()
 
 
+async def test_services_already_gone_have_nothing_to_release_and_route_nothing() -> None:
+    router = ServiceSelectorRouter(services(), "ns", "shop", "shop-preview", "shop")  # type: ignore[arg-type]
+    assert await router.release("shop") is False
+    assert await router.applied() is True
+
+
 def deployment(name: str, ready: int) -> Obj:
     return {"metadata": {"name": name}, "status": {"readyReplicas": ready}}
 

@@ -171,7 +171,9 @@ class GatewayAPIRouter:
     async def applied(self) -> bool:
         names = [self.route] + ([self.preview_route] if self.preview_route else [])
         for name in names:
-            if not route_applied(await self._get(name)):
+            route = await self.kube.read("httproutes", self.namespace, name)
+            # A route that is gone routes nothing: nothing of it to wait for.
+            if route is not None and not route_applied(route):
                 return False
         return True
 
@@ -219,11 +221,14 @@ class GatewayAPIRouter:
         return rules
 
     async def release(self, service: str) -> bool:
-        changed = await self._edit(self.route, lambda route: self._released(route, service))
-        if self.preview_route is not None:
-            changed |= await self._edit(
-                self.preview_route, lambda route: self._preview(route, service)
-            )
+        # A route already gone (a namespace being deleted, an app pruned by Argo CD) holds
+        # nothing of tidegate's: released.
+        changed = False
+        if await self.kube.read("httproutes", self.namespace, self.route) is not None:
+            changed |= await self._edit(self.route, lambda route: self._released(route, service))
+        preview = self.preview_route
+        if preview and await self.kube.read("httproutes", self.namespace, preview) is not None:
+            changed |= await self._edit(preview, lambda route: self._preview(route, service))
         return changed
 
     def _released(self, route: Obj, service: str) -> list[Obj]:

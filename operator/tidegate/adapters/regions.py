@@ -19,15 +19,16 @@ import threading
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from http import HTTPStatus
 from typing import Any
 
-import yaml
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 from tidegate import api
 from tidegate.adapters.cache import Key, Obj
+from tidegate.adapters.kubeconfigs import KubeconfigRefused, parse_kubeconfig, reduce_kubeconfig
 from tidegate.ports import AdapterError
 from tidegate.waves import RegionRead, RemoteRollout
 
@@ -94,7 +95,8 @@ class SecretProblem(Exception):
 
 
 def kubeconfig_from_secret(secret: Mapping[str, str] | None, source: Source) -> dict[str, Any]:
-    """The kubeconfig under the source's key of the Secret's (decoded) data."""
+    """The kubeconfig under the source's key of the Secret's (decoded) data, reduced to data
+    (`kubeconfigs.reduce_kubeconfig`): the tenant who wrote it is not the operator's user."""
     where = f"Secret {source.namespace}/{source.secret}"
     if secret is None:
         raise SecretProblem(f"{where} does not exist")
@@ -102,12 +104,9 @@ def kubeconfig_from_secret(secret: Mapping[str, str] | None, source: Source) -> 
     if data is None:
         raise SecretProblem(f"{where} has no key {source.key!r}")
     try:
-        loaded = yaml.safe_load(data)
-    except (ValueError, yaml.YAMLError) as error:
-        raise SecretProblem(f"{where} key {source.key!r} is not a kubeconfig: {error}") from None
-    if not isinstance(loaded, dict):
-        raise SecretProblem(f"{where} key {source.key!r} is not a kubeconfig")
-    return loaded
+        return reduce_kubeconfig(parse_kubeconfig(data))
+    except KubeconfigRefused as refused:
+        raise SecretProblem(f"{where} key {source.key!r}: the kubeconfig {refused}") from None
 
 
 @dataclass
@@ -246,8 +245,10 @@ class KubeRegions:
         try:
             api_client = config.new_client_from_config_dict(kubeconfig)  # type: ignore[no-untyped-call]
         except (config.ConfigException, KeyError, TypeError, ValueError) as error:
+            # The reduced kubeconfig holds credentials: the message names the error's kind only.
             raise SecretProblem(
-                f"Secret {source.namespace}/{source.secret} key {source.key!r}: {error}"
+                f"Secret {source.namespace}/{source.secret} key {source.key!r}: the kubeconfig "
+                f"is not usable ({type(error).__name__})"
             ) from None
         api_client.user_agent = self.user_agent
         return api_client  # type: ignore[no-any-return]
@@ -329,11 +330,18 @@ def _unreachable(error: Exception) -> RegionRead:
     if isinstance(error, SecretProblem):
         return RegionRead(False, error=str(error))
     if isinstance(error, ApiException):
-        reason = f"{error.status} {error.reason}".strip()
-        return RegionRead(False, error=f"the API server said {reason}")
+        # The status code with its standard phrase: the reason text is the server's own.
+        return RegionRead(False, error=f"the API server said {_status_text(error.status)}")
     if isinstance(error, _NO_ANSWER):
         return RegionRead(False, error=f"no answer: {error}")
     return RegionRead(False, error=f"{type(error).__name__}: {error}")
+
+
+def _status_text(status: object) -> str:
+    try:
+        return f"{status} {HTTPStatus(int(status)).phrase}"  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return "an unknown status"
 
 
 def _read_of(items: list[Obj]) -> RegionRead:

@@ -105,7 +105,10 @@ class ServiceSelectorRouter:
         """Whether Service `name`'s endpoints are those of the copy its selector names: no
         ready pod of another, and one at least when the copy has a ready pod (a selector
         change reaches them through the EndpointSlice controller, a moment later)."""
-        label = _copy_label(await self._get(name))
+        service = await self.kube.read("services", self.namespace, name)
+        if service is None:
+            return True  # gone: it sends nothing anywhere
+        label = _copy_label(service)
         if not label:
             return True  # as the user wrote it: nothing of tidegate's to wait for
         copy = f"{self.target}-{next(iter(label.values()))}"
@@ -119,7 +122,8 @@ class ServiceSelectorRouter:
     async def release(self, service: str) -> bool:
         changed = False
         for name in (self.service, self.preview_service):
-            if name is not None:
+            # A Service already gone (a namespace being deleted) holds nothing of tidegate's.
+            if name is not None and await self.kube.read("services", self.namespace, name):
                 changed |= await self._select(name, None)
         return changed
 
