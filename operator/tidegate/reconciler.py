@@ -275,6 +275,18 @@ class Reconciler:
             known.problem = (error.reason, str(error))
             await self._refuse(rollout, stored[-1], error.reason, str(error))
             return backoff(known.failures)
+        except Exception as error:
+            # A bug, or input nothing foresaw: this rollout says so and is tried again after
+            # a backoff; the other rollouts, and the process, go on. The traceback is logged
+            # (once per kind of error), not put on the rollout.
+            known = self._of(key)
+            known.failures += 1
+            problem = ("InternalError", f"an unexpected {type(error).__name__}; see the log")
+            if known.problem != problem:
+                log.exception("%s/%s: reconcile failed", namespace, name)
+            known.problem = problem
+            await self._refuse(rollout, stored[-1], *problem)
+            return backoff(known.failures)
         self._of(key).failures = 0
         return delay
 

@@ -721,6 +721,24 @@ async def test_a_rollout_whose_route_and_target_are_gone_is_let_go() -> None:
     assert degraded is None or degraded["status"] == "False"
 
 
+async def test_an_unexpected_error_is_degraded_on_that_rollout_and_backed_off() -> None:
+    world = await initialized_world()
+    world.set_version("1.1.0")
+    world.fail["observe_route"] = ZeroDivisionError("a bug")  # read on every pass
+    rec = reconciler(world)
+    delays = [await rec.reconcile(NAMESPACE, NAME) for _ in range(3)]
+    assert delays == [backoff(1), backoff(2), backoff(3)]
+    degraded = world.condition("Degraded")
+    assert degraded is not None and degraded["status"] == "True"
+    assert degraded["reason"] == "InternalError"
+    assert "a bug" not in degraded["message"] and "ZeroDivisionError" in degraded["message"]
+    assert [r for _, r, _ in world.events()].count("InternalError") == 1
+    del world.fail["observe_route"]
+    await rec.reconcile(NAMESPACE, NAME)
+    degraded = world.condition("Degraded")
+    assert degraded is None or degraded["status"] == "False"
+
+
 # --- fencing ------------------------------------------------------------------------------
 
 
