@@ -341,6 +341,26 @@ def wait_all(
     return Waited(None, reached)
 
 
+def targets_released(
+    api_client: client.ApiClient, where: list[tuple[str, str]], timeout: float
+) -> bool:
+    """Polls every second until every target Deployment (`where`) is scaled to zero."""
+    apps = client.AppsV1Api(api_client)
+    wanted = set(where)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        listed = apps.list_deployment_for_all_namespaces()
+        running = {
+            (d.metadata.namespace, d.metadata.name)
+            for d in listed.items
+            if (d.metadata.namespace, d.metadata.name) in wanted and (d.spec.replicas or 0) > 0
+        }
+        if not running:
+            return True
+        time.sleep(1.0)
+    return False
+
+
 def fleet(
     c: Controller, info: EnvironmentInfo, running: Running, n: int, idle_s: float, timeout: float
 ) -> dict[str, Any]:
@@ -362,6 +382,11 @@ def fleet(
     settled = wait_all(c, custom, n, READY, {}, timeout).elapsed
     if settled is None:
         return {**out, "error": f"not all {n} settled within {timeout:.0f} s"}
+    # Initialized is reached once tidegate's copy serves; the user's Deployment is scaled to
+    # zero after the gateway reports the route applied and the scale-down delay (as Flagger's
+    # Initialized follows its scale to zero). Idle starts after that.
+    if c.name == "tidegate" and not targets_released(api_client, where, timeout):
+        return {**out, "error": f"not all {n} targets scaled to zero within {timeout:.0f} s"}
     out["settled_s"] = time.monotonic() - began
     stable = {}
     if c.name == ARGO:

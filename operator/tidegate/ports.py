@@ -238,7 +238,7 @@ class Webhooks(Protocol):
 
 class LoadError(AdapterError):
     """The loadtester did not take the job: it cannot be reached (LoadtesterUnreachable) or
-    it refused it (LoadtesterRefused, with its answer)."""
+    it refused it (LoadtesterRefused, with its status code)."""
 
     def __init__(self, message: str, reason: str = "LoadtesterUnreachable") -> None:
         super().__init__(reason, message)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import math
 from types import SimpleNamespace
@@ -217,6 +218,8 @@ async def test_a_prometheus_error_of_any_length_is_cut_for_the_status(
     from tidegate.adapters import prometheus
 
     class Failing:
+        url = "http://p:9090"
+
         def custom_query(self, query: str) -> object:
             raise RuntimeError("x" * 100_000)
 
@@ -226,6 +229,79 @@ async def test_a_prometheus_error_of_any_length_is_cut_for_the_status(
     assert measured.value is None and measured.error is not None
     assert len(measured.error) == prometheus.ERROR_TEXT_LIMIT
     assert measured.error.startswith("RuntimeError: xxx") and measured.error.endswith("…")
+
+
+class Dripping:
+    """urllib3's raw response, as a server that sends `chunks` one read at a time, each read
+    taking `seconds` on the clock `now`."""
+
+    def __init__(self, chunks: list[bytes], seconds: float, now: list[float]) -> None:
+        self.chunks, self.seconds, self.now = list(chunks), seconds, now
+
+    def read1(self, amt: int, decode_content: bool = True) -> bytes:
+        self.now[0] += self.seconds
+        return self.chunks.pop(0)[:amt] if self.chunks else b""
+
+
+def test_an_answer_is_read_within_a_total_deadline_and_a_size(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tidegate.adapters import prometheus
+
+    now = [0.0]
+    monkeypatch.setattr(prometheus.time, "monotonic", lambda: now[0])
+    whole = prometheus.read_bounded(Dripping([b'{"a":', b"1}"], 1, now), deadline=10)
+    assert whole == b'{"a":1}'
+    # A byte a second: every read is quick, the whole is not.
+    began = now[0]
+    with pytest.raises(prometheus.AnswerRefused, match="no whole answer within 10s") as slow:
+        prometheus.read_bounded(Dripping([b"x"] * 100, 1, now), deadline=began + 10)
+    assert slow.value.slow and now[0] == began + 11  # cut at the first read past it
+    chunk = b"x" * 65536
+    with pytest.raises(prometheus.AnswerRefused, match="larger than 100000 bytes") as large:
+        prometheus.read_bounded(Dripping([chunk] * 10, 0, now), deadline=now[0] + 10, limit=100_000)
+    assert not large.value.slow
+
+
+async def test_an_address_that_answered_too_slowly_gets_one_query_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import threading
+
+    from tidegate import api
+    from tidegate.adapters import prometheus
+
+    release = threading.Event()
+    running = threading.Event()
+    answers = {"mode": "slow"}
+
+    class Connection:
+        url = "http://slow:9090"
+
+        def custom_query(self, query: str) -> object:
+            if answers["mode"] == "slow":
+                raise prometheus.AnswerRefused("no whole answer within 10s", slow=True)
+            if answers["mode"] == "hold":
+                running.set()
+                release.wait(5)
+            return [{"value": [0, "1"]}]
+
+    monkeypatch.setattr(prometheus, "_connection", lambda url, verify: Connection())
+    metric = api.Metric(name="m", query="up", threshold_range=api.ThresholdRange(max=1))
+    first = await prometheus.measure("http://slow:9090", metric, {})
+    assert first.error is not None and "within 10s" in first.error
+    # Now slow: while one query to it runs, another is not sent.
+    answers["mode"] = "hold"
+    held = asyncio.ensure_future(prometheus.measure("http://slow:9090", metric, {}))
+    await asyncio.to_thread(running.wait, 5)
+    second = await prometheus.measure("http://slow:9090", metric, {})
+    assert second.error is not None and "one query at a time" in second.error
+    release.set()
+    assert (await held).value == 1
+    # It answered in time: no longer limited.
+    answers["mode"] = "fast"
+    both = await prometheus.measure_all("http://slow:9090", [metric, metric], {})
+    assert [m.value for m in both] == [1, 1]
 
 
 async def test_templates_are_read_from_the_cache_by_kind_cluster_ones_without_namespace() -> None:

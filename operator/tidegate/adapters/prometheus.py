@@ -1,14 +1,24 @@
-"""Measurements from Prometheus: a metric's query, its variables filled in, run once."""
+"""Measurements from Prometheus: a metric's query, its variables filled in, run once.
+
+The address is a tenant's to choose (spec.analysis.prometheus), so an answer is read as if
+hostile: within QUERY_TIMEOUT_SECONDS in all (not per read: a server that drips a byte at a
+time is cut off too), at most MAX_ANSWER_BYTES, and never repeated on the rollout (a refusal
+is its status code). An address that did not answer in time gets one query thread at a time
+until it answers again, so that it cannot hold the threads every other rollout queries with.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import functools
 import math
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from typing import Any
 
+import requests
 from prometheus_api_client import PrometheusConnect
 from requests.adapters import HTTPAdapter
 
@@ -19,6 +29,11 @@ from tidegate.templates import UnknownVariable as UnknownVariable
 from tidegate.templates import render
 
 QUERY_TIMEOUT_SECONDS = 10.0
+CONNECT_TIMEOUT_SECONDS = 5.0
+# An instant query that an analysis can use is one series: a few hundred bytes. Far more is
+# a query that selects too much, or a server that is not Prometheus.
+MAX_ANSWER_BYTES = 4 * 1024 * 1024
+_CHUNK = 64 * 1024
 # Connections (each an HTTP session) kept for reuse; the least recently used is closed.
 MAX_CONNECTIONS = 8
 # An error's text is cut to this length for the status and the Event.
@@ -30,6 +45,72 @@ def render_query(query: str, variables: Mapping[str, str]) -> str:
     return render(query, variables)
 
 
+class AnswerRefused(Exception):
+    """The answer was not read: too slow, too large, or not a success (its status code)."""
+
+    def __init__(self, message: str, *, slow: bool = False) -> None:
+        super().__init__(message)
+        self.slow = slow  # it took too long (the address is then queried one at a time)
+
+
+def read_bounded(raw: Any, deadline: float, limit: int = MAX_ANSWER_BYTES) -> bytes:
+    """An answer's body from urllib3's `raw` response: AnswerRefused once it passes `limit`
+    bytes or `deadline` (time.monotonic()). read1 returns whatever one read of the socket
+    gives, so the deadline is checked between every few bytes a slow server sends."""
+    body = bytearray()
+    while True:
+        chunk = raw.read1(_CHUNK, decode_content=True)
+        if not chunk:
+            return bytes(body)
+        body += chunk
+        if len(body) > limit:
+            raise AnswerRefused(f"the answer is larger than {limit} bytes")
+        if time.monotonic() > deadline:
+            raise AnswerRefused(f"no whole answer within {QUERY_TIMEOUT_SECONDS:g}s", slow=True)
+
+
+class BoundedSession(requests.Session):
+    """A requests session whose every answer is read by `read_bounded`; given to
+    PrometheusConnect, which reads `response.json()` of what this returns."""
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
+        deadline = time.monotonic() + QUERY_TIMEOUT_SECONDS
+        kwargs.update(
+            stream=True,
+            allow_redirects=False,
+            timeout=(CONNECT_TIMEOUT_SECONDS, QUERY_TIMEOUT_SECONDS),
+        )
+        response = super().request(method, url, *args, **kwargs)
+        try:
+            if response.status_code != 200:
+                # What the server said is not read: the code says it refused.
+                raise AnswerRefused(f"Prometheus answered HTTP {response.status_code}")
+            response._content = read_bounded(response.raw, deadline)
+        finally:
+            response.close()
+        return response
+
+
+class _SlowAddresses:
+    """Addresses whose last query failed for time: one query at a time to each of them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._gates: dict[str, threading.Semaphore] = {}
+
+    def gate(self, url: str) -> threading.Semaphore | None:
+        with self._lock:
+            return self._gates.get(url)
+
+    def mark(self, url: str, slow: bool) -> None:
+        with self._lock:
+            if slow:
+                self._gates.setdefault(url, threading.Semaphore(1))
+            else:
+                self._gates.pop(url, None)
+
+
+_slow = _SlowAddresses()
 _connections: OrderedDict[tuple[str, bool], PrometheusConnect] = OrderedDict()
 
 
@@ -39,9 +120,9 @@ def _connection(url: str, verify_tls: bool) -> PrometheusConnect:
     if key in _connections:
         _connections.move_to_end(key)
         return _connections[key]
-    connection = PrometheusConnect(
-        url=url, disable_ssl=not verify_tls, timeout=int(QUERY_TIMEOUT_SECONDS)
-    )
+    session = BoundedSession()
+    session.verify = verify_tls
+    connection = PrometheusConnect(url=url, session=session, timeout=int(QUERY_TIMEOUT_SECONDS))
     # As many pooled connections as query threads (requests keeps 10), and no retries of
     # its own: a failed query is that interval's measurement, and the next interval asks
     # again, so a retry would only hold the thread.
@@ -56,12 +137,23 @@ def _connection(url: str, verify_tls: bool) -> PrometheusConnect:
 
 
 def _timed_query(connection: PrometheusConnect, query: str) -> list[dict[str, object]]:
+    gate = _slow.gate(connection.url)
+    if gate is not None and not gate.acquire(blocking=False):
+        # One query to a slow address is running already: this one is not sent.
+        raise AnswerRefused("the address did not answer in time; one query at a time to it")
     began = time.monotonic()
+    slow = False
     try:
         result: list[dict[str, object]] = connection.custom_query(query=query)
         return result
+    except (AnswerRefused, requests.Timeout) as error:
+        slow = isinstance(error, requests.Timeout) or getattr(error, "slow", False)
+        raise
     finally:
         metrics.METRIC_QUERY_DURATION.observe(time.monotonic() - began)
+        _slow.mark(connection.url, slow)
+        if gate is not None:
+            gate.release()
 
 
 def single_value(result: list[dict[str, object]]) -> float | None:
@@ -72,7 +164,7 @@ def single_value(result: list[dict[str, object]]) -> float | None:
         raise ValueError(f"the query returned {len(result)} series; aggregate it to one")
     sample = result[0].get("value")
     if not isinstance(sample, list) or len(sample) != 2:
-        raise ValueError(f"unexpected result {result[0]!r}")
+        raise ValueError("the result is not an instant vector's sample")
     value = float(sample[1])
     return None if math.isnan(value) else value
 
