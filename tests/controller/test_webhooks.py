@@ -64,7 +64,7 @@ async def test_confirm_promotion_holds_at_the_last_step_until_it_answers_2xx() -
         "type": "confirmPromotion",
         "phase": "Failed",
         "code": 403,
-        "message": 'webhook "release-window" (confirmPromotion) answered 403: said so',
+        "message": 'webhook "release-window" (confirmPromotion) answered 403',
         "calledAt": None,
     }
     assert any(e[1] == "PromotionHeld" for e in world.events())

@@ -38,11 +38,9 @@ def judge_webhook(webhook: Webhook, outcome: WebhookOutcome | None, now: datetim
     elif 200 <= code < 300:
         phase, text = WebhookPhase.PASSED, f"{subject} answered {code}"
     else:
-        said = outcome.body.strip()[:500]
-        phase, text = (
-            WebhookPhase.FAILED,
-            f"{subject} answered {code}" + (f": {said}" if said else ""),
-        )
+        # The status code only: what the endpoint said is not repeated on the rollout (a
+        # URL is a tenant's to choose, and may be a service that is not theirs).
+        phase, text = WebhookPhase.FAILED, f"{subject} answered {code}"
     return WebhookResult(
         name=webhook.name, type=webhook.type, phase=phase, code=code, message=text, called_at=now
     )

@@ -83,7 +83,6 @@ class WebhookOutcome:
     webhook: str  # its name
     code: int | None  # the HTTP status code; None: no answer (timeout, refused, TLS, ...)
     error: str | None = None  # why there was no answer
-    body: str = ""  # the start of the answer's body
 
 
 @dataclass(frozen=True)
