@@ -195,6 +195,44 @@ def test_bindings_grant_the_roles_to_the_charts_service_account_in_the_release_n
     assert pod["serviceAccountName"] == account["name"]
 
 
+WRITES = {"create", "update", "patch", "delete", "deletecollection", "*"}
+
+
+def test_with_watch_namespaces_workloads_are_written_only_there(helm: HelmRunner) -> None:
+    """No ClusterRoleBinding grants a write: the operator's rules are bound in each watched
+    namespace, and cluster-wide it only lists and watches."""
+    objects = helm.template(RELEASE, NAMESPACE, *VALUE_SETS["two-namespaces-one-replica"])
+    roles = {o["metadata"]["name"]: o for o in objects if o["kind"] == "ClusterRole"}
+    for binding in (o for o in objects if o["kind"] == "ClusterRoleBinding"):
+        rules = roles[binding["roleRef"]["name"]]["rules"]
+        verbs = {verb for rule in rules for verb in rule["verbs"]}
+        assert not verbs & WRITES, (binding["metadata"]["name"], verbs)
+        assert {"list", "watch"} >= verbs
+    bound = {
+        o["metadata"]["namespace"]: o["roleRef"]
+        for o in objects
+        if o["kind"] == "RoleBinding" and o["roleRef"]["kind"] == "ClusterRole"
+    }
+    operator_role = f"{RELEASE}-tidegate"
+    assert bound == {
+        ns: {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": operator_role}
+        for ns in ("team-a", "team-b")
+    }
+    # The rules bound there are the whole of the operator's (as kustomize's ClusterRole).
+    assert roles[operator_role]["rules"] == one(kustomize_objects(), "ClusterRole")["rules"]
+
+
+def test_a_disruption_budget_keeps_all_but_one_replica(
+    defaults: list[dict[str, Any]], helm: HelmRunner
+) -> None:
+    budget = one(defaults, "PodDisruptionBudget")
+    assert budget["spec"]["maxUnavailable"] == 1
+    pod_labels = one(defaults, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert budget["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    single = helm.template(RELEASE, NAMESPACE, *VALUE_SETS["two-namespaces-one-replica"])
+    assert not [o for o in single if o["kind"] == "PodDisruptionBudget"]
+
+
 def test_deployment_is_the_kustomize_one_but_for_names_and_labels(
     defaults: list[dict[str, Any]],
 ) -> None:
