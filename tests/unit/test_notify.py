@@ -170,6 +170,17 @@ def test_slack_and_teams_bodies() -> None:
     assert content["body"][1]["text"] == "Rolled back revision bbb: error-rate failed"
 
 
+def test_slack_shows_a_rollouts_text_literally() -> None:
+    """A message (a metric's or webhook's name, a Prometheus error) can hold <!channel> or a
+    link: Slack gets it escaped, so it shows it as text."""
+    import dataclasses
+
+    sneaky = dataclasses.replace(message(), message="<!channel> see <https://x.example|here> & go")
+    slack = render(NotificationProvider.model_validate({"type": "slack", "url": URL}), sneaky)
+    assert slack["text"].endswith("&lt;!channel&gt; see &lt;https://x.example|here&gt; &amp; go")
+    assert "<" not in str(slack) and ">" not in str(slack)
+
+
 def test_a_bad_provider_value_is_refused_without_showing_its_url() -> None:
     assert parse_provider("ops/n", "hook", f'{{"type": "webhook", "url": "{URL}"}}').url == URL
     for text, said in (

@@ -4,6 +4,7 @@ before copies were keyed by revision included), Services pointed at them, remove
 from __future__ import annotations
 
 import copy
+import types
 from typing import Any
 
 import pytest
@@ -44,6 +45,13 @@ class Cluster(FakeKube):
         assert self.objects[name]["metadata"]["uid"] == uid
         self.deleted.append((kind, name))
         del self.objects[name]
+
+    # A read straight from the API server (ConfigMaps are not watched).
+    core = types.SimpleNamespace(read_namespaced_config_map=None)
+
+    async def get_or_none(self, what: str, read: object, name: str, namespace: str) -> Obj | None:
+        found = self.objects.get(name)
+        return copy.deepcopy(found) if found is not None else None
 
 
 def deployment(name: str, revision: str, label: dict[str, str], rollout: str = "r") -> Obj:
@@ -156,3 +164,21 @@ async def test_a_deployment_of_a_copys_name_that_is_not_this_rollouts_is_never_t
     # A Deployment of an old role name that is someone else's is just not a copy.
     foreign = Cluster(deployment("shop-stable", "v1", {ROLE_LABEL: "stable"}, rollout="other"))
     assert await adapter(foreign).observe("v1") == (None, None)
+
+
+def config_map(name: str, labels: dict[str, str]) -> Obj:
+    return {"metadata": {"name": name, "labels": labels, "resourceVersion": "1"}, "data": {}}
+
+
+async def test_the_release_before_is_kept_only_in_a_config_map_of_this_rollouts() -> None:
+    kube = Cluster(deployment("shop-v1", "v1", {REVISION_LABEL: "v1"}))
+    kube.objects["r"] = {"metadata": {"name": "r", "uid": "u-r"}}  # the rollout, its owner
+    kube.objects["shop-previous-stable"] = config_map("shop-previous-stable", {"app": "theirs"})
+    copies = KubeWorkloads(kube, "ns", "r", "shop", "web", 80, keep_previous=True)  # type: ignore[arg-type]
+    with pytest.raises(WorkloadError, match="ConfigMap ns/shop-previous-stable exists") as taken:
+        await copies.remove("v1", keep_template=True)
+    assert taken.value.reason == "NameConflict"
+    assert kube.applied == [] and "shop-v1" in kube.objects  # neither written nor removed
+    kube.objects["shop-previous-stable"] = config_map("shop-previous-stable", {ROLLOUT_LABEL: "r"})
+    await copies.remove("v1", keep_template=True)
+    assert kube.applied == ["shop-previous-stable"] and "shop-v1" not in kube.objects

@@ -359,6 +359,16 @@ class KubeWorkloads:
     async def _keep(self, stable: Obj) -> None:
         """Keep the stable copy's template (a ConfigMap owned by the rollout: one,
         overwritten at each promotion)."""
+        # Written over only when it is this rollout's: a ConfigMap someone else named so is
+        # reported (NameConflict) and left as it is, like a copy's name taken.
+        found = await self.kube.get_or_none(
+            f"configmaps {self.namespace}/{self._kept_name()}",
+            self.kube.core.read_namespaced_config_map,
+            self._kept_name(),
+            self.namespace,
+        )
+        if found is not None:
+            self._check_owned("ConfigMap", found)
         meta = stable["metadata"]
         source = as_template_source(stable, self.target_name)
         # Owned by the rollout (read from the cache): it goes when the rollout goes.
