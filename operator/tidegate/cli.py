@@ -86,12 +86,19 @@ def _loadtester(args: argparse.Namespace) -> int:
         listen=args.listen,
         max_rate=args.max_rate,
         max_duration=args.max_duration,
+        max_jobs=args.max_jobs,
         connect_to=args.connect_to,
     )
 
 
 def _add_loadtester(commands: Any) -> None:
-    from tidegate.loadtester import DEFAULT_MAX_DURATION, DEFAULT_MAX_RATE, parse_address
+    from tidegate.loadtester import (
+        DEFAULT_MAX_DURATION,
+        DEFAULT_MAX_JOBS,
+        DEFAULT_MAX_RATE,
+        TOKEN_ENV,
+        parse_address,
+    )
 
     loadtester = commands.add_parser(
         "loadtester", help="send requests for the rollouts' analysis (spec.analysis.load)"
@@ -112,6 +119,14 @@ def _add_loadtester(commands: Any) -> None:
         default=DEFAULT_MAX_DURATION,
         metavar="SECONDS",
         help=f"refuse jobs asking to run longer (default: {DEFAULT_MAX_DURATION:g})",
+    )
+    loadtester.add_argument(
+        "--max-jobs",
+        type=int,
+        default=DEFAULT_MAX_JOBS,
+        metavar="N",
+        help=f"refuse new jobs while this many run (default: {DEFAULT_MAX_JOBS}); "
+        f"${TOKEN_ENV}, when set, is the bearer token a job must carry",
     )
     loadtester.add_argument(
         "--connect-to",

@@ -23,8 +23,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hmac
 import logging
 import math
+import os
 import signal
 import socket
 from dataclasses import dataclass, field
@@ -46,8 +48,17 @@ REQUEST_TIMEOUT_SECONDS = 10.0
 # Requests of one job waiting for an answer; past it a tick sends nothing (counted as
 # code="skipped"), so a target that stops answering does not pile connections up.
 MAX_IN_FLIGHT = 256
+# Jobs at once: one per rollout with analysis.load; past it a new job is refused (503).
+DEFAULT_MAX_JOBS = 1000
+# How much of a response is read (and dropped) before the connection is let go: the status
+# code is what counts, and a canary that answers gigabytes must not fill this process.
+MAX_RESPONSE_BYTES = 1024 * 1024
+# The shared secret of the operator and the loadtester (from the Secret
+# tidegate-loadtester-token): when set, only a request bearing it may submit or list jobs.
+TOKEN_ENV = "TIDEGATE_LOADTESTER_TOKEN"
 MAX_ID_LENGTH = 253
 MAX_URL_LENGTH = 2048
+MAX_JOB_BYTES = 64 * 1024  # a job's JSON: an id, a URL, a few headers
 
 
 class JobRefused(ValueError):
@@ -140,11 +151,15 @@ class Loadtester:
         *,
         max_rate: float = DEFAULT_MAX_RATE,
         max_duration: float = DEFAULT_MAX_DURATION,
+        max_jobs: int = DEFAULT_MAX_JOBS,
         connect_to: tuple[str, int] | None = None,
+        token: str | None = None,
     ) -> None:
         self.max_rate = max_rate
         self.max_duration = max_duration
+        self.max_jobs = max_jobs
         self.connect_to = connect_to
+        self.token = token or None
         self.jobs: dict[str, Job] = {}
         self.registry = CollectorRegistry()
         self.requests = Counter(
@@ -215,8 +230,12 @@ class Loadtester:
             async with self._client().request(
                 spec.method, spec.url, headers=spec.headers
             ) as response:
-                await response.read()
                 code = str(response.status)
+                read = 0
+                async for chunk in response.content.iter_chunked(64 * 1024):
+                    read += len(chunk)
+                    if read >= MAX_RESPONSE_BYTES:
+                        break  # the rest is not read: the connection is closed, not reused
         except (aiohttp.ClientError, TimeoutError):
             code = "error"
         self.requests.labels(spec.id, code).inc()
@@ -237,22 +256,41 @@ class Loadtester:
 
     # --- HTTP --------------------------------------------------------------------------
 
+    def _refused(self, request: web.Request) -> web.Response | None:
+        """401 unless the request bears the token (when there is one)."""
+        if self.token is None:
+            return None
+        given = request.headers.get("Authorization", "")
+        if hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
+            return None
+        return web.json_response({"error": "a valid bearer token is required"}, status=401)
+
     async def _post_job(self, request: web.Request) -> web.Response:
+        if (refused := self._refused(request)) is not None:
+            return refused
+        if request.content_length is not None and request.content_length > MAX_JOB_BYTES:
+            return web.json_response({"error": "the job is too large"}, status=413)
         try:
             body = await request.json()
         except ValueError:
             return web.json_response({"error": "the body must be JSON"}, status=400)
         try:
             spec = parse_job(body, self.max_rate, self.max_duration)
-        except JobRefused as refused:
-            return web.json_response({"error": str(refused)}, status=400)
+        except JobRefused as error:
+            return web.json_response({"error": str(error)}, status=400)
+        if spec.id not in self.jobs and len(self.jobs) >= self.max_jobs:
+            return web.json_response(
+                {"error": f"{self.max_jobs} jobs run already; try again later"}, status=503
+            )
         replaced = self.submit(spec)
         return web.json_response(
             {"id": spec.id, "replaced": replaced, "duration": spec.duration},
             status=200 if replaced else 201,
         )
 
-    async def _get_jobs(self, _: web.Request) -> web.Response:
+    async def _get_jobs(self, request: web.Request) -> web.Response:
+        if (refused := self._refused(request)) is not None:
+            return refused
         return web.json_response({"jobs": self.describe()})
 
     async def _healthz(self, _: web.Request) -> web.Response:
@@ -264,7 +302,7 @@ class Loadtester:
         return response
 
     def app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(client_max_size=MAX_JOB_BYTES)
         app.router.add_post("/jobs", self._post_job)
         app.router.add_get("/jobs", self._get_jobs)
         app.router.add_get("/healthz", self._healthz)
@@ -310,9 +348,19 @@ def run_loadtester(
     listen: tuple[str, int],
     max_rate: float,
     max_duration: float,
+    max_jobs: int = DEFAULT_MAX_JOBS,
     connect_to: tuple[str, int] | None,
 ) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    loadtester = Loadtester(max_rate=max_rate, max_duration=max_duration, connect_to=connect_to)
+    token = os.environ.get(TOKEN_ENV) or None
+    if token is None:
+        log.warning("no %s: anyone who reaches this loadtester may submit jobs", TOKEN_ENV)
+    loadtester = Loadtester(
+        max_rate=max_rate,
+        max_duration=max_duration,
+        max_jobs=max_jobs,
+        connect_to=connect_to,
+        token=token,
+    )
     asyncio.run(serve(loadtester, listen))
     return 0

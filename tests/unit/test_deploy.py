@@ -253,13 +253,40 @@ def test_two_replicas_elect_the_one_that_acts() -> None:
     assert args.leader_election  # on, by default
     assert args.leader_election_id.startswith("tidegate")
     assert args.leader_election_namespace is None  # the pod's own
-    env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container()["env"]}
+    env = {
+        e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"]
+        for e in container()["env"]
+        if "fieldRef" in e["valueFrom"]
+    }
     assert env == {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace"}
     # The Lease's namespace (the pod's) is where the Role grants it.
     assert (
         one(kustomize_objects(), "Role")["metadata"]["namespace"]
         == (deployment["metadata"]["namespace"])
     )
+
+
+def test_the_operator_and_the_loadtester_share_an_optional_token() -> None:
+    """The loadtester takes jobs only with the token when its Secret exists; the operator
+    sends it. Without the Secret both start, and the loadtester takes any job (and says so)."""
+    from tidegate.adapters.loadtester import TOKEN_ENV as SENT
+    from tidegate.loadtester import TOKEN_ENV as REQUIRED
+
+    loadtester_dir = DEPLOY / "loadtester"
+    loadtester = yaml.safe_load((loadtester_dir / "deployment.yaml").read_text())
+    for found, name in (
+        (container(), SENT),
+        (loadtester["spec"]["template"]["spec"]["containers"][0], REQUIRED),
+    ):
+        (token,) = [e for e in found["env"] if e["name"] == name]
+        assert token["valueFrom"]["secretKeyRef"] == {
+            "name": "tidegate-loadtester-token", "key": "token", "optional": True,
+        }  # fmt: skip
+    policy = yaml.safe_load((loadtester_dir / "networkpolicy.yaml").read_text())
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["from"] == [
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "tidegate"}}}
+    ]
 
 
 def test_runs_as_non_root_on_a_read_only_root() -> None:

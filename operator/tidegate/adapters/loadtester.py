@@ -3,6 +3,7 @@ rollout, POSTed at the start of each analysis step and at each of its measuremen
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 
 import aiohttp
@@ -12,6 +13,8 @@ from tidegate.adapters.prometheus import UnknownVariable, render_query
 from tidegate.ports import LoadError
 
 REQUEST_TIMEOUT_SECONDS = 5.0
+# The loadtester's bearer token (the Secret tidegate-loadtester-token, in both pods' env).
+TOKEN_ENV = "TIDEGATE_LOADTESTER_TOKEN"
 
 
 def job_body(
@@ -36,13 +39,17 @@ class LoadtesterClient:
     """POSTs jobs to loadtesters, through one connection pool (made on first use, in the
     operator's event loop)."""
 
-    def __init__(self, timeout: float = REQUEST_TIMEOUT_SECONDS) -> None:
+    def __init__(self, timeout: float = REQUEST_TIMEOUT_SECONDS, token: str | None = None) -> None:
         self.timeout = timeout
+        self.token = token if token is not None else os.environ.get(TOKEN_ENV) or None
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
+            headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.timeout), headers=headers
+            )
         return self._session
 
     async def drive(

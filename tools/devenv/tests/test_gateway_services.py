@@ -133,3 +133,30 @@ async def loadtester_scenario(state_dir: Path) -> None:
 
 def test_the_loadtester_drives_a_job_through_the_gateway_until_it_ends(tmp_path: Path) -> None:
     asyncio.run(asyncio.wait_for(loadtester_scenario(tmp_path), 60))
+
+
+async def guarded_scenario() -> None:
+    loadtester = Loadtester(max_rate=10, max_duration=5, max_jobs=1, token="s3cret")
+    try:
+        async with TestClient(TestServer(loadtester.app())) as client:
+            job = {"id": "a/a", "url": "http://127.0.0.1:9/", "rate": 1, "duration": 1}
+            wrong = {"Authorization": "Bearer wrong"}
+            assert (await client.post("/jobs", json=job)).status == 401
+            assert (await client.post("/jobs", json=job, headers=wrong)).status == 401
+            assert (await client.get("/jobs")).status == 401
+            auth = {"Authorization": "Bearer s3cret"}
+            assert (await client.post("/jobs", json=job, headers=auth)).status == 201
+            # One job at most: another is refused, the running one may still be renewed.
+            full = await client.post("/jobs", json={**job, "id": "b/b"}, headers=auth)
+            assert full.status == 503 and "1 jobs run already" in (await full.json())["error"]
+            assert (await client.post("/jobs", json=job, headers=auth)).status == 200
+            listed = await client.get("/jobs", headers=auth)
+            assert [j["id"] for j in (await listed.json())["jobs"]] == ["a/a"]
+            too_big = await client.post("/jobs", data=b"{" + b" " * 100_000 + b"}", headers=auth)
+            assert too_big.status == 413
+    finally:
+        await loadtester.close()
+
+
+def test_a_loadtester_with_a_token_takes_jobs_only_with_it_and_only_so_many() -> None:
+    asyncio.run(asyncio.wait_for(guarded_scenario(), 30))
