@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,9 @@ from tidegate_devenv.helm import HelmRunner
 from tidegate_devenv.operator_process import install_crd, kubectl_for
 from tidegate_devenv.readers import write_reader_secrets
 from tidegate_devenv.regions import RegionsInfo, start_regions, stop_regions
+
+# tests/ itself: what the e2e tests share with the unit tests (hostile_specs, argocd_lua).
+sys.path.insert(0, str(Path(__file__).parents[1]))
 
 E2E_DIR = Path(__file__).parent
 GATEWAY_SEED = 20240611
