@@ -86,8 +86,10 @@ class BoundedSession(requests.Session):
                 # What the server said is not read: the code says it refused.
                 raise AnswerRefused(f"Prometheus answered HTTP {response.status_code}")
             response._content = read_bounded(response.raw, deadline)
-        finally:
-            response.close()
+        except BaseException:
+            response.close()  # the connection goes with what was not read of it
+            raise
+        response.raw.release_conn()  # read to its end: kept for the next query
         return response
 
 
