@@ -3,8 +3,9 @@
 The address is a tenant's to choose (spec.analysis.prometheus), so an answer is read as if
 hostile: within QUERY_TIMEOUT_SECONDS in all (not per read: a server that drips a byte at a
 time is cut off too), at most MAX_ANSWER_BYTES, and never repeated on the rollout (a refusal
-is its status code). An address that did not answer in time gets one query thread at a time
-until it answers again, so that it cannot hold the threads every other rollout queries with.
+is its status code). One host holds at most HOST_THREADS of the query threads at once (the
+queries past it wait on the event loop, holding none), so that a host that answers slowly
+cannot hold the threads every other rollout queries with.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import math
-import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from prometheus_api_client import PrometheusConnect
@@ -48,10 +50,6 @@ def render_query(query: str, variables: Mapping[str, str]) -> str:
 class AnswerRefused(Exception):
     """The answer was not read: too slow, too large, or not a success (its status code)."""
 
-    def __init__(self, message: str, *, slow: bool = False) -> None:
-        super().__init__(message)
-        self.slow = slow  # it took too long (the address is then queried one at a time)
-
 
 def read_bounded(raw: Any, deadline: float, limit: int = MAX_ANSWER_BYTES) -> bytes:
     """An answer's body from urllib3's `raw` response: AnswerRefused once it passes `limit`
@@ -66,7 +64,7 @@ def read_bounded(raw: Any, deadline: float, limit: int = MAX_ANSWER_BYTES) -> by
         if len(body) > limit:
             raise AnswerRefused(f"the answer is larger than {limit} bytes")
         if time.monotonic() > deadline:
-            raise AnswerRefused(f"no whole answer within {QUERY_TIMEOUT_SECONDS:g}s", slow=True)
+            raise AnswerRefused(f"no whole answer within {QUERY_TIMEOUT_SECONDS:g}s")
 
 
 class BoundedSession(requests.Session):
@@ -93,26 +91,23 @@ class BoundedSession(requests.Session):
         return response
 
 
-class _SlowAddresses:
-    """Addresses whose last query failed for time: one query at a time to each of them."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._gates: dict[str, threading.Semaphore] = {}
-
-    def gate(self, url: str) -> threading.Semaphore | None:
-        with self._lock:
-            return self._gates.get(url)
-
-    def mark(self, url: str, slow: bool) -> None:
-        with self._lock:
-            if slow:
-                self._gates.setdefault(url, threading.Semaphore(1))
-            else:
-                self._gates.pop(url, None)
+# Query threads one host may hold at once: half of them, so that one host that answers
+# slowly (or not at all) leaves the other half to every other host, the operator's own
+# Prometheus included, which alone still has enough for 1,000 rollouts.
+HOST_THREADS = max(1, threads.PROMETHEUS_THREADS // 2)
+_host_gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Semaphore]]
+_host_gates = weakref.WeakKeyDictionary()
 
 
-_slow = _SlowAddresses()
+def _host_gate(url: str) -> asyncio.Semaphore:
+    """The semaphore of `url`'s host (with its port) on the running loop."""
+    gates = _host_gates.setdefault(asyncio.get_running_loop(), {})
+    host = urlsplit(url).netloc.lower()
+    if host not in gates:
+        gates[host] = asyncio.Semaphore(HOST_THREADS)
+    return gates[host]
+
+
 _connections: OrderedDict[tuple[str, bool], PrometheusConnect] = OrderedDict()
 
 
@@ -139,23 +134,12 @@ def _connection(url: str, verify_tls: bool) -> PrometheusConnect:
 
 
 def _timed_query(connection: PrometheusConnect, query: str) -> list[dict[str, object]]:
-    gate = _slow.gate(connection.url)
-    if gate is not None and not gate.acquire(blocking=False):
-        # One query to a slow address is running already: this one is not sent.
-        raise AnswerRefused("the address did not answer in time; one query at a time to it")
     began = time.monotonic()
-    slow = False
     try:
         result: list[dict[str, object]] = connection.custom_query(query=query)
         return result
-    except (AnswerRefused, requests.Timeout) as error:
-        slow = isinstance(error, requests.Timeout) or getattr(error, "slow", False)
-        raise
     finally:
         metrics.METRIC_QUERY_DURATION.observe(time.monotonic() - began)
-        _slow.mark(connection.url, slow)
-        if gate is not None:
-            gate.release()
 
 
 def single_value(result: list[dict[str, object]]) -> float | None:
@@ -180,10 +164,12 @@ async def measure(
         query = render_query(metric.query, variables)
         connection = _connection(url, verify_tls)
         # The client's own HTTP timeout bounds the query once a thread runs it; a wait for
-        # a free thread is not the query's fault, so it is not counted against it.
-        result = await threads.run_in(
-            "prometheus", functools.partial(_timed_query, connection, query)
-        )
+        # a free thread (or for the host's share of them) is not the query's fault, so it is
+        # not counted against it.
+        async with _host_gate(url):
+            result = await threads.run_in(
+                "prometheus", functools.partial(_timed_query, connection, query)
+            )
         return Measurement(metric=metric.name, value=single_value(result))
     except Exception as error:  # every failure is a failed measurement, never a pass
         text = f"{type(error).__name__}: {error}"
