@@ -10,8 +10,8 @@ One step per pass, each waiting for what the watches report:
    the HPA copy had chosen for the stable copy (once running, the user's HPA sizes it).
 3. Once it is ready: the user's Service gets its own selector back, the routes go back to
    it, and the gateway must report them applied.
-4. The scale-down delay after that (`status.handBackAt`): requests already routed to the
-   copies finish there.
+4. The scale-down delay after that, 30 s at most (`status.handBackAt`): requests already
+   routed to the copies finish there.
 5. The copies and tidegate's Services (and HPA copies) are given to the rollout to be
    garbage-collected with it, the claim is removed, then the finalizer.
 """
@@ -31,6 +31,9 @@ if TYPE_CHECKING:
     from tidegate.reconciler import Reconciler
 
 _REJECTED = (api.RolloutPhase.FAILED, api.RolloutPhase.ABORTED)
+# The longest the copies serve requests already routed to them once the route is back on the
+# user's Service: the default scale-down delay.
+HAND_BACK_DRAIN_MAX = 30
 
 
 async def hand_back(rec: Reconciler, rollout: Obj) -> float | None:
@@ -90,7 +93,9 @@ async def _give_back(
     # the scale-down delay to finish.
     now = rec.clock()
     if status.hand_back_at is None:
-        delay = spec.strategy.scale_down_delay(rolled_back=False)
+        # At most HAND_BACK_DRAIN_MAX: a deletion (a whole namespace's, an app pruned) is not
+        # held for as long as a spec may ask the copies to linger after a promotion.
+        delay = min(spec.strategy.scale_down_delay(rolled_back=False), HAND_BACK_DRAIN_MAX)
         at = now + timedelta(seconds=delay)
         await rec.patch_status(namespace, name, {"handBackAt": at.strftime("%Y-%m-%dT%H:%M:%SZ")})
         return False, float(delay)

@@ -721,6 +721,21 @@ async def test_a_rollout_whose_route_and_target_are_gone_is_let_go() -> None:
     assert degraded is None or degraded["status"] == "False"
 
 
+async def test_a_hand_back_waits_no_longer_than_the_default_scale_down_delay() -> None:
+    """However long the spec asks copies to linger after a promotion (a day, here), a
+    deletion holds them 30 s at most once the route is back on the user's Service."""
+    world = await initialized_world()
+    assert world.rollout is not None
+    world.rollout["spec"]["strategy"]["canary"]["scaleDownDelaySeconds"] = 86400
+    delete(world)
+    rec = reconciler(world)
+    waits = [await rec.reconcile(NAMESPACE, NAME) for _ in range(3)]
+    assert 30 in waits and not [w for w in waits if w and w > 30], waits
+    world.advance(30)
+    await rec.reconcile(NAMESPACE, NAME)
+    assert HAND_BACK_FINALIZER not in world.rollout["metadata"]["finalizers"]
+
+
 async def test_an_unexpected_error_is_degraded_on_that_rollout_and_backed_off() -> None:
     world = await initialized_world()
     world.set_version("1.1.0")
