@@ -11,7 +11,8 @@ LOADTESTER = DEPLOY / "loadtester"
 
 def test_the_manifests_are_a_deployment_a_service_and_an_account_with_no_rights() -> None:
     objects = kustomize_objects(LOADTESTER)
-    assert sorted(o["kind"] for o in objects) == ["Deployment", "Service", "ServiceAccount"]
+    kinds = sorted(o["kind"] for o in objects)
+    assert kinds == ["Deployment", "NetworkPolicy", "Service", "ServiceAccount"]
     assert {o["metadata"]["namespace"] for o in objects} == {"tidegate-system"}
     assert one(objects, "ServiceAccount")["automountServiceAccountToken"] is False
 
