@@ -143,9 +143,12 @@ def test_install_created_the_crd_and_it_is_served(kubectl: KubectlRunner, releas
 
 def test_every_object_of_the_release_exists(kubectl: KubectlRunner, release: Release) -> None:
     kinds = sorted(o["kind"] for o in release.objects)
+    # Installed with watchNamespaces: the operator's ClusterRole is bound in that namespace
+    # (a RoleBinding), and only the cluster-scoped reads cluster-wide.
     assert kinds == sorted(
         [
-            "ClusterRole", "ClusterRoleBinding", "Deployment", "Role", "RoleBinding", "Service",
+            "ClusterRole", "ClusterRole", "ClusterRoleBinding", "Deployment",
+            "PodDisruptionBudget", "Role", "RoleBinding", "RoleBinding", "Service",
             "ServiceAccount",
         ]
     )  # fmt: skip
@@ -250,8 +253,8 @@ def test_the_service_account_may_do_what_the_operator_does(
                 places: list[tuple[str, ...]] = [()]
             elif scope == "own":
                 places = [("-n", release.namespace)]
-            else:  # a rollout's namespace, any of them, and across namespaces for lists
-                places = [("-n", other), ("-n", release.namespace), ("--all-namespaces",)]
+            else:  # a rollout's namespace: the watched one (watchNamespaces)
+                places = [("-n", release.namespace)]
             refused += [
                 f"{verb} {resource}.{group or 'core'} {' '.join(where)}"
                 for verb in verbs
@@ -271,6 +274,11 @@ def test_the_service_account_may_do_what_the_operator_does(
             ("update", "apps", "deployments", ("-n", other)),
             ("get", "", "secrets", ("-n", release.namespace)),
             ("delete", "tidegate.io", "progressiverollouts", ("-n", other)),
+            # Outside the watched namespaces: no write, no list across them.
+            ("create", "apps", "deployments", ("-n", other)),
+            ("patch", "", "services", ("-n", other)),
+            ("patch", "gateway.networking.k8s.io", "httproutes", ("-n", other)),
+            ("list", "apps", "deployments", ("--all-namespaces",)),
         ]:
             assert not can_i(kubectl, release.account, verb, group, resource, *where), (
                 verb, group, resource, where,

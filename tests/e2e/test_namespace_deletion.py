@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from rollout_support import Shop, set_version
+from rollout_support import Shop, scratch_namespace, set_version
 
 from tidegate_devenv.cluster import KubectlRunner
 from tidegate_devenv.waiting import wait_until
@@ -18,17 +18,20 @@ DEADLINE = 60  # seconds, as the issue on hostile input asks
 def test_a_namespace_deleted_mid_rollout_is_gone_within_a_minute(
     start_shop: Callable[..., Shop], kubectl: KubectlRunner
 ) -> None:
-    shop = start_shop()
-    set_version(shop.kubectl, shop.namespace, "1.1.0")
-    shop.wait_status(lambda s: s.get("canaryWeight", 0) > 0, "traffic on the canary")
-    began = time.monotonic()
-    kubectl.check("delete", "namespace", shop.namespace, "--wait=false")
-    wait_until(
-        lambda: kubectl.run("get", "namespace", shop.namespace).returncode,
-        f"namespace {shop.namespace} gone", DEADLINE,
-        until=lambda code: code != 0,
-    )  # fmt: skip
-    took = time.monotonic() - began
-    print(f"namespace deleted mid-rollout: gone in {took:.1f} s")
-    # The operator let the rollout go (no one else removes its finalizer while it runs).
-    assert shop.operator.process.poll() is None
+    # The operator's Lease where it lives in a cluster: not in the namespace being deleted
+    # (which would take the Lease with it, and the operator would stand down).
+    with scratch_namespace(kubectl, "lease") as lease:
+        shop = start_shop(lease_namespace=lease)
+        set_version(shop.kubectl, shop.namespace, "1.1.0")
+        shop.wait_status(lambda s: s.get("canaryWeight", 0) > 0, "traffic on the canary")
+        began = time.monotonic()
+        kubectl.check("delete", "namespace", shop.namespace, "--wait=false")
+        wait_until(
+            lambda: kubectl.run("get", "namespace", shop.namespace).returncode,
+            f"namespace {shop.namespace} gone", DEADLINE,
+            until=lambda code: code != 0,
+        )  # fmt: skip
+        took = time.monotonic() - began
+        print(f"namespace deleted mid-rollout: gone in {took:.1f} s")
+        # The operator let the rollout go (no one else removes its finalizer while it runs).
+        assert shop.operator.process.poll() is None
