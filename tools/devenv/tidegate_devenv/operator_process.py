@@ -56,7 +56,9 @@ NOTIFICATIONS = "tidegate_notifications_total"
 def install_crd(kubectl: KubectlRunner) -> None:
     """Apply tidegate's CRDs from this checkout (ProgressiveRollout, MetricTemplate,
     ClusterMetricTemplate) and wait until they are served."""
-    kubectl.check("apply", "--server-side", "-f", str(CRD_DIR))
+    # Forced: the checkout's CRDs win over a Helm install's copy left in the cluster (the
+    # chart keeps its CRDs on uninstall), whatever order the tests ran in.
+    kubectl.check("apply", "--server-side", "--force-conflicts", "-f", str(CRD_DIR))
     kubectl.wait_established(
         "progressiverollouts.tidegate.io",
         "metrictemplates.tidegate.io",
