@@ -13,6 +13,16 @@ GATEWAY_SEED).
 The gateways run in their realistic mode: each change they see takes effect
 $TIDEGATE_ROUTE_DELAY seconds later (else ROUTE_DELAY; 0 for changes at once), as with a
 real gateway, and they write the HTTPRoutes' status once applied (docs/dev-cluster.md).
+
+Side by side (pytest-xdist, `make e2e`'s `-n`): the workers share one environment. The
+first worker to need it starts it, under a file lock, in the run's common temporary
+directory; the others find it there; the controlling process stops it when the run ends.
+Every test has a namespace and hostnames of its own, and every operator watches only its
+test's namespaces, so tests on one environment do not see each other. A module whose
+tests touch what others share (the CRDs, the API server's audit log) is marked
+`own_environment` and gets an environment of its own. A module with module-scoped
+fixtures (an operator run, the regions) runs on one worker (its xdist group), and each
+worker draws ports from a slice of its own (TIDEGATE_PORT_SLICE).
 """
 
 from __future__ import annotations
@@ -25,12 +35,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from filelock import FileLock
 from rollout_support import Shop, running_shop, scratch_namespace
 
 from tidegate_devenv.binaries import find_helm
-from tidegate_devenv.cluster import KubectlRunner
+from tidegate_devenv.cluster import PORT_SLICE_ENV, KubectlRunner
 from tidegate_devenv.delayed import seconds_arg
-from tidegate_devenv.environment import EnvironmentInfo, start_environment, stop_environment
+from tidegate_devenv.environment import (
+    DATA_PLANE_NICE_ENV,
+    EnvironmentInfo,
+    load_info,
+    start_environment,
+    stop_environment,
+)
+from tidegate_devenv.gateway import SPARES_ENV
 from tidegate_devenv.helm import HelmRunner
 from tidegate_devenv.operator_process import install_crd, kubectl_for
 from tidegate_devenv.readers import write_reader_secrets
@@ -42,6 +60,19 @@ sys.path.insert(0, str(Path(__file__).parents[1]))
 E2E_DIR = Path(__file__).parent
 GATEWAY_SEED = 20240611
 ROUTE_DELAY = 2.0
+SHARED = "shared-environment"  # in the run's common temporary directory
+
+# An xdist worker ("gw3" of PYTEST_XDIST_WORKER_COUNT) draws its ports from its own slice.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+if _WORKER.startswith("gw"):
+    _WORKERS = int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    os.environ[PORT_SLICE_ENV] = f"{_WORKER[2:]}/{_WORKERS}"
+    # The shared gateway keeps a warm demo app for each template that side-by-side tests
+    # may start at one moment (a stable copy and a canary each); a cold one, on a busy
+    # machine, takes seconds in which a Ready pod's requests wait (demoprocs.DemoPool).
+    os.environ.setdefault(SPARES_ENV, str(2 * _WORKERS))
+    # And the data plane keeps its latency among them all (environment.data_plane_nice).
+    os.environ.setdefault(DATA_PLANE_NICE_ENV, "-10")
 
 
 def route_delay() -> float:
@@ -50,24 +81,84 @@ def route_delay() -> float:
     return seconds_arg(raw) if raw else ROUTE_DELAY
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "own_environment: the module's tests get an environment of their own"
+    )
+
+
+def _module_scoped(item: pytest.Item) -> bool:
+    fixtures = getattr(item, "_fixtureinfo", None)
+    return fixtures is not None and any(
+        definition.scope in ("module", "class", "package")
+        for definitions in fixtures.name2fixturedefs.values()
+        for definition in definitions
+    )
+
+
+# Before xdist's own hook, which reads the groups.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if Path(str(item.fspath)).is_relative_to(E2E_DIR):
             item.add_marker(pytest.mark.e2e)
+            if _module_scoped(item) or item.get_closest_marker("own_environment"):
+                # Its module's fixtures are set up once, on the one worker that runs it.
+                item.add_marker(pytest.mark.xdist_group(Path(str(item.fspath)).stem))
 
 
-@pytest.fixture(scope="session")
-def environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EnvironmentInfo]:
-    state_dir = tmp_path_factory.mktemp("environment")
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The controlling process of a side-by-side run stops the workers' shared environment."""
+    if _WORKER:
+        return
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is not None and factory._basetemp is not None:
+        state_dir = factory.getbasetemp() / SHARED
+        if load_info(state_dir) is not None:
+            stop_environment(state_dir)
+
+
+def _start(state_dir: Path) -> EnvironmentInfo:
     external = os.environ.get("TIDEGATE_TEST_KUBECONFIG")
-    info = start_environment(
+    return start_environment(
         state_dir,
         kubeconfig=Path(external) if external else None,
         gateway_seed=int(os.environ.get("TIDEGATE_GATEWAY_SEED", GATEWAY_SEED)),
         route_delay=route_delay(),
     )
+
+
+@pytest.fixture(scope="session")
+def shared_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EnvironmentInfo]:
+    if not _WORKER:  # one process: the environment lives as long as this session
+        state_dir = tmp_path_factory.mktemp("environment")
+        try:
+            yield _start(state_dir)
+        finally:
+            stop_environment(state_dir)
+        return
+    # A worker: its basetemp is popen-gwN in the directory common to the run.
+    common = tmp_path_factory.getbasetemp().parent
+    state_dir = common / SHARED
+    with FileLock(str(common / f"{SHARED}.lock")):
+        info = load_info(state_dir) or _start(state_dir)
+    yield info  # stopped by the controlling process (pytest_sessionfinish)
+
+
+@pytest.fixture(scope="module")
+def environment(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[EnvironmentInfo]:
+    """The session's shared environment, or one of the module's own (`own_environment`)."""
+    # (An external cluster is the one cluster there is; those modules know to spare it.)
+    # One after another, nothing runs beside such a module: the session's one will do.
+    own = request.node.get_closest_marker("own_environment")
+    if not own or not _WORKER or os.environ.get("TIDEGATE_TEST_KUBECONFIG"):
+        yield request.getfixturevalue("shared_environment")
+        return
+    state_dir = tmp_path_factory.mktemp("own-environment")
     try:
-        yield info
+        yield _start(state_dir)
     finally:
         stop_environment(state_dir)
 
@@ -101,7 +192,7 @@ def regions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegionsInfo]:
         stop_regions(state_dir)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def kubectl(environment: EnvironmentInfo) -> KubectlRunner:
     return KubectlRunner(Path(environment.kubectl), Path(environment.kubeconfig))
 
@@ -113,7 +204,7 @@ def helm(tmp_path_factory: pytest.TempPathFactory) -> HelmRunner:
     return HelmRunner(find_helm(), tmp_path_factory.mktemp("helm-home"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def helm_on_cluster(helm: HelmRunner, environment: EnvironmentInfo) -> HelmRunner:
     return HelmRunner(helm.helm, helm.home, Path(environment.kubeconfig))
 
@@ -124,9 +215,15 @@ def namespace(kubectl: KubectlRunner) -> Iterator[str]:
         yield name
 
 
-@pytest.fixture(scope="session")
+_crd_installed: set[str] = set()  # the kubeconfigs of the environments this process has
+
+
+@pytest.fixture(scope="module")
 def rollout_crd(kubectl: KubectlRunner) -> None:
-    install_crd(kubectl)
+    """tidegate's CRDs, installed once per environment by each process."""
+    if str(kubectl.kubeconfig) not in _crd_installed:
+        install_crd(kubectl)
+        _crd_installed.add(str(kubectl.kubeconfig))
 
 
 @pytest.fixture

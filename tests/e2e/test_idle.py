@@ -37,6 +37,10 @@ from tidegate_devenv.operator_process import OperatorProcess, read_status, start
 from tidegate_devenv.paths import CANARY_EXAMPLE
 from tidegate_devenv.waiting import wait_until
 
+# Its own cluster: the API server's audit log must hold this operator's requests alone
+# (every operator's User-Agent starts tidegate/).
+pytestmark = pytest.mark.own_environment
+
 ROLLOUTS = 20
 AGENT = "tidegate/"  # both of the operator's User-Agents start so
 KOPF_AGENT = " kopf/"  # ... and kopf's goes on so

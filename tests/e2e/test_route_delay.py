@@ -245,10 +245,9 @@ def test_status_reports_backends_resolved_once_they_exist(
         until=lambda r: conditions(r)["ResolvedRefs"]["status"] == "True",
     )
     assert conditions(resolved)["ResolvedRefs"]["observedGeneration"] == 1
-    # The Service is in the gateway's snapshot now, with no ready endpoint: 503, at once.
-    began = time.monotonic()
+    # The Service is in the gateway's snapshot now, with no ready endpoint: 503 (not held
+    # for a pod to come, which `get`'s timeout would turn into an error).
     assert get(environment.gateway_url, host)[0] == 503
-    assert time.monotonic() - began < 1.0
 
     # Its own status write comes back to the gateway as a change; it must not write again.
     # (An absence, so it takes a window: the delay and a retry period.)

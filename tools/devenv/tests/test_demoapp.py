@@ -9,7 +9,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from tidegate_devenv.demoapp import build_app
-from tidegate_devenv.demoprocs import start_demoapp, start_spare, stop_process
+from tidegate_devenv.demoprocs import DemoPool, start_demoapp, start_spare, stop_process
 from tidegate_devenv.routing import DemoSpec
 
 
@@ -83,3 +83,22 @@ async def configure_a_spare() -> tuple[bool, int, str]:
 
 def test_a_spare_serves_the_template_it_is_given() -> None:
     assert asyncio.run(configure_a_spare()) == (True, 200, "9.9.9")
+
+
+async def two_templates_from_two_spares() -> tuple[bool, bool, int]:
+    pool = DemoPool(spares=2)
+    try:
+        pool.keep_spare()
+        spares = await asyncio.gather(*pool._spares)
+        first, second = await asyncio.gather(
+            pool.ensure("ns/a", DemoSpec("1.0.0", 0.0, 1.0)),
+            pool.ensure("ns/b", DemoSpec("1.1.0", 0.0, 1.0)),
+        )
+        # Both came warm, and two fresh spares are on their way for the next ones.
+        return first.proc in spares, second.proc in spares, len(pool._spares)
+    finally:
+        await pool.close()
+
+
+def test_a_pool_keeps_as_many_spares_as_asked_and_uses_them_first() -> None:
+    assert asyncio.run(two_templates_from_two_spares()) == (True, True, 2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import socket
 from collections.abc import Iterator
 
@@ -35,3 +36,22 @@ def test_a_port_something_listens_on_is_passed_over(monkeypatch: pytest.MonkeyPa
         cluster._handed_out.discard(free)
         monkeypatch.setattr(cluster, "_draw", Scripted([taken, free]))
         assert cluster.free_port() == free
+
+
+def test_slices_of_the_range_do_not_overlap(monkeypatch: pytest.MonkeyPatch) -> None:
+    ranges = []
+    for k in range(3):
+        monkeypatch.setenv(cluster.PORT_SLICE_ENV, f"{k}/3")
+        ranges.append(cluster._port_range())
+        start, end = ranges[-1]
+        assert start <= cluster.free_port() < end
+    for (_, end), (start, _) in itertools.pairwise(ranges):
+        assert end <= start
+    assert ranges[-1][1] <= cluster._ephemeral_start()
+
+
+@pytest.mark.parametrize("raw", ["2", "3/3", "a/b", "-1/2"])
+def test_a_slice_that_is_not_k_of_n_is_refused(monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
+    monkeypatch.setenv(cluster.PORT_SLICE_ENV, raw)
+    with pytest.raises(cluster.StartupError, match=cluster.PORT_SLICE_ENV):
+        cluster.free_port()

@@ -110,3 +110,33 @@ def test_one_recorded_process_is_stopped_and_started_again_the_same_way(tmp_path
     table.stop_all()
     assert table.alive() == [] and table.records() == []
     assert not group_alive(after["second"].pid) and not group_alive(before["first"].pid)
+
+
+def niceness(pid: int) -> int:
+    # /proc/<pid>/stat: the 19th field, counted after the command's closing parenthesis.
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[16])
+
+
+def test_a_process_starts_with_the_niceness_asked_and_keeps_it_when_started_again(
+    tmp_path: Path,
+) -> None:
+    table = ProcessTable(tmp_path)
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    try:
+        table.start("plain", ["sleep", "60"])
+        table.start("lower", ["sleep", "60"], nice=3)  # anyone may lower their priority
+        pids = {r.name: r.pid for r in table.records()}
+        assert niceness(pids["plain"]) == mine
+        assert niceness(pids["lower"]) == min(19, mine + 3)
+        table.stop("lower")
+        table.start_again("lower")
+        again = next(r for r in table.records() if r.name == "lower")
+        assert again.nice == 3 and niceness(again.pid) == min(19, mine + 3)
+        # A raise this process may not make (not root) is skipped, not an error.
+        table.start("higher", ["sleep", "60"], nice=-5)
+        higher = next(r for r in table.records() if r.name == "higher")
+        expected = mine - 5 if os.geteuid() == 0 else mine
+        assert niceness(higher.pid) == max(-20, expected)
+    finally:
+        table.stop_all()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 import ssl
@@ -33,9 +34,29 @@ class StartupError(RuntimeError):
 # connection's source port or another bind to port 0 can take it before the component binds
 # it (kube-scheduler once failed with "address already in use" so). These come from below
 # that range, where nothing takes a port unasked, and none is handed out twice by a process.
+# Processes that draw side by side (the e2e tests' workers) are each given a slice of that
+# range in $TIDEGATE_PORT_SLICE, "K/N" (the K-th of N, from 0), so no two draw the same port.
 _PORTS_FROM = 20000
+PORT_SLICE_ENV = "TIDEGATE_PORT_SLICE"
 _handed_out: set[int] = set()
 _draw = random.Random()
+
+
+def _port_range() -> tuple[int, int]:
+    """[start, end) of the ports this process may hand out."""
+    end = _ephemeral_start()
+    start = min(_PORTS_FROM, end - 1000)
+    raw = os.environ.get(PORT_SLICE_ENV, "").strip()
+    if not raw:
+        return start, end
+    try:
+        k, n = (int(part) for part in raw.split("/"))
+    except ValueError:
+        raise StartupError(f"{PORT_SLICE_ENV}={raw!r} is not K/N") from None
+    if not 0 <= k < n:
+        raise StartupError(f"{PORT_SLICE_ENV}={raw!r}: K must be in 0..N-1")
+    width = (end - start) // n
+    return start + k * width, start + (k + 1) * width
 
 
 def _ephemeral_start() -> int:
@@ -47,8 +68,7 @@ def _ephemeral_start() -> int:
 
 def free_port() -> int:
     """A port on 127.0.0.1 that nothing listens on, outside the ephemeral range."""
-    end = _ephemeral_start()
-    start = min(_PORTS_FROM, end - 1000)
+    start, end = _port_range()
     for _ in range(1000):
         port = _draw.randrange(start, end)
         if port in _handed_out:

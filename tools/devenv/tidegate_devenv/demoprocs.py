@@ -122,28 +122,41 @@ async def stop_process(proc: asyncio.subprocess.Process, timeout: float = 5.0) -
 
 class DemoPool:
     """One demo-app process per pod template, started on demand and stopped once no
-    ready pod has used the template for ``grace`` seconds."""
+    ready pod has used the template for ``grace`` seconds.
+
+    ``spares`` warm processes wait for the next templates. One is enough for one rollout at a
+    time; when several start new templates at once (side-by-side tests on one gateway), the
+    ones past the spares start cold, which on a busy machine takes seconds, while the pods
+    they stand for are already Ready and getting requests.
+    """
 
     def __init__(
         self,
         grace: float = 10.0,
         on_change: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        spares: int = 1,
     ) -> None:
         self.grace = grace
         self._on_change = on_change
         self._clock = clock
         self._procs: dict[str, DemoProcess] = {}
         self._starting: dict[str, asyncio.Task[DemoProcess]] = {}
-        self._spare: asyncio.Task[asyncio.subprocess.Process] | None = None
+        self._wanted_spares = max(0, spares)
+        self._spares: list[asyncio.Task[asyncio.subprocess.Process]] = []
 
     def keep_spare(self) -> None:
-        """Have a warm process ready for the next template."""
-        if self._spare is None:
-            self._spare = asyncio.ensure_future(start_spare())
+        """Have warm processes ready for the next templates."""
+        while len(self._spares) < self._wanted_spares:
+            self._spares.append(asyncio.ensure_future(start_spare()))
 
     async def _take_spare(self) -> asyncio.subprocess.Process | None:
-        task, self._spare = self._spare, None
+        # The one furthest along: a finished start if there is one, else the oldest.
+        ready = [t for t in self._spares if t.done()]
+        candidates = ready or self._spares
+        task = candidates[0] if candidates else None
+        if task is not None:
+            self._spares.remove(task)
         self.keep_spare()
         if task is None:
             return None
@@ -206,15 +219,15 @@ class DemoPool:
             self._changed()
 
     async def close(self) -> None:
-        if self._spare is not None:
-            self._spare.cancel()
-            spare = await asyncio.gather(self._spare, return_exceptions=True)
-            if isinstance(spare[0], asyncio.subprocess.Process):
-                await stop_process(spare[0])
-            self._spare = None
-        starting = list(self._starting.values())
-        for task in starting:
+        spares, self._spares = self._spares, []
+        for task in spares:
             task.cancel()
+        for spare in await asyncio.gather(*spares, return_exceptions=True):
+            if isinstance(spare, asyncio.subprocess.Process):
+                await stop_process(spare)
+        starting = list(self._starting.values())
+        for pending in starting:
+            pending.cancel()
         await asyncio.gather(*starting, return_exceptions=True)
         procs = list(self._procs.values())
         self._procs.clear()

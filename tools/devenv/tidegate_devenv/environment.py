@@ -31,6 +31,17 @@ SCRAPE_INTERVAL = "1s"
 SCRAPE_TARGETS_DIR = "prometheus-targets"
 # Without the gateway: the process that writes route status in its place, its ProcessTable
 # name (and so its log, logs/route-status.log), and the file it writes once synced.
+# The niceness the data plane (the gateway, with its demo apps, and Prometheus) starts with:
+# below 0, as root, it keeps its latency when the machine's cores are shared with much else
+# (the e2e tests side by side, starting control planes), as a real data plane runs on cores
+# of its own. What the checks measure is then the apps', not the test machine's load.
+DATA_PLANE_NICE_ENV = "TIDEGATE_DATA_PLANE_NICE"
+
+
+def data_plane_nice() -> int:
+    return int(os.environ.get(DATA_PLANE_NICE_ENV) or 0)
+
+
 ROUTE_STATUS = "route-status"
 ROUTE_STATUS_READY = "route-status.ready"
 ROUTE_STATUS_WAIT = 30.0
@@ -227,7 +238,7 @@ def start_cluster_parts(
     command = gateway_command(
         control_plane.kubeconfig, state_dir, port, metrics_port, gateway_seed, route_delay
     )
-    processes.start("gateway", command)
+    processes.start("gateway", command, nice=data_plane_nice())
     return ClusterParts(
         state_dir,
         control_plane,
@@ -254,6 +265,7 @@ def start_prometheus(
             state_dir / "prometheus-data",
             f"127.0.0.1:{port}",
         ),
+        nice=data_plane_nice(),
     )
     return f"http://127.0.0.1:{port}"
 

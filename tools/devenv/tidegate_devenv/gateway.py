@@ -226,6 +226,7 @@ def write_atomically(path: Path, text: str) -> None:
 
 
 SEED_ENV = "TIDEGATE_GATEWAY_SEED"
+SPARES_ENV = "TIDEGATE_GATEWAY_SPARES"
 
 
 @dataclass(frozen=True)
@@ -245,7 +246,13 @@ async def outgoing(request: web.Request) -> Outgoing:
 
 class Gateway:
     def __init__(
-        self, state_dir: Path, *, grace: float = 10.0, seed: int = 0, route_delay: float = 0.0
+        self,
+        state_dir: Path,
+        *,
+        grace: float = 10.0,
+        seed: int = 0,
+        route_delay: float = 0.0,
+        spares: int = 1,
     ) -> None:
         self.targets_path = state_dir / TARGETS_FILE
         self.snapshot = Snapshot()
@@ -263,7 +270,7 @@ class Gateway:
         self.split = SmoothSplit()
         self.synced = False
         self.wake = asyncio.Event()
-        self.pool = DemoPool(grace=grace, on_change=self.wake.set)
+        self.pool = DemoPool(grace=grace, on_change=self.wake.set, spares=spares)
         self._written_targets: str | None = None
         # Sticky, so a demo app keeps its service label during its grace period.
         self._service_of: dict[str, ServiceKey] = {}
@@ -667,7 +674,11 @@ async def run(args: argparse.Namespace) -> None:
     # Logged so that a run's choices can be made again: --seed or $TIDEGATE_GATEWAY_SEED.
     log.info("gateway seed %d", seed)
     gateway = Gateway(
-        Path(args.state_dir), grace=args.grace, seed=seed, route_delay=args.route_delay
+        Path(args.state_dir),
+        grace=args.grace,
+        seed=seed,
+        route_delay=args.route_delay,
+        spares=args.spares,
     )
     if gateway.delayed:
         log.info("applying cluster changes %.3gs after they are seen", args.route_delay)
@@ -721,6 +732,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=int(os.environ[SEED_ENV]) if os.environ.get(SEED_ENV) else None,
         help=f"seed for the weighted choices (default: ${SEED_ENV}, else random)",
+    )
+    parser.add_argument(
+        "--spares",
+        type=int,
+        default=int(os.environ.get(SPARES_ENV) or 1),
+        help="warm demo-app processes kept for the next pod templates: one per rollout "
+        f"expected to start a template at the same moment (default: ${SPARES_ENV}, else 1)",
     )
     return parser.parse_args(argv)
 

@@ -11,7 +11,7 @@ import json
 import os
 import signal
 import subprocess
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -28,6 +28,7 @@ class ProcessRecord:
     env: dict[str, str] = field(default_factory=dict)
     # Stopped on purpose by `stop`, kept for `start_again`: its pid is no longer ours.
     stopped: bool = False
+    nice: int = 0  # the niceness it was started with (`ProcessTable.start`)
 
 
 class ProcessTable:
@@ -47,14 +48,21 @@ class ProcessTable:
         tmp.replace(self.path)
 
     def start(
-        self, name: str, argv: Sequence[str], *, env: Mapping[str, str] | None = None
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        nice: int = 0,
     ) -> subprocess.Popen[bytes]:
-        proc, record = self._spawn(name, list(argv), dict(env or {}))
+        """Start `argv` as `name`. A `nice` below 0 raises its scheduling priority where this
+        process may (as root), and is ignored where it may not."""
+        proc, record = self._spawn(name, list(argv), dict(env or {}), nice)
         self._save([*self.records(), record])
         return proc
 
     def _spawn(
-        self, name: str, argv: list[str], env: dict[str, str]
+        self, name: str, argv: list[str], env: dict[str, str], nice: int = 0
     ) -> tuple[subprocess.Popen[bytes], ProcessRecord]:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_dir / f"{name}.log"
@@ -66,8 +74,9 @@ class ProcessTable:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 env={**os.environ, **env},
+                preexec_fn=_niceness(nice) if nice else None,
             )
-        return proc, ProcessRecord(name, proc.pid, str(log), argv, env)
+        return proc, ProcessRecord(name, proc.pid, str(log), argv, env, nice=nice)
 
     def _record(self, name: str) -> tuple[int, ProcessRecord]:
         for index, record in enumerate(self.records()):
@@ -91,7 +100,7 @@ class ProcessTable:
         index, record = self._record(name)
         if not record.stopped:
             raise RuntimeError(f"{name} was not stopped; stop it first")
-        proc, fresh = self._spawn(name, record.argv, record.env)
+        proc, fresh = self._spawn(name, record.argv, record.env, record.nice)
         records = self.records()
         records[index] = fresh
         self._save(records)
@@ -110,6 +119,14 @@ class ProcessTable:
 
     def alive(self) -> list[ProcessRecord]:
         return [r for r in self.records() if not r.stopped and group_alive(r.pid)]
+
+
+def _niceness(increment: int) -> Callable[[], None]:
+    def apply() -> None:  # in the child, before exec
+        with contextlib.suppress(PermissionError):
+            os.nice(increment)
+
+    return apply
 
 
 def stop_process_group(
