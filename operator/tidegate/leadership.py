@@ -94,9 +94,10 @@ class ElectionSettings:
     retry_period: int = DEFAULT_RETRY_PERIOD
 
     def __post_init__(self) -> None:
+        # Never another controller's Lease (kube-scheduler's, say) by a slip of a flag.
+        if "tidegate" not in self.lease_name:
+            raise ValueError(f"the Lease name must contain 'tidegate': {self.lease_name!r}")
         # The library checks these too, but with sys.exit() in whichever thread it runs.
-        if not self.lease_name.startswith("tidegate"):
-            raise ValueError(f"the Lease name must start with 'tidegate': {self.lease_name!r}")
         if self.retry_period < 1:
             raise ValueError("the retry period must be at least 1 s")
         if self.renew_deadline <= _JITTER * self.retry_period:
@@ -166,14 +167,17 @@ class RecordingLeaseLock(LeaseLock):
         self.renewed_at: float | None = None
         self.holder: str | None = None  # as last read
         self._failure: str | None = None  # why the last read failed, if it did
+        self._read_at = clock()  # when a read last got an answer (found, or 404)
         self.closed = False
 
     def get(self, name: str, namespace: str) -> tuple[bool, Any]:
         with self._mutex:
             self._attempt_began = self._clock()
             found, record = super().get(name, namespace)  # type: ignore[no-untyped-call]
-        if found:
+        if found or getattr(record, "status", None) == 404:  # an answer, either way
+            self._read_at = self._clock()
             self._failure = None
+        if found:
             holder = getattr(record, "holder_identity", None)
             if holder and holder != self.holder and holder != self.identity:
                 log.info("standing by: the Lease %s/%s is held by %s", namespace, name, holder)
@@ -186,6 +190,12 @@ class RecordingLeaseLock(LeaseLock):
                 log.warning("cannot read the Lease %s/%s: %s", namespace, name, failure)
             self._failure = failure
         return found, record
+
+    def unread_for(self) -> float:
+        """Seconds since the Lease last answered, while its reads fail; 0 while they do not."""
+        if self._failure is None:
+            return 0.0
+        return max(0.0, self._clock() - self._read_at)
 
     def create(self, name: str, namespace: str, election_record: Any) -> bool:
         with self._mutex:

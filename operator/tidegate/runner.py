@@ -1,7 +1,9 @@
 """`tidegate run`: the operator process, with liveness, readiness and metrics endpoints.
 
-/readyz answers 200 once kopf has listed everything the cache holds and the watches run
-(`tidegate.handlers.watching`), on a standby as on the leader: a standby is a warm spare.
+/healthz and /readyz are served from a thread of their own (tidegate.health): /healthz fails
+when the event loop is stuck; /readyz answers 200 once kopf has listed everything the cache
+holds and the watches run (`tidegate.handlers.watching`), on a standby as on the leader (a
+standby is a warm spare), and 503 again while the process cannot act.
 /metrics has `tidegate_leader`, 1 on the replica that acts.
 """
 
@@ -20,6 +22,7 @@ from aiohttp import web
 from tidegate import __version__, metrics
 from tidegate.adapters import threads
 from tidegate.adapters.kube import make_api_client, user_agent
+from tidegate.health import HealthChecks, HealthServer, Heartbeat
 from tidegate.leadership import ElectionSettings, Leadership
 
 # What kopf's own requests (its lists and watches) carry, so that an API server's audit log
@@ -53,20 +56,6 @@ async def login(**kwargs: Any) -> kopf.AiohttpSession | None:
     )
 
 
-async def _health_server(listen: str, memo: Any) -> web.AppRunner:
-    async def healthz(_: web.Request) -> web.Response:
-        return web.Response(text="ok")
-
-    async def readyz(_: web.Request) -> web.Response:
-        ready = memo.ready.is_set()
-        return web.Response(text="ready" if ready else "starting", status=200 if ready else 503)
-
-    app = web.Application()
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    return await _serve(app, listen)
-
-
 async def _metrics_server(listen: str) -> web.AppRunner:
     async def metrics_page(_: web.Request) -> web.Response:
         return web.Response(
@@ -96,14 +85,26 @@ async def _main(
     import tidegate.handlers  # noqa: F401  (registers the handlers)
 
     memo.ready = asyncio.Event()  # set by tidegate.handlers.watching
-    health = await _health_server(health_listen, memo)
+    heartbeat = Heartbeat()
+    beating = asyncio.create_task(heartbeat.run(), name="heartbeat")
+    leadership: Leadership | None = memo.leadership
+    health = HealthServer(
+        health_listen,
+        HealthChecks(
+            heartbeat,
+            started=memo.ready.is_set,
+            lease_unread_for=leadership.lock.unread_for if leadership else lambda: 0.0,
+            lease_duration=leadership.settings.lease_duration if leadership else float("inf"),
+        ),
+    ).start()
     served_metrics = await _metrics_server(metrics_listen)
     try:
         await kopf.operator(
             clusterwide=clusterwide, namespaces=namespaces, standalone=True, memo=memo
         )
     finally:
-        await health.cleanup()
+        beating.cancel()
+        health.stop()
         await served_metrics.cleanup()
 
 

@@ -126,8 +126,9 @@ def test_default_timings_are_accepted_and_bad_ones_refused() -> None:
     # Any request of the leader is over before a standby may take over after a silence.
     assert settings.request_limit == 4.0
     assert settings.renew_deadline + settings.request_limit < settings.lease_duration
-    with pytest.raises(ValueError, match="start with 'tidegate'"):
+    with pytest.raises(ValueError, match="contain 'tidegate'"):
         ElectionSettings("leader", NAMESPACE, "me")
+    assert ElectionSettings("blue-tidegate-leader", NAMESPACE, "me").lease_name
     with pytest.raises(ValueError, match="longer than the renew deadline"):
         ElectionSettings(NAME, NAMESPACE, "me", lease_duration=10, renew_deadline=10)
     with pytest.raises(ValueError, match=r"1\.2 retry periods"):
@@ -189,6 +190,27 @@ def test_a_refused_read_is_told_once_while_it_lasts(caplog: pytest.LogCaptureFix
         assert lock.get(NAME, NAMESPACE) == (False, forbidden)
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert warnings == [f"cannot read the Lease {NAMESPACE}/{NAME}: 403 Forbidden"]
+
+
+def test_the_lease_counts_as_unread_from_its_last_answer_while_reads_fail() -> None:
+    """What readiness reads (tidegate.health): a 404 is an answer, a refusal is not."""
+    api, clock = FakeLeases(), Ticks(100.0)
+    lock = lock_on(api, "a", clock)
+    assert lock.get(NAME, NAMESPACE)[0] is False  # 404: the API server answered
+    assert lock.unread_for() == 0.0
+    read = api.read_namespaced_lease
+
+    def refuse(*_: Any, **__: Any) -> Any:
+        raise ApiException(status=503, reason="Service Unavailable", body="")
+
+    api.read_namespaced_lease = refuse  # type: ignore[method-assign]
+    clock.now = 102.0
+    lock.get(NAME, NAMESPACE)
+    clock.now = 130.0
+    assert lock.unread_for() == 30.0  # since the 404 at 100, not since the first refusal
+    api.read_namespaced_lease = read  # type: ignore[method-assign]
+    lock.get(NAME, NAMESPACE)
+    assert lock.unread_for() == 0.0
 
 
 def test_a_lost_write_changes_nothing() -> None:
