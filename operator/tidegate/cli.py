@@ -190,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--leader-election-id",
         default=DEFAULT_LEASE_NAME,
         metavar="NAME",
-        help=f"the Lease's name, starting with 'tidegate' (default: {DEFAULT_LEASE_NAME})",
+        help=f"the Lease's name, containing 'tidegate' (default: {DEFAULT_LEASE_NAME})",
     )
     election.add_argument(
         "--leader-election-namespace",

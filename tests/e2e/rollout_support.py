@@ -376,7 +376,11 @@ def install_operator_rbac(kubectl: KubectlRunner) -> list[dict[str, Any]]:
     """Everything in deploy/kustomize but the operator's own Deployment, installed."""
     rendered = kubectl.check("kustomize", str(KUSTOMIZE))
     objects = [o for o in yaml.safe_load_all(rendered) if o and o["kind"] != "Deployment"]
-    kubectl.apply_text(yaml.safe_dump_all(objects))
+    # Forced, as install_crd: its CRDs win over a Helm install's copy left in the cluster.
+    kubectl.check(
+        "apply", "--server-side", "--force-conflicts", "-f", "-",
+        stdin=yaml.safe_dump_all(objects),
+    )  # fmt: skip
     kubectl.wait_established("progressiverollouts.tidegate.io")
     return objects
 

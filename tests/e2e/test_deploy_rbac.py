@@ -38,6 +38,8 @@ from rollout_support import (
     unique_host,
 )
 
+from tidegate.adapters.notifications import DEFAULT_SECRET
+from tidegate.leadership import DEFAULT_LEASE_NAME
 from tidegate_devenv import audit
 from tidegate_devenv.audit import ApiCall, AuditedRequest
 from tidegate_devenv.cluster import KubectlRunner
@@ -102,10 +104,11 @@ def account_grants(objects: list[dict[str, Any]]) -> set[Grant]:
         role_namespace = namespace if ref["kind"] == "Role" else None
         rules = roles[(ref["kind"], role_namespace, ref["name"])]["rules"]
         for rule in rules:
-            # Wildcards and resourceNames would need more than set arithmetic below; the one
-            # named object granted (the notifications Secret, `get`) counts as its resource.
+            # Wildcards and resourceNames would need more than set arithmetic below; the
+            # named objects granted (the notifications Secret, `get`; the operator's own
+            # Lease, `get` and `update`, its default name here) count as their resource.
             named = rule.get("resourceNames")
-            assert named is None or rule["resources"] == ["secrets"], rule
+            assert named in (None, [DEFAULT_SECRET], [DEFAULT_LEASE_NAME]), rule
             assert "nonResourceURLs" not in rule, rule
             assert not any("*" in rule[key] for key in ("apiGroups", "resources", "verbs")), rule
             grants |= {

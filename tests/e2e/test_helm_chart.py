@@ -171,7 +171,10 @@ def test_service_monitor_only_when_enabled_and_it_selects_the_metrics_service(
 
 @pytest.mark.parametrize("kind", ["ClusterRole", "Role"])
 def test_rbac_has_the_same_rules_as_kustomize(defaults: list[dict[str, Any]], kind: str) -> None:
-    assert one(defaults, kind)["rules"] == one(kustomize_objects(), kind)["rules"]
+    # But for the Lease's name: kustomize's is fixed, the chart's the release's.
+    rules = yaml.safe_dump(one(kustomize_objects(), kind)["rules"])
+    rules = rules.replace("- tidegate-leader\n", f"- {RELEASE}-tidegate-leader\n")
+    assert one(defaults, kind)["rules"] == yaml.safe_load(rules)
 
 
 def test_bindings_grant_the_roles_to_the_charts_service_account_in_the_release_namespace(
@@ -254,7 +257,76 @@ def test_deployment_is_the_kustomize_one_but_for_names_and_labels(
     helm_args = vars(build_parser().parse_args(helm_container["args"]))
     kustomize_args = vars(build_parser().parse_args(kustomize_container["args"]))
     del helm_args["handler"], kustomize_args["handler"]
+    # The Lease: kustomize's fixed name, the chart's its release's.
+    assert kustomize_args.pop("leader_election_id") == "tidegate-leader"
+    assert helm_args.pop("leader_election_id") == f"{RELEASE}-tidegate-leader"
     assert helm_args == kustomize_args
+    # Spread the same way, each over its own pods.
+    for key in ("affinity", "topologySpreadConstraints"):
+        assert without_selectors(helm_pod[key]) == without_selectors(kustomize_pod[key]), key
+
+
+def without_selectors(tree: Any) -> Any:
+    if isinstance(tree, dict):
+        return {k: without_selectors(v) for k, v in tree.items() if k != "labelSelector"}
+    if isinstance(tree, list):
+        return [without_selectors(v) for v in tree]
+    return tree
+
+
+def test_the_replicas_prefer_different_nodes_and_zones(
+    defaults: list[dict[str, Any]], helm: HelmRunner
+) -> None:
+    pod = one(defaults, "Deployment")["spec"]["template"]["spec"]
+    own = one(defaults, "Deployment")["spec"]["selector"]["matchLabels"]
+    (term,) = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"] == {
+        "topologyKey": "kubernetes.io/hostname",
+        "labelSelector": {"matchLabels": own},
+    }
+    assert pod["topologySpreadConstraints"] == [
+        {
+            "topologyKey": "topology.kubernetes.io/zone",
+            "maxSkew": 1,
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": own},
+        }
+    ]
+    # A user's affinity replaces the default; the spread can be turned off.
+    custom = helm.template(
+        RELEASE, NAMESPACE,
+        "--set", "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+        ".nodeSelectorTerms[0].matchExpressions[0].key=pool",
+        "--set", "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+        ".nodeSelectorTerms[0].matchExpressions[0].operator=Exists",
+        "--set", "topologySpread.enabled=false",
+    )  # fmt: skip
+    pod = one(custom, "Deployment")["spec"]["template"]["spec"]
+    assert list(pod["affinity"]) == ["nodeAffinity"]
+    assert "topologySpreadConstraints" not in pod
+
+
+def test_two_releases_in_one_namespace_share_no_object_and_no_lease(helm: HelmRunner) -> None:
+    first, second = (helm.template(name, NAMESPACE) for name in ("blue", "green"))
+
+    def names(objects: list[dict[str, Any]]) -> set[tuple[str, str]]:
+        return {(o["kind"], o["metadata"]["name"]) for o in objects}
+
+    assert not names(first) & names(second)
+    leases = [
+        build_parser().parse_args(container(objects)["args"]).leader_election_id
+        for objects in (first, second)
+    ]
+    assert leases == ["blue-tidegate-leader", "green-tidegate-leader"]
+    for objects, release in zip((first, second), ("blue", "green"), strict=True):
+        account = one(objects, "ServiceAccount")["metadata"]["name"]
+        assert account == f"{release}-tidegate"
+        pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+        assert pod["serviceAccountName"] == account
+        # Its Role reads and renews its own Lease only.
+        (named,) = [r for r in one(objects, "Role")["rules"] if r.get("resourceNames")
+                    and r["resources"] == ["leases"]]  # fmt: skip
+        assert named["resourceNames"] == [f"{release}-tidegate-leader"]
 
 
 def test_crds_ship_in_the_charts_crds_directory_not_as_a_template(

@@ -28,6 +28,10 @@ from tidegate_devenv.helm import CHART, HelmRunner
 from tidegate_devenv.operator_process import install_crd
 from tidegate_devenv.waiting import wait_until
 
+# Its own cluster: the install must create the CRD, so the CRD is deleted first, with
+# every rollout in the cluster.
+pytestmark = pytest.mark.own_environment
+
 CRD_NAME = "progressiverollouts.tidegate.io"
 EXTERNAL = bool(os.environ.get("TIDEGATE_TEST_KUBECONFIG"))
 
@@ -90,6 +94,10 @@ class Release:
     def account(self) -> str:
         (sa,) = [o for o in self.objects if o["kind"] == "ServiceAccount"]
         return f"system:serviceaccount:{self.namespace}:{sa['metadata']['name']}"
+
+    @property
+    def named(self) -> dict[str, str]:
+        return {**NAMED, "leases": f"{self.name}-tidegate-leader"}
 
     def one(self, kind: str) -> dict[str, Any]:
         (found,) = [o for o in self.objects if o["kind"] == kind]
@@ -225,7 +233,8 @@ def test_the_charts_rules_are_exactly_what_the_operator_calls(release: Release) 
     )
 
 
-# Calls on one object by name, which the rules grant for that name only.
+# Calls on one object by name, which the rules grant for that name only (the Lease's is the
+# release's: Release.named).
 NAMED = {"secrets": "tidegate-notifications"}
 
 
@@ -260,7 +269,13 @@ def test_the_service_account_may_do_what_the_operator_does(
                 for verb in verbs
                 for where in places
                 if not can_i(
-                    kubectl, release.account, verb, group, resource, *where, name=NAMED.get(plural)
+                    kubectl,
+                    release.account,
+                    verb,
+                    group,
+                    resource,
+                    *where,
+                    name=release.named.get(plural),
                 )
             ]
         assert refused == [], f"{release.account} may not: {refused}"
@@ -269,6 +284,7 @@ def test_the_service_account_may_do_what_the_operator_does(
             ("get", "coordination.k8s.io", "leases", ("-n", other)),
             ("update", "coordination.k8s.io", "leases", ("-n", other)),
             ("delete", "coordination.k8s.io", "leases", ("-n", release.namespace)),
+            ("update", "coordination.k8s.io", "leases", ("-n", release.namespace)),  # any other
             ("delete", "", "services", ("-n", other)),
             ("delete", "apps", "replicasets", ("-n", other)),
             ("update", "apps", "deployments", ("-n", other)),

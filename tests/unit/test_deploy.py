@@ -20,6 +20,7 @@ import yaml
 
 from tidegate.adapters.notifications import DEFAULT_SECRET
 from tidegate.cli import build_parser
+from tidegate.leadership import DEFAULT_LEASE_NAME
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = REPO_ROOT / "deploy"
@@ -141,10 +142,12 @@ def test_leases_and_the_notifications_secret_are_granted_in_the_operators_namesp
     role, binding = one(objects, "Role"), one(objects, "RoleBinding")
     namespace = one(objects, "Namespace")["metadata"]["name"]
     assert role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
         {
             "apiGroups": ["coordination.k8s.io"],
             "resources": ["leases"],
-            "verbs": ["get", "create", "update"],
+            "resourceNames": [DEFAULT_LEASE_NAME],  # its own, the operator's default
+            "verbs": ["get", "update"],
         },
         {
             "apiGroups": [""],
@@ -251,7 +254,7 @@ def test_two_replicas_elect_the_one_that_acts() -> None:
     }
     args = build_parser().parse_args(container()["args"])
     assert args.leader_election  # on, by default
-    assert args.leader_election_id.startswith("tidegate")
+    assert "tidegate" in args.leader_election_id
     assert args.leader_election_namespace is None  # the pod's own
     env = {
         e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"]

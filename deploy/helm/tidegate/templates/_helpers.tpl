@@ -14,3 +14,15 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{ include "tidegate.labels" . }}
 app.kubernetes.io/component: metrics
 {{- end -}}
+
+{{/* The ServiceAccount: serviceAccount.name, else <release>-tidegate (two releases in one
+namespace never share one). */}}
+{{- define "tidegate.serviceAccountName" -}}
+{{ .Values.serviceAccount.name | default (printf "%s-tidegate" .Release.Name) }}
+{{- end -}}
+
+{{/* The leader-election Lease: leaderElection.leaseName, else <release>-tidegate-leader
+(two releases in one namespace elect apart). */}}
+{{- define "tidegate.leaseName" -}}
+{{ .Values.leaderElection.leaseName | default (printf "%s-tidegate-leader" .Release.Name) }}
+{{- end -}}
