@@ -24,7 +24,7 @@ the cluster read (whose rollouts the other region waits for):
   --context NAME          its context (default: the current one)
   -n, --namespace NS      the namespace of its rollouts and of the reader account (required)
   --service-account NAME  default: tidegate-wave-reader
-  --duration DURATION     the token's lifetime (default: 720h)
+  --duration DURATION     the token's lifetime (default: 24h)
   --server URL            its API server as the reading cluster reaches it
                           (default: the server of the kubeconfig)
   --cluster-name NAME     the cluster's name in the kubeconfig (default: the context's cluster)
@@ -45,7 +45,7 @@ die() {
 
 kubectl=${KUBECTL:-kubectl}
 source_args=() into_args=()
-namespace="" account=tidegate-wave-reader duration=720h server="" name=""
+namespace="" account=tidegate-wave-reader duration=24h server="" name=""
 secret="" key=kubeconfig into_namespace=""
 while [[ $# -gt 0 ]]; do
 	[[ $1 == -h || $1 == --help ]] && { usage; exit 0; }

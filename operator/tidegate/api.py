@@ -10,6 +10,7 @@ admission). `tidegate.crd` copies the rules into the CRD, so keep each pair in s
 
 from __future__ import annotations
 
+import fnmatch
 import math
 import re
 from collections.abc import Callable
@@ -821,6 +822,18 @@ class NotificationProvider(_SpecModel):
     url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$", max_length=4096)]
     # Teams only: the legacy MessageCard, or an Adaptive Card (Workflows webhooks want one).
     format: TeamsFormat = TeamsFormat.MESSAGE_CARD
+    # The namespaces whose rollouts may use it: names or shell-style patterns ("team-a-*").
+    # Unset: every namespace, as before; a platform admin sets it so that one tenant cannot
+    # post into another's channel.
+    namespaces: list[Annotated[str, StringConstraints(min_length=1, max_length=253)]] | None = (
+        Field(default=None, max_length=256)
+    )
+
+    def allows(self, namespace: str) -> bool:
+        """Whether a rollout in `namespace` may send to this provider."""
+        if self.namespaces is None:
+            return True
+        return any(fnmatch.fnmatchcase(namespace, pattern) for pattern in self.namespaces)
 
 
 # --- waves: one region after another --------------------------------------------------------

@@ -571,11 +571,20 @@ class Reconciler:
             problems: list[Problem] = []
             for notification in spec.notifications:
                 try:
-                    configs[notification.provider] = await self.ports.notifier.provider(
-                        notification.provider
-                    )
+                    config = await self.ports.notifier.provider(notification.provider)
                 except AdapterError as error:
                     problems.append((error.reason, str(error)))
+                    continue
+                if not config.allows(namespace):
+                    problems.append(
+                        (
+                            "NotificationProviderNotAllowed",
+                            f"notifications provider {notification.provider!r} may not be "
+                            f"used by rollouts in namespace {namespace}",
+                        )
+                    )
+                    continue
+                configs[notification.provider] = config
             for provider, message in wanted:
                 if provider in configs:
                     self.ports.notifier.send(provider, configs[provider], message)

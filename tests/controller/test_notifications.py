@@ -161,6 +161,33 @@ async def test_a_missing_secret_is_degraded() -> None:
     assert degraded is not None and degraded["reason"] == "NotificationProviderNotFound"
 
 
+async def test_a_provider_kept_to_other_namespaces_is_refused_and_sent_nothing() -> None:
+    """The platform admin's `namespaces` on a provider: another tenant's rollout that names
+    it is Degraded, said once, and nothing reaches that channel; a pattern that matches lets
+    the message through."""
+    providers = {
+        "ours": f"type: webhook\nurl: {HOOK}\nnamespaces: ['team-*', {NAMESPACE!r}]",
+        "theirs": f"type: slack\nurl: {CHAT}\nnamespaces: [payments]",
+    }
+    world = notifying_world(
+        [
+            {"provider": "ours", "events": ["started"]},
+            {"provider": "theirs", "events": ["started"]},
+        ],
+        providers=providers,
+    )
+    rec = reconciler(world)
+    await settle(world, {"Initialized"}, rec)
+    degraded = world.condition("Degraded")
+    assert degraded is not None and degraded["reason"] == "NotificationProviderNotAllowed"
+    assert f"'theirs' may not be used by rollouts in namespace {NAMESPACE}" in degraded["message"]
+    world.set_version("1.1.0")
+    await settle(world, {"Succeeded"}, rec)
+    assert told(world) == [("ours", HOOK, "started")]
+    warnings = [e[1] for e in world.events() if e[0] == "Warning"]
+    assert warnings.count("NotificationProviderNotAllowed") == 1
+
+
 # --- the delivery queue ---------------------------------------------------------------------
 
 

@@ -234,3 +234,13 @@ def test_the_notifications_secret_flag(monkeypatch: pytest.MonkeyPatch) -> None:
             notifications_secret(bad)
     args = build_parser().parse_args(["run", "--notifications-secret", "ops/hooks"])
     assert args.notifications_secret == "ops/hooks"
+
+
+def test_a_provider_is_allowed_in_the_namespaces_it_lists_by_name_or_pattern() -> None:
+    anywhere = parse_provider("ops/n", "p", f"type: webhook\nurl: {URL}")
+    assert anywhere.allows("any") and anywhere.namespaces is None
+    kept = parse_provider("ops/n", "p", f"type: webhook\nurl: {URL}\nnamespaces: [shop, team-*]")
+    assert kept.allows("shop") and kept.allows("team-a") and kept.allows("team-")
+    assert not kept.allows("shopping") and not kept.allows("TEAM-a") and not kept.allows("x")
+    nowhere = parse_provider("ops/n", "p", f"type: webhook\nurl: {URL}\nnamespaces: []")
+    assert not nowhere.allows("shop")

@@ -6,9 +6,9 @@ from what the watch last saw: a rollout that waits for another region costs that
 one open watch and no polling. Whoever reads a source is woken when it changes, or when it
 becomes unreachable or reachable again.
 
-The Secret is read from this cluster when a watch (re)connects, never per reconcile, so a
-rotated credential is picked up at the next reconnect. A source no rollout reads any more is
-closed.
+The Secret is read from this cluster when a watch (re)connects, never per reconcile; each
+watch lasts WATCH_SECONDS and is then made again, so a rotated credential is in use within
+that time. A source no rollout reads any more is closed.
 """
 
 from __future__ import annotations
@@ -276,27 +276,28 @@ class KubeRegions:
             listed = _list(custom, source)
             self._publish(watched, _read_of(listed.get("items") or []))
             version = listed["metadata"]["resourceVersion"]
+            # One watch window, then back to _run, which reads the Secret again and lists
+            # again: a rotated token is in use within WATCH_SECONDS, long before the old one
+            # expires (an open watch outlives its token's expiry; the next request would not).
             stream = watch.Watch()  # type: ignore[no-untyped-call]
-            while not watched.stop.is_set():
-                for event in stream.stream(  # type: ignore[no-untyped-call]
-                    custom.list_namespaced_custom_object,
-                    *_arguments(source),
-                    field_selector=_selector(source),
-                    resource_version=version,
-                    allow_watch_bookmarks=True,
-                    timeout_seconds=WATCH_SECONDS,
-                    _request_timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
-                ):
-                    if watched.stop.is_set():
-                        return
-                    kind, obj = event["type"], event["object"]
-                    if kind == "ERROR":
-                        return  # (410 Gone: too old) listed again
-                    version = obj["metadata"]["resourceVersion"]
-                    if kind == "DELETED":
-                        self._publish(watched, RegionRead(True, None))
-                    elif kind != "BOOKMARK":
-                        self._publish(watched, RegionRead(True, remote_rollout(obj)))
+            for event in stream.stream(  # type: ignore[no-untyped-call]
+                custom.list_namespaced_custom_object,
+                *_arguments(source),
+                field_selector=_selector(source),
+                resource_version=version,
+                allow_watch_bookmarks=True,
+                timeout_seconds=WATCH_SECONDS,
+                _request_timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
+            ):
+                if watched.stop.is_set():
+                    return
+                kind, obj = event["type"], event["object"]
+                if kind == "ERROR":
+                    return  # (410 Gone: too old) listed again
+                if kind == "DELETED":
+                    self._publish(watched, RegionRead(True, None))
+                elif kind != "BOOKMARK":
+                    self._publish(watched, RegionRead(True, remote_rollout(obj)))
         finally:
             api_client.close()  # type: ignore[no-untyped-call]
 
