@@ -656,6 +656,27 @@ _HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`|~]{1,256}")
 _TEMPLATE_VARIABLE = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 
 
+# Header names that carry credentials: refused in load.headers (a Secret holds them).
+_CREDENTIAL_HEADER = re.compile(
+    r"authorization|proxy-authorization|cookie|.*(token|secret|passw|api-?key|auth).*",
+    re.IGNORECASE,
+)
+
+
+def is_credential_header(name: str) -> bool:
+    return _CREDENTIAL_HEADER.fullmatch(name) is not None
+
+
+def valid_header_name(name: str) -> bool:
+    return _HEADER_NAME.fullmatch(name) is not None
+
+
+class LocalSecretRef(_SpecModel):
+    """A Secret in the rollout's namespace."""
+
+    name: ObjectName
+
+
 class Load(_SpecModel):
     """Requests sent to the canary for as long as each analysis step runs, so that a canary
     with little organic traffic is still measured. `url` may use the query variables."""
@@ -670,6 +691,13 @@ class Load(_SpecModel):
     headers: dict[str, Annotated[str, StringConstraints(max_length=4096)]] = Field(
         default_factory=dict, max_length=MAX_LOAD_HEADERS
     )
+    headers_secret_ref: LocalSecretRef | None = Field(
+        default=None,
+        description="A Secret in the rollout's namespace whose keys are header names and "
+        "values their values, sent as well: for credentials, which load.headers must not "
+        "hold (anyone who may read the rollout, other regions' wave readers included, reads "
+        "load.headers)",
+    )
     loadtester: HttpUrl | None = Field(
         default=None,
         description="The loadtester's address (default: the operator's --loadtester-url)",
@@ -681,6 +709,13 @@ class Load(_SpecModel):
         bad = [name for name in headers if not _HEADER_NAME.fullmatch(name)]
         if bad:
             raise ValueError(f"invalid header name {bad[0]!r} in load.headers")
+        secret = [name for name in headers if is_credential_header(name)]
+        if secret:
+            raise ValueError(
+                f"load.headers[{secret[0]!r}] looks like a credential, and load.headers are "
+                "read by anyone who may read the rollout: put it in the Secret that "
+                "load.headersSecretRef names"
+            )
         return headers
 
     @field_validator("url")

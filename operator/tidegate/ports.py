@@ -244,6 +244,22 @@ class LoadError(AdapterError):
         super().__init__(reason, message)
 
 
+class Secrets(Protocol):
+    """Secrets in a rollout's namespace that its spec names (load.headersSecretRef)."""
+
+    async def read(self, namespace: str, name: str) -> Mapping[str, str] | None:
+        """The Secret's keys and decoded values; None when it does not exist. Raises
+        AdapterError when it cannot be read."""
+        ...
+
+
+class NoSecrets:
+    """For operators wired without a Secret reader: every Secret is missing."""
+
+    async def read(self, namespace: str, name: str) -> Mapping[str, str] | None:
+        return None
+
+
 class LoadGenerator(Protocol):
     """The loadtester, which sends requests on the operator's behalf (spec.analysis.load)."""
 
@@ -421,4 +437,5 @@ class Ports:
     notifier: Notifier
     templates: Templates
     load: LoadGenerator = field(default_factory=NoLoadGenerator)
+    secrets: Secrets = field(default_factory=NoSecrets)
     regions: Regions = field(default_factory=NoRegions)

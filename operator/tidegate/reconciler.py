@@ -29,6 +29,7 @@ from tidegate import (
     validation,
 )
 from tidegate.durations import parse_duration
+from tidegate.load_headers import with_secret_headers
 from tidegate.notify import Message
 from tidegate.ports import (
     CLAIM_ANNOTATION,
@@ -770,6 +771,7 @@ class Reconciler:
                     reason="LoadtesterUnavailable",
                 )
             variables = query_variables(spec, namespace)
+            load = await with_secret_headers(load, self.ports.secrets, namespace)
             await self.ports.load.drive(loadtester, f"{namespace}/{name}", load, seconds, variables)
         except LoadError as error:
             self._of(key).load_problem = (error.reason, str(error))

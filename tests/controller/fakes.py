@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from tidegate import api
+from tidegate.adapters.kube import KubeError
 from tidegate.adapters.notifications import parse_provider
 from tidegate.analysis import Measurement
 from tidegate.engine import Selection, WebhookOutcome, WorkloadState
@@ -139,6 +140,9 @@ class World:
     webhook_answers: dict[str, int | None] = field(default_factory=dict)
     # The notifications Secret: provider name -> its value (YAML); None: no Secret.
     notification_providers: dict[str, str] | None = field(default_factory=dict)
+    # Secrets by (namespace, name); a value of None: reading it is refused (403).
+    secrets: dict[tuple[str, str], dict[str, str] | None] = field(default_factory=dict)
+    load_headers: list[dict[str, str]] = field(default_factory=list)  # of each job sent
     # What the notifier was asked to deliver: (provider, its config's url, message).
     notifications: list[tuple[str, str, Message]] = field(default_factory=list)
     calls: list[Call] = field(default_factory=list)
@@ -345,6 +349,7 @@ class World:
             notifier=FakeNotifier(self),
             templates=FakeTemplates(self),
             regions=FakeRegions(self),
+            secrets=FakeSecrets(self),
         )
 
     def events(self) -> list[tuple[str, str, str]]:
@@ -528,6 +533,19 @@ class FakeLoad:
         for name, value in variables.items():
             url = url.replace(f"{{{{ {name} }}}}", value)
         self.world.record("drive_load", loadtester, job_id, url, load.rate, seconds)
+        self.world.load_headers.append(dict(load.headers))
+
+
+class FakeSecrets:
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    async def read(self, namespace: str, name: str) -> Mapping[str, str] | None:
+        self.world.record("read_secret", namespace, name)
+        key = (namespace, name)
+        if key in self.world.secrets and self.world.secrets[key] is None:
+            raise KubeError(403, "get", f"secrets {namespace}/{name}", "forbidden: no, you may not")
+        return self.world.secrets.get(key)
 
 
 class FakeWorkloads:

@@ -131,3 +131,45 @@ async def test_no_loadtester_address_is_reported() -> None:
     assert degraded is not None and degraded["reason"] == "LoadtesterUnavailable"
     assert "--loadtester-url" in degraded["message"]
     assert jobs(world) == []
+
+
+async def test_headers_from_the_named_secret_go_with_each_job_and_nowhere_else() -> None:
+    world = loaded_world(headers={"X-Tenant": "shop"}, headersSecretRef={"name": "load-auth"})
+    world.secrets[(NAMESPACE, "load-auth")] = {"Authorization": "Bearer s3cret"}
+    rec = reconciler(world)
+    await settle(world, {"Initialized"}, rec)
+    world.set_version("1.1.0")
+    await settle(world, {"Succeeded"}, rec)
+    assert len(jobs(world)) == 3
+    assert world.load_headers == [{"X-Tenant": "shop", "Authorization": "Bearer s3cret"}] * 3
+    # Read again for each job: a rotated credential is used by the next one.
+    assert [c for c in world.calls if c[0] == "read_secret"] == [
+        ("read_secret", NAMESPACE, "load-auth")
+    ] * 3
+    assert "s3cret" not in str(world.rollout) + str(world.events())
+
+
+async def test_a_missing_refused_or_bad_headers_secret_is_reported_by_key_never_by_value() -> None:
+    cases: list[tuple[dict[str, str] | None, bool, str, str]] = [
+        (None, False, "LoadHeadersSecretNotFound", "Secret default/load-auth does not exist"),
+        (None, True, "LoadHeadersSecretUnreadable", "cannot be read (Forbidden)"),
+        ({"Bad Name": "s3cret"}, True, "InvalidSpec", "key 'Bad Name' of Secret"),
+        ({"X-Key": "s3cret\r\nInjected: 1"}, True, "InvalidSpec", "a line break or NUL"),
+        ({"x-tenant": "s3cret"}, True, "InvalidSpec", "is also in load.headers"),
+    ]
+    for data, present, reason, text in cases:
+        world = loaded_world(headers={"X-Tenant": "shop"}, headersSecretRef={"name": "load-auth"})
+        if present:
+            world.secrets[(NAMESPACE, "load-auth")] = data
+        rec = reconciler(world)
+        await settle(world, {"Initialized"}, rec)
+        world.set_version("1.1.0")
+        for _ in range(10):
+            world.wait(await rec.reconcile(NAMESPACE, "shop"))
+            degraded = world.condition("Degraded")
+            if degraded is not None and degraded["status"] == "True":
+                break
+        assert degraded is not None and degraded["reason"] == reason, (reason, degraded)
+        assert text.replace("default", NAMESPACE) in degraded["message"], degraded
+        assert jobs(world) == []  # no job without its headers
+        assert "s3cret" not in str(world.rollout) + str(world.events())

@@ -9,8 +9,10 @@ import contextlib
 import json
 import subprocess
 import sys
+import threading
 import urllib.request
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +35,17 @@ class LocalLoadtester:
     """`tidegate loadtester` as a local process, reaching Services through the dev gateway
     (--connect-to) as it would through cluster DNS and kube-proxy in a cluster."""
 
-    def __init__(self, environment: EnvironmentInfo, log: Path) -> None:
+    def __init__(
+        self, environment: EnvironmentInfo, log: Path, *, via_gateway: bool = True
+    ) -> None:
         gateway = environment.gateway_url.removeprefix("http://").rstrip("/")
         listen = f"127.0.0.1:{free_port()}"
         self.url = f"http://{listen}"
+        connect_to = ["--connect-to", gateway] if via_gateway else []
         with log.open("ab") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "tidegate", "loadtester", "--listen", listen,
-                 "--connect-to", gateway, "--max-rate", "200", "--max-duration", "120"],
+                 *connect_to, "--max-rate", "200", "--max-duration", "120"],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )  # fmt: skip
@@ -185,3 +190,70 @@ def test_without_the_load_the_same_canary_is_inconclusive_and_rolled_back(
         failed = wait_phase(status, "Failed", 120)
     assert "inconclusive 3 in a row of limit 3" in failed["message"], failed["message"]
     assert failed["failedChecks"] == 0
+
+
+class HeaderSink:
+    """A local HTTP server that answers 200 and keeps the headers of each request."""
+
+    def __init__(self) -> None:
+        seen: list[dict[str, str]] = []
+        self.seen = seen
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                seen.append(dict(self.headers.items()))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_headers_from_a_secret_reach_the_load_target_and_nothing_the_rollout_shows(
+    environment: EnvironmentInfo,
+    kubectl: KubectlRunner,
+    namespace: str,
+    rollout_crd: None,
+    tmp_path: Path,
+) -> None:
+    """load.headersSecretRef: the Secret's headers go with every request the loadtester
+    sends; the rollout (which other regions' wave readers may read), its status and its
+    Events never hold the value."""
+    token = "t0ken-" + namespace  # nothing else in the cluster holds this text
+    kubectl.check(
+        "create", "secret", "generic", "load-auth", "-n", namespace,
+        f"--from-literal=X-Load-Token={token}",
+    )  # fmt: skip
+    sink = HeaderSink()
+    loader = LocalLoadtester(environment, tmp_path / "loadtester.log", via_gateway=False)
+    try:
+        load = {
+            "url": sink.url,
+            "rate": 20,
+            "loadtester": loader.url,
+            "headers": {"X-Tenant": namespace},
+            "headersSecretRef": {"name": "load-auth"},
+        }
+        with quiet_shop(environment, kubectl, namespace, tmp_path, rollout(load)) as status:
+            set_version(kubectl, namespace, "1.1.0")
+            wait_until(
+                lambda: [h for h in list(sink.seen) if h.get("X-Load-Token") == token],
+                "a load request with the Secret's header", 60,
+            )  # fmt: skip
+            assert all(h.get("X-Tenant") == namespace for h in sink.seen)
+            shown = kubectl.check("get", "progressiverollout", "shop", "-n", namespace, "-oyaml")
+            events = kubectl.check("get", "events", "-n", namespace, "-oyaml")
+            assert token not in shown + events
+            assert status().get("phase") in ("Progressing", "Paused", "Succeeded", "Failed")
+    finally:
+        loader.stop()
+        sink.stop()

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from tidegate.adapters.loadtester import job_body
 from tidegate.api import Load
+from tidegate.load_headers import job_headers
 from tidegate.loadtester import JobRefused, parse_job
 from tidegate.ports import LoadError
 
@@ -31,6 +32,11 @@ def test_load_defaults() -> None:
         ({"url": "http://{{ canary }}.svc/"}, "unknown variable {{ canary }}"),
         ({"method": "TRACE"}, "'GET'"),
         ({"headers": {"bad name": "x"}}, "invalid header name 'bad name'"),
+        ({"headers": {"authorization": "x"}}, "'authorization'] looks like a credential"),
+        ({"headers": {"X-Api-Key": "x"}}, "headersSecretRef"),
+        ({"headers": {"X-Session-Token": "x"}}, "looks like a credential"),
+        ({"headers": {"Cookie": "x"}}, "looks like a credential"),
+        ({"headersSecretRef": {"name": ""}}, "at least 1 character"),
         ({"loadtester": "tidegate-loadtester:8080"}, "should match pattern"),
         ({"body": "x"}, "Extra inputs are not permitted"),
     ],
@@ -109,3 +115,29 @@ def test_the_operator_takes_a_default_loadtester_and_the_loadtester_its_bounds()
     )
     assert (tester.max_rate, tester.max_duration, tester.connect_to) == (50, 600, ("gw", 8080))
     assert tester.listen == ("0.0.0.0", 8080)
+
+
+def test_headers_from_the_secret_join_the_specs_and_are_checked_by_key() -> None:
+    load = Load.model_validate(
+        {"url": URL, "rate": 1, "headers": {"X-Tenant": "a"}, "headersSecretRef": {"name": "s"}}
+    )
+    assert job_headers(load, {"Authorization": "Bearer x"}, "Secret ns/s") == {
+        "X-Tenant": "a",
+        "Authorization": "Bearer x",
+    }
+    # Without a ref, the Secret is not looked at.
+    plain = Load.model_validate({"url": URL, "rate": 1, "headers": {"X-Tenant": "a"}})
+    assert job_headers(plain, None, "unused") == {"X-Tenant": "a"}
+    too_many = {f"X-{i}": "v" for i in range(32)}
+    for secret, text in [
+        (None, "Secret ns/s does not exist"),
+        ({"a b": "v"}, "key 'a b' of Secret ns/s is not a header name"),
+        ({"X-TENANT": "v"}, "is also in load.headers"),
+        ({"X-K": "v" * 4097}, "longer than 4096"),
+        ({"X-K": "v\x00"}, "line break or NUL"),
+        (too_many, "33 headers"),
+    ]:
+        with pytest.raises(LoadError) as refused:
+            job_headers(load, secret, "Secret ns/s")
+        assert text in str(refused.value)
+        assert "Bearer" not in str(refused.value) and "vvvv" not in str(refused.value)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Mapping
 from datetime import datetime
 
 from tidegate import api
 from tidegate.adapters.kube import Kube, KubeError, Obj
+from tidegate.adapters.notifications import secret_reader
 from tidegate.ports import EventType
 
 COMPONENT = "tidegate"
@@ -146,6 +148,17 @@ class KubeEvents:
 def _micro(timestamp: str) -> str:
     parsed = datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ")
     return parsed.strftime("%Y-%m-%dT%H:%M:%S.000000Z")
+
+
+class KubeSecrets:
+    """The `Secrets` port: one GET each time (a Secret is never cached: most are not tidegate's
+    to watch), decoded."""
+
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
+
+    async def read(self, namespace: str, name: str) -> Mapping[str, str] | None:
+        return await secret_reader(self.kube, namespace, name)()
 
 
 class KubeTemplates:

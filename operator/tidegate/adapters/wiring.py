@@ -14,7 +14,7 @@ from tidegate import api
 from tidegate.adapters.autoscalers import KubeAutoscalers
 from tidegate.adapters.gatewayapi import GatewayAPIRouter
 from tidegate.adapters.kube import Kube
-from tidegate.adapters.kube_rollouts import KubeEvents, KubeRollouts, KubeTemplates
+from tidegate.adapters.kube_rollouts import KubeEvents, KubeRollouts, KubeSecrets, KubeTemplates
 from tidegate.adapters.loadtester import LoadtesterClient
 from tidegate.adapters.prometheus import PrometheusMetrics
 from tidegate.adapters.service_router import ServiceSelectorRouter
@@ -104,6 +104,7 @@ def kube_ports(kube: Kube, notifier: Notifier, regions: Regions | None = None) -
         autoscalers=autoscalers,
         webhooks=HTTPWebhooks(),
         load=LoadtesterClient(),
+        secrets=KubeSecrets(kube),
         notifier=notifier,
         templates=KubeTemplates(kube),
         regions=regions or NoRegions(),
