@@ -11,7 +11,8 @@ One step per pass, each waiting for what the watches report:
 3. Once it is ready: the user's Service gets its own selector back, the routes go back to
    it, and the gateway must report them applied.
 4. The scale-down delay after that, 30 s at most (`status.handBackAt`): requests already
-   routed to the copies finish there.
+   routed to the copies finish there. None when the target is gone: the application is
+   being removed, and nothing is handed back to.
 5. The copies and tidegate's Services (and HPA copies) are given to the rollout to be
    garbage-collected with it, the claim is removed, then the finalizer.
 """
@@ -90,16 +91,20 @@ async def _give_back(
     if await router.release(spec.service.name) or restored or not await router.applied():
         return False, None  # woken when the gateway reports the route applied
     # The copies go with the rollout: not before requests already routed to them have had
-    # the scale-down delay to finish.
+    # the scale-down delay to finish. Unless the target is gone too: then the application
+    # is being removed (its namespace deleted, the app pruned whole), the route has nothing
+    # to send requests to but the copies, and a drain would only hold the deletion up.
     now = rec.clock()
-    if status.hand_back_at is None:
+    if target is None:
+        pass
+    elif status.hand_back_at is None:
         # At most HAND_BACK_DRAIN_MAX: a deletion (a whole namespace's, an app pruned) is not
         # held for as long as a spec may ask the copies to linger after a promotion.
         delay = min(spec.strategy.scale_down_delay(rolled_back=False), HAND_BACK_DRAIN_MAX)
         at = now + timedelta(seconds=delay)
         await rec.patch_status(namespace, name, {"handBackAt": at.strftime("%Y-%m-%dT%H:%M:%SZ")})
         return False, float(delay)
-    if now < status.hand_back_at:
+    elif now < status.hand_back_at:
         return False, max((status.hand_back_at - now).total_seconds(), 0.1)
     await workloads.hand_over(rollout)
     await rec.ports.autoscalers(namespace, name, spec).hand_over(rollout)

@@ -701,9 +701,10 @@ async def test_a_hand_back_that_fails_is_reported_and_retried() -> None:
     assert HAND_BACK_FINALIZER not in world.rollout["metadata"]["finalizers"]
 
 
-async def test_a_rollout_whose_route_and_target_are_gone_is_let_go() -> None:
+async def test_a_rollout_whose_route_and_target_are_gone_is_let_go_at_once() -> None:
     """A namespace being deleted, or an app pruned whole: nothing is left to give back, and
-    the finalizer goes after the scale-down delay."""
+    the finalizer goes in the same pass, with no drain (which would hold the namespace's
+    deletion up, and the namespace controller backs off while it waits)."""
     world = await initialized_world()
     world.set_version("1.1.0")
     rec = reconciler(world)
@@ -713,12 +714,30 @@ async def test_a_rollout_whose_route_and_target_are_gone_is_let_go() -> None:
     delete(world)
     world.route_exists = False
     world.target = None
-    for _ in range(3):
-        world.advance(await rec.reconcile(NAMESPACE, NAME) or 0)
+    # Woken by the watches (the Service's selector given back), never by a timer.
+    assert [await rec.reconcile(NAMESPACE, NAME) for _ in range(2)] == [None, None]
     assert world.rollout is not None
     assert HAND_BACK_FINALIZER not in world.rollout["metadata"]["finalizers"]
+    assert "handBackAt" not in world.status
     degraded = world.condition("Degraded")
     assert degraded is None or degraded["status"] == "False"
+
+
+async def test_a_target_deleted_with_its_rollout_means_no_drain_even_with_the_route_left() -> None:
+    world = await initialized_world()
+    world.set_version("1.1.0")
+    rec = reconciler(world)
+    for _ in range(5):
+        await rec.reconcile(NAMESPACE, NAME)
+        world.advance(1)
+    delete(world)
+    world.target = None
+    # The route released, then seen applied: woken by watches, never by a timer.
+    assert [await rec.reconcile(NAMESPACE, NAME) for _ in range(3)] == [None, None, None]
+    assert world.rollout is not None
+    assert HAND_BACK_FINALIZER not in world.rollout["metadata"]["finalizers"]
+    assert ("release_route", "shop") in world.calls
+    assert "handBackAt" not in world.status
 
 
 async def test_a_hand_back_waits_no_longer_than_the_default_scale_down_delay() -> None:
