@@ -88,6 +88,7 @@ def _loadtester(args: argparse.Namespace) -> int:
         max_duration=args.max_duration,
         max_jobs=args.max_jobs,
         connect_to=args.connect_to,
+        insecure_no_token=args.insecure_no_token,
     )
 
 
@@ -126,7 +127,7 @@ def _add_loadtester(commands: Any) -> None:
         default=DEFAULT_MAX_JOBS,
         metavar="N",
         help=f"refuse new jobs while this many run (default: {DEFAULT_MAX_JOBS}); "
-        f"${TOKEN_ENV}, when set, is the bearer token a job must carry",
+        f"${TOKEN_ENV} is the bearer token a job must carry",
     )
     loadtester.add_argument(
         "--connect-to",
@@ -134,6 +135,12 @@ def _add_loadtester(commands: Any) -> None:
         metavar="HOST:PORT",
         help="for development and tests: send every request to this address, keeping the "
         "URL's Host header",
+    )
+    loadtester.add_argument(
+        "--insecure-no-token",
+        action="store_true",
+        help=f"run without ${TOKEN_ENV}, taking jobs from anyone who reaches it: for a "
+        "loopback-only development setup, never in a cluster",
     )
     loadtester.set_defaults(handler=_loadtester)
 

@@ -350,11 +350,20 @@ def run_loadtester(
     max_duration: float,
     max_jobs: int = DEFAULT_MAX_JOBS,
     connect_to: tuple[str, int] | None,
+    insecure_no_token: bool = False,
 ) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     token = os.environ.get(TOKEN_ENV) or None
+    if token is None and not insecure_no_token:
+        # Whoever reaches it could make it send requests anywhere: not without a token.
+        log.error(
+            "no %s: set it (the Secret tidegate-loadtester-token), or pass "
+            "--insecure-no-token for a loopback-only development setup",
+            TOKEN_ENV,
+        )
+        return 2
     if token is None:
-        log.warning("no %s: anyone who reaches this loadtester may submit jobs", TOKEN_ENV)
+        log.warning("--insecure-no-token: anyone who reaches this loadtester may submit jobs")
     loadtester = Loadtester(
         max_rate=max_rate,
         max_duration=max_duration,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -21,6 +22,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from rollout_support import route_host, set_version
 
+from tidegate.loadtester import TOKEN_ENV
 from tidegate_devenv.cluster import KubectlRunner, free_port, http_ok
 from tidegate_devenv.environment import EnvironmentInfo
 from tidegate_devenv.operator_process import read_status, start_operator
@@ -29,6 +31,8 @@ from tidegate_devenv.processes import stop_process_group
 from tidegate_devenv.waiting import wait_until
 
 LOAD_URL = "http://{{ canaryService }}.{{ namespace }}.svc:80/"
+# The loadtester takes jobs only with this bearer token, which the operator sends.
+TOKEN = {TOKEN_ENV: "e2e-loadtester-token"}
 
 
 class LocalLoadtester:
@@ -47,12 +51,15 @@ class LocalLoadtester:
                 [sys.executable, "-m", "tidegate", "loadtester", "--listen", listen,
                  *connect_to, "--max-rate", "200", "--max-duration", "120"],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True,
+                start_new_session=True, env={**os.environ, **TOKEN},
             )  # fmt: skip
         wait_until(lambda: http_ok(f"{self.url}/healthz"), "the loadtester's /healthz", 30, log)
 
     def _get(self, path: str) -> str:
-        with urllib.request.urlopen(f"{self.url}{path}", timeout=2) as response:
+        request = urllib.request.Request(
+            f"{self.url}{path}", headers={"Authorization": f"Bearer {TOKEN[TOKEN_ENV]}"}
+        )
+        with urllib.request.urlopen(request, timeout=2) as response:
             text: str = response.read().decode()
             return text
 
@@ -106,7 +113,9 @@ def quiet_shop(
             obj["spec"]["hostnames"] = [route_host(namespace, obj["metadata"]["name"])]
     kubectl.check("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump_all(app))
     kubectl.check("apply", "-n", namespace, "-f", "-", stdin=rollout_yaml)
-    operator = start_operator(environment, tmp_path / "operator.log", namespaces=[namespace])
+    operator = start_operator(
+        environment, tmp_path / "operator.log", namespaces=[namespace], env=TOKEN
+    )
     try:
 
         def status() -> dict[str, Any]:

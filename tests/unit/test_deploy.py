@@ -269,21 +269,21 @@ def test_two_replicas_elect_the_one_that_acts() -> None:
     )
 
 
-def test_the_operator_and_the_loadtester_share_an_optional_token() -> None:
-    """The loadtester takes jobs only with the token when its Secret exists; the operator
-    sends it. Without the Secret both start, and the loadtester takes any job (and says so)."""
+def test_the_operator_and_the_loadtester_share_a_token() -> None:
+    """The loadtester takes jobs only with the token, and its pod does not start without the
+    Secret; the operator sends it when the Secret exists (it runs without a loadtester)."""
     from tidegate.adapters.loadtester import TOKEN_ENV as SENT
     from tidegate.loadtester import TOKEN_ENV as REQUIRED
 
     loadtester_dir = DEPLOY / "loadtester"
     loadtester = yaml.safe_load((loadtester_dir / "deployment.yaml").read_text())
-    for found, name in (
-        (container(), SENT),
-        (loadtester["spec"]["template"]["spec"]["containers"][0], REQUIRED),
+    for found, name, optional in (
+        (container(), SENT, {"optional": True}),
+        (loadtester["spec"]["template"]["spec"]["containers"][0], REQUIRED, {}),
     ):
         (token,) = [e for e in found["env"] if e["name"] == name]
         assert token["valueFrom"]["secretKeyRef"] == {
-            "name": "tidegate-loadtester-token", "key": "token", "optional": True,
+            "name": "tidegate-loadtester-token", "key": "token", **optional,
         }  # fmt: skip
     policy = yaml.safe_load((loadtester_dir / "networkpolicy.yaml").read_text())
     (rule,) = policy["spec"]["ingress"]
