@@ -140,6 +140,18 @@ class _TimedLeases(client.CoordinationV1Api):
         return super().replace_namespaced_lease(*args, **kwargs)
 
 
+class _Closed:
+    """What a closed lock's `get` answers: not found, and not a 404 (so the library neither
+    creates the Lease nor counts it as held; it tries again until it gives up)."""
+
+    status = 0
+    reason = "closed: this process is stopping"
+    body = "{}"
+
+
+_CLOSED = _Closed()
+
+
 class RecordingLeaseLock(LeaseLock):
     """The library's LeaseLock, on the operator's kubeconfig rather than the library's global
     default configuration, noting when this identity last won a renewal.
@@ -171,9 +183,20 @@ class RecordingLeaseLock(LeaseLock):
         self.closed = False
 
     def get(self, name: str, namespace: str) -> tuple[bool, Any]:
+        # All of it under the mutex, the logging too: once `release` has closed the lock,
+        # the election's daemon thread (which the library gives no way to stop) neither
+        # asks nor writes a line. A daemon thread that writes to stderr while the
+        # interpreter exits aborts the process (SIGABRT, `_enter_buffered_busy`) instead of
+        # the orderly exit 0.
         with self._mutex:
+            if self.closed:
+                return False, _CLOSED
             self._attempt_began = self._clock()
             found, record = super().get(name, namespace)  # type: ignore[no-untyped-call]
+            self._note(found, record, name, namespace)
+        return found, record
+
+    def _note(self, found: bool, record: Any, name: str, namespace: str) -> None:
         if found or getattr(record, "status", None) == 404:  # an answer, either way
             self._read_at = self._clock()
             self._failure = None
@@ -189,7 +212,6 @@ class RecordingLeaseLock(LeaseLock):
             if failure != self._failure:
                 log.warning("cannot read the Lease %s/%s: %s", namespace, name, failure)
             self._failure = failure
-        return found, record
 
     def unread_for(self) -> float:
         """Seconds since the Lease last answered, while its reads fail; 0 while they do not."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -238,6 +239,32 @@ def test_release_clears_the_holder_once_and_stops_every_write() -> None:
     a.get(NAME, NAMESPACE)
     assert not a.update(NAME, NAMESPACE, record("a"))  # closed: no more writes
     assert api.writes == [("create", "a"), ("update", None)]
+
+
+def test_a_closed_lock_neither_reads_nor_logs(caplog: pytest.LogCaptureFixture) -> None:
+    """After release, the election's daemon thread goes on calling `get` (the library has no
+    stop) while the interpreter exits: it must not write a line then (a daemon thread
+    writing to stderr at exit aborts the process), nor ask the API server anything."""
+    api, clock = FakeLeases(), Ticks()
+    a, b = lock_on(api, "a", clock), lock_on(api, "b", clock)
+    a.get(NAME, NAMESPACE)
+    a.create(NAME, NAMESPACE, record("a"))
+    assert a.release()
+    b.get(NAME, NAMESPACE)
+    assert b.create(NAME, NAMESPACE, record("b")) or b.update(NAME, NAMESPACE, record("b"))
+    reads: list[str] = []
+    read = api.read_namespaced_lease
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        reads.append("read")
+        return read(*args, **kwargs)
+
+    api.read_namespaced_lease = counted  # type: ignore[method-assign]
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG):
+        found, answer = a.get(NAME, NAMESPACE)  # b holds it now: once, this said so
+    assert (found, reads, caplog.records) == (False, [], [])
+    assert answer.status != 404  # so the library does not try to create it either
 
 
 # --- the process's part ----------------------------------------------------------------------

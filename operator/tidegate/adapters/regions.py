@@ -260,6 +260,10 @@ class KubeRegions:
                 self._follow(watched)
                 delay = RETRY_MIN
             except Exception as error:
+                if watched.stop.is_set():
+                    # Closed (the process may be exiting): a daemon thread writes nothing
+                    # then, since a write to stderr at interpreter exit aborts the process.
+                    return
                 if not isinstance(error, _EXPECTED):
                     log.exception("region %s: watch failed", source.describe())
                 self._publish(watched, _unreachable(error))
