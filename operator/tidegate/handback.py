@@ -15,10 +15,14 @@ One step per pass, each waiting for what the watches report:
    being removed, and nothing is handed back to.
 5. The copies and tidegate's Services (and HPA copies) are given to the rollout to be
    garbage-collected with it, the claim is removed, then the finalizer.
+
+A namespace being deleted is another matter (`let_go`): everything in it goes, so there is
+nothing to hand back, and the finalizers go at once.
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -31,6 +35,7 @@ from tidegate.revisions import template_revision
 if TYPE_CHECKING:
     from tidegate.reconciler import Reconciler
 
+log = logging.getLogger("tidegate.reconciler")
 _REJECTED = (api.RolloutPhase.FAILED, api.RolloutPhase.ABORTED)
 # The longest the copies serve requests already routed to them once the route is back on the
 # user's Service: the default scale-down delay.
@@ -57,6 +62,28 @@ async def hand_back(rec: Reconciler, rollout: Obj) -> float | None:
         await rec.ports.rollouts.set_finalizer(rollout, HAND_BACK_FINALIZER, False),
     )
     return None
+
+
+async def let_go(rec: Reconciler, namespace: str) -> int:
+    """The namespace is being deleted: every rollout in it loses the hand-back finalizer at
+    once, with nothing handed back (the application goes with the namespace). Read from
+    the API server, not the watches, since kopf stops watching a namespace being deleted,
+    and no Event is posted (nothing can be created in it any more). Returns how many still
+    hold the finalizer (a write that met a conflict), to be tried again."""
+    left = 0
+    for rollout in await rec.ports.rollouts.list_fresh(namespace):
+        meta = rollout["metadata"]
+        if HAND_BACK_FINALIZER not in (meta.get("finalizers") or []):
+            continue
+        log.info(
+            "%s/%s: its namespace is being deleted: nothing to hand back, letting it go",
+            namespace,
+            meta["name"],
+        )
+        written = await rec.ports.rollouts.set_finalizer(rollout, HAND_BACK_FINALIZER, False)
+        if written is None:
+            left += 1
+    return left
 
 
 async def _give_back(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fnmatch
 import json
 import logging
 from typing import Any
@@ -54,6 +55,8 @@ class Rollouts:
         self.wakeups: dict[Key, asyncio.Event] = {}
         self.tasks: dict[Key, asyncio.Task[None]] = {}
         self.fingerprints: dict[Key, tuple[object, ...]] = {}
+        # Namespaces being deleted, and the task letting each one's rollouts go.
+        self.terminating: dict[str, asyncio.Task[None] | None] = {}
 
     def lead(self) -> None:
         """This process has become the one that acts: a loop for every rollout known."""
@@ -62,6 +65,8 @@ class Rollouts:
             log.info("acting on %d rollout(s) seen so far", len(self.fingerprints))
             for key in list(self.fingerprints):
                 self.ensure_running(key)
+            for namespace in list(self.terminating):
+                self.namespace_terminating(namespace)
         metrics.LEADER.set(1)
 
     def wake(self, key: Key) -> None:
@@ -71,6 +76,8 @@ class Rollouts:
     def ensure_running(self, key: Key) -> None:
         if not self.leading:
             return  # standing by: `lead()` starts it
+        if key[0] in self.terminating:
+            return  # its namespace is being deleted: a reconcile would put the finalizer back
         task = self.tasks.get(key)
         if task is None or task.done():
             self.wakeups[key] = asyncio.Event()
@@ -89,6 +96,40 @@ class Rollouts:
         elif changed:
             self.wake(key)
 
+    def namespace_terminating(self, namespace: str) -> None:
+        """The namespace is being deleted. kopf stops watching it as soon as the namespace
+        controller says its content is gone, which can come before that controller marks
+        the rollouts deleted: no event would tell of their deletion, and their loops would
+        wait on a cache that no longer changes. So their loops stop, and (once leading) a
+        task lets every rollout in it go, read from the API server, until none holds the
+        hand-back finalizer."""
+        for key in [k for k in self.fingerprints if k[0] == namespace]:
+            self.forget(key)
+        task = self.terminating.get(namespace)
+        if self.leading and (task is None or task.done()):
+            self.terminating[namespace] = asyncio.create_task(
+                self._let_go(namespace), name=f"namespace {namespace} deleted"
+            )
+        else:
+            self.terminating.setdefault(namespace, None)
+
+    def namespace_gone(self, namespace: str) -> None:
+        task = self.terminating.pop(namespace, None)
+        if task is not None:
+            task.cancel()
+
+    async def _let_go(self, namespace: str) -> None:
+        failures = 0
+        while True:
+            try:
+                if await self.reconciler.let_go(namespace) == 0:
+                    return
+                failures += 1
+            except Exception as error:  # a refused list or write: tried again, backing off
+                failures += 1
+                log.warning("%s: letting its rollouts go failed (%s); retrying", namespace, error)
+            await asyncio.sleep(backoff(failures))
+
     def forget(self, key: Key) -> None:
         metrics.forget_rollout(*key)
         self.fingerprints.pop(key, None)
@@ -101,6 +142,11 @@ class Rollouts:
         tasks = list(self.tasks.values())
         for key in list(self.tasks):
             self.forget(key)
+        for namespace, task in list(self.terminating.items()):
+            if task is not None:
+                task.cancel()
+                tasks.append(task)
+            self.terminating[namespace] = None
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _loop(self, key: Key) -> None:
@@ -399,6 +445,27 @@ async def rollout_changed(
         memo.rollouts.forget(_key(namespace, name))
     else:
         memo.rollouts.notice(_key(namespace, name), fingerprint(body))
+
+
+@kopf.on.event("", "v1", "namespaces")
+async def namespace_changed(
+    type: str | None, name: str, body: kopf.Body, memo: Any, **_: Any
+) -> None:
+    """A watched namespace being deleted: its rollouts are let go
+    (Rollouts.namespace_terminating)."""
+    rollouts: Rollouts | None = getattr(memo, "rollouts", None)
+    if rollouts is None or not watched_namespace(memo, name):
+        return
+    if type == "DELETED":
+        rollouts.namespace_gone(name)
+    elif body.get("metadata", {}).get("deletionTimestamp"):
+        rollouts.namespace_terminating(name)
+
+
+def watched_namespace(memo: Any, name: str) -> bool:
+    """Whether the operator serves rollouts in namespace `name` (-n patterns, or all)."""
+    patterns: list[str] = list(getattr(memo, "namespaces", None) or [])
+    return not patterns or any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
 # A template created, changed or deleted: the rollouts whose metrics name it reconcile now

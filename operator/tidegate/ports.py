@@ -329,6 +329,11 @@ class Rollouts(Protocol):
         resourceVersion after it (None when nothing was written)."""
         ...
 
+    async def list_fresh(self, namespace: str) -> list[Obj]:
+        """Every rollout of the namespace as the API server has it now (not the watches':
+        kopf stops watching a namespace being deleted)."""
+        ...
+
 
 class Events(Protocol):
     """Kubernetes Events about a rollout."""

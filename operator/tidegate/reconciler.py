@@ -249,6 +249,11 @@ class Reconciler:
         finally:
             metrics.RECONCILE_DURATION.observe(time.monotonic() - began)
 
+    async def let_go(self, namespace: str) -> int:
+        """The namespace is being deleted: its rollouts lose the hand-back finalizer
+        (handback.let_go); how many still hold it."""
+        return await handback.let_go(self, namespace)
+
     async def _reconcile_once(self, namespace: str, name: str) -> float | None:
         key = (namespace, name)
         rollout = await self.ports.rollouts.get(namespace, name)

@@ -145,6 +145,7 @@ def run_operator(
         identity=identity,
         leadership=leadership,
         notifications_secret=notifications_secret,
+        namespaces=[] if clusterwide else list(namespaces),  # the rollouts' (empty: all)
     )
     try:
         asyncio.run(_main(namespaces, clusterwide, health_listen, metrics_listen, memo))

@@ -419,6 +419,11 @@ class FakeRollouts:
         stored["metadata"]["finalizers"] = finalizers + ([finalizer] if present else [])
         return bump_version(stored)
 
+    async def list_fresh(self, namespace: str) -> list[Obj]:
+        self.world.record("list_rollouts", namespace)
+        found = [self.world.rollout, *self.world.others.values()]
+        return [copy.deepcopy(r) for r in found if r is not None]
+
     async def remove_annotation(self, namespace: str, name: str, key: str) -> str | None:
         self.world.record("remove_annotation", key)
         rollout = self.world.named(name)

@@ -19,6 +19,7 @@ from fakes import EPOCH, NAME, NAMESPACE, World
 
 from tidegate import handlers, metrics
 from tidegate.handlers import IDLE_RESYNC_SECONDS, Rollouts
+from tidegate.ports import HAND_BACK_FINALIZER
 from tidegate.reconciler import Reconciler
 
 KEY = (NAMESPACE, NAME)
@@ -39,6 +40,9 @@ class Recorded:
             self.times.append(asyncio.get_running_loop().time())
             async with self.changed:
                 self.changed.notify_all()
+
+    async def let_go(self, namespace: str) -> int:
+        return await self.inner.let_go(namespace)
 
     async def wait_for(self, test: Callable[[], bool], timeout: float) -> None:
         """Until `test()` holds after some reconcile; a timeout (in loop time) fails."""
@@ -228,6 +232,73 @@ async def test_rollout_events_start_wake_and_forget_loops() -> None:
         type="DELETED", namespace=NAMESPACE, name=NAME, body=asked, memo=memo
     )
     assert KEY not in rollouts.tasks
+    await rollouts.stop_all()
+
+
+def deleting(name: str) -> kopf.Body:
+    return kopf.Body({"metadata": {"name": name, "deletionTimestamp": "2026-01-01T00:00:00Z"}})
+
+
+@pytest.mark.looptime
+async def test_a_namespace_being_deleted_stops_its_loops_and_lets_its_rollouts_go() -> None:
+    """kopf stops watching a namespace being deleted, maybe before its rollouts are marked
+    deleted: their loops stop, and each loses the hand-back finalizer at once, read from the
+    API server, with nothing handed back and no Event (nothing can be created there)."""
+    world = initialized_world()
+    rollouts, recorded = looping(world)
+    memo = SimpleNamespace(rollouts=rollouts, namespaces=[NAMESPACE])
+    body = kopf.Body({"metadata": {"generation": 1, "annotations": {}}})
+    await handlers.rollout_changed(
+        type="ADDED", namespace=NAMESPACE, name=NAME, body=body, memo=memo
+    )
+    await recorded.wait_for(lambda: world.status.get("phase") == "Initialized", timeout=60)
+    assert world.rollout is not None
+    assert HAND_BACK_FINALIZER in world.rollout["metadata"]["finalizers"]
+    # A namespace this operator does not serve: nothing.
+    await handlers.namespace_changed(
+        type="MODIFIED", name="other", body=deleting("other"), memo=memo
+    )
+    assert rollouts.terminating == {}
+    world.calls.clear()
+    await handlers.namespace_changed(
+        type="MODIFIED", name=NAMESPACE, body=deleting(NAMESPACE), memo=memo
+    )
+    assert KEY not in rollouts.tasks  # its loop is stopped
+    task = rollouts.terminating[NAMESPACE]
+    assert task is not None
+    await task
+    assert HAND_BACK_FINALIZER not in world.rollout["metadata"]["finalizers"]
+    assert world.names() == ["list_rollouts", "set_finalizer"]  # nothing else, no Event
+    # kopf may still bring the rollout's events for a moment: no loop starts again (its
+    # reconcile would put the finalizer back).
+    await handlers.rollout_changed(
+        type="MODIFIED", namespace=NAMESPACE, name=NAME, body=body, memo=memo
+    )
+    assert KEY not in rollouts.tasks
+    await handlers.namespace_changed(
+        type="DELETED", name=NAMESPACE, body=deleting(NAMESPACE), memo=memo
+    )
+    assert rollouts.terminating == {}
+    await rollouts.stop_all()
+
+
+@pytest.mark.looptime
+async def test_a_standby_lets_a_deleted_namespaces_rollouts_go_once_elected() -> None:
+    world = initialized_world()
+    assert world.rollout is not None
+    world.rollout["metadata"]["finalizers"] = [HAND_BACK_FINALIZER]
+    rollouts, _ = looping(world)
+    rollouts.leading = False
+    memo = SimpleNamespace(rollouts=rollouts, namespaces=[])  # all namespaces
+    await handlers.namespace_changed(
+        type="MODIFIED", name=NAMESPACE, body=deleting(NAMESPACE), memo=memo
+    )
+    assert rollouts.terminating == {NAMESPACE: None} and world.names() == []
+    rollouts.lead()
+    task = rollouts.terminating[NAMESPACE]
+    assert task is not None
+    await task
+    assert HAND_BACK_FINALIZER not in world.rollout["metadata"]["finalizers"]
     await rollouts.stop_all()
 
 

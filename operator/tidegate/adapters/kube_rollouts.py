@@ -83,6 +83,19 @@ class KubeRollouts:
                 raise
             return None
 
+    async def list_fresh(self, namespace: str) -> list[Obj]:
+        custom = self.kube.custom
+        found: Obj = await self.kube.call(
+            "list",
+            f"progressiverollouts.{api.GROUP} {namespace}",
+            custom.list_namespaced_custom_object,
+            api.GROUP,
+            api.VERSION,
+            namespace,
+            api.PLURAL,
+        )
+        return list(found.get("items") or [])
+
     async def remove_annotation(self, namespace: str, name: str, key: str) -> str | None:
         patched = await self.kube.patch(
             "progressiverollouts",
