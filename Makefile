@@ -8,6 +8,7 @@ export GOTOOLCHAIN := local
 COVERAGE_MIN := 85
 
 .PHONY: venv setup binaries peers prometheus lint unit controller coverage e2e test demo demo-waves crds bench bench-scale bench-peers clean \
+	image image-test lock \
 	dev-up dev-down
 
 # Both distributions in one virtualenv: the operator (with its test tools) and the local
@@ -45,6 +46,7 @@ lint: venv
 	$(BIN)/ruff format --check operator tools tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$(BIN)/python hack/lock_digest.py --check
 
 # Pure and fast: no processes, no sockets.
 unit: venv
@@ -64,6 +66,26 @@ e2e: setup
 	$(BIN)/pytest tests/e2e -q --durations=15 -n $(E2E_WORKERS) --dist loadgroup
 
 test: setup lint unit controller e2e
+
+# The operator image (Dockerfile): with buildah, installed from Debian's packages when it can
+# be, on a Debian base made from Debian's packages when no registry has one; else docker.
+IMAGE ?= tidegate:dev
+image:
+	hack/image.sh $(IMAGE)
+
+# The image as the chart runs it (uid 10001, read-only root, no capabilities), against the
+# local environment: its own checks, then a rollout promoted and one rolled back, and a
+# leader stopped in order, each with every operator in the image.
+image-test: setup image
+	TIDEGATE_OPERATOR_IMAGE=$(IMAGE) $(BIN)/pytest -q tests/e2e/test_image.py \
+		tests/e2e/test_rollouts.py::test_failing_version_is_rolled_back \
+		tests/e2e/test_rollouts.py::test_healthy_version_is_promoted_and_traffic_follows_each_step \
+		tests/e2e/test_leader_election.py::test_a_leader_stopped_in_order_hands_over_at_once
+
+# requirements.lock from pyproject.toml (the image installs it, by hash); `make lint` checks
+# that it was written again after a dependency change.
+lock:
+	hack/lock.sh
 
 # The CRDs from the pydantic models, and the copies the kustomization and Helm chart ship.
 crds: venv

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import importlib.util
 import re
 import tomllib
 from pathlib import Path
@@ -48,17 +49,42 @@ def test_the_operator_distribution_packages_only_the_operator() -> None:
     assert "tidegate_devenv" not in _imported_top_level_modules(OPERATOR)
 
 
-def test_the_image_copies_only_the_operator_distribution() -> None:
+def test_the_image_copies_only_the_operator_distribution_and_its_lock() -> None:
     copied = [
         line.split()[1:-1]
         for line in (REPO / "Dockerfile").read_text().splitlines()
-        if line.startswith("COPY ")
+        if line.startswith("COPY ") and not line.startswith("COPY --from=")
     ]
     assert sorted(p for sources in copied for p in sources) == [
         "README.md",
         "operator",
         "pyproject.toml",
+        "requirements.lock",
     ]
+
+
+def test_the_lock_pins_every_package_by_hash_and_matches_pyproject() -> None:
+    """What `make lint` checks (hack/lock_digest.py), and that pip's --require-hashes can
+    install it: every requirement pinned with ==, each with a hash."""
+    lock = (REPO / "requirements.lock").read_text()
+    assert lock_matches_pyproject()
+    entries = [e for e in lock.split("\n") if e and not e.startswith((" ", "#"))]
+    assert entries and all("==" in e and e.endswith("\\") for e in entries), entries[:3]
+    pinned = {e.split("==")[0].lower() for e in entries}
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    for dependency in project["dependencies"]:
+        name = dependency.split(">")[0].split("=")[0].split("<")[0].strip().lower()
+        assert name.replace("_", "-") in pinned, name
+    assert "setuptools" in pinned  # the build backend, so the image downloads nothing else
+
+
+def lock_matches_pyproject() -> bool:
+    spec = importlib.util.spec_from_file_location("lock_digest", REPO / "hack" / "lock_digest.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    first = (REPO / "requirements.lock").read_text().partition("\n")[0]
+    return bool(first == module.PREFIX + module.digest())
 
 
 def test_the_operator_command_has_only_operator_commands() -> None:

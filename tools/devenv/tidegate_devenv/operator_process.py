@@ -39,6 +39,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from tidegate_devenv.cluster import KubectlRunner, StartupError, free_port, http_ok
+from tidegate_devenv.container import container_argv, inline_kubeconfig, operator_image
 from tidegate_devenv.environment import SCRAPE_TARGETS_DIR, EnvironmentInfo
 from tidegate_devenv.paths import CRD_DIR
 from tidegate_devenv.processes import stop_process_group
@@ -186,6 +187,13 @@ def start_operator(
         *election,
         *([f"--notifications-secret={notifications_secret}"] if notifications_secret else []),
     ]
+    process_env = {**os.environ, **(env or {}), "KUBECONFIG": str(kubeconfig or info.kubeconfig)}
+    image = operator_image()
+    if image is not None:  # the image, as the chart runs it (tidegate_devenv.container)
+        inlined = inline_kubeconfig(
+            Path(kubeconfig or info.kubeconfig), log.parent / f"{identity}.kubeconfig"
+        )
+        argv = container_argv(image, inlined, argv[3:], env or {}, identity)
     with log.open("ab") as out:
         proc = subprocess.Popen(
             argv,
@@ -193,7 +201,7 @@ def start_operator(
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env={**os.environ, **(env or {}), "KUBECONFIG": str(kubeconfig or info.kubeconfig)},
+            env=process_env,
         )
     scrape_file = _register_scrape_target(info, identity, metrics_listen)
     operator = OperatorProcess(
