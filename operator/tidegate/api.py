@@ -706,7 +706,7 @@ class Load(_SpecModel):
     @field_validator("headers")
     @classmethod
     def _header_names(cls, headers: dict[str, str]) -> dict[str, str]:
-        bad = [name for name in headers if not _HEADER_NAME.fullmatch(name)]
+        bad = [name for name in headers if not valid_header_name(name)]
         if bad:
             raise ValueError(f"invalid header name {bad[0]!r} in load.headers")
         secret = [name for name in headers if is_credential_header(name)]

@@ -122,17 +122,17 @@ async def _give_back(
     # is being removed (its namespace deleted, the app pruned whole), the route has nothing
     # to send requests to but the copies, and a drain would only hold the deletion up.
     now = rec.clock()
-    if target is None:
-        pass
-    elif status.hand_back_at is None:
-        # At most HAND_BACK_DRAIN_MAX: a deletion (a whole namespace's, an app pruned) is not
-        # held for as long as a spec may ask the copies to linger after a promotion.
-        delay = min(spec.strategy.scale_down_delay(rolled_back=False), HAND_BACK_DRAIN_MAX)
-        at = now + timedelta(seconds=delay)
-        await rec.patch_status(namespace, name, {"handBackAt": at.strftime("%Y-%m-%dT%H:%M:%SZ")})
-        return False, float(delay)
-    elif now < status.hand_back_at:
-        return False, max((status.hand_back_at - now).total_seconds(), 0.1)
+    if target is not None:
+        if status.hand_back_at is None:
+            # At most HAND_BACK_DRAIN_MAX: a deletion (a whole namespace's, an app pruned) is
+            # not held for as long as a spec may ask the copies to linger after a promotion.
+            delay = min(spec.strategy.scale_down_delay(rolled_back=False), HAND_BACK_DRAIN_MAX)
+            at = now + timedelta(seconds=delay)
+            stamp = at.strftime("%Y-%m-%dT%H:%M:%SZ")
+            await rec.patch_status(namespace, name, {"handBackAt": stamp})
+            return False, float(delay)
+        if now < status.hand_back_at:
+            return False, max((status.hand_back_at - now).total_seconds(), 0.1)
     await workloads.hand_over(rollout)
     await rec.ports.autoscalers(namespace, name, spec).hand_over(rollout)
     if target is not None:

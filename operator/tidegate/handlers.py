@@ -23,6 +23,7 @@ import kopf
 from tidegate import api, metrics
 from tidegate.adapters.cache import SERVICE_NAME_LABEL, Cache, Kind, Obj, trim
 from tidegate.adapters.kube import REQUEST_TIMEOUT, Kube, make_api_client, user_agent
+from tidegate.adapters.kube_rollouts import KubeSecrets
 from tidegate.adapters.notifications import (
     DeliveryQueue,
     SecretProviders,
@@ -221,10 +222,7 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -
     # Nothing acts before `watching` says the watches run (and, with leader election, before
     # this process is elected).
     # spec.waves: other clusters' rollouts, each followed by a watch of its own.
-    async def read_secret(namespace: str, name: str) -> dict[str, str] | None:
-        return await secret_reader(kube, namespace, name)()
-
-    memo.regions = KubeRegions(read_secret, user_agent=user_agent(memo.identity))
+    memo.regions = KubeRegions(KubeSecrets(kube).read, user_agent=user_agent(memo.identity))
     reconciler = Reconciler(
         kube_ports(kube, memo.notifier, memo.regions),
         memo.prometheus_url,

@@ -16,15 +16,12 @@ that notes the time every `HEARTBEAT_PERIOD`; the thread compares that with the 
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-
-log = logging.getLogger(__name__)
 
 HEARTBEAT_PERIOD = 1.0
 STUCK_AFTER = 30.0  # liveness: the chart's probe fails after three periods of 10 s as well
