@@ -43,6 +43,17 @@ def sample(shop: Shop, sample_name: str, /, **labels: str) -> float | None:
     return None
 
 
+def wait_counted(shop: Shop, result: str) -> None:
+    """The operator counts an ending once the API server has answered the status write that
+    made it, a moment after a reader can see the new phase: waited for, then the rest holds."""
+    mine = {"namespace": shop.namespace, "name": "shop"}
+    wait_until(
+        lambda: sample(shop, "tidegate_rollouts_total", **mine, result=result) is not None,
+        f"the operator counting the rollout {result}",
+        30,
+    )
+
+
 def test_metrics_follow_the_rollouts_and_every_panel_has_data(
     start_shop: Callable[..., Shop],
 ) -> None:
@@ -59,6 +70,7 @@ def test_metrics_follow_the_rollouts_and_every_panel_has_data(
     # A failing version: rolled back.
     set_version(shop.kubectl, shop.namespace, "1.1.0", error_rate=0.5)
     shop.wait_phase("Failed", 120)
+    wait_counted(shop, "failed")
     assert sample(shop, "tidegate_rollouts_total", **mine, result="failed") == 1
     failed_checks = sample(
         shop, "tidegate_analysis_measurements_total", **mine, metric="error-rate", result="failed"
@@ -88,6 +100,7 @@ def test_metrics_follow_the_rollouts_and_every_panel_has_data(
     )
     assert sample(shop, "tidegate_rollout_info", **mine, strategy="canary", phase="Failed") is None
     shop.wait_phase("Succeeded", 120)
+    wait_counted(shop, "succeeded")
     assert sample(shop, "tidegate_rollouts_total", **mine, result="succeeded") == 1
     passed = sample(
         shop, "tidegate_analysis_measurements_total", **mine, metric="error-rate", result="passed"
