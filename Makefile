@@ -90,9 +90,9 @@ lock:
 # The CRDs from the pydantic models, and the copies the kustomization and Helm chart ship.
 crds: venv
 	$(BIN)/tidegate crds --write crds
-	cp crds/progressiverollout.yaml deploy/kustomize/crd.yaml
-	cp crds/metrictemplate.yaml deploy/kustomize/crd-metrictemplate.yaml
-	cp crds/clustermetrictemplate.yaml deploy/kustomize/crd-clustermetrictemplate.yaml
+	cp crds/progressiverollout.yaml deploy/kustomize/crds/crd.yaml
+	cp crds/metrictemplate.yaml deploy/kustomize/crds/crd-metrictemplate.yaml
+	cp crds/clustermetrictemplate.yaml deploy/kustomize/crds/crd-clustermetrictemplate.yaml
 	cp crds/*.yaml deploy/helm/tidegate/crds/
 
 demo: setup

@@ -373,8 +373,10 @@ ACCOUNT_NAMESPACE, ACCOUNT_NAME = "tidegate-system", "tidegate"
 
 
 def install_operator_rbac(kubectl: KubectlRunner) -> list[dict[str, Any]]:
-    """Everything in deploy/kustomize but the operator's own Deployment, installed."""
-    rendered = kubectl.check("kustomize", str(KUSTOMIZE))
+    """Everything in deploy/kustomize but the operator's own Deployment, installed, with
+    the CRDs of deploy/kustomize/crds."""
+    rendered = kubectl.check("kustomize", str(KUSTOMIZE / "crds")) + "\n---\n"
+    rendered += kubectl.check("kustomize", str(KUSTOMIZE))
     objects = [o for o in yaml.safe_load_all(rendered) if o and o["kind"] != "Deployment"]
     # Forced, as install_crd: its CRDs win over a Helm install's copy left in the cluster.
     kubectl.check(

@@ -25,15 +25,16 @@ from tidegate.leadership import DEFAULT_LEASE_NAME
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = REPO_ROOT / "deploy"
 KUSTOMIZE = DEPLOY / "kustomize"
+KUSTOMIZE_CRDS = KUSTOMIZE / "crds"  # applied and deleted apart from the operator
 SERVICE_MONITOR = KUSTOMIZE / "servicemonitor"
 CHART = DEPLOY / "helm" / "tidegate"
 CRDS = REPO_ROOT / "crds"
 # Each CRD of crds/ and its copies: kustomize loads nothing from outside its directory, and
 # Helm installs what its chart's crds/ holds.
 CRD_COPIES = [
-    (CRDS / "progressiverollout.yaml", KUSTOMIZE / "crd.yaml"),
-    (CRDS / "metrictemplate.yaml", KUSTOMIZE / "crd-metrictemplate.yaml"),
-    (CRDS / "clustermetrictemplate.yaml", KUSTOMIZE / "crd-clustermetrictemplate.yaml"),
+    (CRDS / "progressiverollout.yaml", KUSTOMIZE_CRDS / "crd.yaml"),
+    (CRDS / "metrictemplate.yaml", KUSTOMIZE_CRDS / "crd-metrictemplate.yaml"),
+    (CRDS / "clustermetrictemplate.yaml", KUSTOMIZE_CRDS / "crd-clustermetrictemplate.yaml"),
 ] + [(crd, CHART / "crds" / crd.name) for crd in sorted(CRDS.glob("*.yaml"))]
 
 
@@ -78,10 +79,24 @@ def test_every_manifest_parses() -> None:
                 assert {"apiVersion", "kind", "metadata"} <= doc.keys(), path
 
 
-def test_kustomization_lists_every_manifest_in_its_directory() -> None:
-    kustomization = yaml.safe_load((KUSTOMIZE / "kustomization.yaml").read_text())
-    on_disk = {p.name for p in KUSTOMIZE.glob("*.yaml")} - {"kustomization.yaml"}
+@pytest.mark.parametrize(
+    "directory",
+    [KUSTOMIZE, KUSTOMIZE_CRDS, SERVICE_MONITOR],
+    ids=lambda p: str(p.relative_to(REPO_ROOT)),
+)
+def test_kustomization_lists_every_manifest_in_its_directory(directory: Path) -> None:
+    kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
+    on_disk = {p.name for p in directory.glob("*.yaml")} - {"kustomization.yaml"}
     assert sorted(kustomization["resources"]) == sorted(on_disk)
+
+
+def test_crds_are_apart_from_the_operator() -> None:
+    # `kubectl delete -k deploy/kustomize` must leave the CRDs, and with them the rollouts,
+    # whose hand-back needs the operator (docs/install.md); deploy/kustomize/crds holds them.
+    assert not [o for o in kustomize_objects() if o["kind"] == "CustomResourceDefinition"]
+    crds = kustomize_objects(KUSTOMIZE_CRDS)
+    assert {o["kind"] for o in crds} == {"CustomResourceDefinition"}
+    assert len(crds) == len(list(CRDS.glob("*.yaml")))
 
 
 def test_chart_and_values_parse_and_match_the_package_version() -> None:
@@ -105,7 +120,7 @@ def test_every_crd_is_copied_into_both_installs() -> None:
     generated = {p.name for p in CRDS.glob("*.yaml")}
     assert len(generated) == 3
     assert {p.name for p in (CHART / "crds").glob("*.yaml")} == generated
-    copied = {crd.name for crd, copy in CRD_COPIES if copy.parent == KUSTOMIZE}
+    copied = {crd.name for crd, copy in CRD_COPIES if copy.parent == KUSTOMIZE_CRDS}
     assert copied == generated
 
 
