@@ -17,7 +17,7 @@ from typing import Any
 
 from tidegate import api
 from tidegate.durations import parse_duration
-from tidegate.plugin import lint, render
+from tidegate.plugin import convert, lint, render
 from tidegate.plugin.cluster import Cluster, Obj, PluginError
 from tidegate.revisions import template_revision
 
@@ -239,6 +239,26 @@ def cmd_lint(_: Cluster | None, args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+# --- convert ------------------------------------------------------------------------------
+
+
+def cmd_convert(_: Cluster | None, args: argparse.Namespace) -> int:
+    texts = []
+    for name in args.files or ["-"]:
+        if name == "-":
+            texts.append(sys.stdin.read())
+            continue
+        try:
+            texts.append(Path(name).read_text())
+        except OSError as error:
+            raise PluginError(f"{name}: cannot read: {error.strerror}") from None
+    try:
+        sys.stdout.write(convert.convert_text(texts))
+    except convert.ConvertError as error:
+        raise PluginError(str(error)) from None
+    return 0
+
+
 # --- the command line ---------------------------------------------------------------------
 
 
@@ -281,6 +301,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("files", nargs="+", metavar="FILE")
     check.set_defaults(handler=cmd_lint)
+    text = "Flagger or Argo Rollouts manifests as tidegate's, offline (docs/migrating.md)"
+    migrate = commands.add_parser("convert", help=text, description=text)
+    migrate.add_argument(
+        "-f", "--filename", dest="files", action="append", metavar="FILE",
+        help="a manifest to convert (repeatable; - or none: standard input)",
+    )  # fmt: skip
+    migrate.set_defaults(handler=cmd_convert)
     return parser
 
 
@@ -292,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
                 parse_duration(args.timeout)
             except ValueError as error:
                 raise PluginError(f"--timeout: {error}") from None
-        cluster = None if args.command == "lint" else Cluster(args.namespace)
+        cluster = None if args.command in ("lint", "convert") else Cluster(args.namespace)
         result: int = args.handler(cluster, args)
         return result
     except PluginError as error:
