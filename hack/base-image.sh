@@ -18,8 +18,11 @@ command -v mmdebstrap >/dev/null || { echo "base-image.sh: needs mmdebstrap (apt
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-# minbase: essential packages and apt, as the slim images have; no documentation.
+# minbase: essential packages and apt, as the slim images have; no documentation. /usr is
+# merged by the hook (directory symlinks, as debootstrap and the official images do) rather
+# than by the usrmerge package, which would pull all of Perl into the base.
 mmdebstrap --variant=minbase --mode=root \
+	--hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
 	--dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
 	--dpkgopt='path-exclude=/usr/share/locale/*' \
 	--aptopt='Acquire::Retries "3"' \

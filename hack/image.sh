@@ -5,6 +5,7 @@
 # base's digest, the image's size, and writes its package list (the Debian packages and
 # the Python distributions it holds) to build/image-sbom.txt.
 #   hack/image.sh [IMAGE]          (default: tidegate:dev)
+# Exits 2 when there is nothing to build with and nothing could be installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 image=${1:-tidegate:dev}
@@ -19,7 +20,8 @@ if ! have buildah || ! have podman || ! have mmdebstrap; then
 			buildah podman mmdebstrap runc uidmap fuse-overlayfs slirp4netns >&2 \
 			|| { apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 				--no-install-recommends buildah podman mmdebstrap runc uidmap fuse-overlayfs \
-				slirp4netns >&2; }
+				slirp4netns >&2; } \
+			|| echo "image.sh: the install failed" >&2
 	fi
 fi
 
@@ -48,7 +50,7 @@ fi
 # The SBOM: what dpkg had installed (written at build time: dpkg itself is gone), then the
 # Python distributions, read by the image's own interpreter (pip is gone too).
 {
-	echo "# $image: Debian packages"
+	echo "# $image: Debian packages (some files of these are removed after install: the Dockerfile says which)"
 	"${run[@]}" --entrypoint /opt/tidegate/bin/python "$image" -c \
 		'print(open("/usr/share/tidegate/debian-packages.txt").read(), end="")'
 	echo "# $image: Python distributions"

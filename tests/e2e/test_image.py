@@ -54,7 +54,7 @@ def test_the_running_operator_is_uid_10001_on_a_read_only_root_with_no_capabilit
 def test_the_image_holds_no_shell_no_package_manager_and_no_pip() -> None:
     for shell in ("/bin/sh", "/bin/bash", "/usr/bin/dash"):
         assert in_image("-c", "true", entrypoint=shell).returncode != 0, shell
-    for tool in ("/usr/bin/apt-get", "/usr/bin/dpkg", "/usr/bin/gcc"):
+    for tool in ("/usr/bin/apt-get", "/usr/bin/dpkg", "/usr/bin/gcc", "/usr/bin/perl"):
         assert in_image("--version", entrypoint=tool).returncode != 0, tool
     found = in_image("-m", "pip", "--version", entrypoint="/opt/tidegate/bin/python")
     assert found.returncode != 0 and "No module named pip" in found.stderr
