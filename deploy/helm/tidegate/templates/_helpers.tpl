@@ -26,3 +26,26 @@ namespace never share one). */}}
 {{- define "tidegate.leaseName" -}}
 {{ .Values.leaderElection.leaseName | default (printf "%s-tidegate-leader" .Release.Name) }}
 {{- end -}}
+
+{{/* The Lease's namespace: leaderElection.leaseNamespace, else the release's. */}}
+{{- define "tidegate.leaseNamespace" -}}
+{{ .Values.leaderElection.leaseNamespace | default .Release.Namespace }}
+{{- end -}}
+
+{{/* The notification providers' Secret: notifications.secretName, else the operator's
+default, tidegate-notifications; in notifications.secretNamespace, else the release's. */}}
+{{- define "tidegate.notificationsSecretName" -}}
+{{ .Values.notifications.secretName | default "tidegate-notifications" }}
+{{- end -}}
+
+{{- define "tidegate.notificationsSecretNamespace" -}}
+{{ .Values.notifications.secretNamespace | default .Release.Namespace }}
+{{- end -}}
+
+{{/* The rule that lets the operator read that Secret, and no other. */}}
+{{- define "tidegate.notificationsSecretRule" -}}
+- apiGroups: [""]
+  resources: ["secrets"]
+  resourceNames: [{{ include "tidegate.notificationsSecretName" . | quote }}]
+  verbs: ["get"]
+{{- end -}}
