@@ -929,7 +929,8 @@ def convert(documents: Iterable[Any]) -> tuple[list[Output], list[str]]:
 
 
 class _Dumper(yaml.SafeDumper):
-    pass
+    def ignore_aliases(self, data: Any) -> bool:
+        return True  # an object the input shares is written out each time
 
 
 def _text(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
