@@ -687,9 +687,25 @@ class Load(_SpecModel):
     )
     rate: int = Field(ge=1, le=MAX_LOAD_RATE, description="requests per second")
     method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] = "GET"
-    # Names are checked by the validator below: a CRD schema cannot constrain map keys.
+    # Names are checked by the validator below, and by CEL rules: a CRD schema has no other
+    # way to constrain map keys.
     headers: dict[str, Annotated[str, StringConstraints(max_length=4096)]] = Field(
-        default_factory=dict, max_length=MAX_LOAD_HEADERS
+        default_factory=dict,
+        max_length=MAX_LOAD_HEADERS,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    f'self.all(k, k.matches(r"^{_HEADER_NAME.pattern}$"))',
+                    "load.headers: every name must be an HTTP header name",
+                ),
+                _cel(
+                    f'self.all(k, !k.matches(r"(?i)^({_CREDENTIAL_HEADER.pattern})$"))',
+                    "load.headers must not hold a header that looks like a credential (anyone "
+                    "who may read the rollout reads them): put it in the Secret that "
+                    "load.headersSecretRef names",
+                ),
+            ]
+        },
     )
     headers_secret_ref: LocalSecretRef | None = Field(
         default=None,
