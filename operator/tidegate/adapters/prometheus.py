@@ -171,7 +171,7 @@ async def measure(
                 "prometheus", functools.partial(_timed_query, connection, query)
             )
         return Measurement(metric=metric.name, value=single_value(result))
-    except Exception as error:  # every failure is a failed measurement, never a pass
+    except Exception as error:  # every failure is an inconclusive measurement, never a pass
         text = f"{type(error).__name__}: {error}"
         if len(text) > ERROR_TEXT_LIMIT:
             text = text[: ERROR_TEXT_LIMIT - 1] + "…"
