@@ -317,6 +317,9 @@ def _flagger_analysis(
     if analysis.get("stepWeights"):
         strategy = {"canary": {"steps": [{"setWeight": w} for w in analysis["stepWeights"]]}}
     elif analysis.get("stepWeight") or analysis.get("maxWeight"):
+        for key, default in (("stepWeight", 10), ("maxWeight", 100)):
+            if not analysis.get(key):
+                out.todo(f"spec.analysis.{key}", f"not set; {default} written")
         strategy = {
             "canary": {
                 "stepWeight": analysis.get("stepWeight", 10),
