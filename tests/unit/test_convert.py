@@ -363,6 +363,58 @@ def test_argo_blue_green_header_and_mirror_steps() -> None:
     assert lint_problems(documents) == []
 
 
+def test_argo_metrics_of_the_same_name_in_two_templates_are_both_kept() -> None:
+    def template(name: str, cluster: bool = False) -> dict[str, Any]:
+        return {
+            "apiVersion": "argoproj.io/v1alpha1",
+            "kind": "ClusterAnalysisTemplate" if cluster else "AnalysisTemplate",
+            "metadata": {"name": name},
+            "spec": {
+                "metrics": [
+                    {
+                        "name": "errors",
+                        "interval": "30s",
+                        "successCondition": "result[0] < 1",
+                        "provider": {"prometheus": {"query": f"{name}_errors"}},
+                    }
+                ]
+            },
+        }
+
+    background = {"templates": [{"templateName": "app"}]}
+    rollout = {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Rollout",
+        "metadata": {"name": "web"},
+        "spec": {
+            "template": {"metadata": {"labels": {"app": "web"}}},
+            "strategy": {
+                "canary": {
+                    "analysis": background,
+                    "steps": [
+                        {"setWeight": 50},
+                        {"analysis": background},  # the same template again: once
+                        {
+                            "analysis": {
+                                "templates": [{"templateName": "edge", "clusterScope": True}]
+                            }
+                        },
+                    ],
+                }
+            },
+        },
+    }
+    text, documents = converted(template("app"), template("edge", cluster=True), rollout)
+    metrics = rollout_of(documents).analysis.metrics
+    assert [(m.name, m.template_ref) for m in metrics] == [
+        ("errors", api.TemplateRef(name="app")),
+        ("edge-errors", api.TemplateRef(name="edge", kind=api.MetricTemplateKind.CLUSTER)),
+    ]
+    assert [d["kind"] for d in documents[:2]] == ["MetricTemplate", "ClusterMetricTemplate"]
+    assert "# TODO: spec.metrics[0].successCondition: result[0] < 1: tidegate's bounds" in text
+    assert lint_problems(documents) == []
+
+
 def test_the_command_reads_files_and_writes_the_conversion(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -461,18 +461,21 @@ def _threshold(success: str | None, failure: str | None, out: Output, path: str)
     """Argo's successCondition or failureCondition as a thresholdRange, when each term is a
     bound on result (or result[0])."""
     bounds: Obj = {}
-    for text, upper_ops, joiner in ((success, ("<=", "<"), "&&"), (failure, (">=", ">"), "||")):
+    for key, text, upper_ops, joiner in (
+        ("successCondition", success, ("<=", "<"), "&&"),
+        ("failureCondition", failure, (">=", ">"), "||"),
+    ):
         if not text:
             continue
         for term in str(text).split(joiner):
             found = _CONDITION.match(term)
             if not found:
-                out.todo(path, f"{text!r}: only bounds on result[0] convert")
+                out.todo(f"{path}.{key}", f"{text!r}: only bounds on result[0] convert")
                 return None
             op, value = found.group(1), float(found.group(2))
             strict = op in ("<", ">") if joiner == "&&" else op in ("<=", ">=")
             if strict:
-                out.todo(path, f"{term.strip()}: tidegate's bounds are inclusive")
+                out.todo(f"{path}.{key}", f"{term.strip()}: tidegate's bounds are inclusive")
             bounds["max" if op in upper_ops else "min"] = value
     return bounds or None
 
@@ -601,27 +604,30 @@ def _argo_analysis(
             if not metric.out.obj:
                 out.todo(f"{path}.templates[{index}]", f"{metric.metric} left out (provider)")
                 continue
-            if any(m["name"] == metric.metric for m in into.metrics):
-                continue
+            ref: Obj = {"name": metric.template}
+            if metric.kind != api.MetricTemplateKind.NAMESPACED.value:
+                ref["kind"] = metric.kind
+            same = [m for m in into.metrics if m["name"] == metric.metric]
+            if same and same[0]["templateRef"] == ref:
+                continue  # the same template, used twice (a step and the background)
+            metric_name = f"{metric.template}-{metric.metric}" if same else metric.metric
             declared = [a["name"] for a in metric.out.obj["spec"].get("args", [])]
             args = [
                 {"name": _arg_name(k), "value": v}
                 for k, v in given.items()
                 if _arg_name(k) in declared
             ]
-            converted: Obj = {
-                "name": metric.metric,
-                "templateRef": {"name": metric.template, "kind": metric.kind},
-            }
-            if metric.kind == api.MetricTemplateKind.NAMESPACED.value:
-                del converted["templateRef"]["kind"]
+            converted: Obj = {"name": metric_name, "templateRef": ref}
             if args:
                 converted["args"] = args
             into.metrics.append(converted)
             if metric.interval:
                 into.intervals.add(_seconds(metric.interval))
                 into.interval = into.interval or metric.interval
-            into.failure_limits.add(metric.failure_limit)
+            if metric.failure_limit >= 0:
+                into.failure_limits.add(metric.failure_limit)
+            else:
+                out.todo(f"{path}.templates[{index}]", f"{metric.metric}: failureLimit < 0")
             if metric.consecutive_error_limit is not None:
                 into.error_limits.add(int(metric.consecutive_error_limit))
             count = max(count, metric.count or 1)
