@@ -381,7 +381,7 @@ def test_argo_metrics_of_the_same_name_in_two_templates_are_both_kept() -> None:
             },
         }
 
-    background = {"templates": [{"templateName": "app"}]}
+    background = {"templates": [{"templateName": "app"}], "dryRun": [{"metricName": "x"}]}
     rollout = {
         "apiVersion": "argoproj.io/v1alpha1",
         "kind": "Rollout",
@@ -412,6 +412,7 @@ def test_argo_metrics_of_the_same_name_in_two_templates_are_both_kept() -> None:
     ]
     assert [d["kind"] for d in documents[:2]] == ["MetricTemplate", "ClusterMetricTemplate"]
     assert "# TODO: spec.metrics[0].successCondition: result[0] < 1: tidegate's bounds" in text
+    assert "# TODO: spec.strategy.canary.analysis.dryRun: no counterpart" in text
     assert lint_problems(documents) == []
 
 

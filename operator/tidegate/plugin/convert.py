@@ -604,11 +604,11 @@ def _argo_analysis(
             if not metric.out.obj:
                 out.todo(f"{path}.templates[{index}]", f"{metric.metric} left out (provider)")
                 continue
-            ref: Obj = {"name": metric.template}
+            template_ref: Obj = {"name": metric.template}
             if metric.kind != api.MetricTemplateKind.NAMESPACED.value:
-                ref["kind"] = metric.kind
+                template_ref["kind"] = metric.kind
             same = [m for m in into.metrics if m["name"] == metric.metric]
-            if same and same[0]["templateRef"] == ref:
+            if same and same[0]["templateRef"] == template_ref:
                 continue  # the same template, used twice (a step and the background)
             metric_name = f"{metric.template}-{metric.metric}" if same else metric.metric
             declared = [a["name"] for a in metric.out.obj["spec"].get("args", [])]
@@ -617,7 +617,7 @@ def _argo_analysis(
                 for k, v in given.items()
                 if _arg_name(k) in declared
             ]
-            converted: Obj = {"name": metric_name, "templateRef": ref}
+            converted: Obj = {"name": metric_name, "templateRef": template_ref}
             if args:
                 converted["args"] = args
             into.metrics.append(converted)
