@@ -964,6 +964,20 @@ class Waves(_SpecModel):
         return _unique_names("cluster", regions, key="cluster") or []
 
 
+MAX_ROLLBACK_WINDOW = 5
+
+
+class RollbackWindow(_SpecModel):
+    """Stable revisions a rollout goes back to at once, without steps or analysis."""
+
+    revisions: int = Field(
+        ge=1,
+        le=MAX_ROLLBACK_WINDOW,
+        description="how many of the last stable revisions before the current one are taken "
+        "back at once (their copies are kept at zero replicas)",
+    )
+
+
 class OnDelete(StrEnum):
     HAND_BACK = "handBack"
     KEEP = "keep"
@@ -1009,6 +1023,8 @@ class RolloutSpec(_SpecModel):
     )
     # Other clusters' rollouts of the same application that a release waits for.
     waves: Waves | None = None
+    # Going back to one of the last N stable revisions skips the steps and analysis.
+    rollback_window: RollbackWindow | None = None
 
 
 # --- status ---------------------------------------------------------------------------------
@@ -1041,11 +1057,14 @@ PROMOTE_FULL_ANNOTATION = "tidegate.io/promote-full"
 ABORT_ANNOTATION = "tidegate.io/abort"
 # Run a failed or aborted revision again from the first step.
 RETRY_ANNOTATION = "tidegate.io/retry"
+# Go back to the previous stable revision at once, without steps or analysis.
+UNDO_ANNOTATION = "tidegate.io/undo"
 REQUEST_ANNOTATIONS = (
     PROMOTE_ANNOTATION,
     PROMOTE_FULL_ANNOTATION,
     ABORT_ANNOTATION,
     RETRY_ANNOTATION,
+    UNDO_ANNOTATION,
 )
 
 
@@ -1198,6 +1217,10 @@ class RolloutStatus(_StatusModel):
     # ControllerRevision) to go back to when a later region rejects the release.
     previous_stable_revision: Revision | None = None
     previous_stable_release: ShortText | None = None
+    # The stable revisions before the current one, the latest last (spec.rollbackWindow).
+    stable_history: list[Revision] | None = Field(default=None, max_length=MAX_ROLLBACK_WINDOW)
+    # A revision taken back without steps or analysis once the target holds it (undo).
+    undo_revision: Revision | None = None
     replicas: int | None = Field(default=None, ge=0)
     rollout_started_at: Timestamp | None = None
     step_started_at: Timestamp | None = None

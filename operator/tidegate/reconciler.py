@@ -818,6 +818,14 @@ class Reconciler:
                 await workloads.point(role, revision)
             case engine.RemoveCopy(revision=revision, keep_template=keep):
                 await workloads.remove(revision, keep)
+            case engine.ParkCopy(revision=revision):
+                await workloads.scale(revision, 0)
+            case engine.RestoreTarget(revision=revision) if target is not None:
+                # An undo: the target gets the template of the copy that runs `revision`.
+                source, _ = await workloads.observe(revision)
+                if source is None:
+                    raise WorkloadError(f"no copy of revision {revision} is left to undo to")
+                await workloads.restore_template(target, source)
             case engine.ReleaseTarget() if target is not None:
                 await workloads.release_target(target)
             case engine.IsolateService(revision=revision):

@@ -25,7 +25,7 @@ Choices worth knowing:
   waiting for it counts against the progress deadline.
 - Initialisation (adopting the first stable revision) also runs while spec.paused is set; a
   promotion already under way stays in Promoting (without acting) while paused.
-- Requests (annotations: promote, promote-full, abort, retry) are each answered once: acted
+- Requests (annotations: promote, promote-full, abort, retry, undo) are each answered once: acted
   on, or refused with a Warning Event saying why, and then cleared, so a request never lingers
   to act later by surprise. The one exception is a promote made while the rollout is paused
   for promotion but this call did not reach the pause (its route was being restored): it stays
@@ -42,6 +42,10 @@ Choices worth knowing:
 - With an autoscaler (spec.autoscalerRef), a copy's replica count is its HPA's: any non-zero
   count is accepted, kept across a template change and never reset, and readiness means
   "rolled out at its own count". A copy at zero that should run is still brought up.
+
+- Undo (and spec.rollbackWindow) take a revision that was stable before back at once: no
+  steps, no analysis; `<service>-stable` flips to its copy once that copy is ready, and the
+  copy that served goes the usual way (module `undo`).
 
 Layout: `model` (observations, actions, decision), `needs` (what to observe first), `core`
 (one call: which stage runs, then the upkeep every call does), and a module per stage:
@@ -64,9 +68,11 @@ from tidegate.engine.model import (
     EnsureWorkload,
     IsolateService,
     Observation,
+    ParkCopy,
     PointService,
     ReleaseTarget,
     RemoveCopy,
+    RestoreTarget,
     Role,
     ScaleWorkload,
     Selection,
@@ -102,9 +108,11 @@ __all__ = [
     "IsolateService",
     "Needs",
     "Observation",
+    "ParkCopy",
     "PointService",
     "ReleaseTarget",
     "RemoveCopy",
+    "RestoreTarget",
     "Role",
     "ScaleWorkload",
     "Selection",

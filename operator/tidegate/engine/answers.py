@@ -1,4 +1,4 @@
-"""Requests made with annotations (promote, promote --full, abort, retry): each answered
+"""Requests made with annotations (promote, promote --full, abort, retry, undo): each answered
 once, acted on or refused with the reason, and cleared."""
 
 from __future__ import annotations
@@ -8,9 +8,10 @@ from tidegate.api import (
     PROMOTE_ANNOTATION,
     PROMOTE_FULL_ANNOTATION,
     RETRY_ANNOTATION,
+    UNDO_ANNOTATION,
     RolloutPhase,
 )
-from tidegate.engine import endings, gates, wave_gate
+from tidegate.engine import endings, gates, undo, wave_gate
 from tidegate.engine.call import Call
 from tidegate.engine.model import (
     REQUEST_NAMES,
@@ -21,7 +22,7 @@ from tidegate.plan import AwaitPromotion
 
 
 def act_on_requests(call: Call) -> bool:
-    """Abort, retry and promote-full, when the rollout is where they make sense. True when
+    """Abort, retry, promote-full and undo, when the rollout is where they make sense. True when
     one of them has decided this call. (Promote is answered by the pause it ends.)"""
     st, requests = call.status, call.obs.requests
     running = st.phase in (RolloutPhase.PROGRESSING, RolloutPhase.PAUSED)
@@ -65,7 +66,7 @@ def act_on_requests(call: Call) -> bool:
         )
         endings.begin_promotion(call)
         return True
-    return False
+    return undo.ask_undo(call)
 
 
 def refuse_unanswered_requests(call: Call) -> None:
@@ -89,6 +90,8 @@ def refuse_unanswered_requests(call: Call) -> None:
             )
         elif annotation == PROMOTE_ANNOTATION:
             why = f"nothing is paused for promotion; the rollout is {phase}"
+        elif annotation == UNDO_ANNOTATION:
+            why = undo.undo_refusal(call) or f"the rollout is {phase}"
         elif (
             annotation == PROMOTE_FULL_ANNOTATION
             and st.phase in (RolloutPhase.PROGRESSING, RolloutPhase.PAUSED)

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from tidegate.api import (
+    MAX_ROLLBACK_WINDOW,
     RolloutSpec,
     RolloutStatus,
     WebhookType,
@@ -121,6 +122,10 @@ class Call:
 
     def stable_now(self, revision: str, release: str | None) -> None:
         st = self.status
+        before = st.stable_revision
+        if before is not None and before != revision:
+            history = [r for r in st.stable_history or () if r not in (before, revision)]
+            st.stable_history = [*history, before][-MAX_ROLLBACK_WINDOW:]
         st.stable_revision = revision
         st.stable_release = release
         st.stable_since = self.now

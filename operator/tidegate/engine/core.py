@@ -11,7 +11,7 @@ from tidegate.api import (
     RolloutSpec,
     RolloutStatus,
 )
-from tidegate.engine import answers, endings, gates, steps, upkeep, wave_gate
+from tidegate.engine import answers, endings, gates, steps, undo, upkeep, wave_gate
 from tidegate.engine.call import Call
 from tidegate.engine.model import (
     PROGRESSING_PHASES,
@@ -55,6 +55,7 @@ def run(call: Call) -> Decision:
     upkeep.isolate_service(call)
     upkeep.scale_down_target(call)
     upkeep.retire(call)
+    undo.point_canary_away(call)
     restore_drift(call)
     poll = call.status.next_rollback_poll_at
     if poll is not None and call.status.phase in (

@@ -15,6 +15,7 @@ from tidegate.api import (
     PROMOTE_ANNOTATION,
     PROMOTE_FULL_ANNOTATION,
     RETRY_ANNOTATION,
+    UNDO_ANNOTATION,
     HeaderRouteMatch,
     RolloutPhase,
     RolloutStatus,
@@ -36,6 +37,7 @@ REQUEST_NAMES = {
     PROMOTE_FULL_ANNOTATION: "promote --full",
     ABORT_ANNOTATION: "abort",
     RETRY_ANNOTATION: "retry",
+    UNDO_ANNOTATION: "undo",
 }
 
 # The Event of a release the regions before this one let start (the reconciler confirms
@@ -177,6 +179,23 @@ class RemoveCopy:
 
 
 @dataclass(frozen=True)
+class ParkCopy:
+    """Scale the copy that runs `revision` to zero and keep it: it has no role, nothing
+    selects it, and the scale-down delay has passed, but its revision is one the rollout
+    goes back to at once (spec.rollbackWindow), so its template stays."""
+
+    revision: str
+
+
+@dataclass(frozen=True)
+class RestoreTarget:
+    """Give the user's Deployment the pod template of the copy that runs `revision` (an
+    undo): the target then holds that revision again."""
+
+    revision: str
+
+
+@dataclass(frozen=True)
 class SetTraffic:
     """Make the routes hold `traffic` (the live split, header and mirror routes, preview).
     `restore`: they were seen holding something else than the status names (drift)."""
@@ -235,6 +254,8 @@ Action = (
     | ScaleWorkload
     | PointService
     | RemoveCopy
+    | ParkCopy
+    | RestoreTarget
     | ReleaseTarget
     | IsolateService
     | SetTraffic

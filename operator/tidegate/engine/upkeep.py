@@ -9,11 +9,12 @@ from datetime import timedelta
 from tidegate.api import (
     RolloutPhase,
 )
-from tidegate.engine import endings, wave_gate
+from tidegate.engine import endings, undo, wave_gate
 from tidegate.engine.call import Call
 from tidegate.engine.model import (
     ROLLED_BACK_PHASES,
     IsolateService,
+    ParkCopy,
     PointService,
     ReleaseTarget,
     RemoveCopy,
@@ -82,6 +83,9 @@ def steady(call: Call) -> None:
     if wave_gate.revert_on_later_failure(call):
         return
     failed_before = st.phase in ROLLED_BACK_PHASES and target == st.canary_revision
+    if undo.takes_back(call):
+        undo.take_back(call)
+        return
     if target != st.stable_revision and not failed_before:
         wave_gate.start_or_wait(call, "RolloutStarted")
         return
@@ -147,16 +151,23 @@ def retire(call: Call) -> None:
     """Copies whose revision lost its role (the stable copy a promotion replaced, a
     canary given up) go, once no Service of tidegate's selects them, the user's Service
     selects the stable copy alone, the gateway has applied the routes as written, and
-    the scale-down delay has passed since; at once when they run no pod."""
+    the scale-down delay has passed since; at once when they run no pod. The copies of the
+    revisions taken back at once (spec.rollbackWindow, an undo under way) are scaled to zero
+    instead, and kept."""
     st, original = call.status, call.original
     roles = {st.stable_revision, st.canary_revision}
     for revision in (original.stable_revision, original.canary_revision):
         if revision is not None and revision not in roles and revision not in st.retiring:
             st.retiring.append(revision)
     observed = call.obs.retiring
-    st.retiring = [
-        r for r in st.retiring if r not in roles and not (r in observed and observed[r] is None)
-    ][-8:]  # (a status holds 8 at most: more than two at once is already rare)
+    # Copies kept at zero replicas instead of removed: the revisions taken back at once.
+    kept = {*undo.window(call), *([st.undo_revision] if st.undo_revision else [])}
+    gone = {r for r in st.retiring if r in observed and observed[r] is None}
+    left = [r for r in st.retiring if r not in roles and r not in gone]
+    # (a status holds 8 at most, the oldest of the others dropped first: more than two at
+    # once besides the kept ones is already rare)
+    dropped = set([r for r in left if r not in kept][: max(0, len(left) - 8)])
+    st.retiring = [r for r in left if r not in dropped]
     present = {r: w for r, w in observed.items() if r in st.retiring and w is not None}
     if not present:
         st.retire_at = None
@@ -180,7 +191,11 @@ def retire(call: Call) -> None:
     if st.retire_at is not None and call.now < st.retire_at:
         call.wake_at(st.retire_at)
         return
-    for revision in present:
+    for revision, workload in present.items():
+        if revision in kept:
+            if workload.replicas > 0:
+                call.emit(ParkCopy(revision))
+            continue
         keep = revision == st.previous_stable_revision
         call.emit(RemoveCopy(revision, keep_template=keep))
     st.retire_at = None

@@ -23,6 +23,7 @@ from tidegate.revisions import template_revision
 
 RUNNING = ("Progressing", "Paused")
 ROLLED_BACK = ("Failed", "Aborted")
+BETWEEN_ROLLOUTS = ("Initialized", "Succeeded", "Failed", "Aborted", "Cancelled")
 # `status` exit codes, for CI pipelines.
 EXIT_DONE, EXIT_FAILED, EXIT_TIMEOUT = 0, 1, 2
 CLEAR_SCREEN = "\x1b[H\x1b[2J"
@@ -140,6 +141,15 @@ def _only_when_rolled_back(rollout: Obj) -> str | None:
     return None
 
 
+def _only_between_rollouts(rollout: Obj) -> str | None:
+    phase = _phase(rollout)
+    if phase not in BETWEEN_ROLLOUTS:
+        return f"undo acts between rollouts (phase {phase or 'unknown'}); abort stops one"
+    if not (rollout.get("status") or {}).get("previousStableRevision"):
+        return "there is no previous stable revision to go back to"
+    return None
+
+
 def cmd_promote(cluster: Cluster, args: argparse.Namespace) -> int:
     if args.full:
         rollout = cluster.rollout(args.name)
@@ -159,6 +169,10 @@ def cmd_abort(cluster: Cluster, args: argparse.Namespace) -> int:
 
 def cmd_retry(cluster: Cluster, args: argparse.Namespace) -> int:
     return _request(cluster, args.name, api.RETRY_ANNOTATION, "retry", _only_when_rolled_back)
+
+
+def cmd_undo(cluster: Cluster, args: argparse.Namespace) -> int:
+    return _request(cluster, args.name, api.UNDO_ANNOTATION, "undo", _only_between_rollouts)
 
 
 def _set_paused(cluster: Cluster, name: str, paused: bool) -> int:
@@ -287,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, handler, text in (
         ("abort", cmd_abort, "roll back now: all traffic to stable (phase Aborted)"),
         ("retry", cmd_retry, "run a failed or aborted revision again from step 1"),
+        ("undo", cmd_undo, "go back to the previous stable revision now, without steps"),
         ("pause", cmd_pause, "set spec.paused"),
         ("resume", cmd_resume, "unset spec.paused"),
     ):
