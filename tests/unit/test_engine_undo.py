@@ -24,6 +24,7 @@ from test_engine import (
 
 from tidegate.api import ABORT_ANNOTATION, UNDO_ANNOTATION, RolloutPhase, RolloutSpec, RolloutStatus
 from tidegate.engine import (
+    SOON_SECONDS,
     ClearRequest,
     Decision,
     EmitEvent,
@@ -121,6 +122,8 @@ def test_undo_restores_the_target_and_takes_the_previous_revision_back_at_once()
     assert st.stable_history == ["v2"]
     assert not any(isinstance(a, SetTraffic) for a in back.actions)
     assert "RolloutStarted" not in events(back)
+    # v1's copy still runs (inside the scale-down delay): `<service>-stable` flips at once.
+    assert PointService("stable", "v1") in back.actions
 
     # `<service>-stable` flips to v1's copy once it is ready, not before.
     unready = {"stable": starting("v1"), "selected": ON_V2, "retiring": {"v2": ready("v2")}}
@@ -235,6 +238,9 @@ def test_a_revision_in_the_rollback_window_skips_the_steps() -> None:
     assert "RolledBackFast" in events(back)
     assert "RolloutStarted" not in events(back)
     assert EnsureWorkload(role="stable", revision="v1", replicas=REPLICAS) in back.actions
+    # The flip waits for the copy; looked at again soon, whether or not it changes.
+    assert not any(isinstance(a, PointService) for a in back.actions)
+    assert back.requeue_after == SOON_SECONDS
     assert back.status.stable_revision == "v1"
     assert "rollbackWindow" in back.status.message
 

@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from tidegate.api import UNDO_ANNOTATION, RolloutPhase
 from tidegate.engine.call import Call
-from tidegate.engine.model import STEADY_PHASES, EnsureWorkload, PointService, RestoreTarget
+from tidegate.engine.model import (
+    SOON_SECONDS,
+    STEADY_PHASES,
+    EnsureWorkload,
+    PointService,
+    RestoreTarget,
+)
 
 
 def window(call: Call) -> list[str]:
@@ -71,18 +77,26 @@ def takes_back(call: Call) -> bool:
 
 
 def take_back(call: Call) -> None:
-    """Make the revision the target holds stable now: its copy is brought up (at the size
-    stable serves at) and `<service>-stable` flips to it once it is ready
-    (`upkeep.point_stable`); the route, all on stable, is not written."""
+    """Make the revision the target holds stable now: `<service>-stable` flips to its copy
+    at once when that copy is ready, else the copy is brought up (at the size stable serves
+    at) and the flip follows once it is ready (`upkeep.point_stable`); the route, all on
+    stable, is not written."""
     st, target = call.status, call.obs.target_revision
     before, how = st.stable_revision, "undo" if target == st.undo_revision else "rollbackWindow"
     assert before is not None
     st.previous_stable_revision, st.previous_stable_release = before, st.stable_release
     call.stable_now(target, call.obs.target_release)
-    replicas = call.sized(call.obs.retiring.get(target), call.obs.target_replicas)
+    workload = call.obs.retiring.get(target)
+    replicas = call.sized(workload, call.obs.target_replicas)
     wanted = EnsureWorkload(role="stable", revision=target, replicas=replicas)
-    if wanted not in call.actions:
-        call.emit(wanted)
+    if call.ready(workload, target, call.obs.target_replicas):
+        call.emit(PointService("stable", target))  # its copy serves at once
+    else:
+        if wanted not in call.actions:
+            call.emit(wanted)
+        # Looked at again soon: its copy may have become ready before this call, and then
+        # no change of it would wake the rollout.
+        call.wakeups.append(SOON_SECONDS)
     st.replicas = call.obs.target_replicas
     st.undo_revision = None
     st.phase = RolloutPhase.SUCCEEDED
