@@ -279,3 +279,14 @@ def test_the_window_holds_the_last_stable_revisions(revisions: int, promotions: 
         earlier.append(revision)
     earlier = [r for r in earlier if r != promotions[-1]]
     assert window(call) == earlier[-revisions:]
+
+
+def test_an_undo_the_target_moved_away_from_is_over() -> None:
+    spec = one_step()
+    done = promoted(spec)
+    asked = step(spec, done, after(done, 2.1, **undo_asked())).status
+    assert asked.undo_revision == "v1"
+    # Someone sets the target to v3 before the restored template is seen: a rollout of v3.
+    moved = step(spec, asked, after(asked, 2.2, target="v3"))
+    assert "RolloutStarted" in events(moved)
+    assert moved.status.undo_revision is None

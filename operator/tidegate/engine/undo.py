@@ -71,8 +71,11 @@ def ask_undo(call: Call) -> bool:
 
 
 def takes_back(call: Call) -> bool:
-    """Whether the revision the target holds is one to take back at once."""
+    """Whether the revision the target holds is one to take back at once. An undo whose
+    revision the target moved away from (to another than the stable one) is over."""
     target, st = call.obs.target_revision, call.status
+    if st.undo_revision is not None and target not in (st.undo_revision, st.stable_revision):
+        st.undo_revision = None
     return target != st.stable_revision and (target == st.undo_revision or target in window(call))
 
 
