@@ -1,12 +1,12 @@
-"""docs/install.md's install and uninstall, run as written against the local cluster.
+"""docs/install.md's install, upgrade and uninstall, run as written against the local cluster.
 
-The `sh` blocks under "## Install" and "## Uninstall", for Helm and for kustomize, run one
-command at a time with `bash`, with kubectl and helm of this environment on PATH. On kwok's
-nodes the installed operator's pods become Ready without running the image, so a local
-`tidegate run` stands in for them: started after the install, stopped just before the
-command that removes the operator. Between the two, the canary example's rollout is
-created and initialised. Afterwards no rollout, CRD, namespace or cluster-wide object of
-the install may be left.
+The `sh` blocks under "## Install", "## Upgrade" and "## Uninstall", for Helm and for
+kustomize, run one command at a time with `bash`, with kubectl and helm of this environment
+on PATH. On kwok's nodes the installed operator's pods become Ready without running the
+image, so a local `tidegate run` stands in for them: started after the upgrade, stopped
+just before the command that removes the operator. Between the two, the canary example's
+rollout is created and initialised. Afterwards no rollout, CRD, namespace or cluster-wide
+object of the install may be left.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from rollout_support import route_host, scratch_namespace
 
 from tidegate_devenv.cluster import KubectlRunner
 from tidegate_devenv.environment import EnvironmentInfo
-from tidegate_devenv.helm import HelmRunner
+from tidegate_devenv.helm import CHART, HelmRunner
 from tidegate_devenv.operator_process import (
     OperatorProcess,
     install_crd,
@@ -31,7 +31,6 @@ from tidegate_devenv.operator_process import (
     wait_for_phase,
 )
 from tidegate_devenv.paths import CANARY_EXAMPLE, REPO
-from tidegate_devenv.waiting import wait_until
 
 # The CRDs are deleted and made again by the install: on a side-by-side run, a cluster of
 # its own. The session's shared one gets the checkout's CRDs back at the end.
@@ -80,6 +79,7 @@ def test_the_blocks_are_found() -> None:
         assert uninstall[0].startswith("kubectl delete progressiverollouts --all")
         assert any(REMOVES_OPERATOR.match(c) for c in uninstall[1:])
         assert commands("Install", method)
+        assert "--force-conflicts" in commands("Upgrade", method)[0]
 
 
 class Shell:
@@ -151,6 +151,13 @@ def test_install_and_uninstall_as_written_leave_nothing_behind(
     assert {f"customresourcedefinition.apiextensions.k8s.io/{c}.tidegate.io" for c in CRDS} <= (
         installed
     )
+    if method == "Helm":
+        # Why the upgrade forces: Helm's field manager holds the CRDs it created.
+        plain = kubectl.run("apply", "--server-side", "-f", str(CHART / "crds"))
+        assert plain.returncode != 0
+        assert 'conflict with "helm"' in plain.stderr
+    for command in commands("Upgrade", method):
+        shell.run(command)
 
     # The stand-in for the installed Deployment: every namespace, its Lease in the install's.
     operator: OperatorProcess | None = start_operator(
@@ -175,12 +182,14 @@ def test_install_and_uninstall_as_written_leave_nothing_behind(
                     operator = None
                 shell.run(command)
 
-            # Handed back: the user's Deployment, as it was, is all there is.
-            def deployments() -> list[str]:
-                return kubectl.check("get", "deployments", "-n", namespace, "-o", "name").split()
-
-            wait_until(deployments, "tidegate's copies gone", 60,
-                       until=lambda names: names == ["deployment.apps/shop"])  # fmt: skip
+            # Handed back: the user's Deployment, as it was, and nothing of tidegate's.
+            copies = kubectl.check(
+                "get", "deployments,services,horizontalpodautoscalers,configmaps",
+                "--all-namespaces", "--selector", "tidegate.io/rollout", "-o", "name",
+            )  # fmt: skip
+            assert not copies.split()
+            names = kubectl.check("get", "deployments", "-n", namespace, "-o", "name").split()
+            assert names == ["deployment.apps/shop"]
             replicas = kubectl.check("get", "deployment", "shop", "-n", namespace,
                                      "-o", "jsonpath={.spec.replicas}")  # fmt: skip
             assert replicas == "2"
