@@ -330,21 +330,15 @@ async def test_templates_are_read_from_the_cache_by_kind_cluster_ones_without_na
 async def test_without_a_cache_templates_are_asked_of_the_api_server() -> None:
     asked: list[tuple[object, ...]] = []
 
-    async def get_or_none(resource: str, fn: object, *args: object) -> dict[str, object] | None:
-        asked.append((resource, fn, *args))
+    async def get_or_none(kind: str, namespace: str, name: str) -> dict[str, object] | None:
+        asked.append((kind, namespace, name))
         return None
 
-    custom = SimpleNamespace(get_cluster_custom_object="cluster", get_namespaced_custom_object="ns")
-    kube = SimpleNamespace(cache=None, custom=custom, get_or_none=get_or_none)
+    kube = SimpleNamespace(cache=None, get_or_none=get_or_none)
     templates = KubeTemplates(kube)  # type: ignore[arg-type]
     await templates.get(api.MetricTemplateKind.CLUSTER, "ns", "c")
     await templates.get(api.MetricTemplateKind.NAMESPACED, "ns", "t")
-    assert asked == [
-        ("clustermetrictemplates.tidegate.io c", "cluster", "tidegate.io", "v1alpha1",
-         "clustermetrictemplates", "c"),
-        ("metrictemplates.tidegate.io ns/t", "ns", "tidegate.io", "v1alpha1", "ns",
-         "metrictemplates", "t"),
-    ]  # fmt: skip
+    assert asked == [("clustermetrictemplates", "", "c"), ("metrictemplates", "ns", "t")]
 
 
 async def test_a_services_endpoints_are_read_from_all_its_endpointslices() -> None:

@@ -23,6 +23,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from tidegate import cli, metrics
+from tidegate.adapters import kube as kube_adapter
 from tidegate.adapters.kube import Kube, KubeError
 from tidegate.cli import build_parser
 from tidegate.leadership import (
@@ -385,22 +386,20 @@ def test_may_act_only_while_elected_and_within_the_renew_deadline(exits: list[in
     assert exits == [EXIT_LEASE_LOST]
 
 
-async def test_a_write_the_gate_refuses_is_never_sent() -> None:
+async def test_a_write_the_gate_refuses_is_never_sent(monkeypatch: pytest.MonkeyPatch) -> None:
     sent: list[str] = []
 
-    def patch(*_: Any, **__: Any) -> Any:
-        sent.append("patch")
-        raise AssertionError("sent")
+    def send(api_client: object, method: str, path: str, **_: Any) -> Any:
+        sent.append(method)
+        return {"kind": "Deployment"}
 
-    def read(*_: Any, **__: Any) -> Any:
-        sent.append("get")
-        return type("Answer", (), {"data": b'{"kind": "Deployment"}'})()
-
+    monkeypatch.setattr(kube_adapter, "send", send)
     kube = Kube(client.ApiClient(), may_write=lambda: False)
+    path = kube_adapter.path_of("deployments", "ns", "shop")
     with pytest.raises(KubeError, match="not sent: this replica does not lead"):
-        await kube.call("patch", "deployments ns/shop", patch)
-    assert await kube.call("get", "deployments ns/shop", read) == {"kind": "Deployment"}
-    assert sent == ["get"]  # reads are not gated: a standby's cache is kopf's anyway
+        await kube.request("patch", "deployments ns/shop", "PATCH", path, body={})
+    assert await kube.request("get", "deployments ns/shop", "GET", path) == {"kind": "Deployment"}
+    assert sent == ["GET"]  # reads are not gated: a standby's cache is kopf's anyway
 
 
 # --- the flags -------------------------------------------------------------------------------

@@ -4,7 +4,6 @@ before copies were keyed by revision included), Services pointed at them, remove
 from __future__ import annotations
 
 import copy
-import types
 from typing import Any
 
 import pytest
@@ -47,9 +46,7 @@ class Cluster(FakeKube):
         del self.objects[name]
 
     # A read straight from the API server (ConfigMaps are not watched).
-    core = types.SimpleNamespace(read_namespaced_config_map=None)
-
-    async def get_or_none(self, what: str, read: object, name: str, namespace: str) -> Obj | None:
+    async def get_or_none(self, kind: str, namespace: str, name: str) -> Obj | None:
         found = self.objects.get(name)
         return copy.deepcopy(found) if found is not None else None
 

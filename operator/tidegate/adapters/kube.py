@@ -3,17 +3,23 @@
 Everything is handled as plain dicts in the API's own camelCase form. The client is blocking,
 so every call runs in a worker thread, off the event loop. Every failure comes out as one
 `KubeError` that names what was asked (verb and resource) and what the API server said.
+
+Requests go through the client's `ApiClient` (its configuration, credentials, TLS and
+connection pool) by path, not through the generated per-group classes (`CoreV1Api`,
+`AppsV1Api`, ...): each of those imports the model classes of every type its methods name,
+hundreds of modules and about 30 MiB of the operator's memory, for answers tidegate reads as
+JSON anyway.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
-from kubernetes.dynamic import DynamicClient
 from urllib3.exceptions import HTTPError
 
 from tidegate import __version__, api, metrics
@@ -30,7 +36,7 @@ _T = TypeVar("_T")
 
 MERGE_PATCH = "application/merge-patch+json"
 # How each kind is named in messages (as kubectl names it), and the custom ones' API.
-_RESOURCE: dict[Kind, str] = {
+_RESOURCE: dict[str, str] = {
     "deployments": "deployments",
     "services": "services",
     "httproutes": "httproutes.gateway.networking.k8s.io",
@@ -38,10 +44,78 @@ _RESOURCE: dict[Kind, str] = {
     "horizontalpodautoscalers": "horizontalpodautoscalers.autoscaling",
     "endpointslices": "endpointslices.discovery.k8s.io",
 }
-_CUSTOM: dict[Kind, tuple[str, str]] = {
-    "httproutes": ("gateway.networking.k8s.io", "v1"),
-    "progressiverollouts": (api.GROUP, api.VERSION),
+# Where each kind lives: its API group's path and its plural. Kinds beyond the cache's are
+# read (ConfigMaps, Secrets) or written (Events) without being watched.
+_PATHS: dict[str, tuple[str, str]] = {
+    "deployments": ("/apis/apps/v1", "deployments"),
+    "services": ("/api/v1", "services"),
+    "configmaps": ("/api/v1", "configmaps"),
+    "secrets": ("/api/v1", "secrets"),
+    "horizontalpodautoscalers": ("/apis/autoscaling/v2", "horizontalpodautoscalers"),
+    "endpointslices": ("/apis/discovery.k8s.io/v1", "endpointslices"),
+    "httproutes": ("/apis/gateway.networking.k8s.io/v1", "httproutes"),
+    "progressiverollouts": (f"/apis/{api.GROUP}/{api.VERSION}", api.PLURAL),
+    "metrictemplates": (f"/apis/{api.GROUP}/{api.VERSION}", "metrictemplates"),
+    "clustermetrictemplates": (f"/apis/{api.GROUP}/{api.VERSION}", "clustermetrictemplates"),
+    "events": ("/apis/events.k8s.io/v1", "events"),
 }
+# The kinds tidegate creates by server-side apply, by (apiVersion, kind).
+_APPLIED: dict[tuple[str, str], str] = {
+    ("apps/v1", "Deployment"): "deployments",
+    ("v1", "Service"): "services",
+    ("v1", "ConfigMap"): "configmaps",
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): "horizontalpodautoscalers",
+}
+_CLUSTER_SCOPED = frozenset({"clustermetrictemplates"})
+APPLY_PATCH = "application/apply-patch+yaml"  # JSON is YAML: the body is sent as JSON
+
+
+def path_of(kind: str, namespace: str = "", name: str = "", *, subresource: str = "") -> str:
+    """The API path of a kind's collection in a namespace, or of one object (and one of its
+    subresources). Names are percent-encoded whole: never a path of someone's choosing."""
+    prefix, plural = _PATHS[kind]
+    path = prefix
+    if kind not in _CLUSTER_SCOPED:
+        path += f"/namespaces/{quote(namespace, safe='')}"
+    path += f"/{plural}"
+    if name:
+        path += f"/{quote(name, safe='')}"
+    if subresource:
+        path += f"/{subresource}"
+    return path
+
+
+def send(
+    api_client: client.ApiClient,
+    method: str,
+    path: str,
+    *,
+    query: Sequence[tuple[str, str]] = (),
+    body: Any = None,
+    content_type: str | None = None,
+    timeout: float,
+) -> Any:
+    """One request through the client (blocking); the answer's JSON, or ApiException for a
+    status outside 2xx, as the generated classes raise it."""
+    headers = {"Accept": "application/json"}
+    if body is not None:
+        headers["Content-Type"] = content_type or "application/json"
+    serialized = api_client.param_serialize(
+        method=method,
+        resource_path=path,
+        query_params=list(query),
+        header_params=headers,
+        body=body,
+        auth_settings=["BearerToken"],
+    )
+    response = api_client.call_api(*serialized, _request_timeout=timeout)
+    response.read()  # type: ignore[no-untyped-call]  # (the client has no type hints here)
+    if not 200 <= response.status <= 299:
+        raise ApiException.from_response(http_resp=response, body=None, data=None)
+    data = response.data
+    return json.loads(data) if data else None
+
+
 _REASONS = {
     400: "BadRequest",
     401: "Unauthorized",
@@ -151,24 +225,27 @@ class Kube:
         # whether this replica still holds the Lease (a process that was paused past its
         # renew deadline must not send what it had queued).
         self.may_write = may_write
-        self.apps = client.AppsV1Api(api_client)
-        self.core = client.CoreV1Api(api_client)
-        self.custom = client.CustomObjectsApi(api_client)
-        self.autoscaling = client.AutoscalingV2Api(api_client)
-        self.discovery = client.DiscoveryV1Api(api_client)
-        self._dynamic_client: DynamicClient | None = None
 
-    async def call(
-        self, verb: str, resource: str, fn: Callable[..., Any], *args: Any, **kw: Any
+    async def request(
+        self,
+        verb: str,
+        resource: str,
+        method: str,
+        path: str,
+        *,
+        query: Sequence[tuple[str, str]] = (),
+        body: Any = None,
+        content_type: str | None = None,
     ) -> Any:
-        """`fn(*args, **kw)` in a worker thread; its raw answer's JSON, or a KubeError."""
-        kw.setdefault("_request_timeout", self.request_timeout)
+        """One request in a worker thread; its answer's JSON, or a KubeError. `verb` and
+        `resource` name it in messages and metrics."""
 
         def run() -> Any:
             self._check_may_write(verb, resource)
-            answer = fn(*args, _preload_content=False, **kw)
-            data = answer.data
-            return json.loads(data) if data else None
+            return send(
+                self.api_client, method, path, query=query, body=body,
+                content_type=content_type, timeout=self.request_timeout,
+            )  # fmt: skip
 
         return await _off_the_loop(verb, resource, run)
 
@@ -176,78 +253,45 @@ class Kube:
         if verb not in ("get", "list") and self.may_write is not None and not self.may_write():
             raise KubeError(0, verb, resource, "not sent: this replica does not lead")
 
-    async def get_or_none(
-        self, resource: str, fn: Callable[..., Any], *args: Any, **kw: Any
-    ) -> Obj | None:
-        """A GET of one object; None when it does not exist."""
+    async def get_or_none(self, kind: str, namespace: str, name: str) -> Obj | None:
+        """A GET of one object from the API server; None when it does not exist."""
+        where = f"{namespace}/{name}" if kind not in _CLUSTER_SCOPED else name
         try:
-            found: Obj = await self.call("get", resource, fn, *args, **kw)
+            found: Obj = await self.request(
+                "get", f"{_named(kind)} {where}", "GET", path_of(kind, namespace, name)
+            )
         except KubeError as error:
             if error.status == 404:
                 return None
             raise
         return found
 
-    async def _dynamic(
-        self, verb: str, resource: str, operation: Callable[[DynamicClient], Any]
-    ) -> Obj:
-        """`operation` on the dynamic client, in a worker thread. The dynamic client sends
-        dicts as they are (the typed one turns some strings into datetimes on the way)."""
-
-        def run() -> Obj:
-            if self._dynamic_client is None:  # discovery, once
-                self._dynamic_client = DynamicClient(self.api_client)  # type: ignore[no-untyped-call]
-            self._check_may_write(verb, resource)
-            answer: Obj = operation(self._dynamic_client).to_dict()
-            return answer
-
-        return await _off_the_loop(verb, resource, run)
+    async def list_objects(
+        self, kind: str, namespace: str, *, label_selector: str = ""
+    ) -> list[Obj]:
+        """The objects of a kind in a namespace, from the API server."""
+        query = [("labelSelector", label_selector)] if label_selector else []
+        found = await self.request(
+            "list", f"{_named(kind)} {namespace}", "GET", path_of(kind, namespace), query=query
+        )
+        return list((found or {}).get("items") or [])
 
     async def apply(self, obj: Obj) -> Obj:
         """Server-side apply of `obj` as tidegate's field manager, taking over conflicts."""
         meta = obj["metadata"]
-        resource = f"{obj['kind'].lower()}s {meta['namespace']}/{meta['name']}"
-        return await self._dynamic(
+        kind = _APPLIED[(obj["apiVersion"], obj["kind"])]
+        applied: Obj = await self.request(
             "apply",
-            resource,
-            lambda dynamic: dynamic.resources.get(
-                api_version=obj["apiVersion"], kind=obj["kind"]
-            ).server_side_apply(
-                body=obj,
-                namespace=meta["namespace"],
-                field_manager=FIELD_MANAGER,
-                force_conflicts=True,
-                _request_timeout=self.request_timeout,
-            ),
+            f"{_named(kind)} {meta['namespace']}/{meta['name']}",
+            "PATCH",
+            path_of(kind, meta["namespace"], meta["name"]),
+            query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+            body=obj,
+            content_type=APPLY_PATCH,
         )
+        return applied
 
     # -- the objects tidegate reads and writes --
-
-    # -- the objects tidegate reads and writes --
-
-    def _calls(self, kind: Kind) -> tuple[Callable[..., Any], Callable[..., Any], tuple[str, ...]]:
-        """The client's read and patch functions for a kind, and their leading arguments
-        (custom objects take group, version, namespace and plural before the name)."""
-        if kind == "deployments":
-            return self.apps.read_namespaced_deployment, self.apps.patch_namespaced_deployment, ()
-        if kind == "services":
-            return self.core.read_namespaced_service, self.core.patch_namespaced_service, ()
-        if kind == "horizontalpodautoscalers":
-            return (
-                self.autoscaling.read_namespaced_horizontal_pod_autoscaler,
-                self.autoscaling.patch_namespaced_horizontal_pod_autoscaler,
-                (),
-            )
-        group, version = _CUSTOM[kind]
-        return (
-            self.custom.get_namespaced_custom_object,
-            self.custom.patch_namespaced_custom_object,
-            (group, version),
-        )
-
-    def _arguments(self, kind: Kind, namespace: str, name: str) -> tuple[str, ...]:
-        _, _, leading = self._calls(kind)
-        return (*leading, namespace, kind, name) if leading else (name, namespace)
 
     async def read(
         self, kind: Kind, namespace: str, name: str, *, fresh: bool = False
@@ -256,10 +300,7 @@ class Kube:
         has it now (`fresh`, or no cache); None when it does not exist."""
         if self.cache is not None and not fresh:
             return self.cache.get(kind, namespace, name)
-        read, _, _ = self._calls(kind)
-        return await self.get_or_none(
-            f"{_RESOURCE[kind]} {namespace}/{name}", read, *self._arguments(kind, namespace, name)
-        )
+        return await self.get_or_none(kind, namespace, name)
 
     async def endpoints(self, namespace: str, service: str) -> list[Obj]:
         """The endpoints of Service `service`, from all its EndpointSlices: each as
@@ -267,56 +308,48 @@ class Kube:
         if self.cache is not None:
             slices = self.cache.get_all("endpointslices", namespace, service)
         else:
-            found = await self.call(
-                "list",
-                _RESOURCE["endpointslices"],
-                self.discovery.list_namespaced_endpoint_slice,
-                namespace,
-                label_selector=f"{SERVICE_NAME_LABEL}={service}",
+            found = await self.list_objects(
+                "endpointslices", namespace, label_selector=f"{SERVICE_NAME_LABEL}={service}"
             )
-            slices = [trim("endpointslices", s) for s in found.get("items") or []]
+            slices = [trim("endpointslices", s) for s in found]
         return [e for s in slices for e in s.get("endpoints") or []]
 
     async def patch(
         self, kind: Kind, namespace: str, name: str, patch: Obj, *, status: bool = False
     ) -> Obj:
         """A JSON merge patch of the object (or of its status subresource); the object after."""
-        _, write, _ = self._calls(kind)
-        if status:  # only rollouts' status is written
-            write = self.custom.patch_namespaced_custom_object_status
-        what = f"{_RESOURCE[kind]}{'/status' if status else ''} {namespace}/{name}"
-        patched: Obj = await self.call(
-            "patch", what, write, *self._arguments(kind, namespace, name), patch,
-            _content_type=MERGE_PATCH,
-        )  # fmt: skip
+        what = f"{_named(kind)}{'/status' if status else ''} {namespace}/{name}"
+        path = path_of(kind, namespace, name, subresource="status" if status else "")
+        patched: Obj = await self.request(
+            "patch", what, "PATCH", path, body=patch, content_type=MERGE_PATCH
+        )
         return patched
 
     async def delete(self, kind: Kind, namespace: str, name: str, uid: str) -> None:
         """Delete the object with that uid (a precondition: never another object that took
         its name meanwhile); one already gone is no error. Only tidegate's copies are ever
         deleted: HPAs and Deployments."""
-        if kind == "horizontalpodautoscalers":
-            delete = self.autoscaling.delete_namespaced_horizontal_pod_autoscaler
-        elif kind == "deployments":
-            delete = self.apps.delete_namespaced_deployment
-        else:
+        if kind not in ("horizontalpodautoscalers", "deployments"):
             raise ValueError(f"tidegate does not delete {kind}")
-        options = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid))
+        options = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": uid}}
         try:
-            await self.call(
-                "delete", f"{_RESOURCE[kind]} {namespace}/{name}", delete, name, namespace,
-                body=options,
+            await self.request(
+                "delete", f"{_named(kind)} {namespace}/{name}", "DELETE",
+                path_of(kind, namespace, name), body=options,
             )  # fmt: skip
         except KubeError as error:
             if error.status != 404:
                 raise
 
     async def create_event(self, namespace: str, event: Obj) -> None:
-        """An events.k8s.io/v1 Event (its eventTime must keep its microseconds)."""
-        await self._dynamic(
-            "create",
-            f"events.events.k8s.io {namespace}",
-            lambda dynamic: dynamic.resources.get(
-                api_version="events.k8s.io/v1", kind="Event"
-            ).create(body=event, namespace=namespace, _request_timeout=self.request_timeout),
-        )
+        """An events.k8s.io/v1 Event (its eventTime must keep its microseconds: it is sent as
+        the string it is)."""
+        await self.request(
+            "create", f"events.events.k8s.io {namespace}", "POST", path_of("events", namespace),
+            body=event,
+        )  # fmt: skip
+
+
+def _named(kind: str) -> str:
+    """A kind as kubectl names it in messages (and the metrics' resource label)."""
+    return _RESOURCE.get(kind, kind)

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from datetime import datetime
 
 from tidegate import api
+from tidegate.adapters.cache import Kind
 from tidegate.adapters.kube import Kube, KubeError, Obj
 from tidegate.adapters.notifications import secret_reader
 from tidegate.ports import EventType
@@ -84,17 +85,7 @@ class KubeRollouts:
             return None
 
     async def list_fresh(self, namespace: str) -> list[Obj]:
-        custom = self.kube.custom
-        found: Obj = await self.kube.call(
-            "list",
-            f"progressiverollouts.{api.GROUP} {namespace}",
-            custom.list_namespaced_custom_object,
-            api.GROUP,
-            api.VERSION,
-            namespace,
-            api.PLURAL,
-        )
-        return list(found.get("items") or [])
+        return await self.kube.list_objects("progressiverollouts", namespace)
 
     async def remove_annotation(self, namespace: str, name: str, key: str) -> str | None:
         patched = await self.kube.patch(
@@ -182,30 +173,8 @@ class KubeTemplates:
         self.kube = kube
 
     async def get(self, kind: api.MetricTemplateKind, namespace: str, name: str) -> Obj | None:
-        plural = api.TEMPLATE_PLURALS[kind]
         cluster = kind is api.MetricTemplateKind.CLUSTER
+        kind_name: Kind = "clustermetrictemplates" if cluster else "metrictemplates"
         if self.kube.cache is not None:
-            return self.kube.cache.get(
-                "clustermetrictemplates" if cluster else "metrictemplates",
-                "" if cluster else namespace,
-                name,
-            )
-        custom = self.kube.custom
-        if cluster:
-            return await self.kube.get_or_none(
-                f"{plural}.{api.GROUP} {name}",
-                custom.get_cluster_custom_object,
-                api.GROUP,
-                api.VERSION,
-                plural,
-                name,
-            )
-        return await self.kube.get_or_none(
-            f"{plural}.{api.GROUP} {namespace}/{name}",
-            custom.get_namespaced_custom_object,
-            api.GROUP,
-            api.VERSION,
-            namespace,
-            plural,
-            name,
-        )
+            return self.kube.cache.get(kind_name, "" if cluster else namespace, name)
+        return await self.kube.get_or_none(kind_name, "" if cluster else namespace, name)

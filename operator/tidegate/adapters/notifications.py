@@ -121,9 +121,7 @@ class SecretProviders:
 
 def secret_reader(kube: Kube, namespace: str, name: str) -> Callable[[], Awaitable[SecretData]]:
     async def read() -> SecretData:
-        found = await kube.get_or_none(
-            f"secrets {namespace}/{name}", kube.core.read_namespaced_secret, name, namespace
-        )
+        found = await kube.get_or_none("secrets", namespace, name)
         if found is None:
             return None
         data = found.get("data") or {}

@@ -361,12 +361,7 @@ class KubeWorkloads:
         overwritten at each promotion)."""
         # Written over only when it is this rollout's: a ConfigMap someone else named so is
         # reported (NameConflict) and left as it is, like a copy's name taken.
-        found = await self.kube.get_or_none(
-            f"configmaps {self.namespace}/{self._kept_name()}",
-            self.kube.core.read_namespaced_config_map,
-            self._kept_name(),
-            self.namespace,
-        )
+        found = await self.kube.get_or_none("configmaps", self.namespace, self._kept_name())
         if found is not None:
             self._check_owned("ConfigMap", found)
         meta = stable["metadata"]
@@ -401,12 +396,7 @@ class KubeWorkloads:
 
     async def _kept(self) -> tuple[str, Obj] | None:
         """The revision kept by `_keep`, and its Deployment (as a template source)."""
-        found = await self.kube.get_or_none(
-            f"configmaps {self.namespace}/{self._kept_name()}",
-            self.kube.core.read_namespaced_config_map,
-            self._kept_name(),
-            self.namespace,
-        )
+        found = await self.kube.get_or_none("configmaps", self.namespace, self._kept_name())
         if found is None:
             return None
         labels = found["metadata"].get("labels") or {}
