@@ -11,6 +11,11 @@ some with a 4xx, which is no error), and 2% of them take between 100 and 250 ms,
 bucket that holds its 99th percentile. The stable
 version, a neighbouring namespace, and what other reporters saw of the same requests all
 have other numbers, so a query that counts any of them gives a different answer.
+
+NGINX Gateway Fabric (with NGINX Plus) has no latency histogram, only each upstream
+peer's average response time. Its canary's responses come from two peers with different
+averages, so the average its template gives is right only if it weights each peer by its
+responses.
 """
 
 from __future__ import annotations
@@ -18,11 +23,12 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 import yaml
@@ -39,7 +45,6 @@ ROLLOUT = REPO / "examples" / "canary" / "rollout.yaml"
 # Every query is asked this long after the step began: its {{ window }} is 300s.
 SINCE_STEP = timedelta(minutes=5)
 STEP_SECONDS = 15
-KINDS = ("error-rate", "latency-p99")  # each implementation has one template of each
 STEPS = 40  # ten minutes of samples, the last one written just before Prometheus starts
 
 # Per scrape step, for each version: requests by response code, and cumulative latency
@@ -53,6 +58,15 @@ STABLE_BUCKETS = {0.05: 0, 0.1: 0, 0.25: 0, 1.0: 200}
 OTHER_CODES: Counts = {"200": 200}
 # A neighbouring namespace's canary, with the same names: every request fails.
 NEIGHBOUR_CODES: Counts = {"503": 200}
+# Where a gateway reports each upstream peer (a Pod) on its own: the canary's requests as
+# two peers answered them (together CANARY_CODES), each with its average response time in
+# seconds. The stable version and the neighbour have one peer each, and slower ones.
+CANARY_PEERS: list[tuple[str, Counts, float]] = [
+    ("10.0.1.1:8080", {"200": 140, "404": 5, "503": 5}, 0.04),
+    ("10.0.1.2:8080", {"200": 40, "404": 5, "503": 5}, 0.12),
+]
+STABLE_PEER = ("10.0.2.1:8080", 0.5)
+NEIGHBOUR_PEER = ("10.0.3.1:8080", 0.9)
 
 
 def requests_of(codes: Counts) -> int:
@@ -74,6 +88,13 @@ def expected_p99() -> float:
     raise AssertionError("the 99th percentile is beyond the last bucket")
 
 
+def expected_average() -> float:
+    """The canary's average response time over its responses: each peer's average weighted
+    by the responses it gave (here 60 ms; the peers' plain mean would be 80 ms)."""
+    weighted = sum(requests_of(codes) * seconds for _, codes, seconds in CANARY_PEERS)
+    return weighted / requests_of(CANARY_CODES)
+
+
 Labels = dict[str, str]
 
 
@@ -83,9 +104,9 @@ class Shape:
 
     file: str
     requests: str  # the request counter's series name
-    buckets: str  # the latency histogram's _bucket series name
+    buckets: str | None  # the latency histogram's _bucket series name, if it has one
     code_label: str
-    bucket_scale: float  # the histogram's unit, in seconds
+    bucket_scale: float  # the unit of the histogram (or of the average), in seconds
     # (namespace, version "canary"/"stable", reporter "own"/"other") -> identifying labels;
     # None where the implementation has no second view of the same requests.
     labels: Callable[[str, str, str], Labels | None]
@@ -93,6 +114,16 @@ class Shape:
     bucket_labels: Labels
     # The code label's value for an HTTP status code.
     code: Callable[[str], str] = str
+    # The gauge of each peer's average response time, where there is no histogram, and the
+    # labels that name a peer (by its address).
+    average: str | None = None
+    peer: Callable[[str], Labels] | None = None
+    # The kind of the latency template: "latency-p99" from a histogram, "latency-average"
+    # from the peers' averages.
+    latency: str = "latency-p99"
+
+    def kinds(self) -> tuple[str, str]:
+        return ("error-rate", self.latency)
 
 
 def istio_labels(namespace: str, version: str, reporter: str) -> Labels:
@@ -146,6 +177,17 @@ def cilium_labels(namespace: str, version: str, reporter: str) -> Labels:
     }
 
 
+def nginx_gateway_fabric_labels(namespace: str, version: str, reporter: str) -> Labels | None:
+    if reporter != "own":
+        return None
+    upstream = f"{namespace}_shop-{version}_80"
+    return {"nginx_upstream_name": upstream, "nginx_zone_name": upstream}
+
+
+def nginx_peer_labels(address: str) -> Labels:
+    return {"nginx_peer_address": address, "nginx_peer_name": address}
+
+
 SHAPES = {
     "istio": Shape(
         "istio.yaml",
@@ -184,60 +226,112 @@ SHAPES = {
         {},
         code=lambda status: status[0],
     ),
+    "nginx-gateway-fabric": Shape(
+        "nginx-gateway-fabric.yaml",
+        "nginx_http_upstream_peer_responses_total",
+        None,
+        "nginx_status_range",
+        0.001,
+        nginx_gateway_fabric_labels,
+        {},
+        code=lambda status: f"{status[0]}xx",
+        average="nginx_http_upstream_peer_response_time_milliseconds",
+        peer=nginx_peer_labels,
+        latency="latency-average",
+    ),
 }
 # The namespace a case's rollout is in, and which implementation's samples it holds.
 CASES = {
     "cilium": "cilium",
     "envoy-gateway": "envoy-gateway",
     "istio": "istio",
+    "nginx-gateway-fabric": "nginx-gateway-fabric",
     "traefik": "traefik",
     "traefik-old": "traefik",
 }
 
 
-def series_of(shape: Shape, namespace: str) -> list[tuple[str, Labels, int]]:
-    """Every series of one namespace's samples: (name, labels, increase per step)."""
-    out: list[tuple[str, Labels, int]] = []
+class Series(NamedTuple):
+    name: str
+    labels: Labels
+    value: float  # a counter's increase per step, or a gauge's value
+    counter: bool = True
 
-    def add(version: str, reporter: str, codes: Counts, buckets: dict[float, int] | None) -> None:
+
+def series_of(shape: Shape, namespace: str) -> list[Series]:
+    """Every series of one namespace's samples."""
+    out: list[Series] = []
+
+    def add(
+        version: str,
+        reporter: str,
+        codes: Counts,
+        buckets: dict[float, int] | None,
+        peer: tuple[str, float] | None = None,
+    ) -> None:
         labels = shape.labels(namespace, version, reporter)
         if labels is None:
             return
+        if peer is not None and shape.peer is not None:
+            labels = {**labels, **shape.peer(peer[0])}
         for code, count in codes.items():
-            out.append((shape.requests, {**labels, shape.code_label: shape.code(code)}, count))
+            out.append(
+                Series(shape.requests, {**labels, shape.code_label: shape.code(code)}, count)
+            )
+        if shape.average is not None:
+            assert peer is not None
+            out.append(Series(shape.average, labels, peer[1] / shape.bucket_scale, counter=False))
+        if shape.buckets is None:
+            return
         total = requests_of(codes)
         for bound, count in (buckets or {}).items():
             le = format(bound / shape.bucket_scale, "g")
-            out.append((shape.buckets, {**labels, **shape.bucket_labels, "le": le}, count))
-        out.append((shape.buckets, {**labels, **shape.bucket_labels, "le": "+Inf"}, total))
+            out.append(Series(shape.buckets, {**labels, **shape.bucket_labels, "le": le}, count))
+        out.append(Series(shape.buckets, {**labels, **shape.bucket_labels, "le": "+Inf"}, total))
 
-    add("canary", "own", CANARY_CODES, CANARY_BUCKETS)
-    add("stable", "own", STABLE_CODES, STABLE_BUCKETS)
+    if shape.peer is None:
+        add("canary", "own", CANARY_CODES, CANARY_BUCKETS)
+        add("stable", "own", STABLE_CODES, STABLE_BUCKETS)
+    else:
+        together = Counter[str]()
+        for _, codes, _ in CANARY_PEERS:
+            together.update(codes)
+        assert together == CANARY_CODES, "the peers' responses are not the canary's"
+        for address, codes, seconds in CANARY_PEERS:
+            add("canary", "own", codes, None, (address, seconds))
+        add("stable", "own", STABLE_CODES, None, STABLE_PEER)
     add("canary", "other", OTHER_CODES, {0.05: 200})
     return out
 
 
-def neighbour_series(shape: Shape, namespace: str) -> list[tuple[str, Labels, int]]:
+def neighbour_series(shape: Shape, namespace: str) -> list[Series]:
     labels = shape.labels(f"{namespace}-next", "canary", "own")
     assert labels is not None
+    if shape.peer is not None:
+        labels = {**labels, **shape.peer(NEIGHBOUR_PEER[0])}
     code = shape.code("503")
-    return [(shape.requests, {**labels, shape.code_label: code}, requests_of(NEIGHBOUR_CODES))]
+    out = [Series(shape.requests, {**labels, shape.code_label: code}, requests_of(NEIGHBOUR_CODES))]
+    if shape.average is not None:
+        value = NEIGHBOUR_PEER[1] / shape.bucket_scale
+        out.append(Series(shape.average, labels, value, counter=False))
+    return out
 
 
 def openmetrics(end: float) -> str:
     """All cases' samples, STEPS steps up to `end`, in time order (as backfill wants)."""
-    series: list[tuple[str, Labels, int]] = []
+    series: list[Series] = []
     for namespace, implementation in CASES.items():
         shape = SHAPES[implementation]
         series += series_of(shape, namespace) + neighbour_series(shape, namespace)
-    keys = [(name, tuple(sorted(labels.items()))) for name, labels, _ in series]
+    keys = [(one.name, tuple(sorted(one.labels.items()))) for one in series]
     assert len(set(keys)) == len(keys), "two series with the same name and labels"
     lines = []
     for step in range(STEPS + 1):
         at = end - (STEPS - step) * STEP_SECONDS
-        for name, labels, increase in series:
-            text = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
-            lines.append(f"{name}{{{text}}} {step * increase} {at:.3f}")
+        for one in series:
+            text = ",".join(f'{key}="{value}"' for key, value in sorted(one.labels.items()))
+            value = step * one.value if one.counter else one.value
+            lines.append(f"{one.name}{{{text}}} {value:.12g} {at:.3f}")
     return "\n".join(lines) + "\n# EOF\n"
 
 
@@ -311,7 +405,7 @@ def test_every_gateway_template_is_measured_here() -> None:
     )
     for implementation, shape in SHAPES.items():
         names = set(templates_in(GATEWAYS / shape.file))
-        assert names == {f"{implementation}-{kind}" for kind in KINDS}, shape.file
+        assert names == {f"{implementation}-{kind}" for kind in shape.kinds()}, shape.file
     assert set(CASES.values()) == set(SHAPES)
 
 
@@ -321,7 +415,11 @@ def test_error_rate_is_the_canarys_share_of_5xx(prometheus_url: str, namespace: 
     assert value == pytest.approx(EXPECTED_ERROR_RATE, rel=1e-9)
 
 
-@pytest.mark.parametrize("namespace", sorted(CASES))
+def cases_with(latency: str) -> list[str]:
+    return sorted(name for name, shape in CASES.items() if SHAPES[shape].latency == latency)
+
+
+@pytest.mark.parametrize("namespace", cases_with("latency-p99"))
 def test_latency_p99_is_within_the_canarys_slowest_bucket(
     prometheus_url: str, namespace: str
 ) -> None:
@@ -331,9 +429,17 @@ def test_latency_p99_is_within_the_canarys_slowest_bucket(
     assert value == pytest.approx(expected_p99(), rel=1e-9)
 
 
+@pytest.mark.parametrize("namespace", cases_with("latency-average"))
+def test_latency_average_weights_each_peer_by_its_responses(
+    prometheus_url: str, namespace: str
+) -> None:
+    value = measure(prometheus_url, f"{CASES[namespace]}-latency-average", namespace)
+    assert value == pytest.approx(expected_average(), rel=1e-9)
+
+
 @pytest.mark.parametrize("implementation", sorted(SHAPES))
 def test_no_requests_is_no_data(prometheus_url: str, implementation: str) -> None:
     """A namespace with no samples: no data, which the analysis counts as a failed
     measurement, never as a pass."""
-    for kind in KINDS:
+    for kind in SHAPES[implementation].kinds():
         assert measure(prometheus_url, f"{implementation}-{kind}", "nothing-here") is None
