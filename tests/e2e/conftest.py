@@ -151,9 +151,12 @@ def environment(
 ) -> Iterator[EnvironmentInfo]:
     """The session's shared environment, or one of the module's own (`own_environment`)."""
     # (An external cluster is the one cluster there is; those modules know to spare it.)
-    # One after another, nothing runs beside such a module: the session's one will do.
+    # One after another, nothing runs beside such a module: the session's one will do,
+    # unless the module asks for a fresh one anyway (`own_environment(fresh=True)`: it acts
+    # on the whole cluster, where the tests before it may have left objects going away).
     own = request.node.get_closest_marker("own_environment")
-    if not own or not _WORKER or os.environ.get("TIDEGATE_TEST_KUBECONFIG"):
+    fresh = own is not None and bool(own.kwargs.get("fresh"))
+    if not own or not (_WORKER or fresh) or os.environ.get("TIDEGATE_TEST_KUBECONFIG"):
         yield request.getfixturevalue("shared_environment")
         return
     state_dir = tmp_path_factory.mktemp("own-environment")

@@ -32,10 +32,11 @@ from tidegate_devenv.operator_process import (
 )
 from tidegate_devenv.paths import CANARY_EXAMPLE, REPO
 
-# The CRDs are deleted and made again by the install: on a side-by-side run, a cluster of
-# its own. The session's shared one gets the checkout's CRDs back at the end.
+# The CRDs are deleted and made again by the install, and the uninstall acts on every
+# namespace: a cluster of its own, where no other test has left anything (one did: a CRD of
+# its own whose name says tidegate). The shared one is not touched.
 pytestmark = [
-    pytest.mark.own_environment,
+    pytest.mark.own_environment(fresh=True),
     pytest.mark.skipif(
         bool(os.environ.get("TIDEGATE_TEST_KUBECONFIG")),
         reason="deletes tidegate's CRDs, and every rollout with them: local cluster only",
@@ -125,7 +126,7 @@ def cluster_wide(kubectl: KubectlRunner) -> set[str]:
 @pytest.fixture
 def clean_cluster(kubectl: KubectlRunner) -> Iterator[None]:
     """No tidegate CRD before the test (so the install must make them); the checkout's
-    CRDs back after it, for the tests that share this cluster."""
+    CRDs back after it, for the next case on this cluster."""
     for crd in CRDS:
         kubectl.check("delete", "crd", f"{crd}.tidegate.io", "--ignore-not-found", "--wait=true")
     try:
@@ -205,6 +206,7 @@ def test_install_and_uninstall_as_written_leave_nothing_behind(
     # Nothing of the install is left: CRDs (and so no rollout), RBAC, the namespace.
     assert not cluster_wide(kubectl) & installed
     assert kubectl.run("get", "namespace", NAMESPACE).returncode != 0
-    assert not [c for c in cluster_wide(kubectl) if c.startswith("customresourcedefinition")]
+    left = {f"customresourcedefinition.apiextensions.k8s.io/{c}.tidegate.io" for c in CRDS}
+    assert not cluster_wide(kubectl) & left
     releases = helm_on_cluster.check("list", "--all-namespaces", "-q")
     assert "tidegate" not in releases.split()
