@@ -401,3 +401,17 @@ def service_account_kubeconfig(kubectl: KubectlRunner, path: Path) -> Path:
     }
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+def weights_until(shop: Shop, phases: set[str], timeout: float = 120) -> list[int]:
+    """Each canary weight seen in the route until the rollout reaches one of `phases`."""
+    seen: list[int] = []
+
+    def phase() -> object:
+        weight = shop.weight()
+        if not seen or seen[-1] != weight:
+            seen.append(weight)
+        return shop.phase()
+
+    wait_until(phase, "/".join(sorted(phases)), timeout, until=phases.__contains__)
+    return seen

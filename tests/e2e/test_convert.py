@@ -8,10 +8,9 @@ from collections.abc import Callable
 from typing import Any
 
 import yaml
-from rollout_support import Shop, route_host, set_version
+from rollout_support import Shop, route_host, set_version, weights_until
 
 from tidegate.plugin import convert, lint
-from tidegate_devenv.waiting import wait_until
 
 INTERVAL = "4s"
 STEPS = [10, 30, 60]
@@ -135,20 +134,6 @@ def converted(documents: list[dict[str, Any]]) -> str:
     problems = [p for d in yaml.safe_load_all(text) if d for p in lint.document_problems(d)]
     assert problems == [], text
     return text
-
-
-def weights_until(shop: Shop, phases: set[str], timeout: float = 120) -> list[int]:
-    """Each canary weight seen in the route until the rollout reaches one of `phases`."""
-    seen: list[int] = []
-
-    def phase() -> object:
-        weight = shop.weight()
-        if not seen or seen[-1] != weight:
-            seen.append(weight)
-        return shop.phase()
-
-    wait_until(phase, "/".join(sorted(phases)), timeout, until=phases.__contains__)
-    return seen
 
 
 def promotes_then_rolls_back(shop: Shop) -> None:

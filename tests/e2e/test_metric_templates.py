@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
-from rollout_support import Shop, events, set_version
+from rollout_support import Shop, events, set_version, weights_until
 
 from tidegate_devenv.cluster import KubectlRunner
 from tidegate_devenv.paths import REPO
@@ -28,20 +28,6 @@ def templates(kubectl: KubectlRunner, namespace: str, rollout_crd: None) -> Iter
     it), the ClusterMetricTemplate once for the cluster (the same for every test)."""
     kubectl.check("apply", "-n", namespace, "-f", str(TEMPLATES))
     yield
-
-
-def weights_until(shop: Shop, phases: set[str], timeout: float = 120) -> list[int]:
-    """Each canary weight seen in the route until the rollout reaches one of `phases`."""
-    seen: list[int] = []
-
-    def phase() -> object:
-        weight = shop.weight()
-        if not seen or seen[-1] != weight:
-            seen.append(weight)
-        return shop.phase()
-
-    wait_until(phase, "/".join(sorted(phases)), timeout, until=phases.__contains__)
-    return seen
 
 
 def test_a_healthy_version_is_promoted_through_the_templates(
