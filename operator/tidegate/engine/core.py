@@ -20,6 +20,7 @@ from tidegate.engine.model import (
     Decision,
     Observation,
     SetTraffic,
+    split_weight,
     status_traffic,
 )
 
@@ -57,6 +58,9 @@ def run(call: Call) -> Decision:
     upkeep.retire(call)
     undo.point_canary_away(call)
     restore_drift(call)
+    if call.pod_ratio and call.status.phase not in (None, RolloutPhase.INITIALIZING):
+        # The share the pods give (the target may have been resized since the weight was set).
+        call.status.effective_weight = split_weight(*call.split(call.status.canary_weight))
     poll = call.status.next_rollback_poll_at
     if poll is not None and call.status.phase in (
         RolloutPhase.PROGRESSING,
