@@ -228,3 +228,25 @@ def test_without_pod_ratio_there_is_no_effective_weight() -> None:
         EnsureWorkload(role="canary", revision="v2", replicas=REPLICAS)
         in step(spec, initialized(spec), observe("v2", stable=ready("v1"))).actions
     )
+
+
+def test_the_stable_service_is_pointed_back_at_a_stable_copy_that_gave_up_pods() -> None:
+    spec = ratio_spec()
+    held = first_step_held(spec)
+    # Someone pointed shop-stable elsewhere mid-step: stable runs 2 of 3 pods, as planned.
+    elsewhere = at(
+        T0 + timedelta(seconds=10),
+        stable=ready("v1", 2),
+        canary=ready("v2", 1),
+        selected=Selection(stable="v0", canary="v2"),
+    )
+    assert PointService("stable", "v1") in step(spec, held, elsewhere).actions
+
+
+def test_a_router_other_than_pod_ratio_clears_the_effective_weight() -> None:
+    spec = ratio_spec()
+    held = first_step_held(spec)
+    assert held.effective_weight == 33
+    gateway = make_spec(steps=[{"setWeight": 20}, {"setWeight": 60}])
+    after = step(gateway, held, at(T0 + timedelta(seconds=10)))
+    assert after.status.effective_weight is None
