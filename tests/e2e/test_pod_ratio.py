@@ -78,6 +78,9 @@ def test_the_share_follows_the_pods_and_the_promotion_pins_the_service(
     wait_idle(shop.kubectl, namespace, copy_of(stable))
     shop.caught_up()
     assert canary_pods_seen(shop) == REPLICAS  # the new version alone
+    # Every request of the steady load was answered by a version, through every step.
+    dropped = Counter(code for _, version, code in shop.load.samples if not version)
+    assert not dropped, dropped
 
 
 def test_a_failing_canary_is_rolled_back_and_the_service_pinned_to_stable(
