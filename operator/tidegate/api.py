@@ -414,15 +414,22 @@ class ServiceRouting(_SpecModel):
     preview_service: ServiceName | None = None
 
 
+class PodRatioRouting(_SpecModel):
+    """No gateway and no mesh: the Service `spec.service.name` selects the pods of both
+    versions from a canary's first step on, and each step's weight is carried by how many
+    ready pods each version has (a canary only, without an autoscaler)."""
+
+
 class TrafficRouting(_SpecModel):
-    """Exactly one router: gatewayAPI or service."""
+    """Exactly one router: gatewayAPI, service or podRatio."""
 
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
                 _cel(
-                    "has(self.gatewayAPI) != has(self.service)",
-                    "set exactly one of gatewayAPI or service",
+                    "(has(self.gatewayAPI) ? 1 : 0) + (has(self.service) ? 1 : 0)"
+                    " + (has(self.podRatio) ? 1 : 0) == 1",
+                    "set exactly one of gatewayAPI, service or podRatio",
                 )
             ]
         }
@@ -430,18 +437,22 @@ class TrafficRouting(_SpecModel):
 
     gateway_api: GatewayAPIRouting | None = Field(default=None, alias="gatewayAPI")
     service: ServiceRouting | None = None
+    pod_ratio: PodRatioRouting | None = Field(default=None, alias="podRatio")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> TrafficRouting:
-        if (self.gateway_api is None) == (self.service is None):
-            found = "both" if self.service is not None else "neither"
-            raise ValueError(f"set exactly one of gatewayAPI or service (found {found})")
+        count = sum(r is not None for r in (self.gateway_api, self.service, self.pod_ratio))
+        if count != 1:
+            found = "more than one" if count else "none"
+            raise ValueError(f"set exactly one of gatewayAPI, service or podRatio (found {found})")
         return self
 
     @property
     def router(self) -> str:
         """The wire name of the router set."""
-        return "gatewayAPI" if self.gateway_api is not None else "service"
+        if self.gateway_api is not None:
+            return "gatewayAPI"
+        return "service" if self.service is not None else "podRatio"
 
     @property
     def preview_field(self) -> str | None:
@@ -1203,6 +1214,9 @@ class RolloutStatus(_StatusModel):
     current_step_index: int | None = Field(default=None, ge=0)
     current_step_name: ShortText | None = None
     canary_weight: Weight = 0
+    # With trafficRouting.podRatio: the canary's share of the pods the step plans (its
+    # weight rounded to what the replica count can give); None with other routers.
+    effective_weight: Weight | None = None
     header_route: list[HeaderRouteMatch] | None = Field(default=None, max_length=16)
     mirror_percent: Weight = 0
     preview_active: bool = False

@@ -53,7 +53,21 @@ def spec_problems(
         Problem(field, f"the router {router} cannot carry {need!r} routes")
         for need, field in plan_for(parsed).needs.items()
         if need not in can
-    ] + _argument_problems(parsed)
+    ] + _pod_ratio_problems(parsed) + _argument_problems(parsed)
+
+
+def _pod_ratio_problems(spec: api.RolloutSpec) -> list[Problem]:
+    """With trafficRouting.podRatio the step's weight sets each copy's size, which an
+    autoscaler would change under it."""
+    if spec.traffic_routing.pod_ratio is None or spec.autoscaler_ref is None:
+        return []
+    return [
+        Problem(
+            "spec.autoscalerRef",
+            "spec.trafficRouting.podRatio sizes the copies by the step's weight; "
+            "it cannot be used with an autoscaler",
+        )
+    ]
 
 
 def _unknown_variables(text: str, allowed: frozenset[str]) -> list[str]:

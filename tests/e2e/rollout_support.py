@@ -268,12 +268,14 @@ def running_shop(
     notifications_secret: str | None = None,
     operator_kubeconfig: Path | None = None,
     lease_namespace: str | None = None,
+    load_host: str | None = None,
 ) -> Iterator[Shop]:
     """`example` in `namespace`, every route on a hostname of its own: applied as it is (then
     only the hostnames patched), or its app with `rollout`; initialised, with its operator
     (reading notification providers from `notifications_secret`, NAMESPACE/NAME, if given)
     and load on the main route running until the block ends. `operator_kubeconfig` runs the
-    operator as another identity (its Lease then in `lease_namespace`, if given)."""
+    operator as another identity (its Lease then in `lease_namespace`, if given). The load
+    goes to `load_host` if given (`<service>.<namespace>.svc`: a Service, with no route)."""
     if as_is:
         kubectl.check("apply", "-n", namespace, "-f", str(example))
         # Before anything routes by them: no other test's traffic can reach these routes.
@@ -299,7 +301,7 @@ def running_shop(
         kubeconfig=operator_kubeconfig,
         lease_namespace=lease_namespace,
     )
-    host = route_host(namespace, "shop")
+    host = load_host or route_host(namespace, "shop")
     try:
         load = BackgroundLoad(environment.gateway_url, host)
         shop = Shop(namespace, kubectl, environment, operator, load, notifications_secret)

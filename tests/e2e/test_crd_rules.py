@@ -56,7 +56,14 @@ def with_load(**load: Any) -> dict[str, Any]:
     return spec
 
 
+def with_routers(**routers: Any) -> dict[str, Any]:
+    spec = valid_spec()
+    spec["trafficRouting"] = routers
+    return spec
+
+
 INTERVAL = ("spec.analysis.interval", "must be a duration above zero and of at most 168h")
+ROUTERS = ("spec.trafficRouting", "set exactly one of gatewayAPI, service or podRatio")
 TIMEOUT = ("spec.webhooks[0].timeout", "must be a duration above zero and of at most 5m")
 HEADER_NAME = ("spec.analysis.load.headers", "every name must be an HTTP header name")
 CREDENTIAL = ("spec.analysis.load.headers", "looks like a credential")
@@ -70,6 +77,8 @@ REFUSED = {
     "header-name": (with_load(headers={"X Load": "1"}), HEADER_NAME),
     "header-authorization": (with_load(headers={"authorization": "Bearer x"}), CREDENTIAL),
     "header-api-key": (with_load(headers={"X-Api-Key": "x"}), CREDENTIAL),
+    "two-routers": (with_routers(service={}, podRatio={}), ROUTERS),
+    "no-router": (with_routers(), ROUTERS),
 }
 
 

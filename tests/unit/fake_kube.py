@@ -48,6 +48,8 @@ class FakeKube:
         assert wanted in (None, stored["metadata"]["resourceVersion"]), "a stale write"
         self.patches.append((name, patch))
         merge(stored, {k: v for k, v in patch.items() if k != "metadata"})
+        meta = {k: v for k, v in patch.get("metadata", {}).items() if k != "resourceVersion"}
+        merge(stored["metadata"], meta)
         stored["metadata"]["resourceVersion"] += "+"
         _default_weights(stored)
 

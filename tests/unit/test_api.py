@@ -183,7 +183,17 @@ BAD_SPECS: list[tuple[str, dict[str, Any], str]] = [
     (
         "two routers",
         spec_dict(trafficRouting={"gatewayAPI": {"httpRoute": "r"}, "service": {}}),
-        "set exactly one of gatewayAPI or service (found both)",
+        "set exactly one of gatewayAPI, service or podRatio (found more than one)",
+    ),
+    (
+        "no router",
+        spec_dict(trafficRouting={}),
+        "set exactly one of gatewayAPI, service or podRatio (found none)",
+    ),
+    (
+        "service and podRatio",
+        spec_dict(trafficRouting={"service": {}, "podRatio": {}}),
+        "set exactly one of gatewayAPI, service or podRatio (found more than one)",
     ),
     (
         "header value both exact and regex",

@@ -363,6 +363,24 @@ def test_argo_blue_green_header_and_mirror_steps() -> None:
     assert lint_problems(documents) == []
 
 
+def test_an_argo_canary_without_traffic_routing_becomes_pod_ratio() -> None:
+    basic = {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Rollout",
+        "metadata": {"name": "web"},
+        "spec": {
+            "replicas": 4,
+            "template": {"metadata": {"labels": {"app": "web"}}},
+            "strategy": {"canary": {"steps": [{"setWeight": 25}, {"pause": {}}]}},
+        },
+    }
+    text, documents = converted(basic)
+    spec = rollout_of(documents)
+    assert spec.traffic_routing.router == "podRatio"
+    assert "# TODO: spec.strategy.canary.trafficRouting" not in text  # nothing left to do
+    assert lint_problems(documents) == []
+
+
 def test_argo_metrics_of_the_same_name_in_two_templates_are_both_kept() -> None:
     def template(name: str, cluster: bool = False) -> dict[str, Any]:
         return {

@@ -138,6 +138,25 @@ def test_lint_names_each_bad_field(tmp_path: Path) -> None:
     assert any("spec.analysis.interval:" in p for p in problems)
 
 
+def test_lint_checks_pod_ratio_against_what_it_can_carry(tmp_path: Path) -> None:
+    header = "{setHeaderRoute: {match: [{headerName: X, headerValue: {exact: '1'}}]}}"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "apiVersion: tidegate.io/v1alpha1\nkind: ProgressiveRollout\nmetadata: {name: x}\n"
+        "spec:\n  targetRef: {name: a}\n  service: {name: a, port: 80}\n"
+        "  trafficRouting: {podRatio: {}}\n  autoscalerRef: {name: a}\n"
+        f"  strategy: {{canary: {{steps: [{{setWeight: 20}}, {header}]}}}}\n"
+    )
+    problems, _ = lint.lint([bad])
+    assert [p.split(": ", 2)[2].split(":")[0] for p in problems] == [
+        "spec.strategy.canary.steps[1].setHeaderRoute",
+        "spec.autoscalerRef",
+    ], problems
+    bad.write_text(bad.read_text().replace("podRatio: {}", "podRatio: {replicas: 3}"))
+    problems, _ = lint.lint([bad])
+    assert len(problems) == 1 and "spec.trafficRouting.podRatio.replicas:" in problems[0]
+
+
 def test_lint_checks_metric_templates_and_a_templateref_by_its_shape(tmp_path: Path) -> None:
     examples = sorted((REPO / "examples" / "metric-templates").glob("*.yaml"))
     problems, summary = lint.lint(examples)

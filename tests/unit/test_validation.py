@@ -95,3 +95,26 @@ def test_a_templates_placeholders_are_its_arguments_and_the_rollouts_variables()
         "spec.args[0].name",
     ]
     assert [p.path for p in template_problems(None)] == ["spec.query"]
+
+
+def test_pod_ratio_carries_a_canarys_weights_and_nothing_else() -> None:
+    ratio = {"podRatio": {}}
+    parsed, problems = spec_problems(spec(trafficRouting=ratio), router_capabilities)
+    assert parsed is not None and problems == []
+    header = {"setHeaderRoute": {"match": [{"headerName": "X", "headerValue": {"exact": "1"}}]}}
+    bad = spec(strategy={"canary": {"steps": [{"setWeight": 10}, header]}}, trafficRouting=ratio)
+    _, problems = spec_problems(bad, router_capabilities)
+    assert [p.path for p in problems] == ["spec.strategy.canary.steps[1].setHeaderRoute"]
+    assert "spec.trafficRouting.podRatio cannot carry 'header'" in problems[0].message
+    blue_green = spec(strategy={"blueGreen": {}}, trafficRouting=ratio)
+    _, problems = spec_problems(blue_green, router_capabilities)
+    assert [p.message for p in problems] == [
+        "the router spec.trafficRouting.podRatio cannot carry 'switch' routes"
+    ]
+
+
+def test_pod_ratio_with_an_autoscaler_is_refused() -> None:
+    bad = spec(trafficRouting={"podRatio": {}}, autoscalerRef={"name": "app"})
+    _, problems = spec_problems(bad, router_capabilities)
+    assert [p.path for p in problems] == ["spec.autoscalerRef"]
+    assert "cannot be used with an autoscaler" in problems[0].message

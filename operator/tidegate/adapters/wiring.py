@@ -16,6 +16,7 @@ from tidegate.adapters.gatewayapi import GatewayAPIRouter
 from tidegate.adapters.kube import Kube
 from tidegate.adapters.kube_rollouts import KubeEvents, KubeRollouts, KubeSecrets, KubeTemplates
 from tidegate.adapters.loadtester import LoadtesterClient
+from tidegate.adapters.pod_ratio_router import PodRatioRouter
 from tidegate.adapters.prometheus import PrometheusMetrics
 from tidegate.adapters.service_router import ServiceSelectorRouter
 from tidegate.adapters.webhooks import HTTPWebhooks
@@ -55,6 +56,10 @@ def service_router(kube: Kube, namespace: str, spec: api.RolloutSpec) -> Router:
     )
 
 
+def pod_ratio_router(kube: Kube, namespace: str, spec: api.RolloutSpec) -> Router:
+    return PodRatioRouter(kube, namespace, spec.service.name, spec.target_ref.name)
+
+
 # Prometheus is the only provider so far (`spec.analysis.prometheus`, or the operator's
 # default address).
 METRIC_PROVIDERS: dict[str, Callable[[], Metrics]] = {"prometheus": PrometheusMetrics}
@@ -62,12 +67,14 @@ METRIC_PROVIDERS: dict[str, Callable[[], Metrics]] = {"prometheus": PrometheusMe
 ROUTERS: dict[str, Callable[[Kube, str, api.RolloutSpec], Router]] = {
     "gatewayAPI": gateway_api_router,
     "service": service_router,
+    "podRatio": pod_ratio_router,
 }
 
 # What each router can carry, known without a cluster (for `kubectl tidegate lint`).
 ROUTER_CAPABILITIES: dict[str, frozenset[str]] = {
     "gatewayAPI": GatewayAPIRouter.capabilities,
     "service": ServiceSelectorRouter.capabilities,
+    "podRatio": PodRatioRouter.capabilities,
 }
 
 

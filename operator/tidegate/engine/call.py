@@ -8,6 +8,7 @@ from typing import Literal
 
 from tidegate.api import (
     MAX_ROLLBACK_WINDOW,
+    RolloutPhase,
     RolloutSpec,
     RolloutStatus,
     WebhookType,
@@ -25,6 +26,7 @@ from tidegate.engine.model import (
     WorkloadState,
     autoscaled_replicas,
     drifted,
+    pod_split,
     ready_at,
     store_traffic,
 )
@@ -70,6 +72,15 @@ class Call:
     def event(self, type_: Literal["Normal", "Warning"], reason: str, message: str) -> None:
         self.emit(EmitEvent(type=type_, reason=reason, message=message))
 
+    @property
+    def pod_ratio(self) -> bool:
+        """Whether the traffic share is the share of ready pods (trafficRouting.podRatio)."""
+        return self.spec.traffic_routing.pod_ratio is not None
+
+    def split(self, weight: int) -> tuple[int, int]:
+        """The pods (canary, stable) that carry `weight` with trafficRouting.podRatio."""
+        return pod_split(weight, self.obs.target_replicas)
+
     def route(self, traffic: Traffic) -> None:
         store_traffic(self.status, traffic)
         self.emit(SetTraffic(traffic=traffic))
@@ -113,12 +124,32 @@ class Call:
     def heal(
         self, role: Role, workload: WorkloadState | None, revision: str, replicas: int | None = None
     ) -> None:
-        replicas = self.obs.target_replicas if replicas is None else replicas
+        if replicas is None:
+            replicas = self.stable_size() if role == "stable" else self.obs.target_replicas
         replicas = self.sized(workload, replicas)
         wanted = EnsureWorkload(role=role, revision=revision, replicas=replicas)
         if drifted(workload, revision, replicas) and wanted not in self.actions:
+            # (A size decided earlier in this call for the same copy gives way.)
+            self.actions = [
+                a
+                for a in self.actions
+                if not (isinstance(a, EnsureWorkload) and (a.role, a.revision) == (role, revision))
+            ]
             self.emit(wanted)
         self.status.replicas = self.obs.target_replicas
+
+    def stable_size(self) -> int:
+        """The stable copy's size: the target's, except while a canary runs with
+        trafficRouting.podRatio, where stable gives up the pods the canary's weight takes."""
+        st = self.status
+        running = st.phase in (
+            RolloutPhase.PROGRESSING,
+            RolloutPhase.PAUSED,
+            RolloutPhase.PROMOTING,
+        )
+        if self.pod_ratio and running and st.canary_weight > 0:
+            return self.split(st.canary_weight)[1]
+        return self.obs.target_replicas
 
     def stable_now(self, revision: str, release: str | None) -> None:
         st = self.status

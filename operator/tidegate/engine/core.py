@@ -20,6 +20,7 @@ from tidegate.engine.model import (
     Decision,
     Observation,
     SetTraffic,
+    split_weight,
     status_traffic,
 )
 
@@ -57,6 +58,12 @@ def run(call: Call) -> Decision:
     upkeep.retire(call)
     undo.point_canary_away(call)
     restore_drift(call)
+    # The share the pods give (the target may have been resized since the weight was set);
+    # none with another router (one may have replaced podRatio).
+    adopted = call.status.phase not in (None, RolloutPhase.INITIALIZING)
+    call.status.effective_weight = (
+        split_weight(*call.split(call.status.canary_weight)) if call.pod_ratio and adopted else None
+    )
     poll = call.status.next_rollback_poll_at
     if poll is not None and call.status.phase in (
         RolloutPhase.PROGRESSING,

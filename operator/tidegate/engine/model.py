@@ -350,6 +350,27 @@ def autoscaled_replicas(workload: WorkloadState | None, wanted: int) -> int:
     return wanted
 
 
+def pod_split(weight: int, replicas: int) -> tuple[int, int]:
+    """How many pods the canary and the stable copy run for `weight` when the traffic share
+    is the share of ready pods (trafficRouting.podRatio), with `replicas` the target's
+    count: the canary gets ceil(weight * replicas / 100) and stable the rest. Two limits:
+    any weight above 0 gives the canary one pod at least, and stable keeps one pod at least
+    until the promotion (so a rollback never sends requests to a copy with no pod). Below
+    100 the canary leaves that pod to stable; at 100 it runs `replicas` and stable one."""
+    replicas = max(replicas, 1)
+    if weight <= 0:
+        return 0, replicas
+    most = replicas if weight >= 100 else max(replicas - 1, 1)
+    canary = min(max(-(-weight * replicas // 100), 1), most)
+    return canary, max(replicas - canary, 1)
+
+
+def split_weight(canary: int, stable: int) -> int:
+    """The canary's share, in percent (rounded), of `canary + stable` pods."""
+    total = canary + stable
+    return 0 if total == 0 else round(100 * canary / total)
+
+
 def canary_runs(status: RolloutStatus) -> bool:
     """Whether the canary copy runs pods in this phase (a rollout is under way or being
     promoted); between rollouts it is at zero."""

@@ -21,6 +21,7 @@ from tidegate.engine.model import (
     PointService,
     ScaleWorkload,
     load_lease,
+    split_weight,
     status_traffic,
 )
 from tidegate.plan import STABLE_ONLY, Analyse, AwaitPromotion, Hold, PlanStep, Traffic
@@ -98,7 +99,7 @@ def advance(call: Call) -> None:
             return
         step = steps[index]
         st.current_step_name = step.name
-        label = f"Step {index + 1}/{len(steps)} ({step.name})"
+        label = step_label(call, index, step)
         # The new version gets no pod before its preRollout webhooks said yes.
         if not gates.gate(call, WebhookType.PRE_ROLLOUT, label):
             return
@@ -114,6 +115,10 @@ def advance(call: Call) -> None:
         replicas = (
             call.obs.target_replicas if step.canary_replicas is None else step.canary_replicas
         )
+        if call.pod_ratio:
+            # The weight is the share of pods: the canary runs the step's part of them (one
+            # at least, to be analysed, even at weight 0).
+            replicas = max(call.split(step.traffic.canary_weight)[0], 1)
         call.heal("canary", call.obs.canary, rev, replicas)
         if not call.ready(call.obs.canary, rev, replicas):
             wait_for_canary(call, rev)
@@ -126,7 +131,13 @@ def advance(call: Call) -> None:
             if not gates.may_route(call, label, step):
                 st.waiting_since = None  # held by a gate, not waiting on the cluster
                 return
+            if call.pod_ratio and step.traffic.canary_weight > 0 and not retired(call, label):
+                return
             call.route(step.traffic)
+            if call.pod_ratio:
+                # Stable gives up the pods the canary took; Kubernetes takes a pod out of
+                # the Service's endpoints as it begins to stop.
+                call.heal("stable", call.obs.stable, stable_rev)
             st.waiting_since = call.now  # the wait for the data plane begins
         if not call.holds(step.traffic):
             wait_for_route(call, label, step.traffic)
@@ -139,6 +150,30 @@ def advance(call: Call) -> None:
         st.next_measurement_at = None
         st.passed_checks = 0
         st.inconclusive_checks = 0
+
+
+def step_label(call: Call, index: int, step: PlanStep) -> str:
+    """How the status names a step; with trafficRouting.podRatio, a weight also says the
+    pods that carry it and the share they give."""
+    name = step.name
+    weight = step.traffic.canary_weight
+    if call.pod_ratio and weight > 0:
+        canary, stable = call.split(weight)
+        name += f": {canary} of {canary + stable} pods, {split_weight(canary, stable)}%"
+    return f"Step {index + 1}/{len(call.plan.steps)} ({name})"
+
+
+def retired(call: Call, label: str) -> bool:
+    """With trafficRouting.podRatio, the user's Service is about to select every copy: a
+    copy that lost its role and still runs pods (the stable copy a promotion just
+    replaced) goes first, as it does while the Service selects stable alone."""
+    running = sorted(r for r, w in call.obs.retiring.items() if w is not None and w.replicas)
+    if not running:
+        return True
+    call.status.waiting_since = None
+    call.say("WaitingForRetiring", f"{label}: waiting for the copy of {running[0]} to go")
+    call.await_change()
+    return False
 
 
 def wait_for_canary(call: Call, rev: str) -> None:
@@ -175,6 +210,8 @@ def wait_for_route(call: Call, label: str, traffic: Traffic) -> None:
         return
     written = call.obs.traffic == traffic
     what = "the gateway to apply" if written else "the routes to hold"
+    if written and call.pod_ratio:
+        what = "the Service's endpoints to hold the planned ready pods for"
     call.say("WaitingForRoute", f"{label}: waiting for {what} {traffic.describe()}")
     call.wake_at(deadline)
 
@@ -182,7 +219,7 @@ def wait_for_route(call: Call, label: str, traffic: Traffic) -> None:
 def run_step(call: Call, index: int, step: PlanStep) -> bool:
     """Run the current step, whose traffic the routes hold; True when it is complete."""
     st = call.status
-    label = f"Step {index + 1}/{len(call.plan.steps)} ({step.name})"
+    label = step_label(call, index, step)
     starting = st.step_started_at is None
     if st.step_started_at is None:
         st.step_started_at = call.now

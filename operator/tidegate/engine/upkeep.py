@@ -143,7 +143,7 @@ def point_stable(call: Call) -> None:
         return
     if st.phase is RolloutPhase.PROMOTING and selected.stable == st.canary_revision:
         return  # flipped by the promotion, which ends once it has seen that
-    if call.ready(call.obs.stable, revision, call.obs.target_replicas):
+    if call.ready(call.obs.stable, revision, call.stable_size()):
         call.emit(PointService("stable", revision))
 
 

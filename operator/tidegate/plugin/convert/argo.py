@@ -284,7 +284,11 @@ def argo_rollout(
     elif "canary" in strategy_in:
         route, strategy = _argo_canary(strategy_in["canary"], out, templates, analysis)
         service = name
-        rollout["trafficRouting"] = {"gatewayAPI": {"httpRoute": route or name}}
+        if strategy_in["canary"].get("trafficRouting"):
+            rollout["trafficRouting"] = {"gatewayAPI": {"httpRoute": route or name}}
+        else:
+            # Argo's basic canary: weights by pod count, as podRatio carries them.
+            rollout["trafficRouting"] = {"podRatio": {}}
         canary = strategy_in["canary"]
         _warn_service_names(
             service,
@@ -382,11 +386,6 @@ def _argo_canary(
             out.todo(f"{path}.trafficRouting.plugins", "more than one HTTPRoute; the first kept")
     elif routing:
         out.todo(f"{path}.trafficRouting", "not the Gateway API plugin; write an HTTPRoute")
-    else:
-        out.todo(
-            f"{path}.trafficRouting",
-            "not set (weights by pod count): tidegate needs an HTTPRoute whose rule 0 it owns",
-        )
     if routing:
         leftover(out, f"{path}.trafficRouting", routing, ("plugins", "managedRoutes"))
     stable, canary_service = canary.get("stableService"), canary.get("canaryService")
