@@ -590,6 +590,12 @@ class Metric(_SpecModel):
         default=None,
         description="Required with a query; with a templateRef it replaces the template's.",
     )
+    dry_run: bool = Field(
+        default=False,
+        description="Measured, judged, shown in the status and exported, but never decides: "
+        "a dry-run metric that fails, has no data or errs neither rolls back, holds a step "
+        "nor counts toward a limit.",
+    )
 
     @field_validator("args")
     @classmethod
@@ -1111,6 +1117,9 @@ class MetricResult(_StatusModel):
     value: float | None = None
     message: LongText = ""
     measured_at: Timestamp
+    dry_run: bool | None = Field(
+        default=None, description="Set when the metric is a dry run: shown, never deciding."
+    )
 
     @field_validator("value")
     @classmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from tidegate.analysis import judge
+from tidegate.analysis import deciding, judge
 from tidegate.api import (
     PROMOTE_ANNOTATION,
     MetricPhase,
@@ -268,9 +268,10 @@ def analyse(call: Call, label: str, required: int) -> bool:
     checks = gates.record(
         call, [gates.judge_webhook(h, outcomes.get(h.name), call.now) for h in hooks]
     )
-    failures = [v.result.message for v in verdicts if v.result.phase is MetricPhase.FAILED]
+    decide = deciding(verdicts)
+    failures = [v.result.message for v in decide if v.result.phase is MetricPhase.FAILED]
     failures += [c.message for c in checks if c.phase is WebhookPhase.FAILED]
-    unjudged = [v.result.message for v in verdicts if v.result.phase not in _JUDGED]
+    unjudged = [v.result.message for v in decide if v.result.phase not in _JUDGED]
     unjudged += [c.message for c in checks if c.phase is WebhookPhase.ERROR]
     if failures:
         st.inconclusive_checks = 0

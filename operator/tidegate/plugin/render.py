@@ -112,6 +112,7 @@ def _metric_line(metric: Mapping[str, Any], ranges: Mapping[str, str], now: date
     return (
         f"  {metric.get('name', '?'):<16} {shown:>10}  {ranges.get(metric.get('name', ''), '')}"
         f"  {metric.get('phase', '?')} ({_age(metric.get('measuredAt'), now)} ago)"
+        + ("  dry run" if metric.get("dryRun") else "")
     )
 
 
