@@ -24,6 +24,7 @@ from tidegate.engine.model import (
     status_traffic,
 )
 from tidegate.plan import STABLE_ONLY, Analyse, AwaitPromotion, Hold, PlanStep, Traffic
+from tidegate.slo import checked_metrics
 
 _JUDGED = (MetricPhase.PASSED, MetricPhase.FAILED)
 
@@ -261,7 +262,9 @@ def analyse(call: Call, label: str, required: int) -> bool:
         call.wake_at(due)
         return False
     by_metric = {m.metric: m for m in call.obs.measurements}
-    verdicts = [judge(m, by_metric.get(m.name), call.now) for m in call.spec.analysis.metrics]
+    verdicts = [
+        judge(m, by_metric.get(m.name), call.now) for m in checked_metrics(call.spec.analysis)
+    ]
     st.metrics = [v.result for v in verdicts]
     hooks = call.spec.webhooks_of(WebhookType.ROLLOUT)
     outcomes = {o.webhook: o for o in call.obs.webhooks or ()}
