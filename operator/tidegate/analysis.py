@@ -2,7 +2,8 @@
 
 Pure: the values come in (`Measurement`, as the metrics port returns them), a result goes
 out (`MetricResult`, as the status stores it). Used for a step's analysis and for the
-metrics a wave checks in an earlier region.
+metrics a wave checks in an earlier region. A dry-run metric is judged like any other, and
+its verdict is left out of what decides (`deciding`).
 """
 
 from __future__ import annotations
@@ -45,5 +46,19 @@ def judge(metric: Metric, measurement: Measurement | None, now: datetime) -> Ver
         phase, text = MetricPhase.PASSED, f"{subject} value {value:g} within {bounds.describe()}"
     else:
         phase, text = MetricPhase.FAILED, f"{subject} value {value:g} outside {bounds.describe()}"
-    result = MetricResult(name=name, phase=phase, value=value, message=text, measured_at=now)
+    if metric.dry_run:
+        text = f"{text} (dry run: never decides)"
+    result = MetricResult(
+        name=name,
+        phase=phase,
+        value=value,
+        message=text,
+        measured_at=now,
+        dry_run=True if metric.dry_run else None,
+    )
     return Verdict(metric=metric, result=result, passed=phase is MetricPhase.PASSED)
+
+
+def deciding(verdicts: list[Verdict]) -> list[Verdict]:
+    """The verdicts that decide: a dry-run metric's is recorded and never acted on."""
+    return [v for v in verdicts if not v.metric.dry_run]

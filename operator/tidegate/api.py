@@ -601,6 +601,12 @@ class Metric(_SpecModel):
         default=None,
         description="Required with a query; with a templateRef it replaces the template's.",
     )
+    dry_run: bool = Field(
+        default=False,
+        description="Measured, judged, shown in the status and exported, but never decides: "
+        "a dry-run metric that fails, has no data or errs neither rolls back, holds a step "
+        "nor counts toward a limit.",
+    )
 
     @field_validator("args")
     @classmethod
@@ -762,6 +768,73 @@ class OnInconclusive(StrEnum):
     PAUSE = "Pause"
 
 
+SloQuery = Annotated[str, StringConstraints(min_length=1, max_length=2000)]
+# The SRE workbook's page-worthy pairs: 2% of a 30-day budget spent in an hour (14.4x over
+# 1 h, checked over 5 m too), and 5% in six hours (6x over 6 h, and 30 m).
+DEFAULT_BURN_WINDOWS: tuple[tuple[str, str, float], ...] = (("1h", "5m", 14.4), ("6h", "30m", 6.0))
+
+
+class BurnWindow(_SpecModel):
+    """A pair of windows: the canary fails when its error budget burns faster than
+    `burnRate` over both the long one and the short one."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "duration(self.short) < duration(self.long)",
+                    "short must be shorter than long",
+                )
+            ]
+        }
+    )
+
+    long: PositiveDuration = Field(description="The window that shows the burn is sustained.")
+    short: PositiveDuration = Field(
+        description="The window that shows it is still going on (and lets a gate reopen fast)."
+    )
+    burn_rate: float = Field(
+        gt=0,
+        le=1000,
+        description="The budget's burn rate above which, in both windows, the canary fails: "
+        "1 spends the budget exactly over the objective's period.",
+    )
+
+    @model_validator(mode="after")
+    def _short_within_long(self) -> BurnWindow:
+        if parse_duration(self.short) >= parse_duration(self.long):
+            raise ValueError(f"short ({self.short}) must be shorter than long ({self.long})")
+        return self
+
+
+def _default_windows() -> list[BurnWindow]:
+    return [BurnWindow(long=lo, short=sh, burn_rate=r) for lo, sh, r in DEFAULT_BURN_WINDOWS]
+
+
+class Slo(_SpecModel):
+    """An availability objective for the canary, gated on how fast it burns the error
+    budget (1 - objective) over pairs of windows. Each pair is measured with the metrics,
+    as a metric named `slo-burn-<long>-<short>`."""
+
+    objective: float = Field(
+        gt=0, lt=1, description="The share of requests that must succeed, e.g. 0.999."
+    )
+    error_query: SloQuery = Field(
+        description="PromQL for the canary's failed requests per second over `{{ window }}`; "
+        "it may use the other query variables too. Give 0 rather than nothing when there "
+        "are no errors (`... or vector(0)`)."
+    )
+    total_query: SloQuery = Field(
+        description="PromQL for all the canary's requests per second over `{{ window }}`."
+    )
+    windows: list[BurnWindow] = Field(
+        default_factory=_default_windows,
+        min_length=1,
+        max_length=4,
+        description="The window pairs; default 1h/5m at 14.4 and 6h/30m at 6.",
+    )
+
+
 class Analysis(_SpecModel):
     interval: PositiveDuration = "1m"
     # Checks a metric failed (a value out of its range) that roll the rollout back.
@@ -777,6 +850,10 @@ class Analysis(_SpecModel):
     metrics: list[Metric] = Field(
         default_factory=list, max_length=MAX_METRICS, json_schema_extra=_list_map("name")
     )
+    slo: Slo | None = Field(
+        default=None,
+        description="Gate each analysed step on the canary's error-budget burn rate.",
+    )
 
     @field_validator("metrics")
     @classmethod
@@ -787,6 +864,27 @@ class Analysis(_SpecModel):
                 raise ValueError(f"metric name {metric.name!r} is used more than once")
             seen.add(metric.name)
         return metrics
+
+    @model_validator(mode="after")
+    def _slo_names_free(self) -> Analysis:
+        if self.slo is not None:
+            taken = {m.name for m in self.metrics}
+            for window in self.slo.windows:
+                name = burn_metric_name(window)
+                if len(name) > 63:
+                    raise ValueError(
+                        f"the SLO's metric name {name!r} is over 63 characters: "
+                        "write the windows' durations shorter"
+                    )
+                if name in taken:
+                    raise ValueError(f"metric name {name!r} is the SLO's; name the metric else")
+                taken.add(name)
+        return self
+
+
+def burn_metric_name(window: BurnWindow) -> str:
+    """The metric a window pair is measured as: `slo-burn-1h-5m`."""
+    return f"slo-burn-{window.long}-{window.short}"
 
 
 class WebhookType(StrEnum):
@@ -1122,6 +1220,9 @@ class MetricResult(_StatusModel):
     value: float | None = None
     message: LongText = ""
     measured_at: Timestamp
+    dry_run: bool | None = Field(
+        default=None, description="Set when the metric is a dry run: shown, never deciding."
+    )
 
     @field_validator("value")
     @classmethod

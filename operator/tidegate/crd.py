@@ -39,6 +39,7 @@ _HEADER = (
 
 _DROPPED_KEYS = {"title", "$defs"}
 _NULL = {"type": "null"}
+_EXCLUSIVE = {"exclusiveMinimum": "minimum", "exclusiveMaximum": "maximum"}
 
 
 def structural_schema(model: type[BaseModel], *, keep_defaults: bool = True) -> Schema:
@@ -69,6 +70,11 @@ def _rewrite(node: Schema, definitions: dict[str, Schema], keep_defaults: bool) 
             continue
         if key == "const":
             out["enum"] = [value]
+        elif key in _EXCLUSIVE:
+            # pydantic writes JSON Schema's numeric form (exclusiveMinimum: 0); a CRD's
+            # OpenAPI v3.0 schema takes the bound and a boolean beside it.
+            out[_EXCLUSIVE[key]] = value
+            out[key] = True
         elif key == "properties":
             out[key] = {
                 name: _rewrite(child, definitions, keep_defaults) for name, child in value.items()

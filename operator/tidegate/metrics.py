@@ -65,8 +65,9 @@ STEP = Gauge(
 )
 MEASUREMENTS = Counter(
     "tidegate_analysis_measurements",
-    "Measurements judged, by metric and result (passed, failed, nodata, error).",
-    ["namespace", "name", "metric", "result"],
+    "Measurements judged, by metric and result (passed, failed, nodata, error); "
+    'dry_run is "true" for a metric that never decides.',
+    ["namespace", "name", "metric", "result", "dry_run"],
     registry=REGISTRY,
 )
 ROLLOUTS = Counter(
@@ -147,7 +148,8 @@ def observe_rollout(
     if measured:
         for result in after.get("metrics") or []:
             outcome = _MEASUREMENT_RESULTS.get(str(result.get("phase")), "error")
-            MEASUREMENTS.labels(namespace, name, str(result.get("name")), outcome).inc()
+            dry_run = "true" if result.get("dryRun") else "false"
+            MEASUREMENTS.labels(namespace, name, str(result.get("name")), outcome, dry_run).inc()
     ended = _ENDED.get(phase)
     if ended and before.get("phase") != phase and before.get("phase") in _RUNNING:
         ROLLOUTS.labels(namespace, name, ended).inc()

@@ -25,6 +25,7 @@ from tidegate import (
     handback,
     metrics,
     outbox,
+    slo,
     templates,
     validation,
 )
@@ -637,7 +638,7 @@ class Reconciler:
         A metric whose template cannot be resolved raises TemplateError: nothing is
         measured, and the rollout waits (Degraded) until the template or the spec is fixed."""
         settings = spec.analysis
-        if not settings.metrics:
+        if not settings.metrics and settings.slo is None:
             return spec, ()  # only rollout webhooks to check
         variables = query_variables(spec, namespace, now - (status.step_started_at or now))
         resolved = await self._resolve(
@@ -646,7 +647,9 @@ class Reconciler:
         judged = spec.model_copy(
             update={"analysis": settings.model_copy(update={"metrics": resolved})}
         )
-        measured = await self._query(resolved, settings.prometheus, variables)
+        # The SLO's burn rates are measured with the metrics, and judged as metrics.
+        queried = [*resolved, *slo.burn_metrics(settings.slo)]
+        measured = await self._query(queried, settings.prometheus, variables)
         return judged, measured
 
     async def _query(

@@ -127,7 +127,9 @@ def _metrics_verdict(
             due = now  # never measured yet: at once
     if len(results) != len(region.metrics):
         return results, due, Reason.METRICS_PENDING, "stable there; measuring its metrics"
-    failed = [r for r in results if r.phase is MetricPhase.FAILED]
+    # A dry-run metric is shown with the others and never holds the release.
+    decide = [r for r in results if not r.dry_run]
+    failed = [r for r in decide if r.phase is MetricPhase.FAILED]
     if failed:
         return (
             results,
@@ -135,7 +137,7 @@ def _metrics_verdict(
             Reason.METRICS_FAILING,
             "metrics failing: " + "; ".join(r.message for r in failed),
         )
-    unjudged = [r for r in results if r.phase is not MetricPhase.PASSED]
+    unjudged = [r for r in decide if r.phase is not MetricPhase.PASSED]
     if unjudged:
         return (
             results,

@@ -240,3 +240,17 @@ def test_every_crd_has_its_file_and_the_committed_files_match_the_models() -> No
         committed = (REPO_ROOT / "crds" / name).read_text(encoding="utf-8")
         assert committed == text, f"crds/{name} is out of date; regenerate it with `make crds`"
         assert yaml.safe_load(text)["kind"] == "CustomResourceDefinition"
+
+
+def test_exclusive_bounds_are_written_as_openapi_v3_0_wants_them() -> None:
+    """A bound and a boolean beside it: the API server refuses JSON Schema's numeric form."""
+    bounded = {path: node for path, node in walk(root_schema()) if "exclusiveMinimum" in node}
+    assert ".spec.analysis.slo.objective" in bounded
+    for node in bounded.values():
+        assert node["exclusiveMinimum"] is True and "minimum" in node
+    objective = at("spec.analysis.slo.objective")
+    assert (objective["minimum"], objective["maximum"], objective["exclusiveMaximum"]) == (
+        0,
+        1,
+        True,
+    )

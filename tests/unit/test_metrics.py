@@ -19,6 +19,7 @@ def test_a_rollouts_phase_weight_step_outcomes_and_end() -> None:
         "metrics": [
             {"name": "error-rate", "phase": "Passed"},
             {"name": "latency", "phase": "NoData"},
+            {"name": "p99-shadow", "phase": "Failed", "dryRun": True},
         ],
     }
     metrics.observe_rollout(ns, name, "canary", start, analysing, True, NOW)
@@ -30,12 +31,33 @@ def test_a_rollouts_phase_weight_step_outcomes_and_end() -> None:
     counted = {"namespace": ns, "name": name}
     assert (
         value(
-            "tidegate_analysis_measurements_total", **counted, metric="error-rate", result="passed"
+            "tidegate_analysis_measurements_total",
+            **counted,
+            metric="error-rate",
+            result="passed",
+            dry_run="false",
         )
         == 1
     )
     assert (
-        value("tidegate_analysis_measurements_total", **counted, metric="latency", result="nodata")
+        value(
+            "tidegate_analysis_measurements_total",
+            **counted,
+            metric="latency",
+            result="nodata",
+            dry_run="false",
+        )
+        == 1
+    )
+    # A dry-run metric is exported like the others, told apart by its label.
+    assert (
+        value(
+            "tidegate_analysis_measurements_total",
+            **counted,
+            metric="p99-shadow",
+            result="failed",
+            dry_run="true",
+        )
         == 1
     )
 

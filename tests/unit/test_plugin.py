@@ -1,5 +1,6 @@
 """kubectl tidegate's pure parts: the screens, the status verdict, lint."""
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -231,3 +232,31 @@ def test_the_screen_shows_each_webhooks_last_outcome() -> None:
     ]
     assert "kill-switch" in lines[at + 2] and "no answer" in lines[at + 2]
     assert "Webhooks:" not in render.detail(rollout(phase="Progressing"), {}, [], NOW)
+
+
+def test_the_screen_marks_a_dry_run_metric_and_lint_takes_the_field(tmp_path: Path) -> None:
+    measured = {"phase": "Failed", "value": 1.0, "measuredAt": "2026-01-01T11:59:50Z"}
+    shown = render.detail(
+        rollout(
+            phase="Progressing",
+            metrics=[
+                {"name": "error-rate", **measured, "phase": "Passed", "value": 0.01},
+                {"name": "shadow", **measured, "dryRun": True},
+            ],
+        ),
+        {},
+        [],
+        NOW,
+    )
+    lines = {line.split()[0]: line for line in shown.splitlines() if "ago)" in line}
+    assert lines["shadow"].endswith("dry run") and "Failed" in lines["shadow"]
+    assert not lines["error-rate"].endswith("dry run")
+    spec = rollout()["spec"]
+    spec["analysis"]["metrics"][0]["dryRun"] = "sometimes"
+    file = tmp_path / "rollout.yaml"
+    file.write_text(
+        f"apiVersion: tidegate.io/v1alpha1\nkind: ProgressiveRollout\nmetadata: {{name: x}}\n"
+        f"spec: {json.dumps(spec)}\n"
+    )
+    problems, _ = lint.lint([file])
+    assert len(problems) == 1 and "spec.analysis.metrics[0].dryRun:" in problems[0], problems

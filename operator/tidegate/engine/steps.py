@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from tidegate.analysis import judge
+from tidegate.analysis import deciding, judge
 from tidegate.api import (
     PROMOTE_ANNOTATION,
     MetricPhase,
@@ -25,6 +25,7 @@ from tidegate.engine.model import (
     status_traffic,
 )
 from tidegate.plan import STABLE_ONLY, Analyse, AwaitPromotion, Hold, PlanStep, Traffic
+from tidegate.slo import checked_metrics
 
 _JUDGED = (MetricPhase.PASSED, MetricPhase.FAILED)
 
@@ -298,16 +299,19 @@ def analyse(call: Call, label: str, required: int) -> bool:
         call.wake_at(due)
         return False
     by_metric = {m.metric: m for m in call.obs.measurements}
-    verdicts = [judge(m, by_metric.get(m.name), call.now) for m in call.spec.analysis.metrics]
+    verdicts = [
+        judge(m, by_metric.get(m.name), call.now) for m in checked_metrics(call.spec.analysis)
+    ]
     st.metrics = [v.result for v in verdicts]
     hooks = call.spec.webhooks_of(WebhookType.ROLLOUT)
     outcomes = {o.webhook: o for o in call.obs.webhooks or ()}
     checks = gates.record(
         call, [gates.judge_webhook(h, outcomes.get(h.name), call.now) for h in hooks]
     )
-    failures = [v.result.message for v in verdicts if v.result.phase is MetricPhase.FAILED]
+    decide = deciding(verdicts)
+    failures = [v.result.message for v in decide if v.result.phase is MetricPhase.FAILED]
     failures += [c.message for c in checks if c.phase is WebhookPhase.FAILED]
-    unjudged = [v.result.message for v in verdicts if v.result.phase not in _JUDGED]
+    unjudged = [v.result.message for v in decide if v.result.phase not in _JUDGED]
     unjudged += [c.message for c in checks if c.phase is WebhookPhase.ERROR]
     if failures:
         st.inconclusive_checks = 0

@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from tidegate import api
+from tidegate.slo import checked_metrics
 from tidegate.strategies import plan_for
 
 Obj = dict[str, Any]
@@ -112,6 +113,7 @@ def _metric_line(metric: Mapping[str, Any], ranges: Mapping[str, str], now: date
     return (
         f"  {metric.get('name', '?'):<16} {shown:>10}  {ranges.get(metric.get('name', ''), '')}"
         f"  {metric.get('phase', '?')} ({_age(metric.get('measuredAt'), now)} ago)"
+        + ("  dry run" if metric.get("dryRun") else "")
     )
 
 
@@ -159,7 +161,7 @@ def detail(
     lines.append(f"Traffic:     {traffic_text(status, strategy)}")
     ranges = {}
     if spec is not None:
-        ranges = {m.name: _range_text(m) for m in spec.analysis.metrics}
+        ranges = {m.name: _range_text(m) for m in checked_metrics(spec.analysis)}
     lines.append("Metrics:" + ("" if status.get("metrics") else "     -"))
     lines += [_metric_line(m, ranges, now) for m in status.get("metrics") or []]
     if status.get("webhooks") or (spec is not None and spec.webhooks):

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from tidegate.api import HeaderRouteMatch, RolloutSpec, WebhookType
 from tidegate.plan import HeaderMatch
+from tidegate.slo import checked_metrics
 
 
 def analysis_enabled(spec: RolloutSpec) -> bool:
     """Whether analysis steps measure: there is something to check (a metric or a rollout
     webhook) and analysis is not skipped."""
-    checks = bool(spec.analysis.metrics) or bool(spec.webhooks_of(WebhookType.ROLLOUT))
+    checks = bool(checked_metrics(spec.analysis)) or bool(spec.webhooks_of(WebhookType.ROLLOUT))
     return not spec.skip_analysis and checks
 
 
