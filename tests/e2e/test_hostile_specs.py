@@ -15,8 +15,7 @@ from kubernetes.client.exceptions import ApiException
 
 from hostile_specs import rollout_specs
 from tidegate import api, validation
-from tidegate.adapters.gatewayapi import GatewayAPIRouter
-from tidegate.adapters.service_router import ServiceSelectorRouter
+from tidegate.adapters.wiring import router_capabilities
 from tidegate_devenv.cluster import KubectlRunner
 from tidegate_devenv.environment import EnvironmentInfo
 from tidegate_devenv.operator_process import start_operator
@@ -24,12 +23,6 @@ from tidegate_devenv.waiting import wait_until
 
 COUNT = 500
 APPLIED_AT_MOST = 60  # of those taken, applied for real (each is a watch event and a status)
-
-
-def capabilities(spec: api.RolloutSpec) -> frozenset[str]:
-    if spec.traffic_routing.router == "service":
-        return ServiceSelectorRouter.capabilities
-    return GatewayAPIRouter.capabilities
 
 
 def rollout(name: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -59,7 +52,7 @@ def test_hostile_specs_are_refused_at_apply_or_answered_by_the_operator(
     @settings(max_examples=COUNT, deadline=None, suppress_health_check=list(HealthCheck))
     @given(rollout_specs())
     def apply(spec: dict[str, Any]) -> None:
-        parsed, problems = validation.spec_problems(spec, capabilities)  # never raises
+        parsed, problems = validation.spec_problems(spec, router_capabilities)  # never raises
         operator_takes = parsed is not None and not problems
         try:
             custom.create_namespaced_custom_object(
