@@ -27,7 +27,7 @@ from test_engine import (
 
 from tidegate.analysis import Measurement
 from tidegate.api import RolloutPhase, RolloutSpec, RolloutStatus
-from tidegate.engine import EnsureWorkload, PointService, ScaleWorkload, Selection
+from tidegate.engine import EnsureWorkload, PointService, ReleaseTarget, ScaleWorkload, Selection
 from tidegate.engine.model import pod_split, split_weight
 from tidegate.plan import Traffic
 
@@ -250,3 +250,33 @@ def test_a_router_other_than_pod_ratio_clears_the_effective_weight() -> None:
     gateway = make_spec(steps=[{"setWeight": 20}, {"setWeight": 60}])
     after = step(gateway, held, at(T0 + timedelta(seconds=10)))
     assert after.status.effective_weight is None
+
+
+def test_the_service_selects_every_copy_only_once_the_users_deployment_runs_no_pod() -> None:
+    """Adoption leaves the user's Deployment running for the scale-down delay, and a new
+    version is written into it: the Service must not select its pods with the copies'."""
+    spec = ratio_spec()
+    status = started(spec)
+    blocked = step(
+        spec, status, at(T0, stable=ready("v1"), canary=ready("v2", 1), target_running=True)
+    )
+    assert weights(blocked) == [] and blocked.status.canary_weight == 0
+    assert "waiting for the pods of Deployment app to go" in blocked.status.message
+    gone = step(spec, status, at(T0, stable=ready("v1"), canary=ready("v2", 1)))
+    assert weights(gone) == [20]
+
+
+def test_a_resize_of_the_users_deployment_mid_step_is_scaled_back_under_the_wide_selector() -> None:
+    spec = ratio_spec()
+    held = first_step_held(spec)
+    resized = at(
+        T0 + timedelta(seconds=10),
+        stable=ready("v1", 2),
+        canary=ready("v2", 1),
+        target_running=True,
+        service_isolated=False,
+    )
+    first = step(spec, held, resized)
+    assert first.status.target_scale_down_at is not None  # the delay runs though not isolated
+    later = replace(resized, now=first.status.target_scale_down_at)
+    assert ReleaseTarget() in step(spec, first.status, later).actions

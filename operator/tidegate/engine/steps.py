@@ -167,12 +167,20 @@ def step_label(call: Call, index: int, step: PlanStep) -> str:
 def retired(call: Call, label: str) -> bool:
     """With trafficRouting.podRatio, the user's Service is about to select every copy: a
     copy that lost its role and still runs pods (the stable copy a promotion just
-    replaced) goes first, as it does while the Service selects stable alone."""
+    replaced), and the user's own Deployment, go first, as they do while the Service
+    selects stable alone."""
     running = sorted(r for r, w in call.obs.retiring.items() if w is not None and w.replicas)
-    if not running:
+    if running:
+        what = f"the copy of {running[0]}"
+    elif call.obs.target_running:
+        # The user's Deployment, still running after adoption (its scale-down delay), holds
+        # the new template once it changed: the Service would send its pods, which no step
+        # sized and no analysis saw, a share of the requests.
+        what = f"the pods of Deployment {call.spec.target_ref.name}"
+    else:
         return True
     call.status.waiting_since = None
-    call.say("WaitingForRetiring", f"{label}: waiting for the copy of {running[0]} to go")
+    call.say("WaitingForRetiring", f"{label}: waiting for {what} to go")
     call.await_change()
     return False
 

@@ -209,7 +209,10 @@ def scale_down_target(call: Call) -> None:
     st = call.status
     adopted = st.phase not in (None, RolloutPhase.INITIALIZING)
     ours = call.obs.traffic is not None and call.obs.traffic_applied
-    isolated = call.obs.service_isolated
+    # With trafficRouting.podRatio the Service selects every copy during a step, and the
+    # target's pods with them: taking those away drops no request (stable and canary pods
+    # stay selected), and leaving them would serve what no step sized.
+    isolated = call.obs.service_isolated or call.pod_ratio
     if not (call.obs.target_running and adopted and ours and isolated):
         st.target_scale_down_at = None
         return
