@@ -87,6 +87,7 @@ def remote_rollout(obj: Obj) -> RemoteRollout:
         stable_release=text("stableRelease"),
         canary_release=text("canaryRelease"),
         stable_since=_parse_time(status.get("stableSince")),
+        rejected_release=text("rejectedRelease"),
     )
 
 
