@@ -33,6 +33,9 @@ from tidegate.api import (
 )
 from tidegate.durations import format_duration, parse_duration
 
+# The reason (Degraded, Event) of a region that went back to follow a region before it.
+FOLLOWED_REASON = "RevertedWithUpstream"
+
 
 @dataclass(frozen=True)
 class RemoteRollout:
@@ -44,6 +47,9 @@ class RemoteRollout:
     stable_since: datetime | None
     # The release it went back from at once (an undo, or spec.rollbackWindow).
     rejected_release: str | None = None
+    # It rolled its stable release back only to follow a region before it
+    # (RevertedWithUpstream), not on a judgement of its own.
+    followed: bool = False
 
 
 @dataclass(frozen=True)
@@ -280,13 +286,22 @@ def regions_to_measure(
 
 
 def rejecting_region(
-    regions: Sequence[WaveRegion], reads: Mapping[str, RegionRead], release: str
+    regions: Sequence[WaveRegion],
+    reads: Mapping[str, RegionRead],
+    release: str,
+    *,
+    later: bool = False,
 ) -> tuple[str, str] | None:
-    """The first of `regions` (waves.before, or waves.after) that rejected `release`, and
-    how (see `rejection`)."""
+    """The first of `regions` (waves.after; waves.before when `later`) that rejected
+    `release`, and how (see `rejection`). A later region that went back only to follow a
+    region before it is not counted: it judged nothing itself, and counting it would take
+    back here what this region (or one before it) decided to keep."""
     for region in regions:
         read = reads.get(region.cluster)
-        how = rejection(read.rollout if read is not None else None, release)
+        remote = read.rollout if read is not None else None
+        if later and remote is not None and remote.followed:
+            continue
+        how = rejection(remote, release)
         if how is not None:
             return region.cluster, how
     return None

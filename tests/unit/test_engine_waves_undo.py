@@ -162,3 +162,21 @@ def test_a_revert_brings_the_copy_the_window_keeps_back_and_never_the_rejected_o
         assert PointService("stable", "v1") in decision.actions
         assert "RolledBackFast" not in events(decision)
         assert (status.phase, status.stable_revision) == (RolloutPhase.FAILED, "v1")
+
+
+def test_a_later_region_that_only_followed_back_does_not_revert_this_one() -> None:
+    # a undid R2, b followed, then a went forward to R2 again (a second undo): b's rollback
+    # of R2 was a's decision, not b's judgement, so it does not take R2 back out of a.
+    spec = make_spec(waves={"before": [LATER], "revertOnLaterFailure": True})
+    followed = {
+        "b": RegionRead(True, RemoteRollout("Failed", R1, R2, None, followed=True)),
+    }
+    kept = step(spec, promoted(spec), at("v2", stable=ready("v2"), regions=followed))
+    assert kept.status.phase is RolloutPhase.SUCCEEDED and kept.actions == ()
+    # For the regions after b, its following back is a rollback all the same.
+    after_b = spec_with(revertOnUpstreamRollback=True)
+    as_a = {"a": followed["b"]}
+    assert follows(after_b, as_a).status.phase is RolloutPhase.FAILED
+    assert step(after_b, initialized(after_b), at("v2", regions=as_a)).status.phase is (
+        RolloutPhase.FAILED
+    )

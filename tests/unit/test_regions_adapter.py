@@ -37,6 +37,12 @@ def test_a_remote_status_is_read_leniently() -> None:
     assert (odd.phase, odd.stable_since) == (None, None)
     assert remote_rollout({}).phase is None
     assert remote_rollout({}).rejected_release is None  # written by a tidegate before undo
+    assert not read.followed and not remote_rollout({}).followed
+    degraded = {"type": "Degraded", "status": "True", "reason": "RevertedWithUpstream"}
+    followed = remote_rollout({"status": {"phase": "Failed", "conditions": [degraded]}})
+    assert followed.followed
+    over = remote_rollout({"status": {"conditions": [{**degraded, "status": "False"}, 3]}})
+    assert not over.followed
 
 
 def test_the_source_defaults_to_this_namespace() -> None:

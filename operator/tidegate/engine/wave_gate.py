@@ -19,7 +19,7 @@ from tidegate.engine.model import (
     canary_runs,
 )
 from tidegate.plan import STABLE_ONLY
-from tidegate.waves import judge_after, rejecting_region
+from tidegate.waves import FOLLOWED_REASON, judge_after, rejecting_region
 
 
 def start_or_wait(call: Call, event_reason: str, note: str = "") -> None:
@@ -131,15 +131,15 @@ def revert_on_rejection(call: Call) -> bool:
     if waves is None:
         return False
     if waves.revert_on_later_failure and _revert(
-        call, waves.before, reason="RevertedOnLaterFailure"
+        call, waves.before, later=True, reason="RevertedOnLaterFailure"
     ):
         return True
     return waves.revert_on_upstream_rollback and _revert(
-        call, waves.after, reason="RevertedWithUpstream"
+        call, waves.after, later=False, reason=FOLLOWED_REASON
     )
 
 
-def _revert(call: Call, regions: Sequence[WaveRegion], *, reason: str) -> bool:
+def _revert(call: Call, regions: Sequence[WaveRegion], *, later: bool, reason: str) -> bool:
     st = call.status
     if (
         st.phase is not RolloutPhase.SUCCEEDED
@@ -148,7 +148,7 @@ def _revert(call: Call, regions: Sequence[WaveRegion], *, reason: str) -> bool:
         or st.previous_stable_revision == st.stable_revision
     ):
         return False
-    hit = rejecting_region(regions, call.obs.regions, st.stable_release)
+    hit = rejecting_region(regions, call.obs.regions, st.stable_release, later=later)
     if hit is None:
         return False
     cluster, how = hit
