@@ -181,3 +181,32 @@ async def test_an_undo_upstream_is_followed_with_the_copy_the_window_keeps() -> 
     reasons = [r for _, r, _ in world.events()]
     assert reasons.count("RevertedWithUpstream") == 1
     assert reasons.count("RolloutStarted") == 1 and "RolledBackFast" not in reasons
+
+
+async def test_an_undo_upstream_during_the_rollout_is_followed_after_the_promotion() -> None:
+    world = waves_world(revertOnUpstreamRollback=True)
+    await settle(world, {"Initialized"})
+    await until_idle(world)
+    old = world.revision_of("1.0.0")
+    world.regions["a"] = RegionRead(
+        True, RemoteRollout("Succeeded", release_of(world, "1.1.0"), None, world.now)
+    )
+    world.set_version("1.1.0")
+    rec = reconciler(world)
+    await settle(world, {"Progressing"}, rec)
+    world.regions["a"] = RegionRead(
+        True,
+        RemoteRollout(
+            "Succeeded",
+            release_of(world, "1.0.0"),
+            None,
+            world.now,
+            rejected_release=release_of(world, "1.1.0"),
+        ),
+    )
+    # No change of region a wakes it again: the passes the rollout makes on its own do.
+    await until_idle(world, rec)
+    reasons = [r for _, r, _ in world.events()]
+    assert reasons.index("Promoted") < reasons.index("RevertedWithUpstream")
+    assert (world.status["phase"], world.status["stableRevision"]) == ("Failed", old)
+    assert world.selects["stable"] == old, (world.by_revision, world.status, world.calls[-30:])

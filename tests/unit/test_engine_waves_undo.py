@@ -180,3 +180,35 @@ def test_a_later_region_that_only_followed_back_does_not_revert_this_one() -> No
     assert step(after_b, initialized(after_b), at("v2", regions=as_a)).status.phase is (
         RolloutPhase.FAILED
     )
+
+
+def test_a_region_rolling_the_release_out_follows_once_it_is_promoted() -> None:
+    region_a = {"cluster": "a", "kubeconfigSecretRef": {"name": "a-reader"}, "rollout": "app"}
+    spec = make_spec(
+        steps=[{"setWeight": 50}],
+        metrics=False,
+        waves={"after": [region_a], "revertOnUpstreamRollback": True},
+    )
+    ready_in_a = {"a": RegionRead(True, RemoteRollout("Succeeded", R2, None, T0 - MINUTE))}
+    decision = step(spec, initialized(spec), at("v2", regions=ready_in_a))
+    assert decision.status.phase is RolloutPhase.PROGRESSING
+    # a undoes v2 while it rolls out here: the rollout goes on as its own steps say...
+    for minute in range(1, 8):
+        if decision.status.phase is RolloutPhase.SUCCEEDED:
+            break
+        stable = "v2" if decision.status.phase is RolloutPhase.PROMOTING else "v1"
+        seen = at(
+            "v2",
+            now=T0 + minute * MINUTE,
+            stable=ready(stable),
+            canary=ready("v2"),
+            regions=undone_in_a(),
+        )
+        decision = step(spec, decision.status, seen)
+        assert "RevertedWithUpstream" not in events(decision)
+    assert decision.status.phase is RolloutPhase.SUCCEEDED
+    # ...and once promoted, the next pass follows a back.
+    after = at("v2", now=T0 + 9 * MINUTE, stable=ready("v2"), regions=undone_in_a())
+    followed = step(spec, decision.status, after)
+    assert followed.status.phase is RolloutPhase.FAILED
+    assert "RevertedWithUpstream" in events(followed)

@@ -15,7 +15,9 @@ from tidegate.durations import parse_duration
 from tidegate.engine import endings, steps, upkeep
 from tidegate.engine.call import Call
 from tidegate.engine.model import (
+    SOON_SECONDS,
     WAVE_READY_EVENT,
+    PointService,
     canary_runs,
 )
 from tidegate.plan import STABLE_ONLY
@@ -154,17 +156,24 @@ def _revert(call: Call, regions: Sequence[WaveRegion], *, later: bool, reason: s
     cluster, how = hit
     bad_revision, bad_release = st.stable_revision, st.stable_release
     assert bad_revision is not None
-    call.stable_now(st.previous_stable_revision, st.previous_stable_release)
+    previous = st.previous_stable_revision
+    copy = call.obs.retiring.get(previous)  # (None: gone, or not looked at)
+    call.stable_now(previous, st.previous_stable_release)
     # Rejected: not among the revisions spec.rollbackWindow takes back at once.
     st.stable_history = [r for r in st.stable_history or () if r != bad_revision] or None
     st.previous_stable_revision = st.previous_stable_release = None
     st.canary_revision, st.canary_release = bad_revision, bad_release
     st.phase = RolloutPhase.FAILED
     call.route(STABLE_ONLY)
-    assert st.stable_revision is not None
-    # Its copy, kept at zero replicas (spec.rollbackWindow) or made again from the kept
-    # template, is brought up; `<service>-stable` selects it once it is ready.
-    call.heal("stable", call.obs.stable, st.stable_revision)
+    # Its copy, still running, kept at zero replicas (spec.rollbackWindow) or made again
+    # from the kept template, is brought up; `<service>-stable` selects it at once when it
+    # is ready, else once it is (`upkeep.point_stable`).
+    call.heal("stable", copy, previous)
+    if call.ready(copy, previous, call.obs.target_replicas):
+        call.emit(PointService("stable", previous))
+    else:
+        # Looked at again soon: its copy may become ready with no change that wakes this.
+        call.wakeups.append(SOON_SECONDS)
     text = (
         f"Release {bad_release} was rejected by region {cluster}, which {how}: reverted here "
         f"to release {st.stable_release} (revision {st.stable_revision}) without steps"
