@@ -1063,6 +1063,11 @@ class Waves(_SpecModel):
         default=False,
         description="roll a release back here when a region under `before` rejects it",
     )
+    revert_on_upstream_rollback: bool = Field(
+        default=False,
+        description="go back here, without steps, when a region under `after` goes back from "
+        "the release that is stable here (an undo there, or its own rollback of it)",
+    )
     timeout: Duration | None = Field(
         default=None, description="a wait longer than this fails the release (WaveTimeout)"
     )
@@ -1336,6 +1341,9 @@ class RolloutStatus(_StatusModel):
     stable_history: list[Revision] | None = Field(default=None, max_length=MAX_ROLLBACK_WINDOW)
     # A revision taken back without steps or analysis once the target holds it (undo).
     undo_revision: Revision | None = None
+    # The release this region went back from at once (an undo or spec.rollbackWindow): the
+    # regions after it take it as rolled back here, until it is tried or stable here again.
+    rejected_release: ShortText | None = None
     replicas: int | None = Field(default=None, ge=0)
     rollout_started_at: Timestamp | None = None
     step_started_at: Timestamp | None = None

@@ -93,7 +93,7 @@ class Workloads(Protocol):
 
     async def remove(self, revision: str, keep_template: bool) -> None:
         """Delete the copy of `revision` (its template kept first, when asked and the rollout
-        keeps the release before, spec.waves.revertOnLaterFailure)."""
+        keeps the release before: spec.waves.revertOnLaterFailure, revertOnUpstreamRollback)."""
         ...
 
     async def selection(self) -> Selection:

@@ -8,7 +8,10 @@ other regions' rollouts (through a read-only kubeconfig, from a watch: see
 - `status.stableRelease`/`canaryRelease` say which release a region runs or tries, in the
   form `spec.waves.release` gives (`tidegate.revisions.release_of`), so two regions compare
   releases, never their clusters' own revision digests;
-- `status.stableSince` says since when, which is what a soak is counted from.
+- `status.stableSince` says since when, which is what a soak is counted from;
+- a region rejects a release when it rolled it back (`Failed` or `Aborted` with it as its
+  `canaryRelease`) or went back from it at once (`status.rejectedRelease`: an undo, or
+  spec.rollbackWindow).
 
 A region that cannot be read is a reason to wait, never a pass (fail closed).
 """
@@ -30,6 +33,9 @@ from tidegate.api import (
 )
 from tidegate.durations import format_duration, parse_duration
 
+# The reason (Degraded, Event) of a region that went back to follow a region before it.
+FOLLOWED_REASON = "RevertedWithUpstream"
+
 
 @dataclass(frozen=True)
 class RemoteRollout:
@@ -39,6 +45,11 @@ class RemoteRollout:
     stable_release: str | None
     canary_release: str | None
     stable_since: datetime | None
+    # The release it went back from at once (an undo, or spec.rollbackWindow).
+    rejected_release: str | None = None
+    # It rolled its stable release back only to follow a region before it
+    # (RevertedWithUpstream), not on a judgement of its own.
+    followed: bool = False
 
 
 @dataclass(frozen=True)
@@ -82,6 +93,18 @@ _RUNNING_PHASES = frozenset(
         RolloutPhase.WAITING_FOR_WAVE.value,
     }
 )
+
+
+def rejection(remote: RemoteRollout | None, release: str) -> str | None:
+    """How the region rejected `release` (None: it did not): rolled it back, or went back
+    from it at once."""
+    if remote is None:
+        return None
+    if remote.canary_release == release and remote.phase in _REJECTING_PHASES:
+        return f"rolled the release back ({remote.phase})"
+    if remote.rejected_release == release and remote.stable_release != release:
+        return "went back from the release (undo or rollbackWindow)"
+    return None
 
 
 @dataclass(frozen=True)
@@ -181,8 +204,9 @@ def _judge_region(
         return status(Reason.UNREACHABLE, f"unreachable: {why}"[:2000]), None
     if remote is None:
         return status(Reason.NOT_FOUND, f"rollout {where} does not exist there"), None
-    if remote.canary_release == release and remote.phase in _REJECTING_PHASES:
-        return status(Reason.REJECTED, f"rolled the release back ({remote.phase})"), None
+    rejected = rejection(remote, release)
+    if rejected is not None:
+        return status(Reason.REJECTED, rejected), None
     if remote.stable_release != release:
         if remote.canary_release == release and remote.phase in _RUNNING_PHASES:
             return status(Reason.ROLLING_OUT, f"not yet rolled out there ({remote.phase})"), None
@@ -263,17 +287,23 @@ def regions_to_measure(
     return tuple(due)
 
 
-def rejected_later(
-    regions: Sequence[WaveRegion], reads: Mapping[str, RegionRead], release: str
+def rejecting_region(
+    regions: Sequence[WaveRegion],
+    reads: Mapping[str, RegionRead],
+    release: str,
+    *,
+    later: bool = False,
 ) -> tuple[str, str] | None:
-    """The first region under waves.before that rolled `release` back, and its phase."""
+    """The first of `regions` (waves.after; waves.before when `later`) that rejected
+    `release`, and how (see `rejection`). A later region that went back only to follow a
+    region before it is not counted: it judged nothing itself, and counting it would take
+    back here what this region (or one before it) decided to keep."""
     for region in regions:
         read = reads.get(region.cluster)
         remote = read.rollout if read is not None else None
-        if (
-            remote is not None
-            and remote.canary_release == release
-            and remote.phase in _REJECTING_PHASES
-        ):
-            return region.cluster, remote.phase or ""
+        if later and remote is not None and remote.followed:
+            continue
+        how = rejection(remote, release)
+        if how is not None:
+            return region.cluster, how
     return None

@@ -46,6 +46,7 @@ async def test_undo_restores_the_template_and_serves_the_version_before() -> Non
     status = world.status
     assert (status["phase"], status["stableRevision"]) == ("Succeeded", old)
     assert status["previousStableRevision"] == new
+    assert status["rejectedRelease"] == f"template:{new}"  # for the regions after this one
     assert world.selects == {"stable": old, "canary": old}
     assert world.by_revision[old].replicas == 3
     # 1.1.0 is in the window now: kept at zero, not removed.

@@ -138,3 +138,75 @@ async def test_a_release_starts_only_once_a_fresh_read_confirms_the_watch() -> N
     assert [c for c in world.calls if c[0] == "confirm_regions"] == [
         ("confirm_regions", ("a",))
     ] * 2
+
+
+async def test_an_undo_upstream_is_followed_with_the_copy_the_window_keeps() -> None:
+    world = waves_world(revertOnUpstreamRollback=True)
+    assert world.rollout is not None
+    world.rollout["spec"]["rollbackWindow"] = {"revisions": 1}
+    await settle(world, {"Initialized"})
+    await until_idle(world)
+    old, new = world.revision_of("1.0.0"), world.revision_of("1.1.0")
+    world.regions["a"] = RegionRead(
+        True, RemoteRollout("Succeeded", release_of(world, "1.1.0"), None, world.now)
+    )
+    world.set_version("1.1.0")
+    await settle(world, {"Succeeded"})
+    await until_idle(world)
+    assert world.by_revision[old].replicas == 0  # kept at zero by the window
+    # Region a undoes 1.1.0: it serves 1.0.0 again and publishes 1.1.0 as rejected.
+    world.regions["a"] = RegionRead(
+        True,
+        RemoteRollout(
+            "Succeeded",
+            release_of(world, "1.0.0"),
+            None,
+            world.now,
+            rejected_release=release_of(world, "1.1.0"),
+        ),
+    )
+    started = len(world.calls)
+    await until_idle(world)
+    status = world.status
+    assert (status["phase"], status["stableRevision"]) == ("Failed", old)
+    assert status["canaryRelease"] == release_of(world, "1.1.0")  # what b's regions read
+    degraded = world.condition("Degraded")
+    assert degraded is not None and degraded["reason"] == "RevertedWithUpstream"
+    # The kept copy is scaled back up and selected; no step, no new copy, target untouched.
+    assert ("ensure", "stable", old, 3) in world.calls[started:]
+    assert world.selects["stable"] == old and world.by_revision[old].replicas == 3
+    assert world.canary_weight == 0
+    assert world.target is not None
+    assert template_revision(world.target["spec"]["template"]) == new
+    reasons = [r for _, r, _ in world.events()]
+    assert reasons.count("RevertedWithUpstream") == 1
+    assert reasons.count("RolloutStarted") == 1 and "RolledBackFast" not in reasons
+
+
+async def test_an_undo_upstream_during_the_rollout_is_followed_after_the_promotion() -> None:
+    world = waves_world(revertOnUpstreamRollback=True)
+    await settle(world, {"Initialized"})
+    await until_idle(world)
+    old = world.revision_of("1.0.0")
+    world.regions["a"] = RegionRead(
+        True, RemoteRollout("Succeeded", release_of(world, "1.1.0"), None, world.now)
+    )
+    world.set_version("1.1.0")
+    rec = reconciler(world)
+    await settle(world, {"Progressing"}, rec)
+    world.regions["a"] = RegionRead(
+        True,
+        RemoteRollout(
+            "Succeeded",
+            release_of(world, "1.0.0"),
+            None,
+            world.now,
+            rejected_release=release_of(world, "1.1.0"),
+        ),
+    )
+    # No change of region a wakes it again: the passes the rollout makes on its own do.
+    await until_idle(world, rec)
+    reasons = [r for _, r, _ in world.events()]
+    assert reasons.index("Promoted") < reasons.index("RevertedWithUpstream")
+    assert (world.status["phase"], world.status["stableRevision"]) == ("Failed", old)
+    assert world.selects["stable"] == old, (world.by_revision, world.status, world.calls[-30:])

@@ -1,24 +1,30 @@
 """spec.waves on three local control planes (regions a, b and c), each with its own tidegate,
 its own copy of the shop and its own load, reading each other's rollouts through the reader
 kubeconfigs deploy/waves mints: a release walks a → b → c, a bad one never leaves a, an
-unreachable region holds the next one, and revertOnLaterFailure takes a release back in a
-when b rejects it."""
+unreachable region holds the next one, revertOnLaterFailure takes a release back in a
+when b rejects it, and an undo in a is followed by b (revertOnUpstreamRollback)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
+import subprocess
+import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import yaml
 from rollout_support import (
     ACCOUNT_NAMESPACE,
     RouteWatch,
     Shop,
+    events,
     install_operator_rbac,
     running_shop,
     scratch_namespace,
@@ -88,10 +94,12 @@ def _shops(
     waves: Callable[[str, str], dict[str, Any]],
     release: str | None = None,
     as_account: frozenset[str] = frozenset(),
+    spec: dict[str, Any] | None = None,
 ) -> Iterator[dict[str, Shop]]:
-    """The shop, its rollout (spec.waves from `waves(cluster, namespace)`), an operator and
-    load in each region, all initialised. In the regions of `as_account` the operator runs as
-    its ServiceAccount, with deploy/kustomize's rules and deploy/waves/operator's only."""
+    """The shop, its rollout (spec.waves from `waves(cluster, namespace)`, and `spec`'s
+    fields set over the example's), an operator and load in each region, all initialised.
+    In the regions of `as_account` the operator runs as its ServiceAccount, with
+    deploy/kustomize's rules and deploy/waves/operator's only."""
     with _shared_namespace(regions) as namespace, contextlib.ExitStack() as stack:
         shops: dict[str, Shop] = {}
         for region in regions.regions:
@@ -110,6 +118,10 @@ def _shops(
             rollout = regional_rollout(
                 name, waves(name, namespace), by_annotation=release is not None
             )
+            if spec:
+                edited = yaml.safe_load(rollout)
+                edited["spec"].update(spec)
+                rollout = yaml.safe_dump(edited)
             example = _example(tmp_path / name, rollout, release)
             shops[name] = stack.enter_context(
                 running_shop(
@@ -285,3 +297,86 @@ def _stable_runs(kubectl: KubectlRunner, namespace: str, revision: str) -> bool:
         and status.get("readyReplicas") == replicas
         and status.get("replicas") == replicas
     )
+
+
+PLUGIN_DIR = Path(sys.executable).parent  # where the venv installed kubectl-tidegate
+
+
+def _undo(shop: Shop) -> float:
+    """`kubectl tidegate undo shop` in the shop's region, as kubectl runs the plugin; when it
+    was started (time.monotonic())."""
+    env = {
+        **os.environ,
+        "PATH": f"{PLUGIN_DIR}{os.pathsep}{os.environ.get('PATH', '')}",
+        "KUBECONFIG": shop.environment.kubeconfig,
+    }
+    argv = [shop.environment.kubectl, "tidegate", "undo", "shop", "-n", shop.namespace]
+    started = time.monotonic()
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    return started
+
+
+def test_an_undo_in_the_first_region_is_followed_by_the_next(
+    regions: RegionsInfo, tmp_path: Path
+) -> None:
+    def waves(cluster: str, namespace: str) -> dict[str, Any]:
+        if cluster == "b":
+            return {"after": [wave_region("a", namespace, 0)], "revertOnUpstreamRollback": True}
+        return {}
+
+    lean = {
+        "strategy": {"canary": {"steps": [{"setWeight": 50}], "scaleDownDelaySeconds": 5}},
+        "rollbackWindow": {"revisions": 1},
+    }
+    with _shops(regions, tmp_path, waves, spec=lean) as shops:
+        a, b = shops["a"], shops["b"]
+        old = a.status()["stableRevision"]
+        for shop in (a, b):  # one commit, both regions
+            _release(shop.kubectl, shop.namespace, "1.1.0")
+
+        def new_stable(status: dict[str, Any]) -> bool:
+            return status.get("phase") == "Succeeded" and status.get("stableRevision") != old
+
+        promoted = {
+            name: shop.wait_status(new_stable, f"1.1.0 promoted in {name}", 180)
+            for name, shop in (("a", a), ("b", b))
+        }
+        new_release = promoted["a"]["stableRelease"]
+        assert promoted["b"]["stableRelease"] == new_release
+        b.caught_up()
+        assert {v for _, v, _ in b.traffic_after(time.monotonic(), 30)} == {"1.1.0"}
+        started_before = Counter(e["reason"] for e in events(b.kubectl, b.namespace))
+
+        started = _undo(a)
+        undone = a.wait_status(
+            lambda s: s.get("stableRevision") == old, "a back on 1.0.0 (undo)", 60
+        )
+        assert undone["rejectedRelease"] == new_release  # published for b
+        reverted = b.wait_status(
+            lambda s: s.get("phase") == "Failed" and s.get("stableRelease") != new_release,
+            "b back on 1.0.0 after a's undo",
+            60,
+        )
+        degraded = next(c for c in reverted["conditions"] if c["type"] == "Degraded")
+        assert degraded["reason"] == "RevertedWithUpstream"
+        assert "region a" in degraded["message"]
+        # Measured through b's gateway: b's requests go back to 1.0.0 with no error, and
+        # no step ran (no rollout started, no canary weight) on the way back.
+        b.caught_up()
+        settled = b.traffic_after(time.monotonic(), 60)
+        assert {v for _, v, _ in settled} == {"1.0.0"}, Counter(v for _, v, _ in settled)
+        answers = [s for s in b.load.samples if s[0] > started]
+        failed = Counter(code for _, _, code in answers if code != 200)
+        assert answers and not failed, failed
+        last_new = max((at for at, v, _ in answers if v == "1.1.0"), default=started)
+        print(f"b's last 1.1.0 answer {last_new - started:.1f}s after a's undo")
+        reasons = Counter(e["reason"] for e in events(b.kubectl, b.namespace))
+        assert reasons["RevertedWithUpstream"] == 1
+        assert reasons["RolloutStarted"] == started_before["RolloutStarted"]
+        assert b.weight() == 0
+        target = b.kubectl.check(
+            "get", "-n", b.namespace, "deployment/shop",
+            "-o", "jsonpath={.spec.template.spec.containers[0].env}",
+        )  # fmt: skip
+        assert "1.1.0" in target  # b's target still holds the release (its Git commit)

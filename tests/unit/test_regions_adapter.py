@@ -25,15 +25,24 @@ def test_a_remote_status_is_read_leniently() -> None:
         "phase": "Succeeded",
         "stableRelease": "template:abc",
         "stableSince": "2026-11-26T10:00:00Z",
+        "rejectedRelease": "template:def",
         "somethingNewer": {"x": 1},
     }
     read = remote_rollout({"status": status})
     assert read.phase == "Succeeded" and read.stable_release == "template:abc"
     assert read.canary_release is None
+    assert read.rejected_release == "template:def"
     assert read.stable_since == datetime(2026, 11, 26, 10, tzinfo=UTC)
     odd = remote_rollout({"status": {"phase": 3, "stableSince": "yesterday"}})
     assert (odd.phase, odd.stable_since) == (None, None)
     assert remote_rollout({}).phase is None
+    assert remote_rollout({}).rejected_release is None  # written by a tidegate before undo
+    assert not read.followed and not remote_rollout({}).followed
+    degraded = {"type": "Degraded", "status": "True", "reason": "RevertedWithUpstream"}
+    followed = remote_rollout({"status": {"phase": "Failed", "conditions": [degraded]}})
+    assert followed.followed
+    over = remote_rollout({"status": {"conditions": [{**degraded, "status": "False"}, 3]}})
+    assert not over.followed
 
 
 def test_the_source_defaults_to_this_namespace() -> None:

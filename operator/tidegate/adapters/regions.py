@@ -30,7 +30,7 @@ from tidegate import api
 from tidegate.adapters.cache import Key, Obj
 from tidegate.adapters.kubeconfigs import KubeconfigRefused, parse_kubeconfig, reduce_kubeconfig
 from tidegate.ports import AdapterError
-from tidegate.waves import RegionRead, RemoteRollout
+from tidegate.waves import FOLLOWED_REASON, RegionRead, RemoteRollout
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,14 @@ def remote_rollout(obj: Obj) -> RemoteRollout:
         stable_release=text("stableRelease"),
         canary_release=text("canaryRelease"),
         stable_since=_parse_time(status.get("stableSince")),
+        rejected_release=text("rejectedRelease"),
+        followed=any(
+            isinstance(c, dict)
+            and c.get("type") == "Degraded"
+            and c.get("status") == "True"
+            and c.get("reason") == FOLLOWED_REASON
+            for c in status.get("conditions") or ()
+        ),
     )
 
 

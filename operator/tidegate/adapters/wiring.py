@@ -91,7 +91,8 @@ def kube_ports(kube: Kube, notifier: Notifier, regions: Regions | None = None) -
             spec.target_ref.name,
             spec.service.name,
             spec.service.port,
-            keep_previous=spec.waves is not None and spec.waves.revert_on_later_failure,
+            keep_previous=spec.waves is not None
+            and (spec.waves.revert_on_later_failure or spec.waves.revert_on_upstream_rollback),
         )
 
     def router(namespace: str, spec: api.RolloutSpec) -> Router:

@@ -177,8 +177,9 @@ class KubeWorkloads:
         keep_previous: bool = False,
     ) -> None:
         self.kube = kube
-        # spec.waves.revertOnLaterFailure: the stable copy's template is kept when a
-        # promotion replaces it, so that the release before can be brought back.
+        # spec.waves.revertOnLaterFailure or revertOnUpstreamRollback: the stable copy's
+        # template is kept when a promotion replaces it, so that the release before can be
+        # brought back.
         self.keep_previous = keep_previous
         self.namespace = namespace
         self.rollout = rollout

@@ -70,10 +70,22 @@ def run(call: Call) -> Decision:
         RolloutPhase.PAUSED,
     ):
         call.wake_at(poll)
+    forget_rejection(call)
     call.status.observed_generation = call.obs.generation
     update_conditions(call)
     requeue = min(call.wakeups) if call.wakeups else None
     return Decision(status=call.status, actions=tuple(call.actions), requeue_after=requeue)
+
+
+def forget_rejection(call: Call) -> None:
+    """A release this region went back from at once stops being published as rejected once
+    it is tried here again (a rollout of it) or is stable here again."""
+    st = call.status
+    if st.rejected_release is not None and st.rejected_release in (
+        st.stable_release,
+        st.canary_release,
+    ):
+        st.rejected_release = None
 
 
 def restore_drift(call: Call) -> None:

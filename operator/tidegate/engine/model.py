@@ -172,7 +172,8 @@ class PointService:
 class RemoveCopy:
     """Delete the copy that runs `revision`: it has no role, nothing selects it, and the
     scale-down delay has passed. `keep_template`: its pod template is kept first (the
-    revision a later region's rollback may bring back, spec.waves.revertOnLaterFailure)."""
+    revision another region's rollback may bring back: spec.waves.revertOnLaterFailure,
+    revertOnUpstreamRollback)."""
 
     revision: str
     keep_template: bool = False

@@ -87,8 +87,14 @@ def take_back(call: Call) -> None:
     st, target = call.status, call.obs.target_revision
     before, how = st.stable_revision, "undo" if target == st.undo_revision else "rollbackWindow"
     assert before is not None
-    st.previous_stable_revision, st.previous_stable_release = before, st.stable_release
+    left = st.stable_release
+    st.previous_stable_revision, st.previous_stable_release = before, left
     call.stable_now(target, call.obs.target_release)
+    redo = call.obs.target_release == st.rejected_release  # back to what an undo left
+    if left is not None and left != call.obs.target_release and not redo:
+        # Published: the other regions take it as rolled back here. (A second undo, back to
+        # the release the first one left, publishes nothing: see `core.forget_rejection`.)
+        st.rejected_release = left
     workload = call.obs.retiring.get(target)
     replicas = call.sized(workload, call.obs.target_replicas)
     wanted = EnsureWorkload(role="stable", revision=target, replicas=replicas)

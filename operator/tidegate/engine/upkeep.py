@@ -80,10 +80,11 @@ def steady(call: Call) -> None:
     assert st.stable_revision is not None
     if call.spec.paused:
         return
-    if wave_gate.revert_on_later_failure(call):
+    if wave_gate.revert_on_rejection(call):
         return
     failed_before = st.phase in ROLLED_BACK_PHASES and target == st.canary_revision
-    if undo.takes_back(call):
+    # (A revision rolled back here, still the target's, is not taken back by the window.)
+    if not failed_before and undo.takes_back(call):
         undo.take_back(call)
         return
     if target != st.stable_revision and not failed_before:

@@ -1,21 +1,27 @@
 """Regions before this one (spec.waves.after): a release waits for them before it starts
-here, and a region after this one rolling it back reverts it here."""
+here; and a region that rejects the release stable here reverts it here, when it is one after
+this one (revertOnLaterFailure) or one before it (revertOnUpstreamRollback)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from tidegate.api import (
     RolloutPhase,
+    WaveRegion,
     WavesStatus,
 )
 from tidegate.durations import parse_duration
 from tidegate.engine import endings, steps, upkeep
 from tidegate.engine.call import Call
 from tidegate.engine.model import (
+    SOON_SECONDS,
     WAVE_READY_EVENT,
+    PointService,
     canary_runs,
 )
 from tidegate.plan import STABLE_ONLY
-from tidegate.waves import judge_after, rejected_later
+from tidegate.waves import FOLLOWED_REASON, judge_after, rejecting_region
 
 
 def start_or_wait(call: Call, event_reason: str, note: str = "") -> None:
@@ -118,36 +124,60 @@ def fail_before_start(call: Call, reason: str, text: str) -> None:
     call.wave = (False, reason, text)
 
 
-def revert_on_later_failure(call: Call) -> bool:
-    """With waves.revertOnLaterFailure: a region after this one rolled back the release
-    that is stable here; go back to the release before it. True when it did."""
-    st, waves = call.status, call.spec.waves
+def revert_on_rejection(call: Call) -> bool:
+    """A region rejected the release that is stable here (rolled it back, or went back from
+    it at once): with waves.revertOnLaterFailure a region under `before`, with
+    waves.revertOnUpstreamRollback one under `after`. Go back to the release before it,
+    without steps. True when it did."""
+    waves = call.spec.waves
+    if waves is None:
+        return False
+    if waves.revert_on_later_failure and _revert(
+        call, waves.before, later=True, reason="RevertedOnLaterFailure"
+    ):
+        return True
+    return waves.revert_on_upstream_rollback and _revert(
+        call, waves.after, later=False, reason=FOLLOWED_REASON
+    )
+
+
+def _revert(call: Call, regions: Sequence[WaveRegion], *, later: bool, reason: str) -> bool:
+    st = call.status
     if (
-        waves is None
-        or not waves.revert_on_later_failure
-        or st.phase is not RolloutPhase.SUCCEEDED
+        st.phase is not RolloutPhase.SUCCEEDED
         or st.stable_release is None
         or st.previous_stable_revision is None
         or st.previous_stable_revision == st.stable_revision
     ):
         return False
-    hit = rejected_later(waves.before, call.obs.regions, st.stable_release)
+    hit = rejecting_region(regions, call.obs.regions, st.stable_release, later=later)
     if hit is None:
         return False
-    cluster, phase = hit
+    cluster, how = hit
     bad_revision, bad_release = st.stable_revision, st.stable_release
     assert bad_revision is not None
-    call.stable_now(st.previous_stable_revision, st.previous_stable_release)
+    previous = st.previous_stable_revision
+    copy = call.obs.retiring.get(previous)  # (None: gone, or not looked at)
+    call.stable_now(previous, st.previous_stable_release)
+    # Rejected: not among the revisions spec.rollbackWindow takes back at once.
+    st.stable_history = [r for r in st.stable_history or () if r != bad_revision] or None
     st.previous_stable_revision = st.previous_stable_release = None
     st.canary_revision, st.canary_release = bad_revision, bad_release
     st.phase = RolloutPhase.FAILED
     call.route(STABLE_ONLY)
-    assert st.stable_revision is not None
-    call.heal("stable", call.obs.stable, st.stable_revision)
+    # Its copy, still running, kept at zero replicas (spec.rollbackWindow) or made again
+    # from the kept template, is brought up; `<service>-stable` selects it at once when it
+    # is ready, else once it is (`upkeep.point_stable`).
+    call.heal("stable", copy, previous)
+    if call.ready(copy, previous, call.obs.target_replicas):
+        call.emit(PointService("stable", previous))
+    else:
+        # Looked at again soon: its copy may become ready with no change that wakes this.
+        call.wakeups.append(SOON_SECONDS)
     text = (
-        f"Region {cluster} rolled release {bad_release} back ({phase}): reverted here to "
-        f"release {st.stable_release} (revision {st.stable_revision})"
+        f"Release {bad_release} was rejected by region {cluster}, which {how}: reverted here "
+        f"to release {st.stable_release} (revision {st.stable_revision}) without steps"
     )
-    call.event("Warning", "RevertedOnLaterFailure", text)
-    call.say("RevertedOnLaterFailure", text)
+    call.event("Warning", reason, text)
+    call.say(reason, text)
     return True
