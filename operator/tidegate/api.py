@@ -601,11 +601,14 @@ class Metric(_SpecModel):
         default=None,
         description="Required with a query; with a templateRef it replaces the template's.",
     )
-    dry_run: bool = Field(
-        default=False,
+    # No default in the CRD (None, not False): the API server would write it into every
+    # stored rollout, and an operator from before the field, still running while a chart
+    # upgrade applies the CRDs first, would refuse them all as unknown input.
+    dry_run: bool | None = Field(
+        default=None,
         description="Measured, judged, shown in the status and exported, but never decides: "
         "a dry-run metric that fails, has no data or errs neither rolls back, holds a step "
-        "nor counts toward a limit.",
+        "nor counts toward a limit. Off when left out.",
     )
 
     @field_validator("args")
@@ -1063,10 +1066,13 @@ class Waves(_SpecModel):
         default=False,
         description="roll a release back here when a region under `before` rejects it",
     )
-    revert_on_upstream_rollback: bool = Field(
-        default=False,
+    # No default in the CRD, as for Metric.dry_run: an operator from before the field must
+    # still read the rollouts stored after the CRD was upgraded.
+    revert_on_upstream_rollback: bool | None = Field(
+        default=None,
         description="go back here, without steps, when a region under `after` goes back from "
-        "the release that is stable here (an undo there, or its own rollback of it)",
+        "the release that is stable here (an undo there, or its own rollback of it); off "
+        "when left out",
     )
     timeout: Duration | None = Field(
         default=None, description="a wait longer than this fails the release (WaveTimeout)"

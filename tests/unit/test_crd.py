@@ -254,3 +254,12 @@ def test_exclusive_bounds_are_written_as_openapi_v3_0_wants_them() -> None:
         1,
         True,
     )
+
+
+@pytest.mark.parametrize(
+    "path", ["spec.analysis.metrics.[].dryRun", "spec.waves.revertOnUpstreamRollback"]
+)
+def test_fields_newer_than_a_running_operator_get_no_default(path: str) -> None:
+    """A default is written into every stored rollout; an operator from before the field,
+    still running while an upgrade applies the CRDs first, would refuse them all."""
+    assert "default" not in at(path)

@@ -92,7 +92,9 @@ def kube_ports(kube: Kube, notifier: Notifier, regions: Regions | None = None) -
             spec.service.name,
             spec.service.port,
             keep_previous=spec.waves is not None
-            and (spec.waves.revert_on_later_failure or spec.waves.revert_on_upstream_rollback),
+            and (
+                spec.waves.revert_on_later_failure or bool(spec.waves.revert_on_upstream_rollback)
+            ),
         )
 
     def router(namespace: str, spec: api.RolloutSpec) -> Router:

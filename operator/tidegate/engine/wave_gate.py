@@ -136,7 +136,7 @@ def revert_on_rejection(call: Call) -> bool:
         call, waves.before, later=True, reason="RevertedOnLaterFailure"
     ):
         return True
-    return waves.revert_on_upstream_rollback and _revert(
+    return bool(waves.revert_on_upstream_rollback) and _revert(
         call, waves.after, later=False, reason=FOLLOWED_REASON
     )
 
