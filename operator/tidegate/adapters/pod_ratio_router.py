@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections import Counter
 
 from tidegate.adapters.kube import Kube, Obj
-from tidegate.adapters.service_router import _copy_label, _pod_of
+from tidegate.adapters.service_router import _copy_label, _pod_of, existing_service
 from tidegate.adapters.workloads import selecting
 from tidegate.plan import Traffic
 from tidegate.ports import Role, RoutingError, role_service
@@ -51,10 +51,7 @@ class PodRatioRouter:
         self.target = target  # the user's Deployment: its copies are named after it
 
     async def _get(self, name: str) -> Obj:
-        found = await self.kube.read("services", self.namespace, name)
-        if found is None:
-            raise RoutingError(f"Service {self.namespace}/{name} does not exist")
-        return found
+        return await existing_service(self.kube, self.namespace, name)
 
     async def _role_label(self, role: Role) -> dict[str, str]:
         return _copy_label(await self._get(role_service(self.service, role)))

@@ -37,6 +37,14 @@ def _pod_of(pod: str | None, deployment: str) -> bool:
     return pod.removeprefix(f"{deployment}-").count("-") == 1
 
 
+async def existing_service(kube: Kube, namespace: str, name: str) -> Obj:
+    """The Service `name`; a RoutingError when it does not exist (a router cannot write it)."""
+    found = await kube.read("services", namespace, name)
+    if found is None:
+        raise RoutingError(f"Service {namespace}/{name} does not exist")
+    return found
+
+
 class ServiceSelectorRouter:
     """The `Router` port on Service selectors."""
 
@@ -59,10 +67,7 @@ class ServiceSelectorRouter:
         self.target = target  # the user's Deployment: its copies are named after it
 
     async def _get(self, name: str) -> Obj:
-        found = await self.kube.read("services", self.namespace, name)
-        if found is None:
-            raise RoutingError(f"Service {self.namespace}/{name} does not exist")
-        return found
+        return await existing_service(self.kube, self.namespace, name)
 
     async def _role(self, name: str) -> Role | None:
         """The role whose copy Service `name` selects (stable when both roles have it)."""
