@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -417,3 +420,21 @@ def weights_until(shop: Shop, phases: set[str], timeout: float = 120) -> list[in
 
     wait_until(phase, "/".join(sorted(phases)), timeout, until=phases.__contains__)
     return seen
+
+
+PLUGIN_DIR = Path(sys.executable).parent  # where the venv installed kubectl-tidegate
+
+
+def undo(shop: Shop) -> float:
+    """`kubectl tidegate undo shop` in the shop's cluster, as kubectl runs the plugin; when it
+    was started (time.monotonic())."""
+    env = {
+        **os.environ,
+        "PATH": f"{PLUGIN_DIR}{os.pathsep}{os.environ.get('PATH', '')}",
+        "KUBECONFIG": shop.environment.kubeconfig,
+    }
+    argv = [shop.environment.kubectl, "tidegate", "undo", "shop", "-n", shop.namespace]
+    started = time.monotonic()
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    return started

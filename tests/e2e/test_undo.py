@@ -5,22 +5,17 @@ back to a version that was stable before takes no steps."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
 
 import yaml
-from rollout_support import Shop, copies, copy_of, events, set_version
+from rollout_support import Shop, copies, copy_of, events, set_version, undo
 
 from tidegate_devenv.paths import CANARY_EXAMPLE
 from tidegate_devenv.traffic import Sample
 from tidegate_devenv.waiting import wait_until
 
-PLUGIN_DIR = Path(sys.executable).parent  # where the venv installed kubectl-tidegate
 WITHIN = 5.0  # seconds from the command to every request on the version before
 
 
@@ -29,20 +24,6 @@ def rollout_with_window(revisions: int) -> str:
     rollout["spec"]["strategy"]["canary"]["steps"] = [{"setWeight": 50}]
     rollout["spec"]["rollbackWindow"] = {"revisions": revisions}
     return yaml.safe_dump(rollout)
-
-
-def undo(shop: Shop) -> float:
-    """`kubectl tidegate undo shop`, as kubectl runs the plugin; when it was started."""
-    env = {
-        **os.environ,
-        "PATH": f"{PLUGIN_DIR}{os.pathsep}{os.environ.get('PATH', '')}",
-        "KUBECONFIG": shop.environment.kubeconfig,
-    }
-    argv = [shop.environment.kubectl, "tidegate", "undo", "shop", "-n", shop.namespace]
-    started = time.monotonic()
-    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, (result.stdout, result.stderr)
-    return started
 
 
 def all_on(shop: Shop, version: str) -> None:

@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -29,6 +26,7 @@ from rollout_support import (
     running_shop,
     scratch_namespace,
     service_account_kubeconfig,
+    undo,
 )
 
 from tidegate_devenv.cluster import KubectlRunner
@@ -299,24 +297,6 @@ def _stable_runs(kubectl: KubectlRunner, namespace: str, revision: str) -> bool:
     )
 
 
-PLUGIN_DIR = Path(sys.executable).parent  # where the venv installed kubectl-tidegate
-
-
-def _undo(shop: Shop) -> float:
-    """`kubectl tidegate undo shop` in the shop's region, as kubectl runs the plugin; when it
-    was started (time.monotonic())."""
-    env = {
-        **os.environ,
-        "PATH": f"{PLUGIN_DIR}{os.pathsep}{os.environ.get('PATH', '')}",
-        "KUBECONFIG": shop.environment.kubeconfig,
-    }
-    argv = [shop.environment.kubectl, "tidegate", "undo", "shop", "-n", shop.namespace]
-    started = time.monotonic()
-    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, (result.stdout, result.stderr)
-    return started
-
-
 def test_an_undo_in_the_first_region_is_followed_by_the_next(
     regions: RegionsInfo, tmp_path: Path
 ) -> None:
@@ -348,7 +328,7 @@ def test_an_undo_in_the_first_region_is_followed_by_the_next(
         assert {v for _, v, _ in b.traffic_after(time.monotonic(), 30)} == {"1.1.0"}
         started_before = Counter(e["reason"] for e in events(b.kubectl, b.namespace))
 
-        started = _undo(a)
+        started = undo(a)
         undone = a.wait_status(
             lambda s: s.get("stableRevision") == old, "a back on 1.0.0 (undo)", 60
         )
